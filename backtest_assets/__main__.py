@@ -1,0 +1,5 @@
+import sys
+
+from backtest_assets.cli import main
+
+sys.exit(main())

@@ -1,0 +1,47 @@
+"""A plain-text account of what the warehouse holds for a date window."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from backtest_assets.warehouse import Box, PartitionLayout, Warehouse
+
+_TABLES = {  # table -> (time column, slot minutes or None for irregular rows)
+    "raw_perp_klines_1m": ("ts_open", 1), "raw_spot_klines_1m": ("ts_open", 1),
+    "raw_funding_rates": ("ts", None), "raw_open_interest": ("ts", 5),
+    "bars_1m": ("ts_open", 1), "bars_5m": ("ts_open", 5), "bars_15m": ("ts_open", 15),
+}
+
+
+def warehouse_summary(warehouse: Warehouse, start: dt.date, end: dt.date) -> str:
+    """Rows, symbols, missing slots and partial bars per table, and quarantined rows."""
+    lo = dt.datetime.combine(start, dt.time())
+    hi = dt.datetime.combine(end + dt.timedelta(days=1), dt.time())
+    have = warehouse.tables()
+    lines = [f"warehouse: {warehouse.path}", f"window: {start}..{end} (UTC, inclusive)",
+             f"{'table':<20} {'rows':>10} {'symbols':>8} {'missing':>9} {'partial':>8}"]
+    for table, (tcol, slot) in _TABLES.items():
+        if table not in have:
+            lines.append(f"{table:<20} {'(not materialized)':>10}")
+            continue
+        frame = warehouse.read(table, PartitionLayout(time_col=tcol, time_dim="date"),
+                               [Box(start=lo, end=hi)])
+        groups = ["symbol", "market"] if "market" in frame.columns else ["symbol"]
+        missing = partial = "-"
+        if slot:
+            days = (end - start).days + 1
+            n_groups = frame.select(groups).unique().height
+            missing = str(n_groups * days * 24 * 60 // slot - frame.height)
+        if "n_source_bars" in frame.columns and slot and slot > 1:
+            partial = str(int((frame["n_source_bars"] < slot).sum()))
+        lines.append(f"{table:<20} {frame.height:>10,} {frame['symbol'].n_unique():>8} "
+                     f"{missing:>9} {partial:>8}")
+    if "ingest_quarantine" in have:
+        q = warehouse.read("ingest_quarantine", PartitionLayout()).filter(
+            pl.col("date").is_between(start, end))
+        lines.append(f"quarantined rows: {q.height}"
+                     + "".join(f"\n  {r['asset']} {r['symbol']} {r['date']} line "
+                               f"{r['line_no']}: {r['reason']}" for r in q.head(10).to_dicts()))
+    return "\n".join(lines)

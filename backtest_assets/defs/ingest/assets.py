@@ -1,0 +1,103 @@
+"""Raw market data, one (date, symbol) partition per source day, as the source delivered it.
+
+Refused rows go to ``ingest_quarantine`` with their reason and the raw files behind each
+partition (url, path under the data root, sha256, status) to ``ingest_files``, both replaced
+in the same transaction as the partition's rows.
+"""
+
+
+import datetime as dt
+from collections.abc import Callable
+
+import dagster as dg
+import polars as pl
+
+from backtest_assets.core.frames import FUNDING_SCHEMA, KLINE_SCHEMA, OPEN_INTEREST_SCHEMA, empty
+from backtest_assets.core.ingest import collect
+from backtest_assets.defs.ingest.checks import (
+    FUNDING_CONTRACT,
+    KLINES_CONTRACT,
+    OPEN_INTEREST_CONTRACT,
+)
+from backtest_assets.defs.shared import check_specs, checked_output, date_symbol_keys
+from backtest_assets.partitions import (
+    BARS_PARTITION_EXPR,
+    TS_PARTITION_EXPR,
+    UNIVERSE,
+    date_symbol_partitions_def,
+)
+from backtest_assets.resources import MarketSourceResource, WarehouseResource, WarehouseWrite
+from backtest_assets.schemas.checks import FrameContract
+from backtest_assets.sources.base import MarketDataSource, SourceBatch
+from backtest_assets.warehouse import SideWrite
+
+QUARANTINE_TABLE = "ingest_quarantine"
+FILES_TABLE = "ingest_files"
+
+Fetch = Callable[[MarketDataSource], Callable[[str, dt.date], SourceBatch]]
+
+
+def _spot_fetch(source: MarketDataSource) -> Callable[[str, dt.date], SourceBatch]:
+    def fetch(symbol: str, day: dt.date) -> SourceBatch:
+        if "spot" not in UNIVERSE.markets_of(symbol):
+            return SourceBatch(frame=empty(KLINE_SCHEMA))
+        return source.klines_1m("spot", symbol, day)
+    return fetch
+
+
+def _ingest_asset(name: str, description: str, fetch: Fetch, schema: dict[str, pl.DataType],
+                  contract: FrameContract, partition_expr: dict[str, str]
+                  ) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        description=description,
+        group_name="ingest",
+        partitions_def=date_symbol_partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="duckdb",
+        kinds={"duckdb", "polars"},
+        metadata={"partition_expr": partition_expr},
+        check_specs=check_specs(name, contract),
+    )
+    def _asset(context: dg.AssetExecutionContext, market_source: MarketSourceResource,
+               warehouse: WarehouseResource):
+        source = market_source.source(warehouse.root)
+        got = collect(name, date_symbol_keys(context), fetch(source), schema)
+        write = WarehouseWrite(got.frame, side=[
+            SideWrite(QUARANTINE_TABLE, got.quarantine, got.keys),
+            SideWrite(FILES_TABLE, got.files, got.keys),
+        ])
+        metadata = {
+            "source": market_source.kind,
+            "partitions": got.keys.height,
+            "missing_days": len(got.missing),
+            "missing": dg.MetadataValue.json(got.missing[:50]),
+            "quarantined_rows": got.quarantine.height,
+            "raw_files": got.files.height,
+            "raw_sha256": dg.MetadataValue.json(got.files["sha256"].drop_nulls().to_list()[:20]),
+        }
+        yield from checked_output(context, write, got.frame, contract, metadata=metadata)
+
+    return _asset
+
+
+raw_perp_klines_1m = _ingest_asset(
+    "raw_perp_klines_1m", "USD-M perpetual 1-minute klines as delivered by the source.",
+    lambda s: lambda symbol, day: s.klines_1m("perp", symbol, day),
+    KLINE_SCHEMA, KLINES_CONTRACT, BARS_PARTITION_EXPR,
+)
+raw_spot_klines_1m = _ingest_asset(
+    "raw_spot_klines_1m", "Spot 1-minute klines (for the perp-spot basis) as delivered.",
+    _spot_fetch, KLINE_SCHEMA, KLINES_CONTRACT, BARS_PARTITION_EXPR,
+)
+raw_funding_rates = _ingest_asset(
+    "raw_funding_rates", "Funding rates fixed during the day, stamped at calculation time.",
+    lambda s: s.funding_rates, FUNDING_SCHEMA, FUNDING_CONTRACT, TS_PARTITION_EXPR,
+)
+raw_open_interest = _ingest_asset(
+    "raw_open_interest", "5-minute open interest snapshots, stamped at publication time.",
+    lambda s: s.open_interest, OPEN_INTEREST_SCHEMA, OPEN_INTEREST_CONTRACT, TS_PARTITION_EXPR,
+)
+
+defs = dg.Definitions(assets=[raw_perp_klines_1m, raw_spot_klines_1m, raw_funding_rates,
+                              raw_open_interest])

@@ -1,0 +1,19 @@
+"""What each raw market-data frame must satisfy before it is written."""
+
+from __future__ import annotations
+
+from backtest_assets.schemas.checks import FrameContract
+from backtest_assets.schemas.models import RAW_FUNDING, RAW_KLINES, RAW_OPEN_INTEREST
+
+KLINES_CONTRACT = FrameContract(
+    schema=RAW_KLINES, key_cols=("symbol", "ts_open"), time_col="ts_open",
+    group_cols=("symbol",), slot_minutes=1,
+)
+FUNDING_CONTRACT = FrameContract(
+    schema=RAW_FUNDING, key_cols=("symbol", "ts"), time_col="ts", group_cols=("symbol",),
+    slot_minutes=None, value_checks=(), max_rows_per_day=24,  # 1-hour funding at the most
+)
+OPEN_INTEREST_CONTRACT = FrameContract(
+    schema=RAW_OPEN_INTEREST, key_cols=("symbol", "ts"), time_col="ts", group_cols=("symbol",),
+    slot_minutes=5, value_checks=("non_negative_volumes",),
+)

@@ -1,0 +1,93 @@
+"""Wiring shared by the layers: partition keys of a run, and checks evaluated before a write."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from backtest_assets.core.keys import validate_date, validate_symbol
+from backtest_assets.schemas.checks import CheckOutcome, FrameContract, evaluate
+
+
+def date_symbol_keys(context: dg.AssetExecutionContext) -> list[tuple[dt.date, str]]:
+    """The (date, symbol) keys this run materializes: one key, a range, or a key set."""
+    keys = context.partition_keys  # a single key or a single-run range alike
+    out = []
+    for key in keys:
+        dims = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else \
+            dg.MultiPartitionKey.from_str(key).keys_by_dimension  # type: ignore[attr-defined]
+        out.append((validate_date(dims["date"]), validate_symbol(dims["symbol"])))
+    return sorted(out)
+
+
+def check_specs(asset: str, contract: FrameContract, extra: Sequence[str] = ()
+                ) -> list[dg.AssetCheckSpec]:
+    """One AssetCheckSpec per named check; ERROR checks block downstream assets."""
+    warn_only = {"complete_days"}
+    return [
+        dg.AssetCheckSpec(name, asset=asset, blocking=name not in warn_only,
+                          description=CHECK_DESCRIPTIONS.get(name, name))
+        for name in [*contract.check_names, *extra]
+    ]
+
+
+CHECK_DESCRIPTIONS = {
+    "schema": "columns, dtypes and nulls match the pandera model",
+    "positive_prices": "open, high, low, close > 0",
+    "non_negative_volumes": "volumes, counts and open interest >= 0",
+    "ohlc_sanity": "low <= open, close <= high; taker-buy volume <= volume",
+    "unique_keys": "no two rows share the key",
+    "monotonic_time": "time strictly increases within each symbol (and market)",
+    "row_count": "rows per day on the time grid and no more than its slots",
+    "complete_days": "no missing slots (a gap is kept and flagged, never filled): warning",
+    "source_bars_reconcile": "n_source_bars per day adds up to the 1m bars behind it",
+}
+
+
+def checked_output(
+    context: dg.AssetExecutionContext,
+    value: Any,
+    frame: pl.DataFrame,
+    contract: FrameContract,
+    *,
+    extra: Sequence[CheckOutcome] = (),
+    metadata: Mapping[str, Any] | None = None,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Evaluate the checks; write ``value`` only when no blocking check failed.
+
+    A blocking failure reports every check and fails the step before anything is written, so
+    the warehouse keeps the previous good data of these partitions.
+    """
+    outcomes = [*evaluate(frame, contract), *extra]
+    results = [_result(o) for o in outcomes]
+    failed = [o for o in outcomes if o.blocking_failure]
+    if failed:
+        yield from results
+        details = "; ".join(f"{o.name}: {o.description}" for o in failed)
+        raise dg.Failure(
+            description=f"{context.asset_key.to_user_string()} "
+                        f"{_describe_keys(context)}: blocking checks failed, nothing written "
+                        f"(previous data kept). {details}",
+        )
+    yield dg.Output(value, metadata={"rows": frame.height, **(metadata or {})})
+    yield from results
+
+
+def _describe_keys(context: dg.AssetExecutionContext) -> str:
+    keys = context.partition_keys
+    return f"partition {keys[0]}" if len(keys) == 1 else f"partitions {keys[0]}..{keys[-1]}"
+
+
+def _result(o: CheckOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=o.name,
+        passed=o.passed,
+        severity=dg.AssetCheckSeverity.WARN if o.severity == "WARN" else
+        dg.AssetCheckSeverity.ERROR,
+        description=o.description or None,
+        metadata=o.metadata,
+    )

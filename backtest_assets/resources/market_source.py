@@ -1,0 +1,54 @@
+"""The market-data source resource: ``synthetic`` (default, offline) or ``binance``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from backtest_assets.sources.base import MarketDataSource
+
+MARKET_SOURCE_ENV = "BACKTEST_MARKET_SOURCE"
+BINANCE_BASE_URL_ENV = "BACKTEST_BINANCE_BASE_URL"
+
+
+class MarketSourceResource(dg.ConfigurableResource):
+    """Which source the ingest assets read, and its settings.
+
+    ``market_source`` defaults to ``$BACKTEST_MARKET_SOURCE`` or ``synthetic``;
+    ``base_url`` to ``$BACKTEST_BINANCE_BASE_URL`` or data.binance.vision.
+    """
+
+    market_source: str | None = None  # "synthetic" or "binance"
+    seed: int = 7
+    base_url: str | None = None
+    spot_api_url: str = "https://api.binance.com"
+    futures_api_url: str = "https://fapi.binance.com"
+    max_retries: int = 4
+    rest_fallback_days: int = 2
+
+    @property
+    def kind(self) -> str:
+        kind = self.market_source or os.environ.get(MARKET_SOURCE_ENV) or "synthetic"
+        if kind not in ("synthetic", "binance"):
+            raise dg.Failure(f"market_source must be 'synthetic' or 'binance', got {kind!r}")
+        return kind
+
+    def source(self, data_root: Path) -> MarketDataSource:
+        """The configured source; raw files are kept under ``data_root``."""
+        if self.kind == "synthetic":
+            from backtest_assets.sources.synthetic import SyntheticSource
+
+            return SyntheticSource(seed=self.seed)
+        from backtest_assets.sources.binance import BinanceSource
+
+        return BinanceSource(
+            base_url=self.base_url or os.environ.get(BINANCE_BASE_URL_ENV)
+            or "https://data.binance.vision",
+            spot_api_url=self.spot_api_url,
+            futures_api_url=self.futures_api_url,
+            data_root=data_root,
+            max_retries=self.max_retries,
+            rest_fallback_days=self.rest_fallback_days,
+        )

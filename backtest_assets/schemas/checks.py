@@ -1,0 +1,165 @@
+"""Named checks evaluated on an asset's frame before it is written (no Dagster here).
+
+Each :class:`FrameContract` says what a frame must satisfy: its pandera model, its unique key,
+the column whose time must increase within each group, and its slot grid. :func:`evaluate`
+returns one :class:`CheckOutcome` per named check, with counts and the first failing row so
+an error names the partition and the row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandera.polars as pa
+import polars as pl
+
+from backtest_assets.core.bars import day_coverage
+
+VALUE_CHECKS = ("positive_prices", "non_negative_volumes", "ohlc_sanity")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrameContract:
+    """What a frame must satisfy; ``value_checks`` names the model's value checks to report."""
+
+    schema: pa.DataFrameSchema
+    key_cols: tuple[str, ...]
+    time_col: str
+    group_cols: tuple[str, ...]
+    slot_minutes: int | None  # the time grid; None when rows are irregular
+    value_checks: tuple[str, ...] = VALUE_CHECKS
+    max_rows_per_day: int | None = None  # for irregular rows (funding): an upper bound
+
+    @property
+    def check_names(self) -> list[str]:
+        return ["schema", *self.value_checks, "unique_keys", "monotonic_time", "row_count",
+                "complete_days"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckOutcome:
+    name: str
+    passed: bool
+    severity: Literal["ERROR", "WARN"] = "ERROR"
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def blocking_failure(self) -> bool:
+        return not self.passed and self.severity == "ERROR"
+
+
+def evaluate(frame: pl.DataFrame, contract: FrameContract) -> list[CheckOutcome]:
+    """Every named check of ``contract`` on ``frame``, in ``contract.check_names`` order."""
+    outcomes = _model_checks(frame, contract)
+    if not outcomes["schema"].passed:
+        # Without the right columns and dtypes the other checks cannot be trusted.
+        skipped = CheckOutcome(name="", passed=False, description="not run: schema failed")
+        return [outcomes.get(n) or _renamed(skipped, n) for n in contract.check_names]
+    outcomes["unique_keys"] = _unique_keys(frame, contract)
+    outcomes["monotonic_time"] = _monotonic(frame, contract)
+    outcomes["row_count"], outcomes["complete_days"] = _row_counts(frame, contract)
+    return [outcomes[n] for n in contract.check_names]
+
+
+def _renamed(outcome: CheckOutcome, name: str) -> CheckOutcome:
+    return CheckOutcome(name=name, passed=outcome.passed, severity=outcome.severity,
+                        description=outcome.description, metadata=outcome.metadata)
+
+
+def _model_checks(frame: pl.DataFrame, contract: FrameContract) -> dict[str, CheckOutcome]:
+    try:
+        contract.schema.validate(frame, lazy=True)
+        failures = pl.DataFrame()
+    except pa.errors.SchemaErrors as exc:
+        failures = exc.failure_cases
+    names = contract.value_checks
+    out = {}
+    for name in ("schema", *names):
+        if failures.is_empty():
+            rows = failures
+        elif name == "schema":
+            rows = failures.filter(~pl.col("check").is_in(names))
+        else:
+            rows = failures.filter(pl.col("check") == name)
+        out[name] = _from_failures(name, rows, frame)
+    return out
+
+
+def _from_failures(name: str, rows: pl.DataFrame, frame: pl.DataFrame) -> CheckOutcome:
+    if rows.is_empty():
+        return CheckOutcome(name=name, passed=True, metadata={"failing_rows": 0})
+    first = rows.row(0, named=True)
+    where = ""
+    if first.get("index") is not None:
+        where = f"; first at row {first['index']}: {_row_text(frame, int(first['index']))}"
+    desc = (f"{rows.height} failure(s); first: column {first['column']!r}, "
+            f"check {first['check']!r}, value {first['failure_case']!r}{where}")
+    return CheckOutcome(name=name, passed=False, description=desc,
+                        metadata={"failing_rows": rows.height})
+
+
+def _row_text(frame: pl.DataFrame, i: int) -> str:
+    row = frame.row(i, named=True)
+    keys = [k for k in ("symbol", "market", "ts_open", "ts") if k in row]
+    return ", ".join(f"{k}={row[k]}" for k in keys) or str(row)
+
+
+def _unique_keys(frame: pl.DataFrame, contract: FrameContract) -> CheckOutcome:
+    dup = frame.select(contract.key_cols).is_duplicated()
+    n = int(dup.sum())
+    if n == 0:
+        return CheckOutcome(name="unique_keys", passed=True, metadata={"duplicate_rows": 0})
+    i = int(dup.arg_true()[0])
+    return CheckOutcome(
+        name="unique_keys", passed=False, metadata={"duplicate_rows": n},
+        description=f"{n} rows share a key {list(contract.key_cols)}; first at row {i}: "
+                    f"{_row_text(frame, i)}")
+
+
+def _monotonic(frame: pl.DataFrame, contract: FrameContract) -> CheckOutcome:
+    t = pl.col(contract.time_col)
+    bad = frame.with_row_index("_row").filter(
+        (t <= t.shift(1).over(list(contract.group_cols))).fill_null(False))
+    if bad.is_empty():
+        return CheckOutcome(name="monotonic_time", passed=True,
+                            metadata={"non_increasing_rows": 0})
+    i = int(bad["_row"][0])
+    return CheckOutcome(
+        name="monotonic_time", passed=False, metadata={"non_increasing_rows": bad.height},
+        description=f"{bad.height} rows do not increase in {contract.time_col} within "
+                    f"{list(contract.group_cols)}; first at row {i}: {_row_text(frame, i)}")
+
+
+def _row_counts(frame: pl.DataFrame, contract: FrameContract
+                ) -> tuple[CheckOutcome, CheckOutcome]:
+    if contract.slot_minutes is None:
+        per_day = (frame.group_by([*contract.group_cols, pl.col(contract.time_col).dt.date()])
+                   .len())
+        over = per_day.filter(pl.col("len") > (contract.max_rows_per_day or 0))
+        ok = over.is_empty()
+        desc = "" if ok else f"days with more than {contract.max_rows_per_day} rows: " \
+            f"{over.head(3).to_dicts()}"
+        meta = {"days": per_day.height, "rows": frame.height}
+        return (CheckOutcome(name="row_count", passed=ok, description=desc, metadata=meta),
+                CheckOutcome(name="complete_days", passed=True, severity="WARN", metadata=meta))
+    cov = day_coverage(frame, time_col=contract.time_col, group_cols=list(contract.group_cols),
+                       slot_minutes=contract.slot_minutes)
+    bad = cov.filter((pl.col("missing") < 0) | (pl.col("misaligned") > 0))
+    gaps = cov.filter(pl.col("missing") > 0)
+    meta = {"days": cov.height, "rows": frame.height,
+            "expected_rows": int(cov["expected"].sum()) if cov.height else 0,
+            "missing_slots": int(gaps["missing"].sum()) if gaps.height else 0,
+            "days_with_gaps": gaps.height}
+    row_count = CheckOutcome(
+        name="row_count", passed=bad.is_empty(), metadata=meta,
+        description="" if bad.is_empty() else
+        f"rows off the {contract.slot_minutes}-minute grid or more rows than slots: "
+        f"{bad.head(3).to_dicts()}")
+    complete = CheckOutcome(
+        name="complete_days", passed=gaps.is_empty(), severity="WARN", metadata=meta,
+        description="" if gaps.is_empty() else
+        f"{gaps.height} day(s) with missing {contract.slot_minutes}m slots "
+        f"({meta['missing_slots']} in all), kept as gaps; first: {gaps.head(3).to_dicts()}")
+    return row_count, complete

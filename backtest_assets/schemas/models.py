@@ -1,0 +1,78 @@
+"""Pandera models (``pandera.polars``) of the market-data frames, one per asset.
+
+Columns and dtypes come from :mod:`backtest_assets.core.frames`, so a layout is written once.
+Value checks carry the name of the asset check they feed (``positive_prices``,
+``non_negative_volumes``, ``ohlc_sanity``); everything else a model finds (missing or extra
+columns, dtypes, nulls) reports under ``schema``.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pandera.polars as pa
+
+from backtest_assets.core.bars import BAR_SCHEMA
+from backtest_assets.core.frames import FUNDING_SCHEMA, KLINE_SCHEMA, OPEN_INTEREST_SCHEMA
+
+PRICE_COLS = ("open", "high", "low", "close")
+VOLUME_COLS = ("volume", "quote_volume", "trade_count", "taker_buy_volume",
+               "taker_buy_quote_volume")
+
+
+def _ohlc_ok(data: pa.PolarsData) -> pl.LazyFrame:
+    o, h, lo, c = (pl.col(x) for x in PRICE_COLS)
+    return data.lazyframe.select(
+        (lo <= o) & (lo <= c) & (o <= h) & (c <= h) & (pl.col("taker_buy_volume") <= pl.col("volume"))
+    )
+
+
+def _named(name: str, predicate) -> pa.Check:
+    """A column check reported under ``name`` (pandera labels built-ins by their own name)."""
+    return pa.Check(lambda d: d.lazyframe.select(predicate(pl.col(d.key))), name=name)
+
+
+def _columns(schema: dict[str, pl.DataType], nullable: frozenset[str] = frozenset()
+             ) -> dict[str, pa.Column]:
+    cols = {}
+    for name, dtype in schema.items():
+        checks = []
+        if name in PRICE_COLS:
+            checks.append(_named("positive_prices", lambda c: c > 0))
+        elif name in VOLUME_COLS:
+            checks.append(_named("non_negative_volumes", lambda c: c >= 0))
+        cols[name] = pa.Column(dtype, checks=checks, nullable=name in nullable)
+    return cols
+
+
+# low <= open, close <= high, and taker_buy_volume <= volume
+_OHLC = pa.Check(_ohlc_ok, name="ohlc_sanity")
+
+RAW_KLINES = pa.DataFrameSchema(_columns(KLINE_SCHEMA), checks=[_OHLC], strict=True,
+                                name="raw_klines_1m")
+
+BARS = pa.DataFrameSchema(
+    {**_columns(BAR_SCHEMA),
+     "market": pa.Column(pl.String, pa.Check.isin(["perp", "spot"])),
+     "n_source_bars": pa.Column(pl.Int32, pa.Check.ge(1))},
+    checks=[_OHLC, pa.Check(
+        lambda d: d.lazyframe.select(pl.col("ts_close") > pl.col("ts_open")),
+        name="ts_close_after_ts_open")],
+    strict=True, name="bars",
+)
+
+RAW_FUNDING = pa.DataFrameSchema(
+    {**_columns(FUNDING_SCHEMA, frozenset({"funding_interval_hours", "mark_price"})),
+     "funding_rate": pa.Column(pl.Float64, pa.Check.in_range(-0.05, 0.05)),
+     "funding_interval_hours": pa.Column(pl.Int32, pa.Check.isin([1, 2, 4, 8]),
+                                         nullable=True)},
+    strict=True, name="raw_funding_rates",
+)
+
+_OI_NULLABLE = frozenset({"toptrader_ls_ratio_count", "toptrader_ls_ratio_sum",
+                          "ls_ratio_count", "taker_ls_vol_ratio"})
+RAW_OPEN_INTEREST = pa.DataFrameSchema(
+    {**_columns(OPEN_INTEREST_SCHEMA, _OI_NULLABLE),
+     "open_interest": pa.Column(pl.Float64, _named("non_negative_volumes", lambda c: c >= 0)),
+     "open_interest_value": pa.Column(pl.Float64, _named("non_negative_volumes", lambda c: c >= 0))},
+    strict=True, name="raw_open_interest",
+)

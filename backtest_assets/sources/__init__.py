@@ -1,0 +1,1 @@
+"""Market-data sources: the Binance archive and REST clients, and the synthetic generator."""

@@ -1,0 +1,64 @@
+"""What every market-data source returns (no Dagster here).
+
+A source answers one ``(dataset, symbol, day)`` at a time with a :class:`SourceBatch`: the
+canonical frame (layouts in :mod:`backtest_assets.core.frames`), the raw files it read with
+their sha256, and the rows it refused (quarantine) with the reason. A day the source does
+not have is ``missing=True`` with an empty frame, never an exception.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import polars as pl
+
+Market = Literal["perp", "spot"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RawFileRecord:
+    """One raw file behind a partition, as kept under the data root."""
+
+    url: str  # where it came from ("synthetic://..." for generated data)
+    path: str | None  # path relative to the data root where the bytes are kept
+    sha256: str | None  # of the bytes kept (verified against CHECKSUM for archive files)
+    size: int | None
+    status: Literal["ok", "missing", "rest", "generated"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuarantineRecord:
+    """A row (or file) the source refused, and why."""
+
+    source_file: str
+    line_no: int | None
+    reason: str
+    raw_line: str
+
+
+@dataclass(kw_only=True)
+class SourceBatch:
+    """A day of one dataset for one symbol."""
+
+    frame: pl.DataFrame
+    files: list[RawFileRecord] = field(default_factory=list)
+    quarantine: list[QuarantineRecord] = field(default_factory=list)
+    missing: bool = False
+
+
+class MarketDataSource(Protocol):
+    """The interface the ingest assets call."""
+
+    def klines_1m(self, market: Market, symbol: str, day: dt.date) -> SourceBatch:
+        """1-minute klines of ``day`` (UTC) in :data:`KLINE_SCHEMA`, sorted by ``ts_open``."""
+        ...
+
+    def funding_rates(self, symbol: str, day: dt.date) -> SourceBatch:
+        """Funding rates fixed during ``day`` in :data:`FUNDING_SCHEMA`, sorted by ``ts``."""
+        ...
+
+    def open_interest(self, symbol: str, day: dt.date) -> SourceBatch:
+        """5-minute open interest of ``day`` in :data:`OPEN_INTEREST_SCHEMA`, sorted by ``ts``."""
+        ...

@@ -1,0 +1,292 @@
+"""The DuckDB warehouse: atomic partition writes and reads over sets of partition keys.
+
+No Dagster here. A *box* is one rectangle of partition keys: equal values on some columns
+(e.g. ``symbol = 'BTCUSDT'``) and a half-open time range ``[start, end)`` on the time column.
+Any set of ``date x symbol`` keys (a range, or a selection with holes) becomes a short list of
+boxes: adjacent days of one symbol merge into one box.
+
+Writes are one transaction: check every incoming row falls inside the boxes, ``DELETE``
+the boxes' rows, ``INSERT BY NAME`` the frame, and replace the rows of any side tables
+(quarantine, file manifests) keyed by the same partitions. A killed or failed write leaves
+the previous partition contents whole. Values reach SQL only as registered Arrow tables or
+parameters; identifiers are checked against a strict pattern first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_LOCK_ERROR = "Could not set lock"
+
+
+class WarehouseError(RuntimeError):
+    """A write or read the warehouse refused, naming the table and the offending row."""
+
+
+def ident(name: str) -> str:
+    """Return ``name`` quoted for SQL if it is a plain lower-case identifier, else raise."""
+    if not _IDENT.fullmatch(name):
+        raise WarehouseError(f"invalid SQL identifier {name!r}")
+    return f'"{name}"'
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle of partition keys: column equalities and an optional ``[start, end)``."""
+
+    equals: tuple[tuple[str, str], ...] = ()
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class PartitionLayout:
+    """How partition dimensions map onto table columns.
+
+    ``time_dim``/``time_col``: the daily dimension and the timestamp column it bounds.
+    ``value_dims``: other dimensions and the column each equals (e.g. symbol -> symbol).
+    """
+
+    time_col: str | None = None
+    time_dim: str | None = None
+    value_dims: Mapping[str, str] = field(default_factory=dict)
+
+    def boxes(self, keys: Iterable[Mapping[str, str]]) -> list[Box]:
+        """Merge partition keys (dimension -> value) into as few boxes as possible."""
+        days: dict[tuple[tuple[str, str], ...], set[dt.date]] = {}
+        for key in keys:
+            equals = tuple((col, key[dim]) for dim, col in sorted(self.value_dims.items()))
+            day = dt.date.fromisoformat(key[self.time_dim]) if self.time_dim else None
+            days.setdefault(equals, set()).add(day)  # type: ignore[arg-type]
+        boxes = []
+        for equals, ds in sorted(days.items()):
+            if self.time_dim is None:
+                boxes.append(Box(equals=equals))
+                continue
+            for first, last in _runs(sorted(ds)):
+                start = dt.datetime.combine(first, dt.time())
+                end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time())
+                boxes.append(Box(equals=equals, start=start, end=end))
+        return boxes
+
+    def columns(self) -> list[str]:
+        return [*self.value_dims.values(), *([self.time_col] if self.time_col else [])]
+
+
+def _runs(days: Sequence[dt.date]) -> Iterator[tuple[dt.date, dt.date]]:
+    first = prev = days[0]
+    for day in days[1:]:
+        if day != prev + dt.timedelta(days=1):
+            yield first, prev
+            first = day
+        prev = day
+    yield first, prev
+
+
+@dataclass(frozen=True)
+class SideWrite:
+    """Rows of a side table replaced in the same transaction, keyed by ``key_cols``.
+
+    ``keys`` holds the key tuples being replaced (so a partition whose new side rows are
+    empty still loses its stale ones); ``frame`` holds the new rows.
+    """
+
+    table: str
+    frame: pl.DataFrame
+    keys: pl.DataFrame
+
+    @property
+    def key_cols(self) -> list[str]:
+        return list(self.keys.columns)
+
+
+class Warehouse:
+    """One DuckDB file; connections are held only for the read or the write itself."""
+
+    def __init__(self, path: Path | str, *, lock_timeout_s: float = 120.0) -> None:
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+
+    @contextlib.contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the file, waiting for another process's lock for up to ``lock_timeout_s``."""
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.exists():
+            raise WarehouseError(f"warehouse {self.path} does not exist yet: materialize first")
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                conn = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if _LOCK_ERROR not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        try:
+            # A Python variable must never stand in for a missing table.
+            conn.execute("SET python_enable_replacements = false")
+            yield conn
+        finally:
+            conn.close()
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def tables(self) -> set[str]:
+        if not self.path.exists():
+            return set()
+        with self.connect(read_only=True) as conn:
+            rows = conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        return {r[0] for r in rows}
+
+    def read(
+        self,
+        table: str,
+        layout: PartitionLayout,
+        boxes: Sequence[Box] | None = None,
+        *,
+        order_by: Sequence[str] = (),
+    ) -> pl.DataFrame:
+        """Rows of ``table`` inside ``boxes`` (all rows when ``boxes`` is None)."""
+        if table not in self.tables():
+            raise WarehouseError(
+                f"table {table!r} is not in the warehouse {self.path}: materialize it first"
+            )
+        order = f" ORDER BY {', '.join(ident(c) for c in order_by)}" if order_by else ""
+        with self.connect(read_only=True) as conn:
+            if boxes is None:
+                return conn.sql(f"SELECT * FROM {ident(table)}{order}").pl()  # noqa: S608
+            if not boxes:
+                return conn.sql(f"SELECT * FROM {ident(table)} LIMIT 0").pl()  # noqa: S608
+            conn.register("_keys", _boxes_arrow(boxes, layout))
+            match = _box_match("t", "k", layout)
+            sql = (
+                f"SELECT t.* FROM {ident(table)} t "  # noqa: S608
+                f"WHERE EXISTS (SELECT 1 FROM _keys k WHERE {match}){order}"
+            )
+            return conn.sql(sql).pl()
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def replace(
+        self,
+        table: str,
+        frame: pl.DataFrame,
+        layout: PartitionLayout,
+        boxes: Sequence[Box] | None,
+        *,
+        side: Sequence[SideWrite] = (),
+    ) -> int:
+        """Replace the rows of ``boxes`` (the whole table when None) by ``frame``, atomically.
+
+        Returns the number of rows inserted. Raises :class:`WarehouseError` (and writes
+        nothing) when a row of ``frame`` falls outside ``boxes`` or the columns do not match
+        the existing table.
+        """
+        ident(table)
+        incoming = frame.to_arrow()
+        with self.connect() as conn:
+            conn.register("_incoming", incoming)
+            if boxes is not None:
+                conn.register("_keys", _boxes_arrow(boxes, layout))
+                self._check_inside(conn, table, layout)
+            conn.begin()
+            try:
+                self._ensure_table(conn, table, "_incoming")
+                self._delete(conn, table, layout, boxes)
+                self._insert(conn, table, "_incoming")
+                for i, sw in enumerate(side):
+                    self._replace_side(conn, sw, i)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return incoming.num_rows
+
+    def _check_inside(self, conn: duckdb.DuckDBPyConnection, table: str, layout: PartitionLayout
+                      ) -> None:
+        match = _box_match("i", "k", layout)
+        cols = ", ".join(f"i.{ident(c)}" for c in layout.columns())
+        bad = conn.execute(
+            f"SELECT {cols}, count(*) OVER () FROM _incoming i "  # noqa: S608
+            f"WHERE NOT EXISTS (SELECT 1 FROM _keys k WHERE {match}) LIMIT 1"
+        ).fetchall()
+        if bad:
+            *row, n = bad[0]
+            shown = dict(zip(layout.columns(), row, strict=True))
+            raise WarehouseError(
+                f"{table}: {n} row(s) fall outside the partitions being written, "
+                f"first {shown}; nothing was written"
+            )
+
+    def _ensure_table(self, conn: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {ident(table)} AS "  # noqa: S608
+            f"SELECT * FROM {source} LIMIT 0"
+        )
+        have = conn.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
+            "ORDER BY column_index", [table]
+        ).fetchall()
+        want = [tuple(r[:2]) for r in conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+        if sorted(have) != sorted(want):
+            have, want = dict(have), dict(want)
+            raise WarehouseError(
+                f"{table}: columns of the frame {want} differ from the table's {have}; "
+                "nothing was written (drop or migrate the table)"
+            )
+
+    def _delete(self, conn: duckdb.DuckDBPyConnection, table: str, layout: PartitionLayout,
+                boxes: Sequence[Box] | None) -> None:
+        if boxes is None:
+            conn.execute(f"DELETE FROM {ident(table)}")  # noqa: S608
+            return
+        match = _box_match(ident(table), "k", layout)
+        conn.execute(f"DELETE FROM {ident(table)} USING _keys k WHERE {match}")  # noqa: S608
+
+    def _insert(self, conn: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
+        conn.execute(f"INSERT INTO {ident(table)} BY NAME SELECT * FROM {source}")  # noqa: S608
+
+    def _replace_side(self, conn: duckdb.DuckDBPyConnection, sw: SideWrite, i: int) -> None:
+        rows, keys = f"_side_rows_{i}", f"_side_keys_{i}"
+        conn.register(rows, sw.frame.to_arrow())
+        conn.register(keys, sw.keys.unique().to_arrow())
+        self._ensure_table(conn, sw.table, rows)
+        match = " AND ".join(f"{ident(sw.table)}.{ident(c)} = k.{ident(c)}" for c in sw.key_cols)
+        conn.execute(f"DELETE FROM {ident(sw.table)} USING {keys} k WHERE {match}")  # noqa: S608
+        self._insert(conn, sw.table, rows)
+
+
+def _boxes_arrow(boxes: Sequence[Box], layout: PartitionLayout) -> pa.Table:
+    data: dict[str, list] = {col: [] for col in layout.value_dims.values()}
+    for box in boxes:
+        for col, value in box.equals:
+            data[col].append(value)
+    arrays = {col: pa.array(vals, pa.string()) for col, vals in data.items()}
+    if layout.time_col:
+        arrays["_start"] = pa.array([b.start for b in boxes], pa.timestamp("us"))
+        arrays["_end"] = pa.array([b.end for b in boxes], pa.timestamp("us"))
+    if not arrays:
+        arrays["_all"] = pa.array([True] * len(boxes))
+    return pa.table(arrays)
+
+
+def _box_match(row: str, key: str, layout: PartitionLayout) -> str:
+    terms = [f"{row}.{ident(c)} = {key}.{ident(c)}" for c in layout.value_dims.values()]
+    if layout.time_col:
+        tc = ident(layout.time_col)
+        terms += [f"{row}.{tc} >= {key}._start", f"{row}.{tc} < {key}._end"]
+    return " AND ".join(terms) or "TRUE"
