@@ -54,10 +54,11 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
             "dagster/asset_partition_range_end": f"{end.isoformat()}|{block[-1]}",
         }
         t0 = time.perf_counter()
-        result = job.execute_in_process(
-            instance=instance, tags=tags, raise_on_error=False,
-            run_config={"resources": resources_config} if resources_config else None,
-        )
+        run_config: dict = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+        if resources_config:
+            run_config["resources"] = resources_config
+        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False,
+                                        run_config=run_config)
         ok &= result.success
         for ev in result.get_asset_check_evaluations():
             status = "passed" if ev.passed else ev.severity.value.lower()

@@ -1,4 +1,4 @@
-"""Every PartitionsDefinition, declared once from ``specs/universe.yaml`` and imported everywhere."""
+"""Every PartitionsDefinition, declared once from ``specs/universe.yaml``, imported everywhere."""
 
 from __future__ import annotations
 

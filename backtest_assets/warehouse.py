@@ -226,10 +226,10 @@ class Warehouse:
         ).fetchall()
         if bad:
             *row, n = bad[0]
-            shown = dict(zip(layout.columns(), row, strict=True))
+            shown = ", ".join(f"{c}={v}" for c, v in zip(layout.columns(), row, strict=True))
             raise WarehouseError(
                 f"{table}: {n} row(s) fall outside the partitions being written, "
-                f"first {shown}; nothing was written"
+                f"first: {shown}; nothing was written"
             )
 
     def _ensure_table(self, conn: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
@@ -241,7 +241,8 @@ class Warehouse:
             "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
             "ORDER BY column_index", [table]
         ).fetchall()
-        want = [tuple(r[:2]) for r in conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+        described = conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()  # noqa: S608
+        want = [tuple(r[:2]) for r in described]
         if sorted(have) != sorted(want):
             have, want = dict(have), dict(want)
             raise WarehouseError(

@@ -8,8 +8,8 @@ columns, dtypes, nulls) reports under ``schema``.
 
 from __future__ import annotations
 
-import polars as pl
 import pandera.polars as pa
+import polars as pl
 
 from backtest_assets.core.bars import BAR_SCHEMA
 from backtest_assets.core.frames import FUNDING_SCHEMA, KLINE_SCHEMA, OPEN_INTEREST_SCHEMA
@@ -22,7 +22,8 @@ VOLUME_COLS = ("volume", "quote_volume", "trade_count", "taker_buy_volume",
 def _ohlc_ok(data: pa.PolarsData) -> pl.LazyFrame:
     o, h, lo, c = (pl.col(x) for x in PRICE_COLS)
     return data.lazyframe.select(
-        (lo <= o) & (lo <= c) & (o <= h) & (c <= h) & (pl.col("taker_buy_volume") <= pl.col("volume"))
+        (lo <= o) & (lo <= c) & (o <= h) & (c <= h)
+        & (pl.col("taker_buy_volume") <= pl.col("volume"))
     )
 
 
@@ -72,7 +73,7 @@ _OI_NULLABLE = frozenset({"toptrader_ls_ratio_count", "toptrader_ls_ratio_sum",
                           "ls_ratio_count", "taker_ls_vol_ratio"})
 RAW_OPEN_INTEREST = pa.DataFrameSchema(
     {**_columns(OPEN_INTEREST_SCHEMA, _OI_NULLABLE),
-     "open_interest": pa.Column(pl.Float64, _named("non_negative_volumes", lambda c: c >= 0)),
-     "open_interest_value": pa.Column(pl.Float64, _named("non_negative_volumes", lambda c: c >= 0))},
+     **{c: pa.Column(pl.Float64, _named("non_negative_volumes", lambda c: c >= 0))
+        for c in ("open_interest", "open_interest_value")}},
     strict=True, name="raw_open_interest",
 )

@@ -30,8 +30,8 @@ class SymbolSpec:
             validate_symbol(self.symbol)
         except InvalidKeyError as exc:
             raise ValueError(f"symbol: {exc}") from None
-        if "perp" not in self.markets:
-            raise ValueError("markets: must include 'perp' (bars and features are perp-based)")
+        if not self.markets:
+            raise ValueError("markets: at least one of perp, spot")
         if len(set(self.markets)) != len(self.markets):
             raise ValueError(f"markets: duplicated market in {list(self.markets)}")
 

@@ -34,20 +34,13 @@ from backtest_assets.warehouse import SideWrite
 QUARANTINE_TABLE = "ingest_quarantine"
 FILES_TABLE = "ingest_files"
 
-Fetch = Callable[[MarketDataSource], Callable[[str, dt.date], SourceBatch]]
+Call = Callable[[MarketDataSource, str, dt.date], SourceBatch]
 
 
-def _spot_fetch(source: MarketDataSource) -> Callable[[str, dt.date], SourceBatch]:
-    def fetch(symbol: str, day: dt.date) -> SourceBatch:
-        if "spot" not in UNIVERSE.markets_of(symbol):
-            return SourceBatch(frame=empty(KLINE_SCHEMA))
-        return source.klines_1m("spot", symbol, day)
-    return fetch
-
-
-def _ingest_asset(name: str, description: str, fetch: Fetch, schema: dict[str, pl.DataType],
-                  contract: FrameContract, partition_expr: dict[str, str]
-                  ) -> dg.AssetsDefinition:
+def _ingest_asset(name: str, description: str, *, market: str, call: Call,
+                  schema: dict[str, pl.DataType], contract: FrameContract,
+                  partition_expr: dict[str, str]) -> dg.AssetsDefinition:
+    """An ingest asset calling ``call`` for each key whose symbol trades on ``market``."""
     @dg.asset(
         name=name,
         description=description,
@@ -62,7 +55,13 @@ def _ingest_asset(name: str, description: str, fetch: Fetch, schema: dict[str, p
     def _asset(context: dg.AssetExecutionContext, market_source: MarketSourceResource,
                warehouse: WarehouseResource):
         source = market_source.source(warehouse.root)
-        got = collect(name, date_symbol_keys(context), fetch(source), schema)
+
+        def fetch(symbol: str, day: dt.date) -> SourceBatch:
+            if market not in UNIVERSE.markets_of(symbol):
+                return SourceBatch(frame=empty(schema))
+            return call(source, symbol, day)
+
+        got = collect(name, date_symbol_keys(context), fetch, schema)
         write = WarehouseWrite(got.frame, side=[
             SideWrite(QUARANTINE_TABLE, got.quarantine, got.keys),
             SideWrite(FILES_TABLE, got.files, got.keys),
@@ -83,20 +82,24 @@ def _ingest_asset(name: str, description: str, fetch: Fetch, schema: dict[str, p
 
 raw_perp_klines_1m = _ingest_asset(
     "raw_perp_klines_1m", "USD-M perpetual 1-minute klines as delivered by the source.",
-    lambda s: lambda symbol, day: s.klines_1m("perp", symbol, day),
-    KLINE_SCHEMA, KLINES_CONTRACT, BARS_PARTITION_EXPR,
+    market="perp", call=lambda src, symbol, day: src.klines_1m("perp", symbol, day),
+    schema=KLINE_SCHEMA, contract=KLINES_CONTRACT, partition_expr=BARS_PARTITION_EXPR,
 )
 raw_spot_klines_1m = _ingest_asset(
     "raw_spot_klines_1m", "Spot 1-minute klines (for the perp-spot basis) as delivered.",
-    _spot_fetch, KLINE_SCHEMA, KLINES_CONTRACT, BARS_PARTITION_EXPR,
+    market="spot", call=lambda src, symbol, day: src.klines_1m("spot", symbol, day),
+    schema=KLINE_SCHEMA, contract=KLINES_CONTRACT, partition_expr=BARS_PARTITION_EXPR,
 )
 raw_funding_rates = _ingest_asset(
     "raw_funding_rates", "Funding rates fixed during the day, stamped at calculation time.",
-    lambda s: s.funding_rates, FUNDING_SCHEMA, FUNDING_CONTRACT, TS_PARTITION_EXPR,
+    market="perp", call=lambda src, symbol, day: src.funding_rates(symbol, day),
+    schema=FUNDING_SCHEMA, contract=FUNDING_CONTRACT, partition_expr=TS_PARTITION_EXPR,
 )
 raw_open_interest = _ingest_asset(
     "raw_open_interest", "5-minute open interest snapshots, stamped at publication time.",
-    lambda s: s.open_interest, OPEN_INTEREST_SCHEMA, OPEN_INTEREST_CONTRACT, TS_PARTITION_EXPR,
+    market="perp", call=lambda src, symbol, day: src.open_interest(symbol, day),
+    schema=OPEN_INTEREST_SCHEMA, contract=OPEN_INTEREST_CONTRACT,
+    partition_expr=TS_PARTITION_EXPR,
 )
 
 defs = dg.Definitions(assets=[raw_perp_klines_1m, raw_spot_klines_1m, raw_funding_rates,

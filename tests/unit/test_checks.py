@@ -1,0 +1,97 @@
+"""Each named asset check fails on the defect it names, and only on it."""
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from backtest_assets.core import bars
+from backtest_assets.defs.bars.checks import bars_contract, source_bars_reconcile
+from backtest_assets.defs.ingest.checks import (
+    FUNDING_CONTRACT,
+    KLINES_CONTRACT,
+    OPEN_INTEREST_CONTRACT,
+)
+from backtest_assets.schemas.checks import evaluate
+from backtest_assets.sources.synthetic import SyntheticSource
+
+DAY = dt.date(2024, 1, 2)
+SRC = SyntheticSource(seed=11)
+
+
+@pytest.fixture(scope="module")
+def good():
+    return SRC.klines_1m("perp", "BTCUSDT", DAY).frame
+
+
+def failing(frame, contract):
+    return {o.name for o in evaluate(frame, contract) if not o.passed}
+
+
+def set_row(frame, i, **values):
+    return frame.with_row_index("_i").with_columns(
+        [pl.when(pl.col("_i") == i).then(pl.lit(v)).otherwise(pl.col(k)).alias(k)
+         for k, v in values.items()]).drop("_i")
+
+
+def test_clean_synthetic_day_passes_every_check(good):
+    assert failing(good, KLINES_CONTRACT) == set()
+    assert failing(SRC.funding_rates("BTCUSDT", DAY).frame, FUNDING_CONTRACT) == set()
+    assert failing(SRC.open_interest("BTCUSDT", DAY).frame, OPEN_INTEREST_CONTRACT) == set()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda f: set_row(f, 7, close=-1.0), {"positive_prices", "ohlc_sanity"}),
+        (lambda f: set_row(f, 7, volume=-3.0), {"non_negative_volumes", "ohlc_sanity"}),
+        (lambda f: set_row(f, 7, high=1.0), {"ohlc_sanity"}),
+        (lambda f: pl.concat([f, f.slice(10, 1)]), {"unique_keys", "monotonic_time",
+                                                    "row_count"}),
+        (lambda f: pl.concat([f.slice(0, 5), f.slice(6, 1), f.slice(5, 1), f.slice(7)]),
+         {"monotonic_time"}),
+        (lambda f: f.filter(pl.col("ts_open").dt.hour() != 4), {"complete_days"}),
+        (lambda f: set_row(f, 3, ts_open=dt.datetime(2024, 1, 2, 0, 3, 30)), {"row_count"}),
+        (lambda f: f.drop("quote_volume"), {"schema"}),
+        (lambda f: f.with_columns(pl.col("trade_count").cast(pl.Float64)), {"schema"}),
+        (lambda f: set_row(f, 2, open=None), {"schema"}),
+    ],
+    ids=["negative-price", "negative-volume", "high-below-low", "duplicate-row",
+         "out-of-order", "missing-hour", "off-grid", "missing-column", "wrong-dtype", "null"],
+)
+def test_each_defect_fails_its_check(good, mutate, expected):
+    got = failing(mutate(good), KLINES_CONTRACT)
+    if "schema" in expected:
+        # Nothing else can be trusted once the schema fails: the rest report "not run".
+        assert "schema" in got
+    else:
+        assert got == expected
+
+
+def test_failure_names_the_row(good):
+    outcomes = {o.name: o for o in evaluate(set_row(good, 7, close=-1.0), KLINES_CONTRACT)}
+    desc = outcomes["positive_prices"].description
+    assert "row 7" in desc and "BTCUSDT" in desc and "2024-01-02 00:07:00" in desc
+
+
+def test_gaps_are_warnings_not_errors(good):
+    outcomes = {o.name: o for o in evaluate(good.filter(pl.col("ts_open").dt.hour() != 4),
+                                            KLINES_CONTRACT)}
+    gap = outcomes["complete_days"]
+    assert not gap.passed and gap.severity == "WARN" and not gap.blocking_failure
+    assert gap.metadata["missing_slots"] == 60
+    assert outcomes["row_count"].passed
+
+
+def test_bars_contract_and_reconcile(good):
+    one = bars.bars_1m(good, "perp")
+    five = bars.resample(one, 5)
+    assert failing(five, bars_contract(5)) == set()
+    assert source_bars_reconcile(five, one, 5).passed
+    dropped = one.filter(pl.col("ts_open") != dt.datetime(2024, 1, 2, 0, 7))
+    outcome = source_bars_reconcile(five, dropped, 5)
+    assert not outcome.passed and outcome.metadata["mismatched_days"] == 1
+    bad_n = five.with_columns(pl.col("n_source_bars") + 5)
+    assert not source_bars_reconcile(bad_n, one, 5).passed
+    assert "schema" in failing(five.with_columns(pl.lit("futures").alias("market")),
+                               bars_contract(5))

@@ -1,0 +1,83 @@
+"""The spec registry: typed loading, identity hashes, and errors naming file and field."""
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pytest
+
+from backtest_assets.specs import SpecError, SpecRegistry, default_specs_dir, spec_hash
+
+GOOD = """\
+name: t
+start_date: 2024-01-01
+base_interval: 5m
+bar_intervals: [1m, 5m]
+symbols:
+  - {symbol: BTCUSDT, markets: [perp, spot]}
+  - {symbol: ADABTC, markets: [spot]}
+"""
+
+
+def write(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "universe.yaml").write_text(text)
+    return folder
+
+
+def test_repository_specs_load_into_frozen_typed_objects():
+    reg = SpecRegistry.load(default_specs_dir())
+    u = reg.universe
+    assert u.symbol_names == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert u.start_date == dt.date(2024, 1, 1)
+    assert u.base_interval == "5m"
+    assert u.markets_of("ETHUSDT") == ("perp", "spot")
+    with pytest.raises(AttributeError):
+        u.name = "x"  # type: ignore[misc]
+    assert len(reg.spec_hashes["universe.yaml"]) == 64
+
+
+def test_hash_ignores_formatting_and_comments_but_not_values(tmp_path):
+    a = SpecRegistry.load(write(tmp_path / "a", GOOD))
+    reformatted = "# a comment\n" + GOOD.replace("[1m, 5m]", "\n  - 1m\n  - 5m")
+    b = SpecRegistry.load(write(tmp_path / "b", reformatted))
+    c = SpecRegistry.load(write(tmp_path / "c", GOOD.replace("2024-01-01", "2024-01-02")))
+    assert spec_hash(a.universe) == spec_hash(b.universe)
+    assert spec_hash(a.universe) != spec_hash(c.universe)
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "problem"),
+    [
+        (("name: t\n", "name: t\ncolour: red\n"), "colour", "unknown field"),
+        (("base_interval: 5m\n", ""), "base_interval", "required field is missing"),
+        (("start_date: 2024-01-01", "start_date: soon"), "start_date", "expected a date"),
+        (("base_interval: 5m", "base_interval: 7m"), "base_interval", "must be one of"),
+        (("{symbol: BTCUSDT", "{symbol: ../x"), "symbols[0].symbol", "invalid symbol"),
+        (("{symbol: ADABTC", "{symbol: BTCUSDT"), "symbols", "duplicated symbol BTCUSDT"),
+        (("markets: [spot]", "markets: [futures]"), "symbols[1].markets[0]", "must be one of"),
+        (("bar_intervals: [1m, 5m]", "bar_intervals: [1m]"), "base_interval", "not in bar_"),
+        (("name: t\n", "name: [t\n"), "line", "invalid YAML"),
+    ],
+)
+def test_malformed_spec_names_file_and_field(tmp_path, edit, field, problem):
+    old, new = edit
+    assert old in GOOD
+    specs = write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(SpecError) as err:
+        SpecRegistry.load(specs)
+    msg = str(err.value)
+    assert str(specs / "universe.yaml") in msg
+    assert err.value.field.startswith(field), msg
+    assert problem in msg
+
+
+def test_missing_spec_file_is_named(tmp_path):
+    with pytest.raises(SpecError, match="universe.yaml: <root>: file not found"):
+        SpecRegistry.load(tmp_path)
+
+
+def test_repo_specs_copy_loads_identically(tmp_path):
+    shutil.copytree(default_specs_dir(), tmp_path / "specs")
+    assert SpecRegistry.load(tmp_path / "specs").spec_hashes == \
+        SpecRegistry.load(default_specs_dir()).spec_hashes
