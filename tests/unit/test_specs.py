@@ -73,7 +73,7 @@ def test_malformed_spec_names_file_and_field(tmp_path, edit, field, problem):
 
 
 def test_missing_spec_file_is_named(tmp_path):
-    with pytest.raises(SpecError, match="universe.yaml: <root>: file not found"):
+    with pytest.raises(SpecError, match=r"universe\.yaml: <root>: file not found"):
         SpecRegistry.load(tmp_path)
 
 
