@@ -15,6 +15,10 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 DEMO_START, DEMO_END = dt.date(2024, 1, 1), dt.date(2024, 1, 31)
 REPO = Path(__file__).resolve().parents[1]
@@ -36,16 +40,22 @@ def symbol_blocks(selected: Sequence[str], universe: Sequence[str]) -> list[list
 
 
 def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
-        resources_config: dict | None = None, quiet: bool = False) -> bool:
-    """Materialize ``market_data_job`` for [start, end] x symbols; True if every run passed."""
-    os.environ.setdefault("DAGSTER_HOME", str(REPO / "dagster_home"))
+        resources_config: dict | None = None, quiet: bool = False,
+        instance: DagsterInstance | None = None) -> bool:
+    """Materialize ``market_data_job`` for [start, end] x symbols; True if every run passed.
+
+    ``instance`` defaults to the one in ``$DAGSTER_HOME`` (the repository's ``dagster_home/``
+    when unset), so the runs show in the UI.
+    """
     import dagster as dg
 
     from backtest_assets.definitions import defs
     from backtest_assets.partitions import UNIVERSE
 
     job = defs.resolve_job_def("market_data_job")
-    instance = dg.DagsterInstance.get()
+    if instance is None:
+        os.environ.setdefault("DAGSTER_HOME", str(REPO / "dagster_home"))
+        instance = dg.DagsterInstance.get()
     ok = True
     checks: Counter[tuple[str, str]] = Counter()
     for block in symbol_blocks(symbols or UNIVERSE.symbol_names, UNIVERSE.symbol_names):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from backtest_assets.partitions import date_symbol_partitions_def
 from backtest_assets.resources import (
     MarketSourceResource,
     SpecRegistryResource,
@@ -15,7 +14,6 @@ from backtest_assets.resources import (
 market_data_job = dg.define_asset_job(
     "market_data_job",
     selection=dg.AssetSelection.groups("ingest", "bars"),
-    partitions_def=date_symbol_partitions_def,
     description="Raw Binance-format data to canonical 1m/5m/15m bars, per date x symbol.",
 )
 
