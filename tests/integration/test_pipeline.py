@@ -23,7 +23,7 @@ def snapshot() -> dict[str, pl.DataFrame]:
     with wh.connect(read_only=True) as conn:
         out = {}
         for t in TABLES:
-            cols = [r[0] for r in conn.execute(f"DESCRIBE {t}").fetchall()]  # noqa: S608
+            cols = [r[0] for r in conn.execute(f"DESCRIBE {t}").fetchall()]
             out[t] = conn.sql(f"SELECT * FROM {t} ORDER BY ALL").pl()  # noqa: S608
             assert out[t].columns == cols
     return out
