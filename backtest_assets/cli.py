@@ -79,10 +79,20 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
                   f"in {time.perf_counter() - t0:.1f}s")
             for ev in result.all_events:
                 if ev.is_step_failure:
-                    print(f"  step {ev.step_key} failed: {ev.step_failure_data.error.message}")
+                    print(f"  step {ev.step_key} failed: {_root_cause(ev.step_failure_data)}")
     if not quiet:
         print(_check_table(checks))
     return ok
+
+
+def _root_cause(failure) -> str:
+    """The innermost error of a failed step (Dagster wraps the user's exception)."""
+    if failure.user_failure_data is not None and failure.user_failure_data.description:
+        return failure.user_failure_data.description
+    error = failure.error
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
 
 
 def _check_table(checks: Counter[tuple[str, str]]) -> str:
