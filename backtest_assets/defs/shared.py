@@ -9,17 +9,26 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from backtest_assets.core.keys import validate_date, validate_symbol
+from backtest_assets.core.keys import InvalidKeyError, validate_date, validate_symbol
 from backtest_assets.schemas.checks import CheckOutcome, FrameContract, evaluate
 
 
 def date_symbol_keys(context: dg.AssetExecutionContext) -> list[tuple[dt.date, str]]:
     """The (date, symbol) keys this run materializes: one key, a range, or a key set."""
-    keys = context.partition_keys  # a single key or a single-run range alike
+    return parse_date_symbol_keys(context.partition_keys)
+
+
+def parse_date_symbol_keys(keys: Sequence[str]) -> list[tuple[dt.date, str]]:
+    """Sorted (date, symbol) pairs of ``date|symbol`` keys, each validated before any use.
+
+    Raises ``InvalidKeyError`` for a key that is not a plain ISO date and ticker.
+    """
     out = []
     for key in keys:
         dims = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else \
-            dg.MultiPartitionKey.from_str(key).keys_by_dimension  # type: ignore[attr-defined]
+            dict(zip(("date", "symbol"), str(key).split("|", 1), strict=False))
+        if set(dims) != {"date", "symbol"}:
+            raise InvalidKeyError(f"invalid partition key {key!r}: expected 'YYYY-MM-DD|SYMBOL'")
         out.append((validate_date(dims["date"]), validate_symbol(dims["symbol"])))
     return sorted(out)
 
