@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from backtest_assets.core.keys import InvalidKeyError, validate_symbol
 
-Interval = Literal["1m", "5m", "15m", "1h"]
-INTERVALS: dict[str, int] = {"1m": 1, "5m": 5, "15m": 15, "1h": 60}
+Interval = Literal["1m", "5m", "15m", "30m", "60m", "1h"]
+INTERVALS: dict[str, int] = {"1m": 1, "5m": 5, "15m": 15, "30m": 30, "60m": 60, "1h": 60}
 
 
 def interval_minutes(interval: str) -> int:
@@ -68,3 +70,213 @@ class UniverseSpec:
             if s.symbol == symbol:
                 return s.markets
         raise KeyError(symbol)
+
+
+# ---- features ----------------------------------------------------------------------------
+
+FeatureFamily = Literal[
+    "log_return", "realized_vol", "zscore", "volume_zscore", "range_atr", "amihud",
+    "order_flow_imbalance", "vpin", "funding_rate", "funding_zscore", "funding_persistence",
+    "oi_change_zscore", "basis",
+]
+# What each family reads: one kind per input, in order. "price" is a perp/spot price column,
+# "any" a bar column or a feature; "bars" means the family reads the perp OHLCV bar itself.
+FAMILY_INPUTS: dict[str, tuple[str, ...]] = {
+    "log_return": ("price",),
+    "realized_vol": ("price",),
+    "zscore": ("any",),
+    "volume_zscore": ("perp.volume",),
+    "range_atr": ("bars",),
+    "amihud": ("bars",),
+    "order_flow_imbalance": ("bars",),
+    "vpin": ("bars",),
+    "funding_rate": ("funding.funding_rate",),
+    "funding_zscore": ("funding.funding_rate",),
+    "funding_persistence": ("funding.funding_rate",),
+    "oi_change_zscore": ("oi.open_interest",),
+    "basis": ("perp.close", "spot.close"),
+}
+# Families computed on the published series (funding prints, OI snapshots) before the as-of
+# join: their windows count prints, not bars.
+PRINT_FAMILIES = {"funding_zscore": "funding", "funding_persistence": "funding",
+                  "oi_change_zscore": "oi"}
+BAR_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+SOURCE_COLUMNS = {"perp": BAR_COLUMNS, "spot": BAR_COLUMNS, "funding": ("funding_rate",),
+                  "oi": ("open_interest",)}
+_NAME = r"[a-z][a-z0-9_]{0,47}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureSpec:
+    """One point-in-time feature: ``family`` applied to ``inputs`` over ``window``.
+
+    ``inputs`` are ``<source>.<column>`` (sources perp, spot, funding, oi) or
+    ``feature.<name>``; ``z_window`` is the second window of two-window families
+    (``oi_change_zscore``: change over ``window`` prints, z-scored over ``z_window``);
+    ``warmup_bars`` is the history (in base bars) needed before the first valid value.
+    """
+
+    name: str
+    family: FeatureFamily
+    inputs: tuple[str, ...] = ()
+    window: int
+    z_window: int | None = None
+    warmup_bars: int
+    description: str = ""
+
+    def validate(self) -> None:
+        if not re.fullmatch(_NAME, self.name):
+            raise ValueError(f"name: {self.name!r} is not a lower_snake_case name")
+        if not 1 <= self.window <= 100_000:
+            raise ValueError(f"window: {self.window} is out of range [1, 100000]")
+        if self.z_window is not None and not 2 <= self.z_window <= 100_000:
+            raise ValueError(f"z_window: {self.z_window} is out of range [2, 100000]")
+        if self.family == "oi_change_zscore" and self.z_window is None:
+            raise ValueError("z_window: oi_change_zscore needs a z_window")
+        if self.warmup_bars < 0:
+            raise ValueError(f"warmup_bars: {self.warmup_bars} is negative")
+        for i, ref in enumerate(self.inputs):
+            source, _, column = ref.partition(".")
+            if source == "feature":
+                if not re.fullmatch(_NAME, column):
+                    raise ValueError(f"inputs[{i}]: {ref!r} does not name a feature")
+            elif source not in SOURCE_COLUMNS or column not in SOURCE_COLUMNS[source]:
+                raise ValueError(
+                    f"inputs[{i}]: {ref!r} is not <source>.<column> with a source in "
+                    f"{sorted(SOURCE_COLUMNS)} or feature.<name>")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureFile:
+    features: tuple[FeatureSpec, ...]
+
+
+# ---- events ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Condition:
+    """``feature`` (as of ``lag`` bars ago) compared with ``threshold`` by ``op``."""
+
+    feature: str
+    op: Literal["gt", "lt", "abs_gt", "abs_lt"]
+    threshold: float
+    lag: int = 0
+
+    def validate(self) -> None:
+        if not math.isfinite(self.threshold):
+            raise ValueError(f"threshold: {self.threshold} is not finite")
+        if self.op.startswith("abs") and self.threshold < 0:
+            raise ValueError(f"threshold: {self.threshold} < 0 with op {self.op}")
+        if not 0 <= self.lag <= 288:
+            raise ValueError(f"lag: {self.lag} is out of range [0, 288]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Direction:
+    """The event's direction: the sign of a feature, or a fixed +1 / -1."""
+
+    sign_of: str | None = None
+    fixed: Literal[1, -1] | None = None
+
+    def validate(self) -> None:
+        if (self.sign_of is None) == (self.fixed is None):
+            raise ValueError("sign_of: give exactly one of sign_of and fixed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventSpec:
+    """A market event detected on point-in-time features.
+
+    ``detector``: ``all_of`` fires when every condition holds at bar t, ``any_of`` when one
+    does. ``cooldown_bars``: after firing at t, the event cannot fire again for the symbol at
+    t+1 .. t+cooldown_bars. ``severity_of``: the event's severity is |that feature| at t.
+    """
+
+    name: str
+    description: str = ""
+    detector: Literal["all_of", "any_of"]
+    conditions: tuple[Condition, ...]
+    direction: Direction
+    severity_of: str
+    cooldown_bars: int
+
+    def validate(self) -> None:
+        if not re.fullmatch(_NAME, self.name):
+            raise ValueError(f"name: {self.name!r} is not a lower_snake_case name")
+        if not self.conditions:
+            raise ValueError("conditions: at least one condition")
+        if not 1 <= self.cooldown_bars <= 2_000:
+            raise ValueError(f"cooldown_bars: {self.cooldown_bars} is out of range [1, 2000]")
+
+    def features(self) -> list[tuple[str, str]]:
+        """(field path, feature name) of every feature this event reads."""
+        refs = [(f"conditions[{i}].feature", c.feature) for i, c in enumerate(self.conditions)]
+        refs.append(("severity_of", self.severity_of))
+        if self.direction.sign_of is not None:
+            refs.append(("direction.sign_of", self.direction.sign_of))
+        return refs
+
+    @property
+    def lookback_bars(self) -> int:
+        """Bars before t whose features can decide the event at t (lags and cooldown)."""
+        return max(c.lag for c in self.conditions) + self.cooldown_bars
+
+
+# ---- gates, labels, studies --------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Range:
+    min: float
+    max: float
+
+    def validate(self) -> None:
+        if not self.min <= self.max:
+            raise ValueError(f"min: {self.min} is above max {self.max}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class E1Gate:
+    """Gate E-1: an event type enters discovery only if it fires at a sane rate and joins."""
+
+    prevalence_per_10k: Range
+    join_rate_min: float
+
+    def validate(self) -> None:
+        if not 0 <= self.prevalence_per_10k.min <= self.prevalence_per_10k.max <= 10_000:
+            raise ValueError("prevalence_per_10k: must lie within [0, 10000]")
+        if not 0 < self.join_rate_min <= 1:
+            raise ValueError(f"join_rate_min: {self.join_rate_min} is out of range (0, 1]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatesSpec:
+    e1: E1Gate
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelsSpec:
+    """Forward-return horizons; a label at t is log(open[t+1+h] / open[t+1])."""
+
+    horizons: tuple[Interval, ...]
+
+    def validate(self) -> None:
+        if not self.horizons or len(set(self.horizons)) != len(self.horizons):
+            raise ValueError("horizons: give distinct horizons")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudySpec:
+    """A research window: dates (inclusive), symbols and event types to study."""
+
+    name: str
+    start: dt.date
+    end: dt.date
+    symbols: tuple[str, ...]
+    event_types: tuple[str, ...] = ()  # empty: every event type in specs/events
+
+    def validate(self) -> None:
+        if self.end < self.start:
+            raise ValueError("end: before start")
+        if not self.symbols:
+            raise ValueError("symbols: at least one symbol")

@@ -1,16 +1,43 @@
-"""The spec registry: every spec file loaded once, typed, frozen and hashed."""
+"""The spec registry: every spec file loaded once, typed, frozen, cross-checked and hashed.
+
+Layout under ``specs/``: ``universe.yaml``, ``labels.yaml``, ``gates.yaml``,
+``features/*.yaml`` (a ``features:`` list each), ``events/*.yaml`` (one event each),
+``studies/*.yaml`` (one study each). :func:`lint` reports every problem; loading raises the
+first. Both name the file and the field.
+"""
 
 from __future__ import annotations
 
 import functools
+import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-from backtest_assets.specs.loader import build, read_yaml, spec_hash
-from backtest_assets.specs.models import UniverseSpec
+from backtest_assets.specs.loader import SpecError, build, read_yaml, spec_hash
+from backtest_assets.specs.models import (
+    FAMILY_INPUTS,
+    PRICE_COLUMNS,
+    PRINT_FAMILIES,
+    EventSpec,
+    FeatureFile,
+    FeatureSpec,
+    GatesSpec,
+    LabelsSpec,
+    StudySpec,
+    UniverseSpec,
+    interval_minutes,
+)
 
 SPECS_DIR_ENV = "BACKTEST_SPECS_DIR"
+T = TypeVar("T")
+# Funding prints are 8-hourly on the synthetic source and usually on Binance; warm-up of
+# print-based features is sized for that (a 4 h or 1 h symbol only needs less).
+FUNDING_PRINT_MINUTES = 8 * 60
+OI_PRINT_MINUTES = 5
+_PRINT_MINUTES = {"funding": FUNDING_PRINT_MINUTES, "oi": OI_PRINT_MINUTES}
 
 
 def default_specs_dir() -> Path:
@@ -23,17 +50,225 @@ def default_specs_dir() -> Path:
 class SpecRegistry:
     specs_dir: Path
     universe: UniverseSpec
+    labels: LabelsSpec
+    gates: GatesSpec
+    features: dict[str, FeatureSpec]  # in dependency order
+    events: dict[str, EventSpec]
+    studies: dict[str, StudySpec]
+    hashes: dict[str, str]
 
     @property
     def spec_hashes(self) -> dict[str, str]:
-        """sha256 of each spec's canonical JSON, keyed by its path under ``specs/``."""
-        return {"universe.yaml": spec_hash(self.universe)}
+        """sha256 of each spec file's canonical JSON, keyed by its path under ``specs/``."""
+        return dict(self.hashes)
+
+    @property
+    def base_minutes(self) -> int:
+        return interval_minutes(self.universe.base_interval)
+
+    @property
+    def bars_per_day(self) -> int:
+        return 24 * 60 // self.base_minutes
+
+    @property
+    def feature_warmup_days(self) -> int:
+        """Whole days of history the features of one day read before it."""
+        most = max((f.warmup_bars for f in self.features.values()), default=0)
+        return math.ceil(most / self.bars_per_day)
+
+    @property
+    def event_lookback_bars(self) -> int:
+        return max((e.lookback_bars for e in self.events.values()), default=0)
+
+    def label_bars(self) -> dict[str, int]:
+        """Label column name -> horizon in base bars, e.g. ``fwd_ret_15m`` -> 3."""
+        return {f"fwd_ret_{h}": interval_minutes(h) // self.base_minutes
+                for h in self.labels.horizons}
+
+    @property
+    def default_study(self) -> StudySpec:
+        return self.studies["default"]
+
+    def study_event_types(self, study: StudySpec) -> list[str]:
+        return list(study.event_types) or list(self.events)
 
     @classmethod
     def load(cls, specs_dir: Path) -> SpecRegistry:
-        path = specs_dir / "universe.yaml"
-        universe = build(UniverseSpec, read_yaml(path), file=path)
-        return cls(specs_dir=specs_dir, universe=universe)
+        """Load and cross-check ``specs_dir``; raise the first :class:`SpecError`."""
+        reg, errors = _load(specs_dir)
+        if errors:
+            raise errors[0]
+        assert reg is not None
+        return reg
+
+
+def lint(specs_dir: Path) -> list[SpecError]:
+    """Every problem in ``specs_dir``, each naming its file and field (empty when clean)."""
+    return _load(specs_dir)[1]
+
+
+def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # noqa: C901
+    errors: list[SpecError] = []
+    hashes: dict[str, str] = {}
+
+    def one(path: Path, cls: type[T], wrap: Callable[[Any], Any] = lambda x: x) -> T | None:
+        try:
+            obj = build(cls, wrap(read_yaml(path)), file=path)
+        except SpecError as exc:
+            errors.append(exc)
+            return None
+        hashes[path.relative_to(specs_dir).as_posix()] = spec_hash(obj)
+        return obj
+
+    universe = one(specs_dir / "universe.yaml", UniverseSpec)
+    labels = one(specs_dir / "labels.yaml", LabelsSpec)
+    gates = one(specs_dir / "gates.yaml", GatesSpec)
+    features: dict[str, tuple[Path, int, FeatureSpec]] = {}
+    for path in _yaml_files(specs_dir / "features"):
+        ff = one(path, FeatureFile)
+        for i, f in enumerate(ff.features if ff else ()):
+            if f.name in features:
+                errors.append(SpecError(path, f"features[{i}].name",
+                                        f"duplicate feature {f.name!r} (also in "
+                                        f"{features[f.name][0].name})"))
+            features.setdefault(f.name, (path, i, f))
+    events: dict[str, tuple[Path, EventSpec]] = {}
+    for path in _yaml_files(specs_dir / "events"):
+        ev = one(path, EventSpec)
+        if ev is None:
+            continue
+        if ev.name in events:
+            errors.append(SpecError(path, "name", f"duplicate event {ev.name!r} (also in "
+                                                  f"{events[ev.name][0].name})"))
+        events.setdefault(ev.name, (path, ev))
+    studies: dict[str, tuple[Path, StudySpec]] = {}
+    for path in _yaml_files(specs_dir / "studies"):
+        st = one(path, StudySpec)
+        if st is not None:
+            studies.setdefault(st.name, (path, st))
+    if universe is None or labels is None or gates is None:
+        return None, errors
+    base = interval_minutes(universe.base_interval)
+    errors += _check_features(features, base)
+    errors += _check_events(events, features, base)
+    errors += _check_studies(studies, universe, events, specs_dir)
+    for h in labels.horizons:
+        if interval_minutes(h) % base:
+            errors.append(SpecError(specs_dir / "labels.yaml", "horizons",
+                                    f"{h} is not a multiple of the base interval"))
+    if errors:
+        return None, errors
+    order = _dependency_order({n: f for n, (_, _, f) in features.items()})
+    return SpecRegistry(
+        specs_dir=specs_dir, universe=universe, labels=labels, gates=gates,
+        features={n: features[n][2] for n in order},
+        events={n: e for n, (_, e) in sorted(events.items())},
+        studies={n: s for n, (_, s) in sorted(studies.items())},
+        hashes=dict(sorted(hashes.items())),
+    ), []
+
+
+def _yaml_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _check_features(features: dict[str, tuple[Path, int, FeatureSpec]], base: int
+                    ) -> Iterator[SpecError]:
+    specs = {n: f for n, (_, _, f) in features.items()}
+    for name, (path, i, f) in features.items():
+        where = f"features[{i}]"
+        kinds = FAMILY_INPUTS[f.family]
+        expected = [] if kinds == ("bars",) else list(kinds)
+        if len(f.inputs) != len(expected):
+            yield SpecError(path, f"{where}.inputs", f"family {f.family} takes "
+                            f"{len(expected)} input(s) {expected}, got {list(f.inputs)}")
+            continue
+        for j, (ref, kind) in enumerate(zip(f.inputs, expected, strict=True)):
+            source, _, column = ref.partition(".")
+            if source == "feature" and column not in specs:
+                yield SpecError(path, f"{where}.inputs[{j}]", f"unknown feature {column!r}")
+            elif kind == "price" and not (source in ("perp", "spot")
+                                          and column in PRICE_COLUMNS):
+                yield SpecError(path, f"{where}.inputs[{j}]",
+                                f"family {f.family} needs a perp/spot price column, got {ref}")
+            elif kind not in ("price", "any") and ref != kind:
+                yield SpecError(path, f"{where}.inputs[{j}]",
+                                f"family {f.family} needs {kind}, got {ref}")
+        try:
+            need = required_warmup(name, specs, base)
+        except RecursionError:
+            yield SpecError(path, f"{where}.inputs", f"feature {name!r} depends on itself")
+            continue
+        except KeyError:
+            continue  # a dangling reference, reported above
+        if f.warmup_bars < need:
+            yield SpecError(path, f"{where}.warmup_bars",
+                            f"{f.warmup_bars} is less than the {need} bars {name} needs")
+
+
+def required_warmup(name: str, specs: dict[str, FeatureSpec], base: int,
+                    _seen: frozenset[str] = frozenset()) -> int:
+    """Base bars of history feature ``name`` needs for its first valid value."""
+    if name in _seen:
+        raise RecursionError(name)
+    f = specs[name]
+    own = f.window + (f.z_window or 0)
+    if f.family in PRINT_FAMILIES:
+        own = math.ceil(own * _PRINT_MINUTES[PRINT_FAMILIES[f.family]] / base)
+    upstream = [required_warmup(ref.split(".", 1)[1], specs, base, _seen | {name})
+                for ref in f.inputs if ref.startswith("feature.")]
+    return own + max(upstream, default=0)
+
+
+def _dependency_order(specs: dict[str, FeatureSpec]) -> list[str]:
+    order: list[str] = []
+
+    def visit(n: str) -> None:
+        if n in order:
+            return
+        for ref in specs[n].inputs:
+            if ref.startswith("feature."):
+                visit(ref.split(".", 1)[1])
+        order.append(n)
+
+    for n in sorted(specs):
+        visit(n)
+    return order
+
+
+def _check_events(events: dict[str, tuple[Path, EventSpec]],
+                  features: dict[str, tuple[Path, int, FeatureSpec]], base: int
+                  ) -> Iterator[SpecError]:
+    bars_per_day = 24 * 60 // base
+    for path, ev in events.values():
+        for field, feature in ev.features():
+            if feature not in features:
+                yield SpecError(path, field, f"unknown feature {feature!r}")
+        for i, c in enumerate(ev.conditions):
+            family = features[c.feature][2].family if c.feature in features else None
+            if family in ("zscore", "volume_zscore", "funding_zscore", "oi_change_zscore") \
+                    and abs(c.threshold) > 10:
+                yield SpecError(path, f"conditions[{i}].threshold",
+                                f"{c.threshold} is out of range for a z-score ([-10, 10])")
+        if ev.lookback_bars > bars_per_day:
+            yield SpecError(path, "cooldown_bars", f"cooldown plus the largest lag "
+                            f"({ev.lookback_bars} bars) exceeds one day ({bars_per_day} bars)")
+
+
+def _check_studies(studies: dict[str, tuple[Path, StudySpec]], universe: UniverseSpec,
+                   events: dict[str, tuple[Path, EventSpec]], specs_dir: Path
+                   ) -> Iterator[SpecError]:
+    if "default" not in studies:
+        yield SpecError(specs_dir / "studies", "", "a study named 'default' is required")
+    for path, st in studies.values():
+        for i, s in enumerate(st.symbols):
+            if s not in universe.symbol_names:
+                yield SpecError(path, f"symbols[{i}]", f"{s} is not in universe.yaml")
+        for i, e in enumerate(st.event_types):
+            if e not in events:
+                yield SpecError(path, f"event_types[{i}]", f"unknown event type {e!r}")
+        if st.start < universe.start_date:
+            yield SpecError(path, "start", f"{st.start} is before the universe's start_date")
 
 
 @functools.cache

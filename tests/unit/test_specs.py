@@ -20,8 +20,12 @@ symbols:
 
 
 def write(folder: Path, text: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    """The repository's specs with ``text`` as universe.yaml (and a study on BTCUSDT)."""
+    shutil.copytree(default_specs_dir(), folder, dirs_exist_ok=True)
     (folder / "universe.yaml").write_text(text)
+    study = (folder / "studies" / "default.yaml").read_text()
+    (folder / "studies" / "default.yaml").write_text(
+        study.replace("[BTCUSDT, ETHUSDT, SOLUSDT]", "[BTCUSDT]"))
     return folder
 
 
@@ -35,15 +39,18 @@ def test_repository_specs_load_into_frozen_typed_objects():
     with pytest.raises(AttributeError):
         u.name = "x"  # type: ignore[misc]
     assert len(reg.spec_hashes["universe.yaml"]) == 64
+    assert {"gates.yaml", "labels.yaml", "studies/default.yaml",
+            "features/returns.yaml", "events/oi_flush.yaml"} <= set(reg.spec_hashes)
 
 
 def test_hash_ignores_formatting_and_comments_but_not_values(tmp_path):
     a = SpecRegistry.load(write(tmp_path / "a", GOOD))
     reformatted = "# a comment\n" + GOOD.replace("[1m, 5m]", "\n  - 1m\n  - 5m")
     b = SpecRegistry.load(write(tmp_path / "b", reformatted))
-    c = SpecRegistry.load(write(tmp_path / "c", GOOD.replace("2024-01-01", "2024-01-02")))
+    c = SpecRegistry.load(write(tmp_path / "c", GOOD.replace("name: t", "name: u")))
     assert spec_hash(a.universe) == spec_hash(b.universe)
     assert spec_hash(a.universe) != spec_hash(c.universe)
+    assert a.spec_hashes == b.spec_hashes != c.spec_hashes
 
 
 @pytest.mark.parametrize(
@@ -73,8 +80,10 @@ def test_malformed_spec_names_file_and_field(tmp_path, edit, field, problem):
 
 
 def test_missing_spec_file_is_named(tmp_path):
+    shutil.copytree(default_specs_dir(), tmp_path / "s")
+    (tmp_path / "s" / "universe.yaml").unlink()
     with pytest.raises(SpecError, match=r"universe\.yaml: <root>: file not found"):
-        SpecRegistry.load(tmp_path)
+        SpecRegistry.load(tmp_path / "s")
 
 
 def test_repo_specs_copy_loads_identically(tmp_path):
