@@ -146,17 +146,17 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
         st = one(path, StudySpec)
         if st is not None:
             studies.setdefault(st.name, (path, st))
-    if universe is None or labels is None or gates is None:
+    if universe is None:  # every cross-check needs the base interval and the symbols
         return None, errors
     base = interval_minutes(universe.base_interval)
     errors += _check_features(features, base)
     errors += _check_events(events, features, base)
     errors += _check_studies(studies, universe, events, specs_dir)
-    for h in labels.horizons:
+    for h in labels.horizons if labels else ():
         if interval_minutes(h) % base:
             errors.append(SpecError(specs_dir / "labels.yaml", "horizons",
                                     f"{h} is not a multiple of the base interval"))
-    if errors:
+    if errors or labels is None or gates is None:
         return None, errors
     order = _dependency_order({n: f for n, (_, _, f) in features.items()})
     return SpecRegistry(

@@ -1,0 +1,106 @@
+"""The spec linter: one broken copy of the repository's specs per kind of error."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backtest_assets.specs import default_specs_dir, lint
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def specs(tmp_path) -> Path:
+    shutil.copytree(default_specs_dir(), tmp_path / "specs")
+    return tmp_path / "specs"
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+CASES = {
+    # kind: (file, old, new, field in the error, words in the error)
+    "unknown-field": ("events/oi_flush.yaml", "cooldown_bars: 12", "cooldown_bars: 12\ncolor: 1",
+                      "color", "unknown field"),
+    "unknown-feature-field": ("features/flow.yaml", "window: 12,", "window: 12, colour: red,",
+                              "features[0].colour", "unknown field"),
+    "dangling-event-feature": ("events/oi_flush.yaml", "feature: oi_change_z",
+                               "feature: oi_change_zz", "conditions[0].feature",
+                               "unknown feature 'oi_change_zz'"),
+    "dangling-feature-input": ("features/basis.yaml", "inputs: [feature.basis]",
+                               "inputs: [feature.basis_x]", "features[1].inputs[0]",
+                               "unknown feature 'basis_x'"),
+    "dangling-study-event": ("studies/default.yaml", "event_types: []",
+                             "event_types: [moon_landing]", "event_types[0]",
+                             "unknown event type"),
+    "study-unknown-symbol": ("studies/default.yaml", "[BTCUSDT, ETHUSDT, SOLUSDT]",
+                             "[BTCUSDT, DOGEUSDT]", "symbols[1]", "not in universe.yaml"),
+    "duplicate-feature": ("features/flow.yaml", "name: vpin_48", "name: ofi_12",
+                          "features[1].name", "duplicate feature 'ofi_12'"),
+    "duplicate-event": ("events/oi_flush.yaml", "name: oi_flush", "name: basis_dislocation",
+                        "name", "duplicate event 'basis_dislocation'"),
+    "z-threshold-out-of-range": ("events/basis_dislocation.yaml", "threshold: 3.0",
+                                 "threshold: 30.0", "conditions[0].threshold",
+                                 "out of range for a z-score"),
+    "negative-abs-threshold": ("events/basis_dislocation.yaml", "threshold: 3.0",
+                               "threshold: -3.0", "conditions[0].threshold", "< 0"),
+    "cooldown-out-of-range": ("events/oi_flush.yaml", "cooldown_bars: 12", "cooldown_bars: 0",
+                              "cooldown_bars", "out of range"),
+    "cooldown-beyond-a-day": ("events/oi_flush.yaml", "cooldown_bars: 12",
+                              "cooldown_bars: 500", "cooldown_bars", "exceeds one day"),
+    "gate-out-of-range": ("gates.yaml", "join_rate_min: 0.99", "join_rate_min: 1.5",
+                          "e1.join_rate_min", "out of range"),
+    "warmup-too-small": ("features/volatility.yaml", "window: 288, warmup_bars: 300",
+                         "window: 288, warmup_bars: 100", "features[2].warmup_bars",
+                         "less than the 300 bars"),
+    "wrong-family-input": ("features/returns.yaml", "inputs: [perp.close], window: 3",
+                           "inputs: [perp.volume], window: 3", "features[1].inputs[0]",
+                           "needs a perp/spot price column"),
+    "wrong-arity": ("features/basis.yaml", "inputs: [perp.close, spot.close]",
+                    "inputs: [perp.close]", "features[0].inputs", "takes 2 input(s)"),
+    "bad-input-reference": ("features/returns.yaml", "inputs: [perp.close], window: 12",
+                            "inputs: [bitmex.close], window: 12", "features[2].inputs[0]",
+                            "not <source>.<column>"),
+    "self-reference": ("features/basis.yaml", "inputs: [feature.basis]",
+                       "inputs: [feature.basis_z]", "features[1].inputs",
+                       "depends on itself"),
+    "bad-type": ("events/oi_flush.yaml", "threshold: -3.0", "threshold: lots",
+                 "conditions[0].threshold", "expected a number"),
+}
+
+
+@pytest.mark.parametrize("kind", list(CASES))
+def test_each_kind_of_broken_spec_is_reported_with_file_and_field(specs, kind):
+    file, old, new, field, words = CASES[kind]
+    edit(specs / file, old, new)
+    errors = lint(specs)
+    assert errors, "the linter found nothing"
+    match = [e for e in errors if e.file == str(specs / file) and e.field == field]
+    assert match, [str(e) for e in errors]
+    assert words in match[0].problem, str(match[0])
+    assert str(match[0]).startswith(f"{specs / file}: {field}: ")
+
+
+def test_clean_specs_lint_clean():
+    assert lint(default_specs_dir()) == []
+
+
+def test_lint_command_exit_codes(specs):
+    ok = subprocess.run([sys.executable, "-m", "backtest_assets.specs", "lint", str(specs)],
+                        cwd=REPO, capture_output=True, text=True)
+    assert ok.returncode == 0 and "clean" in ok.stdout
+    edit(specs / "events/oi_flush.yaml", "feature: oi_change_z", "feature: nope")
+    edit(specs / "gates.yaml", "join_rate_min: 0.99", "join_rate_min: 2")
+    bad = subprocess.run([sys.executable, "-m", "backtest_assets.specs", "lint", str(specs)],
+                         cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert re.search(r"oi_flush\.yaml: conditions\[0\]\.feature: unknown feature 'nope'",
+                     bad.stdout)
+    assert re.search(r"gates\.yaml: e1\.join_rate_min: ", bad.stdout)
+    assert "2 problem(s)" in bad.stderr
