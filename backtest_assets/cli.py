@@ -1,8 +1,9 @@
-"""Command line: ``python -m backtest_assets demo | run | summary``.
+"""Command line: ``python -m backtest_assets demo | run | quality | summary``.
 
-``run`` materializes the market-data job for a date range and symbols as single runs over
-ranges (one run per contiguous block of symbols), on the Dagster instance in
-``$DAGSTER_HOME`` (default: the repository's ``dagster_home/``), so the runs show in the UI.
+``run`` materializes the date x symbol layers (ingest, bars, features, labels, events) for a
+date range as single runs over ranges (one run per contiguous block of symbols); ``quality``
+runs Gate E-1 once per event type. Runs go to the Dagster instance in ``$DAGSTER_HOME``
+(default: the repository's ``dagster_home/``), so they show in the UI.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
+# The demo builds the default study window (specs/studies/default.yaml).
 DEMO_START, DEMO_END = dt.date(2024, 1, 1), dt.date(2024, 1, 31)
 REPO = Path(__file__).resolve().parents[1]
+_QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def symbol_blocks(selected: Sequence[str], universe: Sequence[str]) -> list[list[str]]:
@@ -39,50 +43,120 @@ def symbol_blocks(selected: Sequence[str], universe: Sequence[str]) -> list[list
     return blocks
 
 
-def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
-        resources_config: dict | None = None, quiet: bool = False,
-        instance: DagsterInstance | None = None) -> bool:
-    """Materialize ``market_data_job`` for [start, end] x symbols; True if every run passed.
+@dataclass
+class Runner:
+    """Executes jobs in process on one instance, tallying runs and check results."""
 
-    ``instance`` defaults to the one in ``$DAGSTER_HOME`` (the repository's ``dagster_home/``
-    when unset), so the runs show in the UI.
-    """
-    import dagster as dg
+    instance: DagsterInstance | None = None
+    resources_config: dict | None = None
+    quiet: bool = False
+    ok: bool = True
+    checks: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    from backtest_assets.definitions import defs
-    from backtest_assets.partitions import UNIVERSE
+    def __post_init__(self) -> None:
+        if self.instance is None:
+            import dagster as dg
 
-    job = defs.resolve_job_def("market_data_job")
-    if instance is None:
-        os.environ.setdefault("DAGSTER_HOME", str(REPO / "dagster_home"))
-        instance = dg.DagsterInstance.get()
-    ok = True
-    checks: Counter[tuple[str, str]] = Counter()
-    for block in symbol_blocks(symbols or UNIVERSE.symbol_names, UNIVERSE.symbol_names):
-        tags = {
-            "dagster/asset_partition_range_start": f"{start.isoformat()}|{block[0]}",
-            "dagster/asset_partition_range_end": f"{end.isoformat()}|{block[-1]}",
-        }
+            os.environ.setdefault("DAGSTER_HOME", str(REPO / "dagster_home"))
+            self.instance = dg.DagsterInstance.get()
+
+    def execute(self, job_name: str, label: str, *, tags: dict[str, str] | None = None,
+                partition_key: str | None = None, assets: Sequence[str] | None = None) -> bool:
+        import dagster as dg
+
+        from backtest_assets.definitions import defs
+
+        run_config = dict(_QUIET_LOGS)
+        if self.resources_config:
+            run_config["resources"] = self.resources_config
         t0 = time.perf_counter()
-        run_config: dict = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-        if resources_config:
-            run_config["resources"] = resources_config
-        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False,
-                                        run_config=run_config)
-        ok &= result.success
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=self.instance, tags=tags, partition_key=partition_key,
+            raise_on_error=False, run_config=run_config,
+            asset_selection=[dg.AssetKey(a) for a in assets] if assets else None)
+        failed_checks = []
         for ev in result.get_asset_check_evaluations():
             status = "passed" if ev.passed else ev.severity.value.lower()
-            checks[(ev.asset_check_key.name, status)] += 1
-        if not quiet:
+            self.checks[(ev.asset_check_key.name, status)] += 1
+            if not ev.passed and ev.severity.value == "ERROR":
+                failed_checks.append(f"{ev.asset_check_key.asset_key.to_user_string()}:"
+                                     f"{ev.asset_check_key.name}")
+        self.ok &= result.success
+        if not self.quiet:
             state = "succeeded" if result.success else "FAILED"
-            print(f"run {result.run_id[:8]} {start}..{end} x {','.join(block)}: {state} "
-                  f"in {time.perf_counter() - t0:.1f}s")
+            blocked = f" (blocking checks failed: {', '.join(failed_checks)})" \
+                if failed_checks else ""
+            print(f"run {result.run_id[:8]} {label}: {state} in "
+                  f"{time.perf_counter() - t0:.1f}s{blocked}")
             for ev in result.all_events:
                 if ev.is_step_failure:
                     print(f"  step {ev.step_key} failed: {_root_cause(ev.step_failure_data)}")
+        return result.success
+
+    def check_table(self) -> str:
+        names = sorted({n for n, _ in self.checks})
+        lines = ["asset checks (evaluations per check):"]
+        for n in names:
+            parts = [f"{s} {self.checks[(n, s)]}" for s in ("passed", "warn", "error")
+                     if self.checks[(n, s)]]
+            lines.append(f"  {n:<24} {', '.join(parts)}")
+        return "\n".join(lines)
+
+
+def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
+        resources_config: dict | None = None, quiet: bool = False,
+        instance: DagsterInstance | None = None, research: bool = True) -> bool:
+    """Build [start, end] x symbols; True if every run passed.
+
+    Events of a day read the features of the day before (cooldowns reach back a day), and
+    features read warm-up days of bars before them and labels the day after; so features and
+    labels are built from ``start - 1 day`` and market data (ingest, bars) from the warm-up
+    before that to one day after ``end``, within the universe's partitions.
+    ``research=False`` builds market data for exactly [start, end] and nothing else.
+    """
+    from backtest_assets.partitions import REGISTRY, UNIVERSE, daily_partitions_def
+
+    runner = Runner(instance, resources_config, quiet)
+    first = UNIVERSE.start_date
+    last = dt.date.fromisoformat(daily_partitions_def.get_last_partition_key())
+    features_start = max(start - dt.timedelta(days=1), first)
+    bars_start = max(features_start - dt.timedelta(days=REGISTRY.feature_warmup_days), first)
+    bars_end = min(end + dt.timedelta(days=1), last)
+    if not research:
+        bars_start, bars_end = start, end
+    for block in symbol_blocks(symbols or UNIVERSE.symbol_names, UNIVERSE.symbol_names):
+        label = ",".join(block)
+        if not runner.execute("market_data_job", f"bars {bars_start}..{bars_end} x {label}",
+                              tags=_range_tags(bars_start, bars_end, block)) or not research:
+            continue
+        if runner.execute("research_job", f"features, labels {features_start}..{end} x {label}",
+                          tags=_range_tags(features_start, end, block),
+                          assets=["pit_features", "forward_labels"]):
+            runner.execute("research_job", f"events {start}..{end} x {label}",
+                           tags=_range_tags(start, end, block), assets=["event_table"])
     if not quiet:
-        print(_check_table(checks))
-    return ok
+        print(runner.check_table())
+    return runner.ok
+
+
+def _range_tags(start: dt.date, end: dt.date, block: Sequence[str]) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": f"{start.isoformat()}|{block[0]}",
+            "dagster/asset_partition_range_end": f"{end.isoformat()}|{block[-1]}"}
+
+
+def quality(event_types: Sequence[str] | None = None, *, resources_config: dict | None = None,
+            quiet: bool = False, instance: DagsterInstance | None = None) -> bool:
+    """Gate E-1 for each event type (one run each); True if every run succeeded.
+
+    An event type failing the gate is not a failed run: its blocking ``e1_gate`` check
+    fails and keeps it out of discovery.
+    """
+    from backtest_assets.partitions import REGISTRY
+
+    runner = Runner(instance, resources_config, quiet)
+    for event_type in event_types or list(REGISTRY.events):
+        runner.execute("event_quality_job", f"E-1 {event_type}", partition_key=event_type)
+    return runner.ok
 
 
 def _root_cause(failure) -> str:
@@ -95,17 +169,8 @@ def _root_cause(failure) -> str:
     return error.message.strip()
 
 
-def _check_table(checks: Counter[tuple[str, str]]) -> str:
-    names = sorted({n for n, _ in checks})
-    lines = ["asset checks (evaluations per check):"]
-    for n in names:
-        parts = [f"{s} {checks[(n, s)]}" for s in ("passed", "warn", "error") if checks[(n, s)]]
-        lines.append(f"  {n:<24} {', '.join(parts)}")
-    return "\n".join(lines)
-
-
 def summary(start: dt.date, end: dt.date) -> str:
-    """What the warehouse holds for [start, end]: rows, gaps and quarantine per table."""
+    """What the warehouse holds for [start, end]: rows, gaps, quarantine, events, Gate E-1."""
     from backtest_assets.core.summary import warehouse_summary
     from backtest_assets.resources import WarehouseResource
 
@@ -116,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backtest_assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("demo", help="synthetic data, 3 symbols, January 2024")
+    sub.add_parser("demo", help=f"synthetic data, 3 symbols, {DEMO_START}..{DEMO_END}, E-1")
+    sub.add_parser("quality", help="Gate E-1 for every event type over the default study")
     for name in ("run", "summary"):
         p = sub.add_parser(name)
         p.add_argument("--start", type=dt.date.fromisoformat, required=True)
@@ -126,11 +192,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("--symbols", help="comma-separated (default: the universe's)")
             p.add_argument("--source", choices=["synthetic", "binance"])
             p.add_argument("--base-url", help="Binance archive base URL")
+            p.add_argument("--market-data-only", action="store_true",
+                           help="ingest and bars for exactly [start, end], no features")
     args = parser.parse_args(argv)
     if args.cmd == "summary":
         print(summary(args.start, args.end))
         return 0
-    if args.cmd == "demo":
+    if args.cmd == "quality":
+        return 0 if quality() else 1
+    demo = args.cmd == "demo"
+    if demo:
         args = argparse.Namespace(start=DEMO_START, end=DEMO_END, symbols=None,
                                   source="synthetic", base_url=None)
     if args.end < args.start:
@@ -138,7 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = {k: v for k, v in (("market_source", args.source), ("base_url", args.base_url)) if v}
     t0 = time.perf_counter()
     ok = run(args.start, args.end, args.symbols.split(",") if args.symbols else None,
-             resources_config={"market_source": {"config": config}} if config else None)
+             resources_config={"market_source": {"config": config}} if config else None,
+             research=not getattr(args, "market_data_only", False))
+    if demo and ok:
+        ok = quality()
     print(summary(args.start, args.end))
     print(f"done in {time.perf_counter() - t0:.1f}s: {'all runs succeeded' if ok else 'FAILED'}")
     return 0 if ok else 1

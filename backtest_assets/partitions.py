@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 
 import dagster as dg
 
 from backtest_assets.specs import load_registry
+
+# The design relies on these on purpose (DESIGN.md: single-run backfills, warm-up and
+# look-ahead partition mappings, Gate E-1 results per event-type partition); their beta and
+# preview notices would otherwise print on every import of the code location.
+for _message in ("Parameter `backfill_policy`", "Class `MultiPartitionMapping`",
+                 "Parameter `allow_nonexistent_upstream_partitions`",
+                 "Specifying a partitions_def on an AssetCheckSpec"):
+    warnings.filterwarnings("ignore", message=_message,
+                            category=dg.BetaWarning if "Specifying" not in _message
+                            else dg.PreviewWarning)
 
 UNIVERSE = load_registry().universe
 
@@ -24,3 +35,23 @@ date_symbol_partitions_def = dg.MultiPartitionsDefinition(
 # Where the date x symbol dimensions live in a market-data table (see warehouse.PartitionLayout).
 BARS_PARTITION_EXPR = {"date": "ts_open", "symbol": "symbol"}
 TS_PARTITION_EXPR = {"date": "ts", "symbol": "symbol"}
+
+REGISTRY = load_registry()
+# One partition per event type in specs/events (Gate E-1 and discovery run per event type).
+event_type_partitions_def = dg.StaticPartitionsDefinition(list(REGISTRY.events))
+# The bar table features, labels and events are computed on (the universe's base interval).
+BASE_BARS = f"bars_{UNIVERSE.base_interval}"
+
+
+def date_window_mapping(start_offset: int = 0, end_offset: int = 0) -> dg.MultiPartitionMapping:
+    """Same symbol, days ``[d + start_offset, d + end_offset]``: warm-up or look-ahead.
+
+    Days before the first partition (or after the last) simply do not exist upstream.
+    """
+    return dg.MultiPartitionMapping({
+        "date": dg.DimensionPartitionMapping(
+            "date", dg.TimeWindowPartitionMapping(
+                start_offset=start_offset, end_offset=end_offset,
+                allow_nonexistent_upstream_partitions=True)),
+        "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
+    })

@@ -56,7 +56,7 @@ def _timed_run(days: int, instance) -> dict:
 
     end = START + dt.timedelta(days=days - 1)
     t0 = time.perf_counter()
-    ok = run(START, end, [SYMBOL], instance=instance, quiet=True)
+    ok = run(START, end, [SYMBOL], instance=instance, quiet=True, research=False)
     wall = time.perf_counter() - t0
     assert ok, "the job failed"
     (dagster_run,) = instance.get_runs()

@@ -12,6 +12,8 @@ _TABLES = {  # table -> (time column, slot minutes or None for irregular rows)
     "raw_perp_klines_1m": ("ts_open", 1), "raw_spot_klines_1m": ("ts_open", 1),
     "raw_funding_rates": ("ts", None), "raw_open_interest": ("ts", 5),
     "bars_1m": ("ts_open", 1), "bars_5m": ("ts_open", 5), "bars_15m": ("ts_open", 15),
+    "pit_features": ("ts_open", None), "forward_labels": ("ts_open", None),
+    "event_table": ("ts", None),
 }
 
 
@@ -38,10 +40,30 @@ def warehouse_summary(warehouse: Warehouse, start: dt.date, end: dt.date) -> str
             partial = str(int((frame["n_source_bars"] < slot).sum()))
         lines.append(f"{table:<20} {frame.height:>10,} {frame['symbol'].n_unique():>8} "
                      f"{missing:>9} {partial:>8}")
+    if "event_table" in have:
+        events = warehouse.read("event_table", PartitionLayout(time_col="ts", time_dim="date"),
+                                [Box(start=lo, end=hi)])
+        counts = events.group_by("event_type").len().sort("event_type").iter_rows()
+        lines.append("events: " + ", ".join(f"{t} {n}" for t, n in counts))
+    if "event_quality_report" in have:
+        lines.append(_e1_table(warehouse))
     if "ingest_quarantine" in have:
         q = warehouse.read("ingest_quarantine", PartitionLayout()).filter(
             pl.col("date").is_between(start, end))
         lines.append(f"quarantined rows: {q.height}"
                      + "".join(f"\n  {r['asset']} {r['symbol']} {r['date']} line "
                                f"{r['line_no']}: {r['reason']}" for r in q.head(10).to_dicts()))
+    return "\n".join(lines)
+
+
+def _e1_table(warehouse: Warehouse) -> str:
+    report = warehouse.read("event_quality_report", PartitionLayout()).filter(
+        pl.col("symbol") == "ALL").sort("event_type")
+    lines = ["Gate E-1 (pooled over the default study's symbols):",
+             f"  {'event type':<26} {'events':>7} {'per 10k':>8} {'join':>7}  verdict"]
+    for r in report.iter_rows(named=True):
+        per10k = "-" if r["prevalence_per_10k"] is None else f"{r['prevalence_per_10k']:.1f}"
+        join = "-" if r["join_rate"] is None else f"{r['join_rate']:.4f}"
+        verdict = "pass" if r["passed"] else f"FAIL: {r['reasons']}"
+        lines.append(f"  {r['event_type']:<26} {r['events']:>7} {per10k:>8} {join:>7}  {verdict}")
     return "\n".join(lines)

@@ -16,9 +16,20 @@ market_data_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("ingest", "bars"),
     description="Raw Binance-format data to canonical 1m/5m/15m bars, per date x symbol.",
 )
+research_job = dg.define_asset_job(
+    "research_job",
+    selection=dg.AssetSelection.groups("features", "events"),
+    description="Point-in-time features, forward labels and events, per date x symbol "
+                "(needs bars for the warm-up days before and the day after).",
+)
+event_quality_job = dg.define_asset_job(
+    "event_quality_job",
+    selection=dg.AssetSelection.assets("event_quality_report"),
+    description="Gate E-1 for one event type over the default study window.",
+)
 
 defs = dg.Definitions(
-    jobs=[market_data_job],
+    jobs=[market_data_job, research_job, event_quality_job],
     resources={
         "io_manager": WarehouseIOManager(),
         "warehouse": WarehouseResource(),

@@ -100,3 +100,35 @@ def _result(o: CheckOutcome) -> dg.AssetCheckResult:
         description=o.description or None,
         metadata=o.metadata,
     )
+
+
+def keep_keys(frame: pl.DataFrame, keys: Sequence[tuple[dt.date, str]], time_col: str
+              ) -> pl.DataFrame:
+    """Rows of ``frame`` whose (UTC day of ``time_col``, symbol) is one of ``keys``."""
+    wanted = pl.DataFrame({"_date": [d for d, _ in keys], "symbol": [s for _, s in keys]},
+                          schema={"_date": pl.Date, "symbol": pl.String})
+    return (frame.with_columns(pl.col(time_col).dt.date().alias("_date"))
+            .join(wanted, on=["_date", "symbol"], how="semi").drop("_date"))
+
+
+def require_upstream(context: dg.AssetExecutionContext, upstream: str,
+                     keys: Sequence[tuple[dt.date, str]], *, days_before: int = 0,
+                     first_day: dt.date) -> None:
+    """Fail clearly unless every (day, symbol) of the warm-up window was materialized.
+
+    Without this, a day's values would silently depend on which earlier days happened to be
+    in the warehouse. Days before ``first_day`` (the first partition) do not exist and are
+    not required.
+    """
+    needed = {f"{d - dt.timedelta(days=k)}|{s}" for d, s in keys for k in range(days_before + 1)
+              if d - dt.timedelta(days=k) >= first_day}
+    have = context.instance.get_materialized_partitions(dg.AssetKey(upstream))
+    missing = sorted(needed - set(have))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
+                                          else "")
+        raise dg.Failure(
+            description=f"{context.asset_key.to_user_string()} needs {upstream} for "
+                        f"{len(missing)} partition(s) not materialized yet: {shown}. "
+                        f"Materialize {upstream} for them first (its warm-up is "
+                        f"{days_before} day(s)).")

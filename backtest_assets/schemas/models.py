@@ -77,3 +77,47 @@ RAW_OPEN_INTEREST = pa.DataFrameSchema(
         for c in ("open_interest", "open_interest_value")}},
     strict=True, name="raw_open_interest",
 )
+
+
+# ---- research frames ---------------------------------------------------------------------
+
+def _finite(data: pa.PolarsData) -> pl.LazyFrame:
+    floats = [c for c, t in data.lazyframe.collect_schema().items() if t == pl.Float64]
+    return data.lazyframe.select(
+        pl.all_horizontal([pl.col(c).is_finite().fill_null(True) for c in floats] or [True]))
+
+
+_KEYS = {"symbol": pa.Column(pl.String), "ts_open": pa.Column(pl.Datetime("us"))}
+
+
+def features_model(names: list[str]) -> pa.DataFrameSchema:
+    """pit_features: keys, ts_close, one nullable Float64 per feature spec; no inf values."""
+    return pa.DataFrameSchema(
+        {**_KEYS, "ts_close": pa.Column(pl.Datetime("us")),
+         **{n: pa.Column(pl.Float64, nullable=True) for n in names}},
+        checks=[pa.Check(_finite, name="finite_values")], strict=True, ordered=True,
+        name="pit_features")
+
+
+def labels_model(names: list[str]) -> pa.DataFrameSchema:
+    """forward_labels: keys and one nullable Float64 per horizon; no inf values."""
+    return pa.DataFrameSchema(
+        {**_KEYS, **{n: pa.Column(pl.Float64, nullable=True) for n in names}},
+        checks=[pa.Check(_finite, name="finite_values")], strict=True, ordered=True,
+        name="forward_labels")
+
+
+def events_model(event_types: list[str], interval_minutes: int) -> pa.DataFrameSchema:
+    """event_table: one row per event of a known type, known one bar after its label."""
+    width = interval_minutes * 60_000_000  # microseconds
+    return pa.DataFrameSchema(
+        {"event_type": pa.Column(pl.String, pa.Check.isin(event_types)),
+         "symbol": pa.Column(pl.String),
+         "ts": pa.Column(pl.Datetime("us")),
+         "ts_known": pa.Column(pl.Datetime("us")),
+         "severity": pa.Column(pl.Float64, pa.Check.ge(0)),
+         "direction": pa.Column(pl.Int8, pa.Check.isin([-1, 0, 1]))},
+        checks=[pa.Check(lambda d: d.lazyframe.select(
+            (pl.col("ts_known") - pl.col("ts")).dt.total_microseconds() == width),
+            name="known_at_bar_close")],
+        strict=True, name="event_table")

@@ -9,6 +9,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,6 +23,7 @@ from backtest_assets.core.bars import day_coverage
 from backtest_assets.resources import WarehouseResource
 from backtest_assets.sources.binance import BinanceSource
 from backtest_assets.sources.synthetic import SyntheticSource
+from backtest_assets.specs import default_specs_dir
 from tests.conftest import REPO, subprocess_env
 from tests.support.archive import daily_klines_path, write_klines_day
 from tests.support.http_server import ArchiveServer
@@ -40,15 +42,17 @@ symbols:
 
 def cli(tmp_path, base_url, *args):
     specs = tmp_path / "specs"
-    specs.mkdir(exist_ok=True)
+    shutil.copytree(default_specs_dir(), specs, dirs_exist_ok=True)
     (specs / "universe.yaml").write_text(REAL_UNIVERSE)
+    (specs / "studies" / "default.yaml").write_text(
+        "name: default\nstart: 2021-11-27\nend: 2021-11-28\nsymbols: [ADABTC]\n")
     (tmp_path / "home").mkdir(exist_ok=True)
     env = subprocess_env(BACKTEST_SPECS_DIR=str(specs), BACKTEST_DATA_ROOT=str(tmp_path / "data"),
                          DAGSTER_HOME=str(tmp_path / "home"))
     proc = subprocess.run(
         [sys.executable, "-m", "backtest_assets", "run", "--source", "binance",
-         "--base-url", base_url, *args], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=300)
+         "--base-url", base_url, "--market-data-only", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -141,7 +145,7 @@ def archive(tmp_path):
 
 
 def ingest(server, instance):
-    return run(DAY, DAY, ["BTCUSDT"], instance=instance, quiet=True,
+    return run(DAY, DAY, ["BTCUSDT"], instance=instance, quiet=True, research=False,
                resources_config={"market_source": {"config": {
                    "market_source": "binance", "base_url": server.base_url}}})
 

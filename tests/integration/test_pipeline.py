@@ -30,7 +30,7 @@ def snapshot() -> dict[str, pl.DataFrame]:
 
 
 def test_single_run_backfill_over_days_and_symbols(data_root, instance):
-    assert run(D1, D3, ["BTCUSDT", "ETHUSDT"], instance=instance, quiet=True)
+    assert run(D1, D3, ["BTCUSDT", "ETHUSDT"], instance=instance, quiet=True, research=False)
     runs = instance.get_runs()
     assert len(runs) == 1  # three days x two symbols in one run
     snap = snapshot()
@@ -61,25 +61,25 @@ def test_single_run_backfill_over_days_and_symbols(data_root, instance):
 
 
 def test_rematerializing_gives_identical_rows(data_root, instance):
-    assert run(D1, D3, None, instance=instance, quiet=True)
+    assert run(D1, D3, None, instance=instance, quiet=True, research=False)
     first = snapshot()
-    assert run(D1, D3, None, instance=instance, quiet=True)
+    assert run(D1, D3, None, instance=instance, quiet=True, research=False)
     assert run(dt.date(2024, 1, 2), dt.date(2024, 1, 2), ["ETHUSDT"], instance=instance,
-               quiet=True)
+               quiet=True, research=False)
     again = snapshot()
     for t in TABLES:
         assert again[t].equals(first[t]), t
 
 
 def test_a_non_contiguous_symbol_selection_runs_once_per_block(data_root, instance):
-    assert run(D1, D1, ["SOLUSDT", "BTCUSDT"], instance=instance, quiet=True)
+    assert run(D1, D1, ["SOLUSDT", "BTCUSDT"], instance=instance, quiet=True, research=False)
     assert len(instance.get_runs()) == 2
     assert sorted(snapshot()["bars_15m"]["symbol"].unique()) == ["BTCUSDT", "SOLUSDT"]
 
 
 def test_blocking_check_failure_keeps_previous_data_and_stops_downstream(
         data_root, instance, monkeypatch):
-    assert run(D1, D1, ["BTCUSDT"], instance=instance, quiet=True)
+    assert run(D1, D1, ["BTCUSDT"], instance=instance, quiet=True, research=False)
     before = snapshot()
     original = SyntheticSource.klines_1m
 
@@ -89,7 +89,7 @@ def test_blocking_check_failure_keeps_previous_data_and_stops_downstream(
         return batch
 
     monkeypatch.setattr(SyntheticSource, "klines_1m", broken)
-    assert not run(D1, D1, ["BTCUSDT"], instance=instance, quiet=True)
+    assert not run(D1, D1, ["BTCUSDT"], instance=instance, quiet=True, research=False)
     failed_run = instance.get_runs(limit=1)[0]
     assert failed_run.status == dg.DagsterRunStatus.FAILURE
     records = instance.get_records_for_run(failed_run.run_id).records
@@ -114,7 +114,7 @@ def test_non_utc_machine_time_zone_gives_the_same_warehouse(tmp_path, tz):
         (root / "home").mkdir(parents=True)
         proc = subprocess.run(
             [sys.executable, "-m", "backtest_assets", "run", "--start", "2024-01-01",
-             "--end", "2024-01-02", "--symbols", "BTCUSDT"],
+             "--end", "2024-01-02", "--symbols", "BTCUSDT", "--market-data-only"],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         import duckdb

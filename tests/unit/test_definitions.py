@@ -1,12 +1,15 @@
 """The code location loads, and its asset graph is pinned so a change to it is a visible diff."""
 
 import dagster as dg
+import pytest
 
 from backtest_assets.definitions import defs
-from backtest_assets.partitions import date_symbol_partitions_def
+from backtest_assets.partitions import REGISTRY, date_symbol_partitions_def
 
-ASSETS = ["bars_15m", "bars_1m", "bars_5m", "raw_funding_rates", "raw_open_interest",
-          "raw_perp_klines_1m", "raw_spot_klines_1m"]
+DATE_SYMBOL_ASSETS = ["bars_15m", "bars_1m", "bars_5m", "event_table", "forward_labels",
+                      "pit_features", "raw_funding_rates", "raw_open_interest",
+                      "raw_perp_klines_1m", "raw_spot_klines_1m"]
+ASSETS = sorted([*DATE_SYMBOL_ASSETS, "event_quality_report", "spec_registry"])
 BASE_CHECKS = {"schema", "unique_keys", "monotonic_time", "row_count", "complete_days"}
 
 
@@ -19,12 +22,36 @@ def test_asset_graph_is_pinned():
         "raw_perp_klines_1m": [], "raw_spot_klines_1m": [], "raw_funding_rates": [],
         "raw_open_interest": [], "bars_1m": ["raw_perp_klines_1m", "raw_spot_klines_1m"],
         "bars_5m": ["bars_1m"], "bars_15m": ["bars_1m"],
+        "pit_features": ["bars_5m", "raw_funding_rates", "raw_open_interest"],
+        "forward_labels": ["bars_5m"], "event_table": ["pit_features"],
+        "event_quality_report": ["bars_5m", "event_table", "forward_labels", "pit_features"],
+        "spec_registry": [],
     }
+
+
+def test_warmup_and_lookahead_are_declared_partition_mappings():
+    graph = defs.resolve_asset_graph()
+    key = dg.MultiPartitionKey({"date": "2024-01-10", "symbol": "ETHUSDT"})
+
+    def upstream_days(asset, parent):
+        mapping = graph.get(dg.AssetKey(asset)).partition_mappings[dg.AssetKey(parent)]
+        keys = mapping.get_upstream_mapped_partitions_result_for_partitions(
+            date_symbol_partitions_def.subset_with_partition_keys([key]),
+            date_symbol_partitions_def, date_symbol_partitions_def).partitions_subset
+        return sorted(k.keys_by_dimension["date"] for k in keys.get_partition_keys())
+
+    warmup = [f"2024-01-{d:02d}" for d in range(10 - REGISTRY.feature_warmup_days, 11)]
+    assert upstream_days("pit_features", "bars_5m") == warmup
+    assert upstream_days("pit_features", "raw_funding_rates") == warmup
+    assert upstream_days("forward_labels", "bars_5m") == ["2024-01-10", "2024-01-11"]
+    assert upstream_days("event_table", "pit_features") == ["2024-01-09", "2024-01-10"]
 
 
 def test_every_asset_is_date_symbol_single_run_in_the_duckdb_pool_with_blocking_checks():
     for spec in defs.resolve_all_asset_specs():
         name = spec.key.to_user_string()
+        if name not in DATE_SYMBOL_ASSETS:
+            continue
         assert spec.partitions_def == date_symbol_partitions_def, name
         assert "partition_expr" in spec.metadata, name
         assets_def = defs.resolve_assets_def(spec.key)
@@ -38,6 +65,22 @@ def test_every_asset_is_date_symbol_single_run_in_the_duckdb_pool_with_blocking_
         c.name for c in defs.resolve_assets_def("bars_5m").check_specs}
 
 
-def test_main_job_selects_ingest_and_bars():
-    job = defs.resolve_job_def("market_data_job")
-    assert sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys) == ASSETS
+def test_e1_report_is_per_event_type_with_a_partitioned_blocking_gate():
+    report = defs.resolve_assets_def("event_quality_report")
+    assert report.partitions_def.get_partition_keys() == sorted(REGISTRY.events)
+    assert report.backfill_policy == dg.BackfillPolicy.multi_run(1)
+    (gate,) = [c for c in report.check_specs if c.name == "e1_gate"]
+    assert gate.blocking and gate.partitions_def == report.partitions_def
+    lint = defs.resolve_assets_def("spec_registry").check_specs
+    assert [(c.name, c.blocking) for c in lint] == [("spec_lint", True)]
+
+
+@pytest.mark.parametrize(("job", "assets"), [
+    ("market_data_job", ["bars_15m", "bars_1m", "bars_5m", "raw_funding_rates",
+                         "raw_open_interest", "raw_perp_klines_1m", "raw_spot_klines_1m"]),
+    ("research_job", ["event_table", "forward_labels", "pit_features"]),
+    ("event_quality_job", ["event_quality_report"]),
+])
+def test_jobs_select_their_layers(job, assets):
+    keys = defs.resolve_job_def(job).asset_layer.executable_asset_keys
+    assert sorted(k.to_user_string() for k in keys) == assets

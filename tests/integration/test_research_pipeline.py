@@ -1,0 +1,133 @@
+"""Features, labels, events and Gate E-1 through Dagster on the synthetic source."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from backtest_assets.cli import Runner, quality, run
+from backtest_assets.partitions import REGISTRY
+from backtest_assets.resources import WarehouseResource
+from backtest_assets.warehouse import PartitionLayout
+
+DAY = dt.date(2024, 1, 20)
+
+
+def warehouse_config(root) -> dict:
+    return {"warehouse": {"config": {"data_root": str(root)}},
+            "io_manager": {"config": {"data_root": str(root)}}}
+
+
+def day_rows(root, table, time_col, day=DAY, symbol="BTCUSDT"):
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    with wh.connect(read_only=True) as conn:
+        sql = (f"SELECT * FROM {table} WHERE symbol = ? "  # noqa: S608
+               f"AND CAST({time_col} AS DATE) = ? ORDER BY ALL")
+        return conn.sql(sql, params=[symbol, day]).pl()
+
+
+@pytest.fixture(scope="module")
+def month(tmp_path_factory):
+    """January 2024 for the three symbols in one single run per block, then E-1."""
+    root = tmp_path_factory.mktemp("month")
+    (root / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
+        config = warehouse_config(root / "data")
+        assert run(dt.date(2024, 1, 1), dt.date(2024, 1, 31), None, instance=instance,
+                   quiet=True, resources_config=config)
+        assert quality(instance=instance, quiet=True, resources_config=config)
+        yield root / "data", instance
+
+
+def test_research_tables_cover_the_month(month):
+    root, _ = month
+    features = day_rows(root, "pit_features", "ts_open")
+    assert features.height == 288
+    assert features.columns == ["symbol", "ts_open", "ts_close", *REGISTRY.features]
+    # Every feature is warm by day 20. The only nulls allowed are a z-score whose window is
+    # constant (undefined): synthetic funding sits at exactly 1e-4 for days at a time.
+    nulls = {c: n for c, n in features.null_count().row(0, named=True).items() if n}
+    assert set(nulls) <= {"funding_z"}, nulls
+    if nulls:
+        funding = day_rows(root, "raw_funding_rates", "ts", day=DAY - dt.timedelta(days=1))
+        assert funding["funding_rate"].n_unique() == 1
+    labels = day_rows(root, "forward_labels", "ts_open")
+    assert labels.columns == ["symbol", "ts_open", *REGISTRY.label_bars()]
+    assert labels.drop_nulls().height == 288  # day 21 is there, so every label is whole
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    with wh.connect(read_only=True) as conn:
+        (n_types,) = conn.execute("SELECT count(DISTINCT event_type) FROM event_table").fetchone()
+        leaked = conn.execute("SELECT count(*) FROM pit_features WHERE ts_open >= "
+                              "TIMESTAMP '2024-02-02'").fetchone()[0]
+    assert n_types == len(REGISTRY.events)
+    assert leaked == 0
+
+
+def test_gate_e1_report_per_event_type(month):
+    root, instance = month
+    report = WarehouseResource(data_root=str(root)).warehouse().read(
+        "event_quality_report", PartitionLayout())
+    assert sorted(report["event_type"].unique()) == sorted(REGISTRY.events)
+    gate = REGISTRY.gates.e1
+    for event_type, rows in report.group_by("event_type"):
+        assert rows["symbol"].to_list() == ["BTCUSDT", "ETHUSDT", "SOLUSDT", "ALL"]
+        pooled = rows.filter(pl.col("symbol") == "ALL").row(0, named=True)
+        assert pooled["bars"] == 3 * 31 * 288
+        assert pooled["events"] == rows.filter(pl.col("symbol") != "ALL")["events"].sum()
+        ok = (gate.prevalence_per_10k.min <= pooled["prevalence_per_10k"]
+              <= gate.prevalence_per_10k.max and pooled["join_rate"] >= gate.join_rate_min)
+        assert pooled["passed"] == ok, (event_type, pooled)
+        # The blocking check's result belongs to this event type's partition.
+        key = dg.AssetCheckKey(dg.AssetKey("event_quality_report"), "e1_gate")
+        evaluation = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [key])[key]
+        assert evaluation is not None
+    files = sorted((root / "reports" / "default").rglob("event_quality_report.json"))
+    assert len(files) == len(REGISTRY.events)
+    doc = json.loads(files[0].read_text())
+    assert doc["spec_hashes"] == REGISTRY.spec_hashes
+    assert doc["window"] == ["2024-01-01", "2024-01-31"]
+
+
+def test_a_day_alone_equals_the_day_in_a_30_day_run(month, tmp_path):
+    """The month fixture built day 20 inside a 31-day run; here it is the only day built."""
+    root, _ = month
+    alone = tmp_path / "data"
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        config = warehouse_config(alone)
+        assert run(DAY, DAY, ["BTCUSDT"], instance=instance, quiet=True,
+                   resources_config=config)
+        # The day by itself: one partition key, one run per layer.
+        runner = Runner(instance, config, quiet=True)
+        assert runner.execute("research_job", "features and labels of the day alone",
+                              partition_key=f"{DAY}|BTCUSDT",
+                              assets=["pit_features", "forward_labels", "event_table"])
+        (last,) = instance.get_runs(limit=1)
+        assert last.tags["dagster/partition"] == f"{DAY}|BTCUSDT"
+    for table, tcol in (("pit_features", "ts_open"), ("forward_labels", "ts_open"),
+                        ("event_table", "ts")):
+        assert day_rows(alone, table, tcol).equals(day_rows(root, table, tcol)), table
+    assert day_rows(root, "event_table", "ts").height > 0
+
+
+def test_features_refuse_a_missing_warmup(tmp_path):
+    (tmp_path / "home").mkdir()
+    config = warehouse_config(tmp_path / "data")
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        assert run(DAY, DAY, ["BTCUSDT"], instance=instance, quiet=True,
+                   resources_config=config, research=False)
+        runner = Runner(instance, config, quiet=True)
+        assert not runner.execute("research_job", "day alone, no warm-up",
+                                  partition_key=f"{DAY}|BTCUSDT")
+        (last,) = instance.get_runs(limit=1)
+        failures = [r.event_log_entry.dagster_event.step_failure_data
+                    for r in instance.get_records_for_run(last.run_id).records
+                    if r.event_log_entry.dagster_event
+                    and r.event_log_entry.dagster_event.is_step_failure]
+    (failure,) = failures
+    message = failure.user_failure_data.description
+    assert "pit_features needs bars_5m for 7 partition(s) not materialized yet" in message
+    assert "2024-01-13|BTCUSDT" in message
