@@ -1,5 +1,6 @@
-"""Point in time, generated from the specs: every feature in specs/features/*.yaml at bar t is
-unchanged when all bars after t and all prints published at or after ts_close(t) become garbage."""
+"""Point in time, generated from the specs: every feature in specs/features/*.yaml and every
+event type in specs/events/*.yaml at bar t is unchanged when all bars after t and all prints
+published at or after ts_close(t) become garbage."""
 
 import datetime as dt
 
@@ -9,21 +10,23 @@ import pytest
 from polars.testing import assert_series_equal
 
 from backtest_assets.core.bars import bars_1m, resample
+from backtest_assets.events.detect import detect_events
 from backtest_assets.features.compute import compute_features
 from backtest_assets.sources.synthetic import SyntheticSource
 from backtest_assets.specs.registry import load_registry
 
 REGISTRY = load_registry()
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
-# Nine days: the funding z-score needs 21 prints (7 days) before its first value.
-DAYS = [dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(9)]
+# Sixteen days: the funding z-score needs 21 prints (7 days) before its first value, and
+# every event type must have fired before the cuts for their test to mean anything.
+DAYS = [dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(16)]
 INTERVAL = dt.timedelta(minutes=REGISTRY.base_minutes)
 CUTS = [  # ts_open of bar t; funding prints at 00:00, 08:00 and 16:00 UTC
-    dt.datetime(2024, 1, 8, 12, 0),    # mid-day
-    dt.datetime(2024, 1, 8, 15, 50),   # the bar before the one whose ts_close is a print
-    dt.datetime(2024, 1, 8, 15, 55),   # ts_close(t) = 16:00 print: not used at t
-    dt.datetime(2024, 1, 8, 23, 55),   # the last bar of a day (ts_close = 00:00 print)
-    dt.datetime(2024, 1, 9, 7, 55),    # ts_close(t) = 08:00 print
+    dt.datetime(2024, 1, 15, 12, 0),    # mid-day
+    dt.datetime(2024, 1, 15, 15, 50),   # the bar before the one whose ts_close is a print
+    dt.datetime(2024, 1, 15, 15, 55),   # ts_close(t) = 16:00 print: not used at t
+    dt.datetime(2024, 1, 15, 23, 55),   # the last bar of a day (ts_close = 00:00 print)
+    dt.datetime(2024, 1, 16, 7, 55),    # ts_close(t) = 08:00 print
 ]
 
 
@@ -100,7 +103,7 @@ def test_feature_at_t_ignores_everything_after_t(feature, runs):
 
 
 def test_a_day_does_not_depend_on_how_much_history_precedes_its_warmup():
-    """Bit-identical values on the last day from 9 days of data or from just its warm-up."""
+    """Bit-identical values on the last day from 16 days of data or from just its warm-up."""
     data = _market_data()
     last_day = DAYS[-1]
     start = dt.datetime.combine(last_day - dt.timedelta(days=REGISTRY.feature_warmup_days),
@@ -111,3 +114,23 @@ def test_a_day_does_not_depend_on_how_much_history_precedes_its_warmup():
     long_run, short_run = _features(data).filter(day), _features(short).filter(day)
     assert long_run.height == 2 * 288
     assert long_run.equals(short_run)
+
+
+def _events(features: pl.DataFrame, event_type: str) -> pl.DataFrame:
+    return detect_events(features, [REGISTRY.events[event_type]],
+                         interval_minutes=REGISTRY.base_minutes)
+
+
+@pytest.mark.parametrize("event_type", list(REGISTRY.events))
+def test_event_at_t_ignores_everything_after_t(event_type, runs):
+    clean, poisoned = runs
+    clean_events = _events(clean, event_type)
+    changed_after = False
+    for t, bad in poisoned.items():
+        bad_events = _events(bad, event_type)
+        before = pl.col("ts") <= t
+        assert bad_events.filter(before).equals(clean_events.filter(before)), (event_type, t)
+        changed_after |= not bad_events.filter(~before).equals(clean_events.filter(~before))
+    assert clean_events.filter(pl.col("ts") <= max(poisoned)).height > 0, \
+        f"{event_type} never fired before the cuts: the test proves nothing"
+    assert changed_after, f"garbage after the cuts changed no {event_type} event"
