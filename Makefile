@@ -36,6 +36,7 @@ lint: env
 
 bench: env ## measurements under bench/ (minutes)
 	$(PY) bench/ingest_bars.py
+	$(PY) bench/research.py
 	$(PY) bench/csv_parse.py
 
 clean:
