@@ -90,6 +90,14 @@ def _coerce(tp: Any, value: Any, *, file: str | Path, path: str) -> Any:  # noqa
         if value not in get_args(tp):
             raise SpecError(file, path, f"must be one of {list(get_args(tp))}, got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict) or not value:
+            raise SpecError(file, path, f"expected a non-empty mapping, got {value!r}")
+        (_, inner) = get_args(tp)
+        for key in value:
+            if not isinstance(key, str):
+                raise SpecError(file, path, f"expected string keys, got {key!r}")
+        return {k: _coerce(inner, v, file=file, path=f"{path}.{k}") for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, list):
             raise SpecError(file, path, f"expected a list, got {type(value).__name__}")
@@ -125,6 +133,8 @@ def to_plain(obj: Any) -> Any:
         return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, tuple | list):
         return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
     if isinstance(obj, dt.date):
         return obj.isoformat()
     return obj

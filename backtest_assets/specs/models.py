@@ -249,9 +249,6 @@ class E1Gate:
             raise ValueError(f"join_rate_min: {self.join_rate_min} is out of range (0, 1]")
 
 
-@dataclass(frozen=True, kw_only=True)
-class GatesSpec:
-    e1: E1Gate
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,3 +277,99 @@ class StudySpec:
             raise ValueError("end: before start")
         if not self.symbols:
             raise ValueError("symbols: at least one symbol")
+
+
+# ---- phase 2: multiplicity families, fees, gates -----------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class FamiliesSpec:
+    """What Phase 2 tests and how multiplicity is controlled.
+
+    One hypothesis per (event type, template, horizon, symbol), plus a pooled symbol
+    ``ALL`` when ``pooled``; a family is ``family_by`` (q-values are computed within it).
+    """
+
+    templates: tuple[Literal["mean_reversion", "continuation"], ...]
+    horizons: tuple[Interval, ...]
+    pooled: bool = True
+    family_by: tuple[Literal["event_type", "rule_template", "horizon"], ...]
+    fdr_method: Literal["bh", "by"] = "bh"
+    fdr_q: float
+    hac_lag_multiple: float = 2.0  # HAC lag = this x the horizon in bars (at least 1x)
+
+    def validate(self) -> None:
+        if not self.templates or len(set(self.templates)) != len(self.templates):
+            raise ValueError("templates: give distinct templates")
+        if not self.horizons or len(set(self.horizons)) != len(self.horizons):
+            raise ValueError("horizons: give distinct horizons")
+        if not 0 < self.fdr_q < 1:
+            raise ValueError(f"fdr_q: {self.fdr_q} is out of range (0, 1)")
+        if self.hac_lag_multiple < 1:
+            raise ValueError(f"hac_lag_multiple: {self.hac_lag_multiple} is below 1 (the HAC "
+                             "lag must cover at least the horizon)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VenueSpec:
+    """Fees in bps of notional per side, and the slippage assumed per side."""
+
+    maker_bps: float
+    taker_bps: float
+    slippage_bps: float
+
+    def validate(self) -> None:
+        for name in ("maker_bps", "taker_bps", "slippage_bps"):
+            if not 0 <= getattr(self, name) <= 100:
+                raise ValueError(f"{name}: {getattr(self, name)} is out of range [0, 100]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeesSpec:
+    """Venues and the cost multipliers the economic gate re-tests at."""
+
+    default_venue: str
+    venues: dict[str, VenueSpec]
+    cost_multipliers: tuple[float, ...]
+
+    def validate(self) -> None:
+        if self.default_venue not in self.venues:
+            raise ValueError(f"default_venue: {self.default_venue!r} is not in venues")
+        if not self.cost_multipliers or any(m < 1 for m in self.cost_multipliers):
+            raise ValueError("cost_multipliers: give multipliers of at least 1")
+
+    def round_trip(self, venue: str | None = None) -> float:
+        """Round-trip cost as a return: 2 x (taker fee + slippage) (market orders)."""
+        v = self.venues[venue or self.default_venue]
+        return 2 * (v.taker_bps + v.slippage_bps) / 1e4
+
+
+@dataclass(frozen=True, kw_only=True)
+class StabilityGate:
+    """Same sign as the overall mean in at least these shares of slices and regimes."""
+
+    time_slice: Literal["week", "month", "quarter"]
+    min_slice_share: float
+    min_events_per_slice: int = 1
+    regime_feature: str
+    min_regime_share: float
+
+    def validate(self) -> None:
+        for name in ("min_slice_share", "min_regime_share"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name}: {getattr(self, name)} is out of range (0, 1]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Phase2Gate:
+    min_sample: int
+    stability: StabilityGate
+
+    def validate(self) -> None:
+        if self.min_sample < 2:
+            raise ValueError(f"min_sample: {self.min_sample} is below 2")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatesSpec:
+    e1: E1Gate
+    phase2: Phase2Gate

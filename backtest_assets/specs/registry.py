@@ -1,9 +1,9 @@
 """The spec registry: every spec file loaded once, typed, frozen, cross-checked and hashed.
 
-Layout under ``specs/``: ``universe.yaml``, ``labels.yaml``, ``gates.yaml``,
-``features/*.yaml`` (a ``features:`` list each), ``events/*.yaml`` (one event each),
-``studies/*.yaml`` (one study each). :func:`lint` reports every problem; loading raises the
-first. Both name the file and the field.
+Layout under ``specs/``: ``universe.yaml``, ``labels.yaml``, ``gates.yaml``, ``fees.yaml``,
+``multiplicity/families.yaml``, ``features/*.yaml`` (a ``features:`` list each),
+``events/*.yaml`` (one event each), ``studies/*.yaml`` (one study each). :func:`lint`
+reports every problem; loading raises the first. Both name the file and the field.
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ from backtest_assets.specs.models import (
     PRICE_COLUMNS,
     PRINT_FAMILIES,
     EventSpec,
+    FamiliesSpec,
     FeatureFile,
     FeatureSpec,
+    FeesSpec,
     GatesSpec,
     LabelsSpec,
+    Phase2Gate,
     StudySpec,
     UniverseSpec,
     interval_minutes,
@@ -38,6 +41,19 @@ T = TypeVar("T")
 FUNDING_PRINT_MINUTES = 8 * 60
 OI_PRINT_MINUTES = 5
 _PRINT_MINUTES = {"funding": FUNDING_PRINT_MINUTES, "oi": OI_PRINT_MINUTES}
+# The only spec files Phase 2 may read (its report stamps exactly these hashes).
+PHASE2_FILES = ("multiplicity/families.yaml", "gates.yaml", "fees.yaml")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Phase2Specs:
+    """Everything Phase 2 reads: its families, its gate, the fees, and their hashes."""
+
+    families: FamiliesSpec
+    gate: Phase2Gate
+    fees: FeesSpec
+    horizon_bars: dict[str, int]  # label column -> horizon in base bars, families' horizons
+    spec_hashes: dict[str, str]
 
 
 def default_specs_dir() -> Path:
@@ -55,7 +71,18 @@ class SpecRegistry:
     features: dict[str, FeatureSpec]  # in dependency order
     events: dict[str, EventSpec]
     studies: dict[str, StudySpec]
+    families: FamiliesSpec
+    fees: FeesSpec
     hashes: dict[str, str]
+
+    def phase2(self) -> Phase2Specs:
+        """The read-only view Phase 2 is given: nothing else of the registry reaches it."""
+        labels = self.label_bars()
+        return Phase2Specs(
+            families=self.families, gate=self.gates.phase2, fees=self.fees,
+            horizon_bars={f"fwd_ret_{h}": labels[f"fwd_ret_{h}"]
+                          for h in self.families.horizons},
+            spec_hashes={f: self.hashes[f] for f in PHASE2_FILES})
 
     @property
     def spec_hashes(self) -> dict[str, str]:
@@ -123,6 +150,8 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
     universe = one(specs_dir / "universe.yaml", UniverseSpec)
     labels = one(specs_dir / "labels.yaml", LabelsSpec)
     gates = one(specs_dir / "gates.yaml", GatesSpec)
+    families = one(specs_dir / "multiplicity" / "families.yaml", FamiliesSpec)
+    fees = one(specs_dir / "fees.yaml", FeesSpec)
     features: dict[str, tuple[Path, int, FeatureSpec]] = {}
     for path in _yaml_files(specs_dir / "features"):
         ff = one(path, FeatureFile)
@@ -156,7 +185,15 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
         if interval_minutes(h) % base:
             errors.append(SpecError(specs_dir / "labels.yaml", "horizons",
                                     f"{h} is not a multiple of the base interval"))
-    if errors or labels is None or gates is None:
+    families_file = specs_dir / "multiplicity" / "families.yaml"
+    for i, h in enumerate(families.horizons if families and labels else ()):
+        if h not in labels.horizons:
+            errors.append(SpecError(families_file, f"horizons[{i}]",
+                                    f"{h} is not a horizon of labels.yaml {list(labels.horizons)}"))
+    if gates is not None and gates.phase2.stability.regime_feature not in features:
+        errors.append(SpecError(specs_dir / "gates.yaml", "phase2.stability.regime_feature",
+                                f"unknown feature {gates.phase2.stability.regime_feature!r}"))
+    if errors or labels is None or gates is None or families is None or fees is None:
         return None, errors
     order = _dependency_order({n: f for n, (_, _, f) in features.items()})
     return SpecRegistry(
@@ -164,6 +201,7 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
         features={n: features[n][2] for n in order},
         events={n: e for n, (_, e) in sorted(events.items())},
         studies={n: s for n, (_, s) in sorted(studies.items())},
+        families=families, fees=fees,
         hashes=dict(sorted(hashes.items())),
     ), []
 
