@@ -145,17 +145,19 @@ def _range_tags(start: dt.date, end: dt.date, block: Sequence[str]) -> dict[str,
 
 
 def quality(event_types: Sequence[str] | None = None, *, resources_config: dict | None = None,
-            quiet: bool = False, instance: DagsterInstance | None = None) -> bool:
-    """Gate E-1 for each event type (one run each); True if every run succeeded.
+            quiet: bool = False, instance: DagsterInstance | None = None,
+            discover: bool = True) -> bool:
+    """Gate E-1 and then Phase 2 for each event type (one run each); True if all succeeded.
 
     An event type failing the gate is not a failed run: its blocking ``e1_gate`` check
-    fails and keeps it out of discovery.
+    fails and keeps it out of discovery. ``discover=False`` runs Gate E-1 only.
     """
     from backtest_assets.partitions import REGISTRY
 
     runner = Runner(instance, resources_config, quiet)
+    job, what = ("discovery_job", "E-1 + Phase 2") if discover else ("event_quality_job", "E-1")
     for event_type in event_types or list(REGISTRY.events):
-        runner.execute("event_quality_job", f"E-1 {event_type}", partition_key=event_type)
+        runner.execute(job, f"{what} {event_type}", partition_key=event_type)
     return runner.ok
 
 
@@ -181,8 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backtest_assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("demo", help=f"synthetic data, 3 symbols, {DEMO_START}..{DEMO_END}, E-1")
+    sub.add_parser("demo", help=f"synthetic data, 3 symbols, {DEMO_START}..{DEMO_END}, "
+                                "E-1 and Phase 2")
     sub.add_parser("quality", help="Gate E-1 for every event type over the default study")
+    sub.add_parser("discover", help="Gate E-1 and Phase 2 for every event type")
     for name in ("run", "summary"):
         p = sub.add_parser(name)
         p.add_argument("--start", type=dt.date.fromisoformat, required=True)
@@ -198,8 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "summary":
         print(summary(args.start, args.end))
         return 0
-    if args.cmd == "quality":
-        return 0 if quality() else 1
+    if args.cmd in ("quality", "discover"):
+        return 0 if quality(discover=args.cmd == "discover") else 1
     demo = args.cmd == "demo"
     if demo:
         args = argparse.Namespace(start=DEMO_START, end=DEMO_END, symbols=None,

@@ -4,6 +4,7 @@ import dagster as dg
 
 from backtest_assets.defs import jobs
 from backtest_assets.defs.bars import assets as bars
+from backtest_assets.defs.discovery import assets as discovery
 from backtest_assets.defs.events import assets as events
 from backtest_assets.defs.features import assets as features
 from backtest_assets.defs.ingest import assets as ingest
@@ -11,4 +12,4 @@ from backtest_assets.defs.quality import assets as quality
 from backtest_assets.defs.specs import assets as specs
 
 defs = dg.Definitions.merge(ingest.defs, bars.defs, features.defs, events.defs, quality.defs,
-                            specs.defs, jobs.defs)
+                            discovery.defs, specs.defs, jobs.defs)

@@ -47,6 +47,8 @@ def warehouse_summary(warehouse: Warehouse, start: dt.date, end: dt.date) -> str
         lines.append("events: " + ", ".join(f"{t} {n}" for t, n in counts))
     if "event_quality_report" in have:
         lines.append(_e1_table(warehouse))
+    if "phase2_fdr" in have:
+        lines.append(_phase2_table(warehouse))
     if "ingest_quarantine" in have:
         q = warehouse.read("ingest_quarantine", PartitionLayout()).filter(
             pl.col("date").is_between(start, end))
@@ -66,4 +68,20 @@ def _e1_table(warehouse: Warehouse) -> str:
         join = "-" if r["join_rate"] is None else f"{r['join_rate']:.4f}"
         verdict = "pass" if r["passed"] else f"FAIL: {r['reasons']}"
         lines.append(f"  {r['event_type']:<26} {r['events']:>7} {per10k:>8} {join:>7}  {verdict}")
+    return "\n".join(lines)
+
+
+def _phase2_table(warehouse: Warehouse) -> str:
+    fdr = warehouse.read("phase2_fdr", PartitionLayout())
+    lines = ["Phase 2 (hypotheses, tested, discovered at the family's FDR, survivors of costs "
+             "and stability):"]
+    for (event_type,), t in sorted(fdr.group_by("event_type"), key=lambda g: g[0]):
+        lines.append(f"  {event_type:<26} {t.height:>3} hypotheses, "
+                     f"{int((t['status'] == 'tested').sum()):>3} tested, "
+                     f"{int(t['discovered'].sum()):>3} discovered, "
+                     f"{int(t['survivor'].sum()):>3} survivors")
+        for r in t.filter(pl.col("survivor")).sort("horizon", "symbol").iter_rows(named=True):
+            lines.append(f"      survivor: {r['rule_template']} {r['horizon']} {r['symbol']}: "
+                         f"n {r['n']}, mean {1e4 * r['mean']:.1f} bps, t {r['t']:.1f}, "
+                         f"q {r['q']:.2g}")
     return "\n".join(lines)

@@ -27,9 +27,15 @@ event_quality_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("event_quality_report"),
     description="Gate E-1 for one event type over the default study window.",
 )
+discovery_job = dg.define_asset_job(
+    "discovery_job",
+    selection=dg.AssetSelection.assets("event_quality_report")
+    | dg.AssetSelection.groups("discovery"),
+    description="Gate E-1, then Phase 2 (blocked by a failed e1_gate) for one event type.",
+)
 
 defs = dg.Definitions(
-    jobs=[market_data_job, research_job, event_quality_job],
+    jobs=[market_data_job, research_job, event_quality_job, discovery_job],
     resources={
         "io_manager": WarehouseIOManager(),
         "warehouse": WarehouseResource(),

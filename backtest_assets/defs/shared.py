@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -11,6 +12,7 @@ import polars as pl
 
 from backtest_assets.core.keys import InvalidKeyError, validate_date, validate_symbol
 from backtest_assets.schemas.checks import CheckOutcome, FrameContract, evaluate
+from backtest_assets.warehouse import Box, PartitionLayout
 
 
 def date_symbol_keys(context: dg.AssetExecutionContext) -> list[tuple[dt.date, str]]:
@@ -132,3 +134,29 @@ def require_upstream(context: dg.AssetExecutionContext, upstream: str,
                         f"{len(missing)} partition(s) not materialized yet: {shown}. "
                         f"Materialize {upstream} for them first (its warm-up is "
                         f"{days_before} day(s)).")
+
+
+def study_boxes(symbols: Sequence[str], start: dt.date, end: dt.date) -> list[Box]:
+    """The warehouse boxes of a study: each symbol over [start, end] (inclusive days)."""
+    lo = dt.datetime.combine(start, dt.time())
+    hi = dt.datetime.combine(end + dt.timedelta(days=1), dt.time())
+    return [Box(equals=(("symbol", s),), start=lo, end=hi) for s in symbols]
+
+
+def symbol_layout(time_col: str) -> PartitionLayout:
+    """A date x symbol table whose days are bounded on ``time_col``."""
+    return PartitionLayout(time_col=time_col, time_dim="date", value_dims={"symbol": "symbol"})
+
+
+def report_folder(warehouse: Any, study: str, context: dg.AssetExecutionContext) -> Path:
+    """``<data root>/reports/<study>/<run id>/``: where a run writes its report files."""
+    return warehouse.root / "reports" / study / context.run.run_id
+
+
+def markdown_table(frame: pl.DataFrame) -> str:
+    """A frame as a Markdown table for the UI's metadata (floats to 4 significant digits)."""
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    for row in frame.iter_rows():
+        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v)
+                                       for v in row) + " |")
+    return "\n".join(lines)

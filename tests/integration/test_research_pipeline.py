@@ -131,3 +131,63 @@ def test_features_refuse_a_missing_warmup(tmp_path):
     message = failure.user_failure_data.description
     assert "pit_features needs bars_5m for 7 partition(s) not materialized yet" in message
     assert "2024-01-13|BTCUSDT" in message
+
+
+def _reports(root) -> dict[str, dict]:
+    out = {}
+    for path in sorted((root / "reports" / "default").rglob("phase2/*/report.json")):
+        doc = json.loads(path.read_text())
+        out.setdefault(doc["event_type"], {})[path] = doc
+    return out
+
+
+def test_phase2_report_per_event_type_with_files_and_hashes(month):
+    root, _ = month
+    reports = _reports(root)
+    assert sorted(reports) == sorted(REGISTRY.events)
+    p2 = REGISTRY.phase2()
+    for docs in reports.values():
+        ((path, doc),) = docs.items()
+        assert doc["spec_hashes"] == p2.spec_hashes
+        assert len(doc["dataset_hash"]) == 64
+        assert doc["code_commit"]
+        assert doc["hypotheses"] == 2 * 3 * 4  # templates x horizons x (3 symbols + ALL)
+        assert sum(f["hypotheses"] for f in doc["families"]) == doc["hypotheses"]
+        for name in ("candidates_raw.parquet", "pvals.parquet", "fdr.parquet"):
+            assert (path.parent / name).is_file()
+        fdr = pl.read_parquet(path.parent / "fdr.parquet")
+        assert sorted(fdr.filter(pl.col("survivor"))["hypothesis_id"]) == \
+            sorted(s["hypothesis_id"] for s in doc["survivors"])
+
+
+def test_phase2_hashes_change_with_an_input_partition_and_not_otherwise(month, tmp_path):
+    root, instance = month
+    config = warehouse_config(root)
+    event_type = "volatility_shock"
+    first, other = _dataset_hash(root, event_type), _dataset_hash(root, "oi_flush")
+    assert quality([event_type], instance=instance, quiet=True, resources_config=config)
+    assert _dataset_hash(root, event_type) == first  # same inputs, same hash
+    # Change one input partition: flip one event's direction on 2024-01-20|BTCUSDT.
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    layout = PartitionLayout(time_col="ts", time_dim="date", value_dims={"symbol": "symbol"})
+    boxes = layout.boxes([{"date": str(DAY), "symbol": "BTCUSDT"}])
+    day = wh.read("event_table", layout, boxes)
+    assert day.filter(pl.col("event_type") == event_type).height > 0
+    flipped = day.with_columns(
+        pl.when((pl.col("event_type") == event_type)
+                & (pl.col("ts") == day.filter(pl.col("event_type") == event_type)["ts"].min()))
+        .then(-pl.col("direction")).otherwise(pl.col("direction")).cast(pl.Int8)
+        .alias("direction"))
+    wh.replace("event_table", flipped, layout, boxes)
+    try:
+        assert quality([event_type], instance=instance, quiet=True, resources_config=config)
+        assert _dataset_hash(root, event_type) != first
+        assert quality(["oi_flush"], instance=instance, quiet=True, resources_config=config)
+        assert _dataset_hash(root, "oi_flush") == other  # its inputs did not change
+    finally:
+        wh.replace("event_table", day, layout, boxes)
+
+
+def _dataset_hash(root, event_type) -> str:
+    latest = max(_reports(root)[event_type].items(), key=lambda kv: kv[0].stat().st_mtime)
+    return latest[1]["dataset_hash"]

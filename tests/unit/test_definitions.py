@@ -9,7 +9,8 @@ from backtest_assets.partitions import REGISTRY, date_symbol_partitions_def
 DATE_SYMBOL_ASSETS = ["bars_15m", "bars_1m", "bars_5m", "event_table", "forward_labels",
                       "pit_features", "raw_funding_rates", "raw_open_interest",
                       "raw_perp_klines_1m", "raw_spot_klines_1m"]
-ASSETS = sorted([*DATE_SYMBOL_ASSETS, "event_quality_report", "spec_registry"])
+PHASE2_ASSETS = ["phase2_candidates_raw", "phase2_fdr", "phase2_pvals", "phase2_report"]
+ASSETS = sorted([*DATE_SYMBOL_ASSETS, "event_quality_report", *PHASE2_ASSETS, "spec_registry"])
 BASE_CHECKS = {"schema", "unique_keys", "monotonic_time", "row_count", "complete_days"}
 
 
@@ -25,6 +26,11 @@ def test_asset_graph_is_pinned():
         "pit_features": ["bars_5m", "raw_funding_rates", "raw_open_interest"],
         "forward_labels": ["bars_5m"], "event_table": ["pit_features"],
         "event_quality_report": ["bars_5m", "event_table", "forward_labels", "pit_features"],
+        "phase2_candidates_raw": ["event_quality_report", "event_table", "forward_labels",
+                                  "pit_features"],
+        "phase2_pvals": ["phase2_candidates_raw"],
+        "phase2_fdr": ["phase2_candidates_raw", "phase2_pvals"],
+        "phase2_report": ["phase2_candidates_raw", "phase2_fdr", "phase2_pvals"],
         "spec_registry": [],
     }
 
@@ -80,6 +86,7 @@ def test_e1_report_is_per_event_type_with_a_partitioned_blocking_gate():
                          "raw_open_interest", "raw_perp_klines_1m", "raw_spot_klines_1m"]),
     ("research_job", ["event_table", "forward_labels", "pit_features"]),
     ("event_quality_job", ["event_quality_report"]),
+    ("discovery_job", ["event_quality_report", *PHASE2_ASSETS]),
 ])
 def test_jobs_select_their_layers(job, assets):
     keys = defs.resolve_job_def(job).asset_layer.executable_asset_keys

@@ -90,3 +90,26 @@ def test_repo_specs_copy_loads_identically(tmp_path):
     shutil.copytree(default_specs_dir(), tmp_path / "specs")
     assert SpecRegistry.load(tmp_path / "specs").spec_hashes == \
         SpecRegistry.load(default_specs_dir()).spec_hashes
+
+
+def test_phase2_spec_hashes_follow_its_own_files_only(tmp_path):
+    base = SpecRegistry.load(default_specs_dir()).phase2().spec_hashes
+    assert sorted(base) == ["fees.yaml", "gates.yaml", "multiplicity/families.yaml"]
+
+    def variant(name: str, old: str, new: str) -> dict[str, str]:
+        folder = tmp_path / name
+        shutil.copytree(default_specs_dir(), folder)
+        path = folder / name
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new))
+        return SpecRegistry.load(folder).phase2().spec_hashes
+
+    fees = variant("fees.yaml", "taker_bps: 5.0", "taker_bps: 5.5")
+    assert fees["fees.yaml"] != base["fees.yaml"]
+    assert {k: v for k, v in fees.items() if k != "fees.yaml"} == \
+        {k: v for k, v in base.items() if k != "fees.yaml"}
+    assert variant("multiplicity/families.yaml", "fdr_q: 0.05", "fdr_q: 0.1") != base
+    assert variant("gates.yaml", "min_sample: 30", "min_sample: 40") != base
+    # Specs Phase 2 does not read leave its hashes alone (their effect reaches it as data).
+    assert variant("events/oi_flush.yaml", "threshold: -3.0", "threshold: -3.5") == base
+    assert variant("studies/default.yaml", "name: default", "name: default  # same") == base

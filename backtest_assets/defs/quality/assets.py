@@ -5,30 +5,24 @@ check result belongs to that event type's partition: a failing type is blocked f
 discovery, the others are not.
 """
 
-import datetime as dt
 import json
 
 import dagster as dg
 import polars as pl
 
+from backtest_assets.defs.shared import (
+    markdown_table,
+    report_folder,
+    study_boxes,
+    symbol_layout,
+)
 from backtest_assets.events.quality import event_quality, quality_json
 from backtest_assets.partitions import BASE_BARS, REGISTRY, event_type_partitions_def
 from backtest_assets.resources import SpecRegistryResource, WarehouseResource
-from backtest_assets.warehouse import Box, PartitionLayout
 
 REPORT_FILE = "event_quality_report.json"
 _SCHEMA_CHECK = "schema"
 E1_CHECK = "e1_gate"
-
-
-def study_boxes(symbols: list[str], start: dt.date, end: dt.date) -> list[Box]:
-    lo = dt.datetime.combine(start, dt.time())
-    hi = dt.datetime.combine(end + dt.timedelta(days=1), dt.time())
-    return [Box(equals=(("symbol", s),), start=lo, end=hi) for s in symbols]
-
-
-def _layout(time_col: str) -> PartitionLayout:
-    return PartitionLayout(time_col=time_col, time_dim="date", value_dims={"symbol": "symbol"})
 
 
 _ALL = dg.AllPartitionMapping()
@@ -65,16 +59,16 @@ def event_quality_report(context: dg.AssetExecutionContext, specs: SpecRegistryR
     label_cols = list(reg.label_bars())
     report = event_quality(
         event_type=event_type,
-        events=wh.read("event_table", _layout("ts"), boxes).filter(
+        events=wh.read("event_table", symbol_layout("ts"), boxes).filter(
             pl.col("event_type") == event_type),
-        bars=wh.read(BASE_BARS, _layout("ts_open"), boxes).filter(pl.col("market") == "perp"),
-        features=wh.read("pit_features", _layout("ts_open"), boxes).select(
+        bars=wh.read(BASE_BARS, symbol_layout("ts_open"), boxes).filter(pl.col("market") == "perp"),
+        features=wh.read("pit_features", symbol_layout("ts_open"), boxes).select(
             "symbol", "ts_open", *feature_cols),
-        labels=wh.read("forward_labels", _layout("ts_open"), boxes),
+        labels=wh.read("forward_labels", symbol_layout("ts_open"), boxes),
         feature_cols=feature_cols, label_cols=label_cols, gate=reg.gates.e1,
         symbols=list(study.symbols),
     )
-    path = warehouse.root / "reports" / study.name / context.run.run_id / REPORT_FILE
+    path = report_folder(warehouse, study.name, context) / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = quality_json(report, gate=reg.gates.e1, spec_hashes=reg.spec_hashes,
                        window=(study.start, study.end))
@@ -86,7 +80,8 @@ def event_quality_report(context: dg.AssetExecutionContext, specs: SpecRegistryR
         "events": pooled["events"], "bars": pooled["bars"],
         "prevalence_per_10k": pooled["prevalence_per_10k"],
         "join_rate": pooled["join_rate"], "passed": pooled["passed"],
-        "table": dg.MetadataValue.md(_markdown(report)),
+        "table": dg.MetadataValue.md(markdown_table(report.select(
+            "symbol", "bars", "events", "prevalence_per_10k", "join_rate", "passed", "reasons"))),
     })
     yield dg.AssetCheckResult(
         check_name=_SCHEMA_CHECK,
@@ -97,15 +92,6 @@ def event_quality_report(context: dg.AssetExecutionContext, specs: SpecRegistryR
         description=pooled["reasons"] or "passed",
         metadata={"prevalence_per_10k": pooled["prevalence_per_10k"],
                   "join_rate": pooled["join_rate"], "events": pooled["events"]})
-
-
-def _markdown(report: pl.DataFrame) -> str:
-    cols = ["symbol", "bars", "events", "prevalence_per_10k", "join_rate", "passed", "reasons"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in report.select(cols).iter_rows():
-        lines.append("| " + " | ".join(
-            f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
-    return "\n".join(lines)
 
 
 defs = dg.Definitions(assets=[event_quality_report]) if REGISTRY.events else dg.Definitions()

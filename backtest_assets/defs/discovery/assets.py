@@ -1,0 +1,175 @@
+"""Phase 2 per event type: the hypotheses' samples, p-values, FDR and gates, and the report.
+
+Discovery reads only event types that passed Gate E-1: in a run with ``event_quality_report``
+its blocking ``e1_gate`` check stops these assets, and on its own ``phase2_candidates_raw``
+reads the E-1 verdict from the warehouse and refuses a failed type.
+"""
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from backtest_assets.core.traceability import code_commit
+from backtest_assets.defs.discovery.checks import (
+    FDR_CHECKS,
+    PVALS_CHECKS,
+    SAMPLE_CHECKS,
+    check_fdr,
+    check_pvals,
+    check_sample,
+)
+from backtest_assets.defs.shared import (
+    markdown_table,
+    report_folder,
+    study_boxes,
+    symbol_layout,
+)
+from backtest_assets.discovery import phase2
+from backtest_assets.partitions import REGISTRY, event_type_partitions_def
+from backtest_assets.resources import SpecRegistryResource, WarehouseResource, WarehouseWrite
+from backtest_assets.warehouse import Box, PartitionLayout, SideWrite
+
+INPUTS_TABLE = "phase2_inputs"
+BY_EVENT_TYPE = PartitionLayout(value_dims={"_key": "event_type"})
+_COMMON = dict(
+    group_name="discovery",
+    partitions_def=event_type_partitions_def,
+    backfill_policy=dg.BackfillPolicy.multi_run(1),
+    pool="duckdb",
+    kinds={"duckdb", "polars"},
+    metadata={"partition_expr": "event_type"},
+)
+_ALL = dg.AllPartitionMapping()
+
+
+def _specs(context: dg.AssetExecutionContext, specs: SpecRegistryResource):
+    return context.partition_key, specs.registry().phase2()
+
+
+@dg.asset(
+    ins={"e1": dg.AssetIn("event_quality_report")},
+    deps=[dg.AssetDep(a, partition_mapping=_ALL)
+          for a in ("event_table", "forward_labels", "pit_features")],
+    check_specs=SAMPLE_CHECKS,
+    **_COMMON,
+)
+def phase2_candidates_raw(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+                          warehouse: WarehouseResource, e1: pl.DataFrame):
+    """Every hypothesis of the event type with its sample: one row per (hypothesis, event)."""
+    event_type = context.partition_key
+    verdict = e1.filter(pl.col("symbol") == "ALL")
+    if verdict.is_empty() or not verdict["passed"].item():
+        reasons = verdict["reasons"].item() if verdict.height else "no E-1 report"
+        raise dg.Failure(description=f"{event_type} did not pass Gate E-1 ({reasons}): "
+                                     "discovery does not read it")
+    reg = specs.registry()
+    p2 = reg.phase2()
+    study = reg.default_study
+    wh = warehouse.warehouse()
+    boxes = study_boxes(list(study.symbols), study.start, study.end)
+    regime = p2.gate.stability.regime_feature
+    inputs = phase2.Phase2Inputs(
+        event_type=event_type, symbols=list(study.symbols),
+        events=wh.read("event_table", symbol_layout("ts"), boxes).filter(
+            pl.col("event_type") == event_type).select("symbol", "ts", "direction"),
+        labels=wh.read("forward_labels", symbol_layout("ts_open"), boxes).select(
+            "symbol", "ts_open", *p2.horizon_bars),
+        regimes=wh.read("pit_features", symbol_layout("ts_open"), boxes).select(
+            "symbol", "ts_open", regime),
+        regime_feature=regime, interval_minutes=reg.base_minutes)
+    sample = phase2.samples(inputs, p2.families, p2.gate)
+    dataset_hash = phase2.frame_hash({"events": inputs.events, "labels": inputs.labels,
+                                      "regimes": inputs.regimes})
+    side = pl.DataFrame({"event_type": [event_type], "study": [study.name],
+                         "window_start": [study.start], "window_end": [study.end],
+                         "events": [inputs.events.height], "dataset_hash": [dataset_hash]})
+    write = WarehouseWrite(sample, side=[SideWrite(INPUTS_TABLE, side, side.select("event_type"))])
+    yield dg.Output(write, metadata={"rows": sample.height, "events": inputs.events.height,
+                                     "dataset_hash": dataset_hash})
+    yield from check_sample(sample, phase2.hypotheses(event_type, study.symbols, p2.families))
+
+
+@dg.asset(check_specs=PVALS_CHECKS, **_COMMON)
+def phase2_pvals(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+                 phase2_candidates_raw: pl.DataFrame):
+    """Per hypothesis: n, mean signed return, Newey-West standard error, t, p, status."""
+    event_type, p2 = _specs(context, specs)
+    reg = specs.registry()
+    hyps = phase2.hypotheses(event_type, reg.default_study.symbols, p2.families)
+    table = phase2.pvalues(phase2_candidates_raw, hyps, p2.families, p2.gate, p2.horizon_bars,
+                           reg.base_minutes)
+    yield dg.Output(table, metadata={
+        "hypotheses": table.height,
+        "tested": int((table["status"] == phase2.TESTED).sum()),
+        "insufficient_sample": int((table["status"] == phase2.INSUFFICIENT).sum())})
+    yield from check_pvals(table, hyps)
+
+
+@dg.asset(check_specs=FDR_CHECKS, **_COMMON)
+def phase2_fdr(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+               phase2_candidates_raw: pl.DataFrame, phase2_pvals: pl.DataFrame):
+    """q-values within families, economic and stability gates, survivors and reasons."""
+    _, p2 = _specs(context, specs)
+    table = phase2.fdr(phase2_pvals, phase2_candidates_raw, p2.families, p2.gate, p2.fees)
+    yield dg.Output(table, metadata={"discovered": int(table["discovered"].sum()),
+                                     "survivors": int(table["survivor"].sum())})
+    yield from check_fdr(table, phase2_pvals, p2.families.fdr_q)
+
+
+@dg.asset(
+    deps=[dg.AssetDep("phase2_candidates_raw")],
+    **{**_COMMON, "kinds": {"duckdb", "polars", "json", "parquet"}},
+)
+def phase2_report(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+                  warehouse: WarehouseResource, phase2_pvals: pl.DataFrame,
+                  phase2_fdr: pl.DataFrame) -> dg.MaterializeResult:
+    """Survivors, counts per family, spec hashes, dataset hash and code commit; also as files."""
+    event_type, p2 = _specs(context, specs)
+    reg = specs.registry()
+    study = reg.default_study
+    wh = warehouse.warehouse()
+    this_type = [Box(equals=(("event_type", event_type),))]
+    inputs = wh.read(INPUTS_TABLE, BY_EVENT_TYPE, this_type)
+    sample = wh.read("phase2_candidates_raw", BY_EVENT_TYPE, this_type)
+    counts = phase2.family_counts(phase2_fdr)
+    survivors = phase2_fdr.filter(pl.col("survivor")).sort("family", "symbol")
+    doc = {
+        "event_type": event_type,
+        "study": {"name": study.name, "window": [study.start.isoformat(),
+                                                 study.end.isoformat()],
+                  "symbols": list(study.symbols)},
+        "fdr": {"method": p2.families.fdr_method, "q": p2.families.fdr_q,
+                "family_by": list(p2.families.family_by)},
+        "hypotheses": phase2_fdr.height,
+        "families": counts.to_dicts(),
+        "survivors": _rounded(survivors.select(
+            "hypothesis_id", "rule_template", "horizon", "symbol", "n", "mean", "t", "q",
+            *[c for c in survivors.columns if c.startswith("net_")]).to_dicts()),
+        "spec_hashes": p2.spec_hashes,
+        "dataset_hash": inputs["dataset_hash"].item() if inputs.height else None,
+        "code_commit": code_commit(),
+    }
+    folder = report_folder(warehouse, study.name, context) / "phase2" / event_type
+    folder.mkdir(parents=True, exist_ok=True)
+    sample.write_parquet(folder / "candidates_raw.parquet")
+    phase2_pvals.write_parquet(folder / "pvals.parquet")
+    phase2_fdr.write_parquet(folder / "fdr.parquet")
+    (folder / "report.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
+    return dg.MaterializeResult(metadata={
+        "report_json": dg.MetadataValue.path(str(folder / "report.json")),
+        "hypotheses": phase2_fdr.height, "survivors": survivors.height,
+        "dataset_hash": doc["dataset_hash"], "code_commit": doc["code_commit"],
+        "families": dg.MetadataValue.md(markdown_table(counts)),
+        "survivor_table": dg.MetadataValue.md(markdown_table(survivors.select(
+            "rule_template", "horizon", "symbol", "n", "mean", "t", "q"))),
+    })
+
+
+def _rounded(rows: list[dict]) -> list[dict]:
+    return [{k: round(v, 8) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+
+
+defs = dg.Definitions(
+    assets=[phase2_candidates_raw, phase2_pvals, phase2_fdr, phase2_report]
+) if REGISTRY.events else dg.Definitions()
