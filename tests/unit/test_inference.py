@@ -1,0 +1,181 @@
+"""HAC and naive mean tests: hand-worked values, reductions, brute-force agreement, invariances."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from backtest_assets.stats.inference import MeanTest, hac_mean_test, naive_mean_test
+
+
+def brute_force_variance(values: np.ndarray, times: np.ndarray, lag: int) -> float:
+    """Var(mean) from the definition, with the full n x n kernel matrix."""
+    dev = values - values.mean()
+    dist = np.abs(times[:, None] - times[None, :])
+    weight = np.where(dist <= lag, 1.0 - dist / (lag + 1), 0.0)
+    return float(dev @ weight @ dev) / values.size**2
+
+
+def test_hand_worked_example():
+    # times 0, 0, 2, 10 with lag 3: w(0) = 1, w(2) = 1 - 2/4 = 0.5, w(8) = w(10) = 0.
+    values = np.array([0.03, 0.02, -0.02, 0.01])
+    times = np.array([0, 0, 2, 10])
+    # mean = 0.04 / 4 = 0.01; deviations e = (0.02, 0.01, -0.03, 0.00).
+    # Diagonal (d = 0): 0.02^2 + 0.01^2 + 0.03^2 + 0 = 14e-4.
+    # Pairs i < j, counted twice:
+    #   (0,1) d=0 w=1:    0.02 * 0.01         =  2e-4
+    #   (0,2) d=2 w=0.5:  0.5 * 0.02 * -0.03  = -3e-4
+    #   (1,2) d=2 w=0.5:  0.5 * 0.01 * -0.03  = -1.5e-4
+    #   (., 3) d >= 8: weight 0
+    # Sum = 14e-4 + 2 * (2 - 3 - 1.5)e-4 = 9e-4; Var(mean) = 9e-4 / 4^2; se = 0.03 / 4 = 0.0075.
+    # t = 0.01 / 0.0075 = 4/3. Clusters (gaps <= lag chain events): {0, 0, 2} and {10}, so
+    # G = 2 and df = G - 1 = 1: p = 2 * sf_t1(4/3).
+    res = hac_mean_test(values, times, lag=3)
+    assert res.n == 4 and res.lag == 3 and res.df == 1
+    assert res.mean == pytest.approx(0.01, rel=1e-12)
+    assert res.se == pytest.approx(0.0075, rel=1e-12)
+    assert res.t == pytest.approx(4 / 3, rel=1e-12)
+    assert res.p == pytest.approx(2 * stats.t.sf(4 / 3, df=1), rel=1e-12)
+    assert res.se**2 == pytest.approx(brute_force_variance(values, times, 3), rel=1e-12)
+
+
+def test_no_neighbours_within_lag_is_the_biased_iid_variance():
+    # Every pair farther apart than lag: only the diagonal is left, Var(mean) = sum e^2 / n^2
+    # (the ddof=0 variance over n), i.e. (n - 1) / n times the naive ddof=1 variance.
+    rng = np.random.default_rng(1)
+    values = rng.standard_normal(50)
+    times = np.arange(50) * 11  # spacing 11 > lag 10
+    hac = hac_mean_test(values, times, lag=10)
+    naive = naive_mean_test(values)
+    dev = values - values.mean()
+    assert hac.se**2 == pytest.approx((dev**2).sum() / 50**2, rel=1e-12)
+    assert hac.se**2 == pytest.approx(naive.se**2 * 49 / 50, rel=1e-12)
+    assert hac.t == pytest.approx(naive.t * math.sqrt(50 / 49), rel=1e-12)
+
+
+def test_lag_matters_only_through_pairs_within_it():
+    # Spacing 11: lag 10 sees no pair, lag 11 sees the neighbours at weight 1 - 11/12.
+    rng = np.random.default_rng(2)
+    values = rng.standard_normal(30)
+    times = np.arange(30) * 11
+    far, near = hac_mean_test(values, times, lag=10), hac_mean_test(values, times, lag=11)
+    dev = values - values.mean()
+    expected = ((dev**2).sum() + 2 * (1 / 12) * (dev[1:] * dev[:-1]).sum()) / 30**2
+    assert near.se**2 == pytest.approx(expected, rel=1e-12)
+    assert near.se != far.se
+
+
+def test_simultaneous_duplicates_do_not_shrink_the_standard_error():
+    # The same 40 returns seen on k = 5 perfectly correlated symbols at the same bars: the
+    # HAC variance is (k^2 * sum e^2) / (k n)^2, unchanged; the iid se shrinks by ~sqrt(k).
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal(40)
+    times = np.arange(40) * 100
+    k = 5
+    single = hac_mean_test(values, times, lag=20)
+    pooled = hac_mean_test(np.repeat(values, k), np.repeat(times, k), lag=20)
+    assert pooled.n == 200
+    assert pooled.se == pytest.approx(single.se, rel=1e-12)
+    assert pooled.t == pytest.approx(single.t, rel=1e-12)
+    naive_single, naive_pooled = naive_mean_test(values), naive_mean_test(np.repeat(values, k))
+    shrink = naive_single.se / naive_pooled.se
+    assert shrink == pytest.approx(math.sqrt(k * (k * 40 - 1) / (k * 40 - k)), rel=1e-12)
+    assert shrink > 2.2  # ~sqrt(5): the iid test believes it has 5x the data
+
+
+def _clustered_sample(rng: np.random.Generator, n: int, span: int) -> tuple[np.ndarray, np.ndarray]:
+    centres = rng.integers(0, span, size=max(1, n // 4))
+    times = rng.choice(centres, size=n) + rng.integers(-3, 4, size=n)  # clusters and ties
+    values = rng.standard_normal(n) * 0.01 + rng.standard_normal() * 0.001
+    return values, times.astype(np.int64)
+
+
+def test_equals_brute_force_on_random_inputs():
+    rng = np.random.default_rng(4)
+    for trial in range(300):
+        n = int(rng.integers(2, 400))
+        lag = int(rng.integers(1, 60))
+        values, times = _clustered_sample(rng, n, span=int(rng.integers(5, 5000)))
+        res = hac_mean_test(values, times, lag=lag)
+        expected = brute_force_variance(values, times, lag)
+        assert res.se**2 == pytest.approx(expected, rel=1e-12), f"trial {trial}"
+
+
+def test_large_sample_equals_brute_force():
+    rng = np.random.default_rng(5)
+    values, times = _clustered_sample(rng, 3000, span=100_000)
+    times += 28_000_000  # minutes since epoch: large times must not cost precision
+    res = hac_mean_test(values, times, lag=120)
+    assert res.se**2 == pytest.approx(brute_force_variance(values, times, 120), rel=1e-12)
+
+
+def test_order_does_not_matter():
+    rng = np.random.default_rng(6)
+    values, times = _clustered_sample(rng, 500, span=2000)
+    reference = hac_mean_test(values, times, lag=30)
+    order = np.argsort(times, kind="stable")
+    assert hac_mean_test(values[order], times[order], lag=30) == reference  # sorted input
+    for _ in range(20):
+        perm = rng.permutation(values.size)
+        # Bit-for-bit, not just close: the events are put in a canonical order first.
+        assert hac_mean_test(values[perm], times[perm], lag=30) == reference
+        assert naive_mean_test(values[perm]) == naive_mean_test(values)
+
+
+def test_naive_is_the_one_sample_t_test():
+    rng = np.random.default_rng(8)
+    values = rng.standard_normal(77) + 0.2
+    res = naive_mean_test(values)
+    ref = stats.ttest_1samp(values, 0.0)
+    assert res.lag == 0 and res.n == 77
+    assert res.se == pytest.approx(values.std(ddof=1) / math.sqrt(77), rel=1e-12)
+    assert res.t == pytest.approx(ref.statistic, rel=1e-12)
+    assert res.p == pytest.approx(ref.pvalue, rel=1e-10)
+
+
+def test_degenerate_samples_have_no_p_value():
+    nan_tp = [(r.t, r.p) for r in (
+        hac_mean_test(np.array([0.01]), np.array([3]), lag=5),  # n = 1
+        naive_mean_test(np.array([0.01])),
+        hac_mean_test(np.array([0.02] * 5), np.arange(5), lag=2),  # constant: se = 0
+        naive_mean_test(np.array([0.1] * 7)),
+        # Two events at one bar: the deviations cancel (0.1 - 0.4 + 0.7 - 0.4 = 5.6e-17 in
+        # floats), so the HAC variance is rounding noise; a t of 1e16 would be a discovery.
+        hac_mean_test(np.array([0.1, 0.7]), np.array([9, 9]), lag=2),
+    )]
+    assert all(math.isnan(t) and math.isnan(p) for t, p in nan_tp)
+    assert hac_mean_test(np.array([0.1, 0.7]), np.array([9, 9]), lag=2).se == 0.0
+    empty = hac_mean_test(np.array([]), np.array([], dtype=np.int64), lag=1)
+    assert empty.n == 0 and math.isnan(empty.mean) and math.isnan(empty.se)
+    one = naive_mean_test(np.array([0.5]))
+    assert one == MeanTest(n=1, mean=0.5, se=one.se, t=one.t, p=one.p, lag=0, df=0)
+    assert math.isnan(one.se)
+
+
+def test_degrees_of_freedom_count_independent_clusters():
+    # Events chained by gaps <= lag form one cluster: bars 0, 3, 6 | 20, 21 | 40 with lag 5.
+    values = np.array([0.01, -0.02, 0.03, 0.01, 0.02, -0.01])
+    times = np.array([0, 3, 6, 20, 21, 40])
+    res = hac_mean_test(values, times, lag=5)
+    assert res.df == 2
+    assert res.p == pytest.approx(2 * stats.t.sf(abs(res.t), df=2), rel=1e-12)
+    assert naive_mean_test(values).df == 5
+    one_cluster = hac_mean_test(values, np.arange(6), lag=5)  # all within one chain
+    assert one_cluster.df == 0 and math.isnan(one_cluster.p) and not math.isnan(one_cluster.t)
+
+
+def test_bad_input_is_refused():
+    values, times = np.array([0.1, 0.2]), np.array([1, 2])
+    with pytest.raises(ValueError, match="lag must be >= 1"):
+        hac_mean_test(values, times, lag=0)
+    with pytest.raises(TypeError, match="lag must be an int"):
+        hac_mean_test(values, times, lag=2.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="integer bars"):
+        hac_mean_test(values, times.astype(float), lag=2)
+    with pytest.raises(ValueError, match="one time per value"):
+        hac_mean_test(values, np.array([1, 2, 3]), lag=2)
+    with pytest.raises(ValueError, match=r"values\[1\] is nan"):
+        hac_mean_test(np.array([0.1, np.nan]), times, lag=2)
+    with pytest.raises(ValueError, match="finite"):
+        naive_mean_test(np.array([np.inf, 0.0]))
