@@ -24,12 +24,11 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness import report_child, spawn
 
 REPO = Path(__file__).resolve().parents[1]
 START = dt.date(2024, 1, 1)
@@ -168,25 +167,6 @@ VARIANTS = {"dagster": variant_dagster, "dagster_memory": variant_dagster_memory
             "plain": variant_plain, "read": variant_read}
 
 
-def child(name: str, days: int) -> None:
-    out = VARIANTS[name](days)
-    out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(out))
-
-
-def spawn(name: str, days: int, root: Path) -> dict:
-    env = dict(os.environ, BACKTEST_DATA_ROOT=str(root / "data"),
-               DAGSTER_HOME=str(root / "home"))
-    (root / "home").mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", name, "--days", str(days)],
-                          env=env, capture_output=True, text=True, cwd=REPO)
-    if proc.returncode:
-        raise SystemExit(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
-    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    out = json.loads(line[7:])
-    out["process_s"] = time.perf_counter() - t0  # including interpreter start and imports
-    return out
 
 
 def main() -> None:
@@ -196,13 +176,13 @@ def main() -> None:
     p.add_argument("--json")
     args = p.parse_args()
     if args.child:
-        child(args.child, args.days)
+        report_child(VARIANTS[args.child](args.days))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        plain = spawn("plain", args.days, Path(tmp) / "plain")
-        dag = spawn("dagster", args.days, Path(tmp) / "dagster")
-        mem = spawn("dagster_memory", args.days, Path(tmp) / "memory")
-        read = spawn("read", args.days, Path(tmp) / "dagster")
+        plain = spawn(__file__, "plain", args.days, Path(tmp) / "plain")
+        dag = spawn(__file__, "dagster", args.days, Path(tmp) / "dagster")
+        mem = spawn(__file__, "dagster_memory", args.days, Path(tmp) / "memory")
+        read = spawn(__file__, "read", args.days, Path(tmp) / "dagster")
     overhead = (dag["wall_s"] - plain["wall_s"]) / dag["wall_s"]
     overhead_mem = (mem["wall_s"] - plain["wall_s"]) / mem["wall_s"]
     print(f"ingest -> bars_15m, {SYMBOL}, {args.days} days of synthetic 1m data "

@@ -20,12 +20,11 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness import report_child, spawn
 
 REPO = Path(__file__).resolve().parents[1]
 START = dt.date(2024, 1, 1)
@@ -140,21 +139,6 @@ def variant_plain(days: int) -> dict:
 VARIANTS = {"setup": setup, "dagster": variant_dagster, "plain": variant_plain}
 
 
-def spawn(name: str, days: int, root: Path) -> dict:
-    env = dict(os.environ, BACKTEST_DATA_ROOT=str(root / "data"),
-               DAGSTER_HOME=str(root / "home"))
-    (root / "home").mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", name, "--days", str(days)],
-                          env=env, capture_output=True, text=True, cwd=REPO)
-    if proc.returncode:
-        raise SystemExit(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
-    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    out = json.loads(line[7:])
-    out["process_s"] = time.perf_counter() - t0
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--days", type=int, default=366)
@@ -162,18 +146,16 @@ def main() -> None:
     p.add_argument("--json")
     args = p.parse_args()
     if args.child:
-        out = VARIANTS[args.child](args.days)
-        out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print("RESULT " + json.dumps(out))
+        report_child(VARIANTS[args.child](args.days))
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "home" / "dagster.yaml").parent.mkdir(parents=True)
         (root / "home" / "dagster.yaml").write_text((REPO / "dagster_home" / "dagster.yaml")
                                                     .read_text())
-        prep = spawn("setup", args.days, root)
-        dag = spawn("dagster", args.days, root)
-        plain = spawn("plain", args.days, root)
+        prep = spawn(__file__, "setup", args.days, root)
+        dag = spawn(__file__, "dagster", args.days, root)
+        plain = spawn(__file__, "plain", args.days, root)
     print(f"pit_features + forward_labels + event_table, {SYMBOL}, {args.days} days of 5m bars "
           f"(set-up: market data {prep['wall_s']:.1f} s), python {platform.python_version()}, "
           f"cpus {os.cpu_count()}")

@@ -11,8 +11,27 @@ import dagster as dg
 import polars as pl
 
 from backtest_assets.core.keys import InvalidKeyError, validate_date, validate_symbol
+from backtest_assets.partitions import date_symbol_partitions_def
 from backtest_assets.schemas.checks import CheckOutcome, FrameContract, evaluate
 from backtest_assets.warehouse import Box, PartitionLayout
+
+
+def warehouse_asset(group: str, partition_expr: str | Mapping[str, str], *,
+                    partitions_def: dg.PartitionsDefinition = date_symbol_partitions_def,
+                    backfill_policy: dg.BackfillPolicy | None = None) -> dict[str, Any]:
+    """Decorator settings every asset written to the warehouse shares.
+
+    Single-run backfills over ranges by default (DESIGN.md), the ``duckdb`` pool (one writer),
+    and where the partition dimensions live in its table (``partition_expr``).
+    """
+    return dict(
+        group_name=group,
+        partitions_def=partitions_def,
+        backfill_policy=backfill_policy or dg.BackfillPolicy.single_run(),
+        pool="duckdb",
+        kinds={"duckdb", "polars"},
+        metadata={"partition_expr": partition_expr},
+    )
 
 
 def date_symbol_keys(context: dg.AssetExecutionContext) -> list[tuple[dt.date, str]]:

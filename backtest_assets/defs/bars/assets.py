@@ -6,17 +6,10 @@ import polars as pl
 
 from backtest_assets.core import bars as core_bars
 from backtest_assets.defs.bars.checks import bars_contract, source_bars_reconcile
-from backtest_assets.defs.shared import check_specs, checked_output
-from backtest_assets.partitions import BARS_PARTITION_EXPR, date_symbol_partitions_def
+from backtest_assets.defs.shared import check_specs, checked_output, warehouse_asset
+from backtest_assets.partitions import BARS_PARTITION_EXPR
 
-_COMMON = dict(
-    group_name="bars",
-    partitions_def=date_symbol_partitions_def,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="duckdb",
-    kinds={"duckdb", "polars"},
-    metadata={"partition_expr": BARS_PARTITION_EXPR},
-)
+_COMMON = warehouse_asset("bars", BARS_PARTITION_EXPR)
 _RECONCILE = ["source_bars_reconcile"]
 
 

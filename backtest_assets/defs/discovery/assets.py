@@ -24,6 +24,7 @@ from backtest_assets.defs.shared import (
     report_folder,
     study_boxes,
     symbol_layout,
+    warehouse_asset,
 )
 from backtest_assets.discovery import phase2
 from backtest_assets.partitions import REGISTRY, event_type_partitions_def
@@ -32,14 +33,8 @@ from backtest_assets.warehouse import Box, PartitionLayout, SideWrite
 
 INPUTS_TABLE = "phase2_inputs"
 BY_EVENT_TYPE = PartitionLayout(value_dims={"_key": "event_type"})
-_COMMON = dict(
-    group_name="discovery",
-    partitions_def=event_type_partitions_def,
-    backfill_policy=dg.BackfillPolicy.multi_run(1),
-    pool="duckdb",
-    kinds={"duckdb", "polars"},
-    metadata={"partition_expr": "event_type"},
-)
+_COMMON = warehouse_asset("discovery", "event_type", partitions_def=event_type_partitions_def,
+                          backfill_policy=dg.BackfillPolicy.multi_run(1))
 _ALL = dg.AllPartitionMapping()
 
 

@@ -10,12 +10,12 @@ from backtest_assets.defs.shared import (
     date_symbol_keys,
     keep_keys,
     require_upstream,
+    warehouse_asset,
 )
 from backtest_assets.events.detect import detect_events_by_day
 from backtest_assets.partitions import (
     TS_PARTITION_EXPR,
     UNIVERSE,
-    date_symbol_partitions_def,
     date_window_mapping,
 )
 from backtest_assets.resources import SpecRegistryResource
@@ -28,12 +28,7 @@ LOOKBACK_DAYS = 1
     ins={"features": dg.AssetIn(
         "pit_features", partition_mapping=date_window_mapping(start_offset=-LOOKBACK_DAYS))},
     check_specs=check_specs("event_table", EVENTS_CONTRACT),
-    group_name="events",
-    partitions_def=date_symbol_partitions_def,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="duckdb",
-    kinds={"duckdb", "polars"},
-    metadata={"partition_expr": TS_PARTITION_EXPR},
+    **warehouse_asset("events", TS_PARTITION_EXPR),
 )
 def event_table(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                 features: pl.DataFrame):

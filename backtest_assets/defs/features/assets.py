@@ -15,6 +15,7 @@ from backtest_assets.defs.shared import (
     date_symbol_keys,
     keep_keys,
     require_upstream,
+    warehouse_asset,
 )
 from backtest_assets.features.compute import compute_features
 from backtest_assets.features.labels import compute_labels
@@ -23,20 +24,12 @@ from backtest_assets.partitions import (
     BASE_BARS,
     REGISTRY,
     UNIVERSE,
-    date_symbol_partitions_def,
     date_window_mapping,
 )
 from backtest_assets.resources import SpecRegistryResource
 
 WARMUP_DAYS = REGISTRY.feature_warmup_days
-_COMMON = dict(
-    group_name="features",
-    partitions_def=date_symbol_partitions_def,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="duckdb",
-    kinds={"duckdb", "polars"},
-    metadata={"partition_expr": BARS_PARTITION_EXPR},
-)
+_COMMON = warehouse_asset("features", BARS_PARTITION_EXPR)
 
 
 def _warmup(upstream: str) -> dg.AssetIn:

@@ -19,12 +19,16 @@ from backtest_assets.defs.ingest.checks import (
     KLINES_CONTRACT,
     OPEN_INTEREST_CONTRACT,
 )
-from backtest_assets.defs.shared import check_specs, checked_output, date_symbol_keys
+from backtest_assets.defs.shared import (
+    check_specs,
+    checked_output,
+    date_symbol_keys,
+    warehouse_asset,
+)
 from backtest_assets.partitions import (
     BARS_PARTITION_EXPR,
     TS_PARTITION_EXPR,
     UNIVERSE,
-    date_symbol_partitions_def,
 )
 from backtest_assets.resources import MarketSourceResource, WarehouseResource, WarehouseWrite
 from backtest_assets.schemas.checks import FrameContract
@@ -44,13 +48,8 @@ def _ingest_asset(name: str, description: str, *, market: str, call: Call,
     @dg.asset(
         name=name,
         description=description,
-        group_name="ingest",
-        partitions_def=date_symbol_partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool="duckdb",
-        kinds={"duckdb", "polars"},
-        metadata={"partition_expr": partition_expr},
         check_specs=check_specs(name, contract),
+        **warehouse_asset("ingest", partition_expr),
     )
     def _asset(context: dg.AssetExecutionContext, market_source: MarketSourceResource,
                warehouse: WarehouseResource):

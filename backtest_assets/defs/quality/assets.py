@@ -15,6 +15,7 @@ from backtest_assets.defs.shared import (
     report_folder,
     study_boxes,
     symbol_layout,
+    warehouse_asset,
 )
 from backtest_assets.events.quality import event_quality, quality_json
 from backtest_assets.partitions import BASE_BARS, REGISTRY, event_type_partitions_def
@@ -29,8 +30,6 @@ _ALL = dg.AllPartitionMapping()
 
 
 @dg.asset(
-    partitions_def=event_type_partitions_def,
-    backfill_policy=dg.BackfillPolicy.multi_run(1),
     deps=[dg.AssetDep(a, partition_mapping=_ALL)
           for a in ("event_table", "pit_features", "forward_labels", BASE_BARS)],
     check_specs=[
@@ -41,10 +40,8 @@ _ALL = dg.AllPartitionMapping()
                           partitions_def=event_type_partitions_def,
                           description="one row per study symbol plus ALL"),
     ],
-    group_name="quality",
-    pool="duckdb",
-    kinds={"duckdb", "polars"},
-    metadata={"partition_expr": "event_type"},
+    **warehouse_asset("quality", "event_type", partitions_def=event_type_partitions_def,
+                      backfill_policy=dg.BackfillPolicy.multi_run(1)),
 )
 def event_quality_report(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                          warehouse: WarehouseResource):
