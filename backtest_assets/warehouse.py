@@ -161,12 +161,12 @@ class Warehouse:
         order_by: Sequence[str] = (),
     ) -> pl.DataFrame:
         """Rows of ``table`` inside ``boxes`` (all rows when ``boxes`` is None)."""
-        if table not in self.tables():
-            raise WarehouseError(
-                f"table {table!r} is not in the warehouse {self.path}: materialize it first"
-            )
         order = f" ORDER BY {', '.join(ident(c) for c in order_by)}" if order_by else ""
         with self.connect(read_only=True) as conn:
+            if not conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",
+                                [table]).fetchall()[0][0]:
+                raise WarehouseError(
+                    f"table {table!r} is not in the warehouse {self.path}: materialize it first")
             if boxes is None:
                 return conn.sql(f"SELECT * FROM {ident(table)}{order}").pl()  # noqa: S608
             if not boxes:
