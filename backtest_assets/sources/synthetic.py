@@ -43,31 +43,41 @@ Intraday perp price (minute ``t = 0..1439``, ``N = 1440``, ``f_t = t / N``)
 - Minute variance ``σ_t² = exp(2 ((1 − f_t) v_d + f_t v_{d+1})) / N · g_t² · exp(2 H_t −
   2 · 0.45²) · e^{λ ρ_t} / c_J``: ``g`` is the intraday seasonality (a cosine peaking at
   15:00 UTC, amplitude 0.25 in log, plus a US-open bump at 14:30 UTC, normalised to mean
-  square 1); ``c_J`` removes the expected jump variance; ``ρ_t`` is a trapezoid (0 at
-  midnight, 1 after two hours) and ``λ`` is solved so that the day's total variance
-  ``Σ σ_t² (1 + k_t²)`` equals the anchor variance ``exp(v_d + v_{d+1})``.
-- Shocks ``x_t = σ_t (ε_t + k_t)``: ``ε`` unit-variance Student-t(5); jumps ``k_t`` arrive
-  Poisson(3 per day) at uniform minutes with random sign and size ``4 + Exp(3)`` sigmas.
-- Bridge: ``r_t = x_t + (a_{d+1} − a_d − Σ x) · w_t / Σ w``, ``w_t = σ_t² (1 + k_t²)``.
-  Because the anchor and intraday variances match, the bridge is the Gaussian conditional
-  mean: the return so far does not linearly predict the rest of the day.
+  square 1); ``c_J = 1 + 4 · 2² · E[k²] / N`` (≈ 3.8) removes the expected variance of the
+  jumps and their drift; ``ρ_t`` is a trapezoid (0 at midnight, 1 after two hours) and ``λ``
+  is solved so that the day's total variance ``Σ σ_t² (1 + T_t² k_t²)`` equals the anchor
+  variance ``exp(v_d + v_{d+1})``.
+- Shocks ``x_t = σ_t (ε_t + k_t) + d_t``: ``ε`` unit-variance Student-t(5); jumps ``k_t``
+  arrive Poisson(4 per day) at uniform minutes with random sign and size ``10 + Exp(5)``
+  sigmas (~7.7 sigmas of the total minute volatility); ``d_t`` is the planted
+  post-jump drift and ``T_t`` its multiplier (section "Planted effects" below).
+- Bridge: ``r_t = x_t + (a_{d+1} − a_d − Σ x) · w_t / Σ w`` with ``w_t = Cov(x_t, Σ x)``
+  (the signs of the jumps random): ``σ_t² (1 + T_t k_t²)`` at a jump minute, plus ``κ T_j
+  σ_j² k_j² / H`` on each drift minute of a jump at ``j``. Because the anchor and intraday
+  variances match and the weights are covariances, the bridge is the Gaussian conditional
+  mean and the bridged returns keep the covariances of the free ones: the return so far
+  does not linearly predict the rest of the day, except for the planted drift.
 - ``L_0 = a_d``, ``L_{t+1} = L_t + r_t`` (``L_N = a_{d+1}``): open_t = exp(L_t),
   close_t = exp(L_{t+1}) (the perp open is exactly the previous close).
 
 Basis and spot
 --------------
 ``b_t = (1 − f_t) m_d + f_t m_{d+1} + u_t``, spot log price ``L_t − b_t``. The fast part is an
-AR(1) ``u_{t+1} = 0.98 u_t + 0.5 bp · e_t + 0.05 r_t + D_t`` (the perp leads, spot follows;
-``e`` Student-t(4)), with dislocations ``D``: Poisson(0.3 per day), random sign,
+AR(1) ``u_{t+1} = 0.98 u_t + 0.5 bp · e_t + 0.05 r̃_t + D_t`` (the perp leads, spot follows;
+``e`` Student-t(4); ``r̃_t = σ_t ε_t + σ_t² (a_{d+1} − a_d − Σ x) / Σ w`` is the perp's
+diffusive return, without the jumps and their drift, which spot therefore shares in full),
+with dislocations ``D``: Poisson(0.3 per day), random sign,
 ``6 + Exp(6)`` bp, decaying with the AR(1) (half-life ~34 min); bridged from ``u_d`` to
 ``u_{d+1}``.
 
 Bars, volume and order flow (both markets)
 ------------------------------------------
 - high = exp(max(L_t, L_{t+1}) + 0.4 σ_t E₁), low = exp(min(..) − 0.4 σ_t E₂), E ~ Exp(1).
-- ``log V_t = log(Q_sym / P_day) − 0.36 · weekend + 0.8 log(σ_t √N / σ_sym) + 0.6 log(0.3 +
-  |z_t|) + 0.6 ξ_t`` (``z_t = r_t / σ_t``, ``Q_sym`` the typical quote volume per minute,
-  ``P_day`` the price at 00:00). Spot: the same with ``log share_sym`` added, its own ``z``
+- ``log V_t = log(Q_sym / P_day) − 0.36 · weekend + 0.8 log(σ_t √(N c_J) / σ_sym) + 0.6
+  log(0.3 + |z_t|) + log(1 + |k_t|) + 0.6 ξ_t`` (``z_t = r_t / σ_t``, ``Q_sym`` the typical
+  quote volume per minute, ``P_day`` the price at 00:00; a jump minute trades ``1 + |k|``
+  times more, forced closes, so its volume grows like its move; jump minutes carry ~14 % of
+  the volume). Spot: the same with ``log share_sym`` added, its own ``z``
   and noise ``0.4 ξ'_t``.
 - taker_buy_volume = V · logistic(0.4 z_t + F_t + 0.35 ζ_t), ``F`` a persistent order-flow
   AR(1) (φ = 0.9, sd 0.25) shared by both markets, ``ζ`` per market: the buy share leans
@@ -95,10 +105,64 @@ toptrader_ls_ratio_count = exp(log 1.2 + S_j + 0.03 n), toptrader_ls_ratio_sum =
 exp(log 1.5 + 1.5 S_j + 0.03 n), ls_ratio_count = exp(log 1.1 + 0.8 S_j + 0.03 n) with
 ``S_j`` the sentiment interpolated between ``s_d`` and ``s_{d+1}``. None is null.
 
+Planted effects (synthetic truth)
+---------------------------------
+Exactly one predictable effect is planted, so that event studies have a known answer:
+
+*Post-jump drift.* A jump of log size ``J_j = σ_j k_j`` at minute ``j`` is followed by a
+drift in its direction: ``d_t = κ J_j / H`` on each minute ``t = j + 1 .. j + H``, with
+**κ = 1** and **H = 60** (linear: over the next hour the price moves a further κ · J).
+Jumps raise the volatility that follows too (above), so the drift is ~0.35 sd of the
+next hour's move, per jump. The drift is day-local: minutes past midnight are dropped, so a
+jump in the last hour keeps only ``reach_j = min(H, N − 1 − j) / H`` of it and its total
+move is ``T_j J_j``, ``T_j = 1 + κ reach_j`` (a day generated alone equals the day among
+others). The bridge cannot cancel it: its weights are covariances (above), so the jump and
+its drift are shrunk alike. Over 2024 (3 symbols, seed 7) the jump minute's return is 0.83
+J on average and the least-squares slope of the perp's move over the next 60 minutes on
+that return is 1.01 ≈ κ. Spot drifts alike (the basis only follows diffusive returns) and a
+jump minute trades heavy volume (above), so neither the basis nor illiquidity measures
+see the jumps. Jumps are larger and more frequent than a realistic baseline would need
+(4 a day of 10 + Exp(5) diffusive sigmas; jumps and drift carry ~74 % of the daily
+variance, the jumps alone ~18 %) so that one month of three symbols detects the effect.
+
+*Expected truth per event type* (specs/events; "continuation" = forward return signed with
+the event's direction; 5m bars, labels ``ln(open[t+1+h] / open[t+1])``):
+
+- ``volatility_shock`` (rv_12_z > 3, direction sign(ret_12)): most events (~60 %) fire
+  within 45 minutes of a jump, their direction mostly the jump's: **continuation > 0**,
+  growing with the horizon (60m ≈ 75-100 bp; 5m and 15m below 2× round-trip costs);
+  mean_reversion < 0.
+- ``vol_compression_breakout`` (|ret_1_z| > 3 after a calm bar, direction sign(ret_1)): the
+  1-bar move is nearly always a jump: **continuation > 0** (60m ≈ 60-85 bp; few events).
+- ``oi_flush`` (oi_change_z < −3, direction sign(ret_12)): flushes follow large 5-minute
+  moves, i.e. jumps: **continuation > 0** (60m ≈ 70-105 bp).
+- ``basis_dislocation``, ``funding_extreme`` (the basis ignores jumps) and
+  ``liquidity_vacuum`` (a jump bar is not illiquid): **null** at every horizon.
+
+Measured on the demo window (2024-01-01 .. 01-31, BTCUSDT/ETHUSDT/SOLUSDT, seed 7;
+events per 10k bars, pooled 60m continuation mean and naive t; 26,784 bars):
+
+=========================  ===  ========  =======  ======
+event type                  n    per 10k   mean bp  t
+=========================  ===  ========  =======  ======
+volatility_shock            94   35.1      87.4     4.86
+oi_flush                    93   34.7      104.0    7.28
+vol_compression_breakout    23   8.6       64.7     3.41
+basis_dislocation           78   29.1      9.5      0.74
+funding_extreme             12   4.5       15.7     0.83
+liquidity_vacuum            31   11.6      -2.7     -0.20
+=========================  ===  ========  =======  ======
+
+volatility_shock is positive in each of the 5 ISO weeks. Over full years (2024, seeds 7-21)
+the three nulls stay within |t| < 2.2 (means within ±13 bp, liquidity_vacuum averaging
++3 bp: a jump bar can still sit in its 1-hour Amihud window) while volatility_shock has
+t ≈ 15-19. tests/unit/test_synthetic_truth.py measures and asserts this table.
+
 Extending
 ---------
 :func:`_simulate_day` turns one day's anchors and :class:`_Shocks` (every random draw of
-the day, as arrays) into all datasets; planted effects belong there.
+the day, as arrays) into all datasets; planted effects belong there or in the paths it
+calls (the post-jump drift lives in :func:`_price_path`). Document each one above.
 
 Raw file records
 ----------------
@@ -150,11 +214,16 @@ _SENTIMENT_PHI, _SENTIMENT_SD = 0.97, 0.12
 # Intraday price and volatility
 _RETURN_DOF = 5.0
 _VOL_STATE_PHI, _VOL_STATE_SD, _JUMP_VOL_IMPULSE = 0.99, 0.45, 0.5
-_JUMPS_PER_DAY, _JUMP_MIN_SIGMAS, _JUMP_EXTRA_SIGMAS = 3.0, 4.0, 3.0
-# Expected jump variance relative to the diffusive variance, E[k²] = m² + 2mc + 2c²
-# for k = m + Exp(c): removed up front so that λ (below) is centred on 0.
+_JUMPS_PER_DAY, _JUMP_MIN_SIGMAS, _JUMP_EXTRA_SIGMAS = 4.0, 10.0, 5.0
+# Planted effect (module docstring, "Planted effects"): after a jump of log size J the price
+# drifts a further κ·J, evenly over the next _DRIFT_MINUTES minutes (truncated at midnight).
+_JUMP_DRIFT_KAPPA, _DRIFT_MINUTES = 1.0, 60
+# Expected variance of a jump and its drift, (1 + κ)² E[k²] with E[k²] = m² + 2mc + 2c² for
+# k = m + Exp(c), relative to the diffusive variance: removed up front so that λ (below) is
+# centred on 0.
 _JUMP_VAR_SHARE = (
     _JUMPS_PER_DAY
+    * (1 + _JUMP_DRIFT_KAPPA) ** 2
     * (_JUMP_MIN_SIGMAS**2 + 2 * _JUMP_MIN_SIGMAS * _JUMP_EXTRA_SIGMAS + 2 * _JUMP_EXTRA_SIGMAS**2)
     / _N
 )
@@ -169,6 +238,7 @@ _WICK_SCALE = 0.4
 _WEEKEND_LOG_VOLUME = np.log(0.7)
 _VOLUME_VOL_ELASTICITY, _VOLUME_MOVE_ELASTICITY, _VOLUME_NOISE = 0.8, 0.6, 0.6
 _SPOT_VOLUME_NOISE = 0.4
+_JUMP_VOLUME_LOADING = 1.0  # a jump minute trades (1 + |k|) times more: forced closes
 _FLOW_RETURN_LOADING, _FLOW_PHI, _FLOW_SD, _FLOW_NOISE = 0.4, 0.9, 0.25, 0.35
 _TRADE_SIZE_NOISE = 0.25
 
@@ -392,6 +462,23 @@ class _PricePath:
     log_price: np.ndarray  # (N + 1,) perp log price at minute boundaries
     returns: np.ndarray  # (N,)
     sigma: np.ndarray  # (N,) diffusive minute volatility
+    diffusive: np.ndarray  # (N,) diffusive shocks with their share of the bridge
+
+
+def _drift_reach(jump: np.ndarray) -> np.ndarray:
+    """Share of a jump's drift that falls before midnight, per minute (0 without a jump)."""
+    left = _N - 1 - np.arange(_N)  # minutes after t within the day
+    return (jump != 0) * np.minimum(left, _DRIFT_MINUTES) / _DRIFT_MINUTES
+
+
+def _after_jumps(value: np.ndarray) -> np.ndarray:
+    """κ · value_t / H on each of the minutes t + 1 .. t + H after a jump minute t."""
+    rate = _JUMP_DRIFT_KAPPA * value / _DRIFT_MINUTES
+    steps = np.zeros(_N + _DRIFT_MINUTES + 1)
+    (at,) = np.nonzero(value)
+    steps[at + 1] += rate[at]
+    steps[at + 1 + _DRIFT_MINUTES] -= rate[at]
+    return np.cumsum(steps[:_N])
 
 
 def _price_path(anchors: _Anchors, i: int, shocks: _Shocks) -> _PricePath:
@@ -408,26 +495,38 @@ def _price_path(anchors: _Anchors, i: int, shocks: _Shocks) -> _PricePath:
         * _SEASON**2
         / (_N * (1 + _JUMP_VAR_SHARE))
     )
-    jump_factor = 1 + shocks.jump**2
-    lam = _solve_ramp(base_var * jump_factor, np.exp(anchors.log_vol[i] + anchors.log_vol[i + 1]))
+    # A jump J at t moves the price by T·J in all, T = 1 + κ·reach: J at t, then the drift.
+    # λ matches the day's variance including T²·J²; the bridge weight of each minute is its
+    # covariance with the day's sum (the jump minute T·J², each drift minute κ·T·J² / H), so
+    # the bridged path keeps the covariance of the free one: jump and drift shrink alike.
+    total = 1 + _JUMP_DRIFT_KAPPA * _drift_reach(shocks.jump)
+    lam = _solve_ramp(
+        base_var * (1 + (total * shocks.jump) ** 2),
+        np.exp(anchors.log_vol[i] + anchors.log_vol[i + 1]),
+    )
     var = base_var * np.exp(lam * _RAMP)
     sigma = np.sqrt(var)
-    x = sigma * (shocks.eps + shocks.jump)
-    weight = var * jump_factor
+    x = sigma * (shocks.eps + shocks.jump) + _after_jumps(sigma * shocks.jump)
+    jump_cov = total * var * shocks.jump**2
+    weight = var + jump_cov + _after_jumps(jump_cov)
     day_return = anchors.log_price[i + 1] - anchors.log_price[i]
-    returns = x + (day_return - x.sum()) * weight / weight.sum()
+    correction = (day_return - x.sum()) / weight.sum()
+    returns = x + correction * weight
     log_price = np.empty(_N + 1)
     log_price[0] = anchors.log_price[i]
     log_price[1:] = anchors.log_price[i] + np.cumsum(returns)
     log_price[-1] = anchors.log_price[i + 1]
-    return _PricePath(log_price, np.diff(log_price), sigma)
+    diffusive = sigma * shocks.eps + correction * var
+    return _PricePath(log_price, np.diff(log_price), sigma, diffusive)
 
 
-def _basis_path(anchors: _Anchors, i: int, shocks: _Shocks, returns: np.ndarray) -> np.ndarray:
+def _basis_path(anchors: _Anchors, i: int, shocks: _Shocks, path: _PricePath) -> np.ndarray:
+    # The basis follows the perp's diffusive returns, not its jumps nor their drift: spot
+    # jumps and drifts alike, so jumps do not dislocate the basis.
     fast = _ar1_bridge(
         anchors.basis_fast[i],
         anchors.basis_fast[i + 1],
-        _BASIS_NOISE * shocks.basis_innov + _BASIS_BETA * returns + shocks.dislocation,
+        _BASIS_NOISE * shocks.basis_innov + _BASIS_BETA * path.diffusive + shocks.dislocation,
         _BASIS_PHI,
     )
     return _interpolate(anchors.basis_slow[i], anchors.basis_slow[i + 1], _DAY_FRAC) + fast
@@ -516,12 +615,14 @@ def _simulate_day(
 ) -> _Day:
     """One symbol-day of every dataset from the anchors of ``i``, ``i + 1`` and the shocks."""
     path = _price_path(anchors, i, shocks)
-    basis = _basis_path(anchors, i, shocks, path.returns)
+    basis = _basis_path(anchors, i, shocks, path)
     base_log_volume = (
         np.log(profile.perp_quote_per_minute)
         - path.log_price[0]
         + _WEEKEND_LOG_VOLUME * weekend
-        + _VOLUME_VOL_ELASTICITY * np.log(path.sigma * np.sqrt(_N) / profile.daily_vol)
+        + _VOLUME_VOL_ELASTICITY
+        * np.log(path.sigma * np.sqrt(_N * (1 + _JUMP_VAR_SHARE)) / profile.daily_vol)
+        + _JUMP_VOLUME_LOADING * np.log1p(np.abs(shocks.jump))
     )
     flow = _stationary_ar1(shocks.flow_noise[0], _FLOW_PHI, _FLOW_SD)
     perp = _bars(

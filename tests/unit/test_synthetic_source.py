@@ -82,11 +82,11 @@ def test_pinned_values_do_not_depend_on_the_process() -> None:
     """Pinned numbers: fails if generation uses salted hash() or the model changes silently."""
     perp, spot, funding, oi = _batches(SyntheticSource(seed=7), "BTCUSDT", DAY)
     assert perp.frame["close"][-1] == pytest.approx(44095.22260101296, rel=1e-9)
-    assert perp.frame["volume"].sum() == pytest.approx(354104.8827175563, rel=1e-9)
+    assert perp.frame["volume"].sum() == pytest.approx(460476.0138717963, rel=1e-9)
     assert spot.frame["close"][-1] == pytest.approx(44085.88230355824, rel=1e-9)
     assert oi.frame["open_interest"][0] == pytest.approx(77071.00492643028, rel=1e-9)
     assert funding.frame["funding_rate"].to_list() == pytest.approx(
-        [0.0002912876293836284, 0.0006009637676523086, 0.0004756009652500029], rel=1e-9
+        [0.0003426193853614677, 0.0006579828499729578, 0.0004663737039158207], rel=1e-9
     )
 
 
