@@ -191,3 +191,18 @@ def test_phase2_hashes_change_with_an_input_partition_and_not_otherwise(month, t
 def _dataset_hash(root, event_type) -> str:
     latest = max(_reports(root)[event_type].items(), key=lambda kv: kv[0].stat().st_mtime)
     return latest[1]["dataset_hash"]
+
+
+def test_discovery_finds_the_planted_effect_and_rejects_the_nulls(month):
+    """The synthetic source plants a drift after jumps (see its docstring): the event types
+    jumps trigger show continuation; basis, funding and liquidity events are null."""
+    root, _ = month
+    fdr = WarehouseResource(data_root=str(root)).warehouse().read("phase2_fdr", PartitionLayout())
+    planted = fdr.filter((pl.col("event_type") == "volatility_shock")
+                         & (pl.col("rule_template") == "continuation")
+                         & (pl.col("horizon") == "60m") & (pl.col("symbol") == "ALL"))
+    assert planted["survivor"].to_list() == [True], planted.to_dicts()
+    for null_type in ("basis_dislocation", "funding_extreme", "liquidity_vacuum"):
+        assert not fdr.filter(pl.col("event_type") == null_type)["discovered"].any(), null_type
+    # Every survivor trades with the jump's direction: no mean-reversion survivor anywhere.
+    assert set(fdr.filter(pl.col("survivor"))["rule_template"]) == {"continuation"}
