@@ -206,3 +206,30 @@ def test_discovery_finds_the_planted_effect_and_rejects_the_nulls(month):
         assert not fdr.filter(pl.col("event_type") == null_type)["discovered"].any(), null_type
     # Every survivor trades with the jump's direction: no mean-reversion survivor anywhere.
     assert set(fdr.filter(pl.col("survivor"))["rule_template"]) == {"continuation"}
+
+
+def test_discovery_refuses_an_event_type_that_failed_gate_e1(month):
+    root, instance = month
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    by_type = PartitionLayout(value_dims={"_key": "event_type"})
+    keys = by_type.boxes([{"_key": "funding_extreme"}])
+    verdict = wh.read("event_quality_report", by_type, keys)
+    failed = verdict.with_columns(pl.lit(False).alias("passed"),
+                                  pl.lit("prevalence 0.5 per 10k below 1").alias("reasons"))
+    wh.replace("event_quality_report", failed, by_type, keys)
+    try:
+        runner = Runner(instance, warehouse_config(root), quiet=True)
+        assert not runner.execute("discovery_job", "phase 2 only",
+                                  partition_key="funding_extreme",
+                                  assets=["phase2_candidates_raw", "phase2_pvals",
+                                          "phase2_fdr", "phase2_report"])
+        (last,) = instance.get_runs(limit=1)
+        (failure,) = [r.event_log_entry.dagster_event.step_failure_data
+                      for r in instance.get_records_for_run(last.run_id).records
+                      if r.event_log_entry.dagster_event
+                      and r.event_log_entry.dagster_event.is_step_failure]
+        assert failure.user_failure_data.description == (
+            "funding_extreme did not pass Gate E-1 (prevalence 0.5 per 10k below 1): "
+            "discovery does not read it")
+    finally:
+        wh.replace("event_quality_report", verdict, by_type, keys)
