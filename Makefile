@@ -37,6 +37,7 @@ lint: env
 bench: env ## measurements under bench/ (minutes)
 	$(PY) bench/ingest_bars.py
 	$(PY) bench/research.py
+	$(PY) bench/phase2.py
 	$(PY) bench/csv_parse.py
 
 clean:
