@@ -116,9 +116,12 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
     """
     from backtest_assets.partitions import REGISTRY, UNIVERSE, daily_partitions_def
 
-    runner = Runner(instance, resources_config, quiet)
     first = UNIVERSE.start_date
     last = dt.date.fromisoformat(daily_partitions_def.get_last_partition_key())
+    if start < first or end > last:
+        raise SystemExit(f"{start}..{end} is outside the partitions {first}..{last} (the "
+                         "universe's start_date to yesterday UTC, or its end_date)")
+    runner = Runner(instance, resources_config, quiet)
     features_start = max(start - dt.timedelta(days=1), first)
     bars_start = max(features_start - dt.timedelta(days=REGISTRY.feature_warmup_days), first)
     bars_end = min(end + dt.timedelta(days=1), last)

@@ -45,6 +45,13 @@ def test_cli_refuses_unknown_symbols_before_running(capsys):
         main(["run", "--start", "2024-01-01", "--end", "2024-01-01", "--symbols", "../x"])
 
 
+def test_cli_refuses_days_outside_the_partitions():
+    with pytest.raises(SystemExit, match=r"2023-12-31\.\.2024-01-02 is outside the partitions"):
+        main(["run", "--start", "2023-12-31", "--end", "2024-01-02"])
+    with pytest.raises(SystemExit, match="is outside the partitions 2024-01-01"):
+        main(["run", "--start", "2024-01-01", "--end", "2999-01-01"])
+
+
 def test_symbol_blocks_follow_the_universe_order():
     universe = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     assert symbol_blocks(["SOLUSDT", "BTCUSDT"], universe) == [["BTCUSDT"], ["SOLUSDT"]]
