@@ -1,0 +1,802 @@
+"""Fast backtest engine: bars x symbols of OHLC, target weights in, equity and trades out.
+
+Array contract
+--------------
+open, high, low, close : (T, S) float64
+    One row per bar (labelled by its open time), one column per symbol; a 1-D array is one
+    symbol. A bar is either all four NaN (the symbol has no bar: it cannot trade, it is
+    valued at its last close) or all finite with ``0 < low <= min(open, close)`` and
+    ``max(open, close) <= high``; anything else is refused.
+target : (T, S) float64
+    Target position as a fraction of equity, decided at the close of bar t; NaN keeps the
+    previous target (0 before the first). Only a change of target makes an order.
+funding : (T, S) float64 or None
+    Funding rate exchanged at the open of bar t; NaN (or None) where none is exchanged.
+instruments : Instrument or sequence of S Instrument
+    Fees, slippage, lot, tick, min notional, leverage cap and margin rules per symbol.
+exits : ExitRules or None
+    Stop-loss, take-profit and time stop applied to every position.
+
+Rules (the reference loop in ``reference.py`` implements the same rules independently)
+---------------------------------------------------------------------------------------
+Orders. A target at bar t that differs from the previous target fills at the open of bar
+t+1 as a market order (DESIGN.md, Labels and entries); a target on the last bar never
+fills. The target quantity is ``target * E / open`` rounded toward zero to the lot size,
+where E is the equity at that open (cash after funding and open-time exits, plus every
+position at its open, or its last close if it has no bar); every order at one open is sized
+from the same E. The order is the difference from the current position. A buy fills at
+``open * (1 + slippage)`` rounded up to the tick, a sell at ``open * (1 - slippage)``
+rounded down; the taker fee is ``taker * |qty| * fill price``; ``cash -= qty * fill + fee``.
+An order that rounds to zero quantity while the target is not zero is rejected
+(``zero_qty``); an order whose ``|qty| * fill`` is below the min notional is rejected
+(``min_notional``) unless it closes the position (exchanges accept reduce-only closes).
+A rejected order is counted, never resized, and not retried: the next order needs the next
+change of target. A target whose gross leverage (sum of |target| over symbols) exceeds the
+max leverage of a symbol it gives a non-zero target is refused before simulating.
+
+Positions and trades. Quantities are held fixed between fills (no re-balancing). Every
+fill that changes a symbol's quantity ends its trade at the fill price and starts a new one
+there, so a trade has one quantity; the fee of a fill goes to the trade it closes for the
+part that reduces the position and to the new trade for the part that adds to it.
+
+Accounting. ``equity(t) = cash(t) + sum(position * close)`` with the last close for a
+symbol without a bar (spot-like, as vectorbt: a short's proceeds sit in cash). Per bar and
+symbol the result holds fees, slippage cost (``qty * (fill - price before slippage)``,
+including tick rounding) and funding.
+
+Funding. At a bar with a rate, ``payment = position held into the open * open * rate`` is
+taken from cash before anything else at that open: a long pays a positive rate, a short
+receives it.
+
+Exits (per position, from its fill bar on; a gap is judged at the open, before orders):
+stop-loss at ``entry * (1 - sl)`` for a long (``1 + sl`` short), hit when the low (high)
+reaches it; take-profit at ``entry * (1 + tp)`` (``1 - tp`` short), hit when the high (low)
+reaches it; when both could hit in one bar the stop is taken (conservative). If the bar
+opens beyond the level the exit fills at the open. The exit is a market order: the level
+(or open) with slippage against the trader, rounded to the tick, plus the taker fee. Time
+stop: the position is closed at the open ``time_stop`` bars after its entry bar (the first
+bar with a price from then on). After an exit the symbol stays flat until its target
+changes again.
+
+Isolated margin and liquidation (instruments with a maintenance margin rate). A fill posts
+``margin = |qty| * fill / L`` with ``L = max(1, gross leverage of the target)`` (validated
+against the cap). The liquidation price is where ``margin + unrealized PnL = mmr *
+notional``: ``fill * (1 - 1/L) / (1 - mmr)`` for a long, ``fill * (1 + 1/L) / (1 + mmr)``
+for a short. It is checked at the open and at the bar's extreme (low for a long, high for a
+short) before the stops of the same bar. The position closes at the liquidation price even
+through a gap (the isolated loss is capped), and the liquidation fee ``rate * notional``
+(at the liquidation price) plus the remaining maintenance margin are charged as fees: the
+loss is the posted margin plus the liquidation fee. Funding is paid from cash, not from the
+posted margin, so it does not move the liquidation price.
+
+Blown account. If the equity at an open (after funding and exits) or at a close is <= 0,
+every position is closed at that price (market order: slippage and fee), and no order is
+filled afterwards (each one is counted as rejected ``blown``).
+
+Order of events in bar t: funding; open-time exits (liquidation, stop, take-profit, time
+stop); blown check at the open; orders decided at t-1; intrabar liquidation, then stop,
+then take-profit; blown check at the close.
+
+Paths. Without exit rules and lot rounding, every step is linear in the state (cash,
+positions) given the side of each fill, so the trade bars are accounted in closed form: one
+(S+1)x(S+1) matrix per fill bar, multiplied by a prefix scan, and the bars in between are
+gathered. The result is then verified (sides as assumed, no order under the min notional,
+no liquidation price touched, equity > 0). Otherwise a compiled (numba) bar loop runs:
+stops and liquidations depend on the path within each trade, lot rounding makes each
+quantity a non-linear function of the equity, and a failed verification means one of them
+(or a blown account) happened. Trades still open at the last bar are marked at its close
+with ``exit_reason`` "open".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numba
+import numpy as np
+import polars as pl
+
+from backtest_assets.engine.venue import ExitRules, Instrument
+
+EXIT_REASONS = ("signal", "stop_loss", "take_profit", "time_stop", "liquidation", "blown",
+                "open")
+REJECT_REASONS = ("zero_qty", "min_notional", "blown")
+# Prices and quantities within this many ticks/lots of the grid count as on it: float noise
+# (100.0 / 0.1 = 1000.0000000000001) must not move a fill by a whole tick.
+GRID_TOL = 1e-9
+# Columns of the per-symbol rules array (see _rules).
+TAKER, SLIP, LOT, TICK, MINN, MMR, LIQFEE = range(7)
+TRADES_SCHEMA = {"symbol": pl.String, "entry_bar": pl.Int64, "exit_bar": pl.Int64,
+                 "side": pl.String, "qty": pl.Float64, "entry_price": pl.Float64,
+                 "exit_price": pl.Float64, "fees": pl.Float64, "funding": pl.Float64,
+                 "pnl": pl.Float64, "exit_reason": pl.String}
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outcome of a backtest.
+
+    Attributes
+    ----------
+    equity, cash : (T,) float64
+        At each bar's close, after everything that happened in the bar.
+    position : (T, S) float64
+        Signed quantity held at each close.
+    exposure : (T,) float64
+        Gross notional at the close / equity (0 when flat).
+    fees, slippage, funding : (T, S) float64
+        Paid in each bar and symbol (funding < 0 is received).
+    trades : polars.DataFrame
+        One row per trade (constant quantity): symbol, entry_bar, exit_bar (null while
+        open), side ("long"/"short"), qty (> 0), entry_price, exit_price (last close while
+        open), fees, funding, pnl, exit_reason (one of ``EXIT_REASONS``); sorted by
+        entry_bar, then symbol order.
+    rejected : dict[str, int]
+        Rejected orders per reason in ``REJECT_REASONS``.
+    blown_bar : int or None
+        Bar at which the account was blown.
+    path : str
+        "closed_form", "compiled" or "reference".
+    """
+
+    equity: np.ndarray
+    cash: np.ndarray
+    position: np.ndarray
+    exposure: np.ndarray
+    fees: np.ndarray
+    slippage: np.ndarray
+    funding: np.ndarray
+    trades: pl.DataFrame
+    rejected: dict[str, int]
+    blown_bar: int | None
+    path: str
+
+
+class Inputs(NamedTuple):
+    """Checked inputs: (T, S) float64 arrays and per-symbol rules."""
+
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    target: np.ndarray
+    funding: np.ndarray | None
+    instruments: tuple[Instrument, ...]
+    exits: ExitRules
+    init_cash: float
+    weights: np.ndarray  # (T, S) target in force after bar t (forward-filled, 0 before)
+    changed: np.ndarray  # (T, S) bool: the target changed at bar t (order at t+1)
+    gaps: bool  # some symbol lacks some bar
+
+
+def _as_2d(name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a (T, S) array, got {arr.ndim} dimensions")
+    if shape is not None and arr.shape != shape:
+        raise ValueError(f"{name}: shape {arr.shape} differs from open's {shape}")
+    return arr
+
+
+def forward_fill(a: np.ndarray, first: float = 0.0) -> np.ndarray:
+    """Replace NaN by the last non-NaN value above it (``first`` before any), column-wise."""
+    nan = np.isnan(a)
+    if not nan.any():
+        return a
+    rows = np.where(nan, 0, np.arange(1, a.shape[0] + 1)[:, None])
+    np.maximum.accumulate(rows, axis=0, out=rows)
+    padded = np.vstack([np.full((1, a.shape[1]), first), a])
+    return np.take_along_axis(padded, rows, axis=0)
+
+
+def row_sum(a: np.ndarray) -> np.ndarray:
+    """Sum over symbols; one symbol is returned as a view (an axis-1 reduction of a (T, 1)
+    array costs as much as a pass over T x 8 values)."""
+    return a[:, 0] if a.shape[1] == 1 else a.sum(axis=1)
+
+
+def _first_bad(mask: np.ndarray) -> tuple[int, int]:
+    t, s = np.unravel_index(int(np.argmax(mask)), mask.shape)
+    return int(t), int(s)
+
+
+def _check_bars(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                symbols: Sequence[str]) -> None:
+    # NaN fails every comparison and a finite high bounds the others, so this is "finite,
+    # positive and consistent" in six passes; the rare failures are then told apart.
+    ok = np.isfinite(h) & (lo > 0) & (lo <= o) & (lo <= c) & (h >= o) & (h >= c)
+    if ok.all():
+        return
+    bad = ~ok & ~(np.isnan(o) & np.isnan(h) & np.isnan(lo) & np.isnan(c))
+    if bad.any():
+        t, s = _first_bad(bad)
+        ohlc = (o[t, s], h[t, s], lo[t, s], c[t, s])
+        raise ValueError(f"{symbols[s]} bar {t}: open/high/low/close {ohlc} is not a bar "
+                         "(all finite, low > 0, low <= open, close <= high) nor all NaN")
+
+
+def check_inputs(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+                 target: np.ndarray, instruments: Instrument | Sequence[Instrument], *,
+                 funding: np.ndarray | None = None, exits: ExitRules | None = None,
+                 init_cash: float = 1_000_000.0) -> Inputs:
+    """Validate and normalize the engine inputs (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        Naming the symbol and bar: shapes that differ, a malformed bar, a non-finite
+        target or rate, an order that would fill on a bar without a price, funding for a
+        symbol that is never given a target or on a bar without a price, a target above a
+        symbol's max leverage, or an invalid instrument / exit rule / initial cash.
+    """
+    o = _as_2d("open", open_, None)
+    shape = o.shape
+    h, lo, c = (_as_2d(n, a, shape) for n, a in (("high", high), ("low", low),
+                                                 ("close", close)))
+    tgt = _as_2d("target", target, shape)
+    fund = None if funding is None else _as_2d("funding", funding, shape)
+    insts = (instruments,) if isinstance(instruments, Instrument) else tuple(instruments)
+    if len(insts) != shape[1]:
+        raise ValueError(f"instruments: {len(insts)} given for {shape[1]} symbols")
+    for inst in insts:
+        inst.validate()
+    exits = exits if exits is not None else ExitRules()
+    exits.validate()
+    if not (np.isfinite(init_cash) and init_cash > 0):
+        raise ValueError(f"init_cash: {init_cash} is not a finite number > 0")
+    symbols = [inst.symbol for inst in insts]
+
+    _check_bars(o, h, lo, c, symbols)
+    if np.isinf(tgt).any():
+        t, s = _first_bad(np.isinf(tgt))
+        raise ValueError(f"{symbols[s]} bar {t}: target {tgt[t, s]} is not finite")
+    weights = forward_fill(tgt)
+    changed = np.empty(shape, dtype=bool)
+    changed[0] = weights[0] != 0.0
+    np.not_equal(weights[1:], weights[:-1], out=changed[1:])
+    no_bar = np.isnan(o)
+    fills_without_price = changed[:-1] & no_bar[1:]
+    if fills_without_price.any():
+        t, s = _first_bad(fills_without_price)
+        raise ValueError(f"{symbols[s]} bar {t + 1}: the order decided at bar {t} would fill "
+                         "at this bar's open, which has no price")
+    _check_leverage(weights, insts)
+    if fund is not None:
+        _check_funding(fund, tgt, no_bar, symbols)
+    return Inputs(o, h, lo, c, tgt, fund, insts, exits, float(init_cash), weights, changed,
+                  bool(no_bar.any()))
+
+
+def _check_leverage(weights: np.ndarray, insts: tuple[Instrument, ...]) -> None:
+    gross = row_sum(np.abs(weights))
+    cap = np.array([inst.max_leverage for inst in insts])
+    # 1e-12: weights like 0.7 + 0.3 must not fail a cap of exactly 1 by float noise.
+    over = (weights != 0.0) & (gross[:, None] > cap * (1 + 1e-12))
+    if over.any():
+        t, s = _first_bad(over)
+        raise ValueError(f"{insts[s].symbol} bar {t}: target gross leverage {gross[t]:g} "
+                         f"exceeds the max leverage {cap[s]:g}")
+
+
+def _check_funding(fund: np.ndarray, tgt: np.ndarray, no_bar: np.ndarray,
+                   symbols: Sequence[str]) -> None:
+    if np.isinf(fund).any():
+        t, s = _first_bad(np.isinf(fund))
+        raise ValueError(f"{symbols[s]} bar {t}: funding rate {fund[t, s]} is not finite")
+    given = ~np.isnan(fund)
+    never_targeted = np.isnan(tgt).all(axis=0)
+    if (given.any(axis=0) & never_targeted).any():
+        s = int(np.argmax(given.any(axis=0) & never_targeted))
+        t = int(np.argmax(given[:, s]))
+        raise ValueError(f"{symbols[s]} bar {t}: funding given for a symbol that is never "
+                         "given a target (misaligned columns?)")
+    if (given & no_bar).any():
+        t, s = _first_bad(given & no_bar)
+        raise ValueError(f"{symbols[s]} bar {t}: funding rate given on a bar without a price")
+
+
+def trades_frame(symbols: Sequence[str], sym: np.ndarray, entry_bar: np.ndarray,
+                 exit_bar: np.ndarray, side: np.ndarray, qty: np.ndarray,
+                 entry_price: np.ndarray, exit_price: np.ndarray, fees: np.ndarray,
+                 funding: np.ndarray, pnl: np.ndarray, reason: np.ndarray) -> pl.DataFrame:
+    """Trades table of ``Result`` from per-trade columns (exit_bar < 0 = still open).
+
+    ``sym`` indexes ``symbols``, ``side`` is +1/-1, ``reason`` indexes ``EXIT_REASONS``.
+    """
+    order = np.lexsort((sym, entry_bar))
+    frame = pl.DataFrame({
+        "symbol": pl.Series(list(symbols), dtype=pl.String).gather(sym[order]),
+        "entry_bar": entry_bar[order], "exit_bar": exit_bar[order],
+        "side": pl.Series(["short", "long"]).gather((side[order] > 0).astype(np.int64)),
+        "qty": qty[order], "entry_price": entry_price[order], "exit_price": exit_price[order],
+        "fees": fees[order], "funding": funding[order], "pnl": pnl[order],
+        "exit_reason": pl.Series(EXIT_REASONS).gather(reason[order]),
+    }, schema=TRADES_SCHEMA)
+    return frame.with_columns(pl.when(pl.col("exit_bar") >= 0).then(pl.col("exit_bar"))
+                              .alias("exit_bar"))
+
+
+# ---- entry point ------------------------------------------------------------------------
+
+def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+             target: np.ndarray, instruments: Instrument | Sequence[Instrument], *,
+             funding: np.ndarray | None = None, exits: ExitRules | None = None,
+             init_cash: float = 1_000_000.0,
+             path: Literal["auto", "compiled"] = "auto") -> Result:
+    """Backtest target weights on OHLC bars (array contract and rules: module docstring).
+
+    Parameters
+    ----------
+    open_, high, low, close : np.ndarray
+        (T, S) or (T,) prices; all-NaN rows of a column mark bars the symbol lacks.
+    target : np.ndarray
+        (T, S) target position as a fraction of equity decided at each close; NaN = keep.
+    instruments : Instrument or sequence of Instrument
+        One per symbol, in column order.
+    funding : np.ndarray, optional
+        (T, S) funding rates exchanged at each open; NaN where none.
+    exits : ExitRules, optional
+        Stop-loss / take-profit / time stop for every position.
+    init_cash : float
+        Starting cash.
+    path : {"auto", "compiled"}
+        "auto" tries the closed form first (see module docstring); "compiled" forces the
+        compiled bar loop (for benchmarks and parity tests).
+
+    Returns
+    -------
+    Result
+
+    Raises
+    ------
+    ValueError
+        On bad input, before any simulation (see :func:`check_inputs`).
+    """
+    inp = check_inputs(open_, high, low, close, target, instruments, funding=funding,
+                       exits=exits, init_cash=init_cash)
+    if path == "auto" and not inp.exits.any and all(i.lot_size == 0 for i in inp.instruments):
+        result = _closed_form(inp)
+        if result is not None:
+            return result
+    return _compiled(inp)
+
+
+def _rules(insts: Sequence[Instrument]) -> np.ndarray:
+    """(S, 7) float64 rules in the column order TAKER .. LIQFEE (NaN mmr = no liquidation)."""
+    return np.array([[i.taker, i.slippage, i.lot_size, i.tick_size, i.min_notional,
+                      np.nan if i.maintenance_margin_rate is None else i.maintenance_margin_rate,
+                      i.liquidation_fee_rate] for i in insts], dtype=np.float64)
+
+
+# ---- closed form ------------------------------------------------------------------------
+
+def _buy_price(price: np.ndarray, slip: np.ndarray, tick: np.ndarray) -> np.ndarray:
+    px = price * (1 + slip)
+    return np.where(tick > 0, np.ceil(px / np.where(tick > 0, tick, 1) - GRID_TOL) * tick, px)
+
+
+def _sell_price(price: np.ndarray, slip: np.ndarray, tick: np.ndarray) -> np.ndarray:
+    px = price * (1 - slip)
+    return np.where(tick > 0, np.floor(px / np.where(tick > 0, tick, 1) + GRID_TOL) * tick, px)
+
+
+def _prefix_products(b: np.ndarray) -> np.ndarray:
+    """P[k] = b[k] @ b[k-1] @ ... @ b[0] for a (K, D, D) stack (Hillis-Steele scan)."""
+    p = b.copy()
+    step = 1
+    while step < len(p):
+        p[step:] = p[step:] @ p[:-step]
+        step *= 2
+    return p
+
+
+class _Fills(NamedTuple):
+    """State after each fill bar of the closed form."""
+
+    cash: np.ndarray  # (K,)
+    qty: np.ndarray  # (K, S)
+    delta: np.ndarray  # (K, S), 0 where no order
+    price: np.ndarray  # (K, S) fill price, 0 where no order
+
+
+def _solve_fills(init_cash: float, traded: np.ndarray, w: np.ndarray, w_before: np.ndarray,
+                 opens: np.ndarray, marks: np.ndarray, fund: np.ndarray,
+                 rules: np.ndarray) -> _Fills | None:
+    """Cash and positions after each fill bar, or None if a fill's side is not resolvable.
+
+    Each fill bar k maps the state x = (cash, q_1..q_S) linearly once the side of every
+    order is known: funding ``cash -= sum(q * F_k)``, then with ``E = cash + sum(q * m_k)``
+    each traded symbol gets ``q_s = w_s * E / open_s`` and ``cash -= kappa_s * delta_s``
+    where ``kappa = fill * (1 + side * fee)``. The side is first guessed from the change
+    of target, then corrected from the solved quantities until consistent.
+    """
+    k_n, s_n = w.shape
+    taker, slip, tick = rules[:, TAKER], rules[:, SLIP], rules[:, TICK]
+    a = np.where(traded, w / np.where(traded, opens, 1.0), 0.0)  # q_s = a_s * E
+    side = np.where(w > w_before, 1.0, -1.0)
+    eye = np.eye(s_n + 1)
+    for _ in range(4):
+        price = np.where(traded, np.where(side > 0, _buy_price(opens, slip, tick),
+                                          _sell_price(opens, slip, tick)), 0.0)
+        kappa = price * (1 + side * taker)
+        e = np.concatenate([np.ones((k_n, 1)), marks - fund], axis=1)  # E as a row on x
+        b = np.broadcast_to(eye, (k_n, s_n + 1, s_n + 1)).copy()
+        b[:, 1:, :] = np.where(traded[:, :, None], a[:, :, None] * e[:, None, :], b[:, 1:, :])
+        b[:, 0, 1:] += kappa - fund
+        b[:, 0, :] -= (kappa * a).sum(axis=1)[:, None] * e
+        x = init_cash * _prefix_products(b)[:, :, 0]
+        qty = x[:, 1:]
+        delta = np.where(traded, qty - np.vstack([np.zeros((1, s_n)), qty[:-1]]), 0.0)
+        wrong = traded & (np.sign(delta) != side)
+        if not wrong.any():
+            return _Fills(x[:, 0], qty, delta, price)
+        if (traded & (delta == 0)).any():
+            return None
+        side = np.where(wrong, np.sign(delta), side)
+    return None
+
+
+def _closed_form(inp: Inputs) -> Result | None:
+    """Closed-form accounting of a run without exits or lot rounding; None if it does not
+    apply (a rejected order, a touched liquidation price or a blown account)."""
+    o, weights, init = inp.open, inp.weights, inp.init_cash
+    t_n, s_n = o.shape
+    rules = _rules(inp.instruments)
+    decided = np.flatnonzero(inp.changed[:-1, 0] if s_n == 1
+                             else inp.changed[:-1].any(axis=1))  # decision bars
+    bars = decided + 1  # fill bars
+    traded = inp.changed[decided]
+    marked = forward_fill(inp.close, 0.0)  # last close, 0 before the first bar
+    marks = np.where(np.isnan(o[bars]), marked[decided], o[bars])
+    zero_row = np.zeros((1, s_n))
+    # cum_pay[t + 1] = funding paid per unit held through the opens of bars 0..t
+    cum_pay = np.zeros((t_n + 1, s_n))
+    if inp.funding is not None:
+        pay_unit = np.nan_to_num(o * inp.funding, copy=False)  # NaN rate: nothing paid
+        np.cumsum(pay_unit, axis=0, out=cum_pay[1:])
+    since = cum_pay[bars + 1] - cum_pay[np.concatenate([[0], bars[:-1] + 1])]
+    fills = _solve_fills(init, traded, weights[decided],
+                         np.vstack([zero_row, weights])[decided],
+                         np.where(traded, o[bars], 1.0), marks, since, rules)
+    if fills is None:
+        return None
+    notional = np.abs(fills.delta) * fills.price
+    if (traded & (weights[decided] != 0) & (notional < rules[:, MINN])).any():
+        return None
+
+    # Bars between fills are gathered from the fill before them (segment 0: no fill yet).
+    # In-place arithmetic on one scratch array: at 1M bars every fresh temporary costs
+    # about as much in page faults as the arithmetic itself.
+    seg = np.zeros(t_n, dtype=np.int64)
+    seg[bars] = 1
+    np.cumsum(seg, out=seg)
+    position = np.vstack([zero_row, fills.qty])[seg]
+    cash = np.concatenate([[init], fills.cash])[seg]
+    scratch = np.empty_like(o)
+    funding = np.zeros(o.shape)
+    if inp.funding is not None:
+        start = np.concatenate([[0], bars + 1])  # cum_pay row where each segment starts
+        np.subtract(cum_pay[1:], cum_pay[start][seg], out=scratch)
+        scratch *= position
+        cash -= row_sum(scratch)
+        np.multiply(position[:-1], pay_unit[1:], out=funding[1:])
+    np.multiply(position, marked, out=scratch)
+    equity = cash + row_sum(scratch)
+    np.abs(scratch, out=scratch)
+    gross = row_sum(scratch)
+    exposure = np.divide(gross, equity, out=np.zeros(t_n), where=gross != 0)
+    # Equity at each open before its fills (t >= 1; bar 0 opens with the initial cash).
+    opens = o[1:] if not inp.gaps else np.where(np.isnan(o[1:]), marked[:-1], o[1:])
+    np.multiply(position[:-1], opens, out=scratch[1:])
+    if equity.min() <= 0 or (cash[:-1] - row_sum(funding[1:]) + row_sum(scratch[1:])).min() <= 0:
+        return None
+    if _liquidation_touched(inp, rules, fills, traded, decided, seg, position):
+        return None
+
+    fees = np.zeros(o.shape)  # calloc: untouched zero pages cost nothing
+    fees[bars] = rules[:, TAKER] * notional
+    slippage = np.zeros(o.shape)
+    slippage[bars] = np.where(traded, fills.delta * (fills.price - marks), 0.0)
+    return Result(equity=equity, cash=cash, position=position, exposure=exposure,
+                  fees=fees, slippage=slippage, funding=funding,
+                  trades=_closed_form_trades(inp, fills, traded, bars, cum_pay, marked[-1],
+                                             rules),
+                  rejected=dict.fromkeys(REJECT_REASONS, 0), blown_bar=None,
+                  path="closed_form")
+
+
+def _liquidation_touched(inp: Inputs, rules: np.ndarray, fills: _Fills, traded: np.ndarray,
+                         decided: np.ndarray, seg: np.ndarray, position: np.ndarray) -> bool:
+    """Whether any position of the solved path reaches its liquidation price."""
+    mmr = rules[:, MMR]
+    if np.isnan(mmr).all():
+        return False
+    lev = np.maximum(1.0, row_sum(np.abs(inp.weights[decided])))[:, None]
+    qty = fills.qty
+    liq = np.where(qty > 0, fills.price * (1 - 1 / lev) / (1 - mmr),
+                   fills.price * (1 + 1 / lev) / (1 + mmr))
+    liq = np.where(traded & (qty != 0), liq, np.nan)
+    # Untraded symbols keep the level of their last fill.
+    rows = np.where(traded, np.arange(1, len(qty) + 1)[:, None], 0)
+    np.maximum.accumulate(rows, axis=0, out=rows)
+    liq = np.take_along_axis(np.vstack([np.full((1, liq.shape[1]), np.nan), liq]), rows, 0)
+    liq_pad = np.vstack([np.full((1, liq.shape[1]), np.nan), liq])
+    level = liq_pad[seg]
+    hit = ((position > 0) & (inp.low <= level)) | ((position < 0) & (inp.high >= level))
+    # At a fill bar the previous position is live at the open, before the order.
+    before = liq_pad[:-1]
+    qty_before = np.vstack([np.zeros((1, qty.shape[1])), qty[:-1]])
+    o_fill = inp.open[decided + 1]
+    gap = ((qty_before > 0) & (o_fill <= before)) | ((qty_before < 0) & (o_fill >= before))
+    return bool(hit.any() or gap.any())
+
+
+def _closed_form_trades(inp: Inputs, fills: _Fills, traded: np.ndarray, bars: np.ndarray,
+                        cum_pay: np.ndarray, last_close: np.ndarray,
+                        rules: np.ndarray) -> pl.DataFrame:
+    """Trades of the closed form: each fill of a symbol ends its trade and starts the next."""
+    t_n = inp.open.shape[0]
+    parts: list[tuple[np.ndarray, ...]] = []
+    q_before = np.vstack([np.zeros((1, fills.qty.shape[1])), fills.qty[:-1]])
+    for s in range(inp.open.shape[1]):
+        k = np.flatnonzero(traded[:, s])
+        old, new, d, px = q_before[k, s], fills.qty[k, s], fills.delta[k, s], fills.price[k, s]
+        fee = rules[s, TAKER] * np.abs(d) * px
+        reducing = np.where(old * d < 0, np.minimum(np.abs(d), np.abs(old)), 0.0)
+        fee_out = fee * reducing / np.abs(d)
+        opened = np.flatnonzero(new != 0)
+        closed = opened + 1 < len(k)  # else still open at the end
+        nxt = np.minimum(opened + 1, len(k) - 1)
+        entry_bar = bars[k[opened]]
+        exit_bar = np.where(closed, bars[k[nxt]], -1)
+        exit_px = np.where(closed, px[nxt], last_close[s])
+        qty = new[opened]
+        fees = fee[opened] - fee_out[opened] + np.where(closed, fee_out[nxt], 0.0)
+        paid_to = np.where(closed, exit_bar, t_n - 1) + 1
+        funding = qty * (cum_pay[paid_to, s] - cum_pay[entry_bar + 1, s])
+        pnl = qty * (exit_px - px[opened]) - fees - funding
+        reason = np.where(closed, EXIT_REASONS.index("signal"), EXIT_REASONS.index("open"))
+        parts.append((np.full(len(opened), s), entry_bar, exit_bar, np.sign(qty), np.abs(qty),
+                      px[opened], exit_px, fees, funding, pnl, reason))
+    cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
+    return trades_frame([i.symbol for i in inp.instruments], *cols)
+
+
+# ---- compiled bar loop ------------------------------------------------------------------
+# The loop keeps its state in arrays: per-symbol columns of ``st``, scalar slots of ``acc``
+# (cash, trade count, blown bar, leverage of the next fills, exit rules), and writes the
+# per-bar outputs in place; the rare events (fills, liquidations, a blown account) are njit
+# functions of these arrays.
+Q, ENTRY, EBAR, LIQ, STOP, TAKE, TFEES, TFUND, TFLOW, LASTC = range(10)
+CASH, NTRADES, BLOWN_BAR, LEV, SL, TP, TIME_STOP = range(7)
+R_SIGNAL, R_STOP, R_TAKE, R_TIME, R_LIQ, R_BLOWN, R_OPEN = range(len(EXIT_REASONS))
+
+
+class _Out(NamedTuple):
+    """Per-bar outputs and trade records the compiled loop writes into."""
+
+    equity: np.ndarray
+    cash: np.ndarray
+    exposure: np.ndarray
+    position: np.ndarray
+    fees: np.ndarray
+    slippage: np.ndarray
+    funding: np.ndarray
+    trades: np.ndarray  # (capacity, 10): symbol, entry bar, exit bar, qty, entry, exit,
+    # fees, funding, pnl, reason
+    rejected: np.ndarray  # counts in REJECT_REASONS order
+
+
+def _compiled(inp: Inputs) -> Result:
+    t_n, s_n = inp.open.shape
+    ex = inp.exits
+    acc = np.array([inp.init_cash, 0.0, -1.0, 1.0,
+                    np.nan if ex.stop_loss is None else ex.stop_loss,
+                    np.nan if ex.take_profit is None else ex.take_profit,
+                    0.0 if ex.time_stop is None else ex.time_stop])
+    # Every trade is opened by a filled order, so the changes of target bound the count.
+    out = _Out(np.empty(t_n), np.empty(t_n), np.empty(t_n), np.empty((t_n, s_n)),
+               np.zeros((t_n, s_n)), np.zeros((t_n, s_n)), np.zeros((t_n, s_n)),
+               np.empty((int(inp.changed.sum()), 10)),
+               np.zeros(len(REJECT_REASONS), dtype=np.int64))
+    rate = np.full((0, s_n), np.nan) if inp.funding is None else inp.funding
+    bars = tuple(np.ascontiguousarray(a) for a in (inp.open, inp.high, inp.low, inp.close))
+    _loop(*bars, np.ascontiguousarray(rate), np.ascontiguousarray(inp.changed),
+          np.ascontiguousarray(inp.weights), _rules(inp.instruments), acc, *out)
+    tr = out.trades[:int(acc[NTRADES])]
+    frame = trades_frame([i.symbol for i in inp.instruments], tr[:, 0].astype(np.int64),
+                         tr[:, 1].astype(np.int64), tr[:, 2].astype(np.int64),
+                         np.sign(tr[:, 3]), np.abs(tr[:, 3]), tr[:, 4], tr[:, 5], tr[:, 6],
+                         tr[:, 7], tr[:, 8], tr[:, 9].astype(np.int64))
+    blown = int(acc[BLOWN_BAR])
+    return Result(equity=out.equity, cash=out.cash, position=out.position,
+                  exposure=out.exposure, fees=out.fees, slippage=out.slippage,
+                  funding=out.funding, trades=frame,
+                  rejected=dict(zip(REJECT_REASONS, out.rejected.tolist(), strict=True)),
+                  blown_bar=None if blown < 0 else blown, path="compiled")
+
+
+# The per-bar phases are written inline: a call per bar to an njit helper taking the state
+# arrays costs more (array arguments are reference counted) than the phase itself, and made
+# this loop 5x slower. Only the rare events (fills, liquidations) are functions.
+@numba.njit(cache=True)
+def _loop(o, h, lo, c, rate, changed, weights, rules, acc, equity, cash, exposure,  # noqa: C901
+          position, fees, slippage, funding, trades, rejected):
+    t_n, s_n = o.shape
+    st = np.zeros((s_n, 10))
+    st[:, LASTC] = np.nan
+    for t in range(t_n):
+        for s in range(s_n):  # funding on the position held into the open
+            if rate.shape[0] and st[s, Q] != 0.0 and not np.isnan(rate[t, s]):
+                pay = st[s, Q] * o[t, s] * rate[t, s]
+                acc[CASH] -= pay
+                funding[t, s] += pay
+                st[s, TFUND] += pay
+                st[s, TFLOW] -= pay
+        for s in range(s_n):  # exits judged at the open (NaN level = rule off: False)
+            q, px = st[s, Q], o[t, s]
+            if q == 0.0 or np.isnan(px):
+                continue
+            if px <= st[s, LIQ] if q > 0 else px >= st[s, LIQ]:
+                _liquidate(t, s, st, rules, acc, fees, trades)
+            elif px <= st[s, STOP] if q > 0 else px >= st[s, STOP]:
+                _fill(t, s, 0.0, px, R_STOP, st, rules, acc, fees, slippage, trades)
+            elif px >= st[s, TAKE] if q > 0 else px <= st[s, TAKE]:
+                _fill(t, s, 0.0, px, R_TAKE, st, rules, acc, fees, slippage, trades)
+            elif acc[TIME_STOP] > 0 and t - st[s, EBAR] >= acc[TIME_STOP]:
+                _fill(t, s, 0.0, px, R_TIME, st, rules, acc, fees, slippage, trades)
+        held = 0.0  # equity at the open = cash + held: sizes every order of this open
+        for s in range(s_n):
+            if st[s, Q] != 0.0:
+                held += st[s, Q] * (st[s, LASTC] if np.isnan(o[t, s]) else o[t, s])
+        eq = acc[CASH] + held
+        if acc[BLOWN_BAR] < 0 and eq <= 0:
+            marks = np.where(np.isnan(o[t]), st[:, LASTC], o[t])
+            _blow(t, marks, st, rules, acc, fees, slippage, trades)
+        for s in range(s_n):  # orders decided at the close of t-1
+            if t > 0 and changed[t - 1, s]:
+                if acc[BLOWN_BAR] >= 0:
+                    rejected[2] += 1
+                else:
+                    _order(t, s, weights[t - 1, s], eq, o[t, s], st, rules, acc, fees,
+                           slippage, trades, rejected)
+        for s in range(s_n):  # intrabar: liquidation, then stop, then take-profit
+            q, op = st[s, Q], o[t, s]
+            if q == 0.0 or np.isnan(op):
+                continue
+            if q > 0:
+                if lo[t, s] <= st[s, LIQ]:
+                    _liquidate(t, s, st, rules, acc, fees, trades)
+                elif lo[t, s] <= st[s, STOP]:
+                    _fill(t, s, 0.0, min(op, st[s, STOP]), R_STOP, st, rules, acc, fees,
+                          slippage, trades)
+                elif h[t, s] >= st[s, TAKE]:
+                    _fill(t, s, 0.0, max(op, st[s, TAKE]), R_TAKE, st, rules, acc, fees,
+                          slippage, trades)
+            elif h[t, s] >= st[s, LIQ]:
+                _liquidate(t, s, st, rules, acc, fees, trades)
+            elif h[t, s] >= st[s, STOP]:
+                _fill(t, s, 0.0, max(op, st[s, STOP]), R_STOP, st, rules, acc, fees,
+                      slippage, trades)
+            elif lo[t, s] <= st[s, TAKE]:
+                _fill(t, s, 0.0, min(op, st[s, TAKE]), R_TAKE, st, rules, acc, fees,
+                      slippage, trades)
+        held = 0.0
+        for s in range(s_n):  # marks at the close
+            if not np.isnan(c[t, s]):
+                st[s, LASTC] = c[t, s]
+            if st[s, Q] != 0.0:
+                held += st[s, Q] * st[s, LASTC]
+        if acc[BLOWN_BAR] < 0 and acc[CASH] + held <= 0:
+            _blow(t, st[:, LASTC].copy(), st, rules, acc, fees, slippage, trades)
+            held = 0.0
+        gross, lev = 0.0, 0.0
+        for s in range(s_n):
+            q = st[s, Q]
+            position[t, s] = q
+            if q != 0.0:
+                gross += abs(q * st[s, LASTC])
+            lev += abs(weights[t, s])
+        equity[t] = acc[CASH] + held
+        cash[t] = acc[CASH]
+        exposure[t] = gross / equity[t] if gross != 0.0 else 0.0
+        acc[LEV] = max(1.0, lev)  # leverage of the fills at the next open
+    for s in range(s_n):  # trades still open, marked at the last close
+        if st[s, Q] != 0.0:
+            st[s, TFLOW] += st[s, Q] * st[s, LASTC]
+            _close_trade(-1, s, st[s, LASTC], R_OPEN, st, acc, trades)
+
+
+@numba.njit(cache=True)
+def _order(t, s, w, eq, op, st, rules, acc, fees, slippage, trades, rejected):
+    """Order decided at the close of t-1, sized from the equity ``eq`` at this open."""
+    lot = rules[s, LOT]
+    qty = w * eq / op
+    if lot > 0:
+        qty = np.trunc(qty / lot + np.copysign(GRID_TOL, qty)) * lot
+    old = st[s, Q]
+    if qty == old:
+        if w != 0:
+            rejected[0] += 1
+    elif qty != 0 and abs(qty - old) * _fill_price(rules, s, op, qty > old) < rules[s, MINN]:
+        rejected[1] += 1
+    else:
+        _fill(t, s, qty, op, R_SIGNAL, st, rules, acc, fees, slippage, trades)
+
+
+@numba.njit(cache=True)
+def _fill_price(rules, s, price, buy):
+    tick = rules[s, TICK]
+    if buy:
+        px = price * (1 + rules[s, SLIP])
+        return np.ceil(px / tick - GRID_TOL) * tick if tick > 0 else px
+    px = price * (1 - rules[s, SLIP])
+    return np.floor(px / tick + GRID_TOL) * tick if tick > 0 else px
+
+
+@numba.njit(cache=True)
+def _fill(t, s, new_qty, price, reason, st, rules, acc, fees, slippage, trades):
+    """Market order taking symbol s to new_qty at ``price`` before slippage."""
+    old = st[s, Q]
+    delta = new_qty - old
+    px = _fill_price(rules, s, price, delta > 0)
+    fee = rules[s, TAKER] * abs(delta) * px
+    acc[CASH] -= delta * px + fee
+    fees[t, s] += fee
+    slippage[t, s] += delta * (px - price)
+    # The part of the order that reduces the old position is the old trade's exit.
+    reducing = min(abs(delta), abs(old)) if old * delta < 0 else 0.0
+    fee_out = fee * reducing / abs(delta)
+    if old != 0.0:
+        st[s, TFEES] += fee_out
+        st[s, TFLOW] += old * px - fee_out
+        _close_trade(t, s, px, reason, st, acc, trades)
+    if new_qty != 0.0:
+        lev, mmr = acc[LEV], rules[s, MMR]  # NaN mmr: NaN level, never reached
+        st[s, Q], st[s, ENTRY], st[s, EBAR] = new_qty, px, t
+        if new_qty > 0:
+            st[s, LIQ] = px * (1 - 1 / lev) / (1 - mmr)
+            st[s, STOP], st[s, TAKE] = px * (1 - acc[SL]), px * (1 + acc[TP])
+        else:
+            st[s, LIQ] = px * (1 + 1 / lev) / (1 + mmr)
+            st[s, STOP], st[s, TAKE] = px * (1 + acc[SL]), px * (1 - acc[TP])
+        st[s, TFEES] = fee - fee_out
+        st[s, TFUND] = 0.0
+        st[s, TFLOW] = -new_qty * px
+        st[s, TFLOW] -= fee - fee_out
+
+
+@numba.njit(cache=True)
+def _liquidate(t, s, st, rules, acc, fees, trades):
+    """Close at the liquidation price; the fee and the rest of the maintenance margin are
+    charged, so the loss is the posted margin plus the liquidation fee."""
+    q, px = st[s, Q], st[s, LIQ]
+    charge = (rules[s, LIQFEE] + rules[s, MMR]) * abs(q) * px
+    acc[CASH] += q * px - charge
+    fees[t, s] += charge
+    st[s, TFEES] += charge
+    st[s, TFLOW] += q * px - charge
+    _close_trade(t, s, px, R_LIQ, st, acc, trades)
+
+
+@numba.njit(cache=True)
+def _blow(t, marks, st, rules, acc, fees, slippage, trades):
+    acc[BLOWN_BAR] = t
+    for s in range(st.shape[0]):
+        if st[s, Q] != 0.0:
+            _fill(t, s, 0.0, marks[s], R_BLOWN, st, rules, acc, fees, slippage, trades)
+
+
+@numba.njit(cache=True)
+def _close_trade(t, s, px, reason, st, acc, trades):
+    n = int(acc[NTRADES])
+    trades[n, 0], trades[n, 1], trades[n, 2] = s, st[s, EBAR], t
+    trades[n, 3], trades[n, 4], trades[n, 5] = st[s, Q], st[s, ENTRY], px
+    trades[n, 6], trades[n, 7], trades[n, 8] = st[s, TFEES], st[s, TFUND], st[s, TFLOW]
+    trades[n, 9] = reason
+    acc[NTRADES] = n + 1
+    st[s, Q] = 0.0
