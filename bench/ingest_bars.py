@@ -167,8 +167,6 @@ VARIANTS = {"dagster": variant_dagster, "dagster_memory": variant_dagster_memory
             "plain": variant_plain, "read": variant_read}
 
 
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--days", type=int, default=366)
