@@ -87,23 +87,35 @@ def checked_output(
     extra: Sequence[CheckOutcome] = (),
     metadata: Mapping[str, Any] | None = None,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Evaluate the checks; write ``value`` only when no blocking check failed.
+    """Evaluate the contract's checks; write ``value`` only when no blocking check failed."""
+    outcomes = [*evaluate(frame, contract), *extra]
+    yield from guarded_output(context, value, [_result(o) for o in outcomes],
+                              metadata={"rows": frame.height, **(metadata or {})})
+
+
+def guarded_output(
+    context: dg.AssetExecutionContext,
+    value: Any,
+    results: Sequence[dg.AssetCheckResult],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Yield ``value`` then its check results, unless a blocking (ERROR) check failed.
 
     A blocking failure reports every check and fails the step before anything is written, so
     the warehouse keeps the previous good data of these partitions.
     """
-    outcomes = [*evaluate(frame, contract), *extra]
-    results = [_result(o) for o in outcomes]
-    failed = [o for o in outcomes if o.blocking_failure]
+    failed = [r for r in results
+              if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR]
     if failed:
         yield from results
-        details = "; ".join(f"{o.name}: {o.description}" for o in failed)
+        details = "; ".join(f"{r.check_name}: {r.description}" for r in failed)
         raise dg.Failure(
             description=f"{context.asset_key.to_user_string()} "
                         f"{_describe_keys(context)}: blocking checks failed, nothing written "
                         f"(previous data kept). {details}",
         )
-    yield dg.Output(value, metadata={"rows": frame.height, **(metadata or {})})
+    yield dg.Output(value, metadata=dict(metadata or {}))
     yield from results
 
 

@@ -20,6 +20,7 @@ from backtest_assets.defs.discovery.checks import (
     check_sample,
 )
 from backtest_assets.defs.shared import (
+    guarded_output,
     markdown_table,
     report_folder,
     study_boxes,
@@ -80,9 +81,11 @@ def phase2_candidates_raw(context: dg.AssetExecutionContext, specs: SpecRegistry
                          "window_start": [study.start], "window_end": [study.end],
                          "events": [inputs.events.height], "dataset_hash": [dataset_hash]})
     write = WarehouseWrite(sample, side=[SideWrite(INPUTS_TABLE, side, side.select("event_type"))])
-    yield dg.Output(write, metadata={"rows": sample.height, "events": inputs.events.height,
-                                     "dataset_hash": dataset_hash})
-    yield from check_sample(sample, phase2.hypotheses(event_type, study.symbols, p2.families))
+    yield from guarded_output(
+        context, write,
+        list(check_sample(sample, phase2.hypotheses(event_type, study.symbols, p2.families))),
+        metadata={"rows": sample.height, "events": inputs.events.height,
+                  "dataset_hash": dataset_hash})
 
 
 @dg.asset(check_specs=PVALS_CHECKS, **_COMMON)
@@ -94,11 +97,10 @@ def phase2_pvals(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
     hyps = phase2.hypotheses(event_type, reg.default_study.symbols, p2.families)
     table = phase2.pvalues(phase2_candidates_raw, hyps, p2.families, p2.gate, p2.horizon_bars,
                            reg.base_minutes)
-    yield dg.Output(table, metadata={
+    yield from guarded_output(context, table, list(check_pvals(table, hyps)), metadata={
         "hypotheses": table.height,
         "tested": int((table["status"] == phase2.TESTED).sum()),
         "insufficient_sample": int((table["status"] == phase2.INSUFFICIENT).sum())})
-    yield from check_pvals(table, hyps)
 
 
 @dg.asset(check_specs=FDR_CHECKS, **_COMMON)
@@ -107,9 +109,10 @@ def phase2_fdr(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
     """q-values within families, economic and stability gates, survivors and reasons."""
     _, p2 = _specs(context, specs)
     table = phase2.fdr(phase2_pvals, phase2_candidates_raw, p2.families, p2.gate, p2.fees)
-    yield dg.Output(table, metadata={"discovered": int(table["discovered"].sum()),
-                                     "survivors": int(table["survivor"].sum())})
-    yield from check_fdr(table, phase2_pvals, p2.families.fdr_q)
+    yield from guarded_output(
+        context, table, list(check_fdr(table, phase2_pvals, p2.families.fdr_q)),
+        metadata={"discovered": int(table["discovered"].sum()),
+                  "survivors": int(table["survivor"].sum())})
 
 
 @dg.asset(
