@@ -1,0 +1,119 @@
+"""Performance metrics of a backtest (pure numpy/polars; no Dagster).
+
+Input contract: a :class:`~backtest_assets.engine.core.Result` (per-bar ``equity``,
+``exposure``, ``position`` (T, S), ``fees``/``slippage``/``funding`` (T, S) and ``trades``),
+the close prices used to run it, the starting cash, and the number of bars in a year (crypto
+trades 24/7: 525,600 one-minute bars, DESIGN.md).
+
+Definitions (``E_t`` equity at the close of bar t, ``E_{-1}`` the starting cash,
+``r_t = E_t / E_{t-1} - 1``, ``B`` bars per year, ``T`` bars):
+
+- total return ``E_{T-1} / E_{-1} - 1``; annualized ``(E_{T-1} / E_{-1})^(B / T) - 1``
+  (-1 once equity is not positive);
+- volatility ``std(r, ddof=1) * sqrt(B)``; Sharpe ``mean(r) / std(r) * sqrt(B)`` (no risk-free
+  rate); Sortino ``mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(B)``; Calmar annualized return /
+  |max drawdown|;
+- max drawdown ``min(E_t / max_{u <= t} E_u - 1)`` with the starting cash as the first peak;
+  its duration is the longest run of bars below the running peak;
+- trades (closed ones only): win rate, profit factor (gross profit / gross loss), expectancy
+  (mean P&L per trade, in cash), average holding time in bars;
+- turnover: traded notional (``|change of position| * close``, summed over symbols and bars)
+  over mean equity, per year; exposure: mean gross exposure and the share of bars with any
+  position; fee drag, slippage drag and funding P&L as fractions of the starting cash
+  (funding P&L is what was received minus what was paid).
+
+A ratio whose denominator is zero is NaN (e.g. Sharpe of a flat curve, profit factor without
+a losing trade).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+
+from backtest_assets.engine.core import Result
+
+BARS_PER_YEAR_1M = 525_600
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den else float("nan")
+
+
+def _drawdown(equity: np.ndarray, init_cash: float) -> tuple[float, int]:
+    """Max drawdown (<= 0) and the longest stretch of bars below the running peak."""
+    peaks = np.maximum.accumulate(np.concatenate(([init_cash], equity)))[1:]
+    depth = equity / peaks - 1.0
+    below = depth < 0
+    longest = run = 0
+    for flag in below:  # one pass over T booleans; a vectorized run length is no clearer
+        run = run + 1 if flag else 0
+        longest = max(longest, run)
+    return (float(depth.min()) if depth.size else 0.0), longest
+
+
+def metrics(result: Result, close: np.ndarray, *, init_cash: float,
+            bars_per_year: float = BARS_PER_YEAR_1M) -> dict[str, float]:
+    """Headline metrics of ``result`` (definitions in the module docstring).
+
+    Parameters
+    ----------
+    result : Result
+        The backtest's outcome.
+    close : np.ndarray
+        (T,) or (T, S) close prices it ran on (NaN where a symbol had no bar).
+    init_cash : float
+        Starting cash.
+    bars_per_year : float
+        Bars in a year at the run's interval (525,600 for 1-minute bars).
+
+    Returns
+    -------
+    dict[str, float]
+        Every metric by name; NaN where a ratio is undefined.
+    """
+    eq = np.asarray(result.equity, dtype=np.float64)
+    n = eq.size
+    prev = np.concatenate(([init_cash], eq[:-1]))
+    r = np.where(prev > 0, eq / np.where(prev > 0, prev, 1.0) - 1.0, 0.0)
+    growth = eq[-1] / init_cash if n else 1.0
+    total = growth - 1.0
+    annual = growth ** (bars_per_year / n) - 1.0 if n and growth > 0 else -1.0
+    sd = float(r.std(ddof=1)) if n > 1 else float("nan")
+    downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2))) if n else float("nan")
+    mdd, mdd_bars = _drawdown(eq, init_cash)
+
+    closed = result.trades.filter(pl.col("exit_reason") != "open")
+    pnl = closed["pnl"].to_numpy() if closed.height else np.empty(0)
+    gains, losses = float(pnl[pnl > 0].sum()), float(-pnl[pnl < 0].sum())
+    holding = (closed["exit_bar"] - closed["entry_bar"]).to_numpy() if closed.height \
+        else np.empty(0)
+
+    position = np.asarray(result.position, dtype=np.float64).reshape(n, -1)
+    prices = np.nan_to_num(np.asarray(close, dtype=np.float64).reshape(n, -1))
+    traded = np.abs(np.diff(position, axis=0, prepend=0.0)) * prices
+    mean_equity = float(eq.mean()) if n else float("nan")
+    return {
+        "total_return": float(total),
+        "annualized_return": float(annual),
+        "volatility": sd * math.sqrt(bars_per_year),
+        "sharpe": _ratio(float(r.mean()), sd) * math.sqrt(bars_per_year),
+        "sortino": _ratio(float(r.mean()), downside) * math.sqrt(bars_per_year),
+        "max_drawdown": mdd,
+        "max_drawdown_bars": float(mdd_bars),
+        "calmar": _ratio(float(annual), abs(mdd)),
+        "trades": float(closed.height),
+        "win_rate": _ratio(float((pnl > 0).sum()), float(pnl.size)),
+        "profit_factor": _ratio(gains, losses),
+        "expectancy": float(pnl.mean()) if pnl.size else float("nan"),
+        "avg_holding_bars": float(holding.mean()) if holding.size else float("nan"),
+        "turnover_per_year": _ratio(float(traded.sum()), mean_equity) * bars_per_year / n
+        if n else float("nan"),
+        "exposure": float(np.mean(result.exposure)) if n else float("nan"),
+        "time_in_market": float(np.mean(np.any(position != 0, axis=1))) if n else float("nan"),
+        "fee_drag": float(np.sum(result.fees)) / init_cash,
+        "slippage_drag": float(np.sum(result.slippage)) / init_cash,
+        "funding_pnl": -float(np.sum(result.funding)) / init_cash,
+    }
