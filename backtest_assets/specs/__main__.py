@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     reg = SpecRegistry.load(specs_dir)
     print(f"{specs_dir}: {len(reg.spec_hashes)} files, {len(reg.features)} features, "
-          f"{len(reg.events)} events, {len(reg.studies)} studies: clean")
+          f"{len(reg.events)} events, {len(reg.studies)} studies, {len(reg.strategies)} "
+          "strategies: clean")
     return 0
 
 

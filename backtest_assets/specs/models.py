@@ -311,16 +311,19 @@ class FamiliesSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class VenueSpec:
-    """Fees in bps of notional per side, and the slippage assumed per side."""
+    """Fees in bps of notional per side, the slippage assumed per side, the leverage cap."""
 
     maker_bps: float
     taker_bps: float
     slippage_bps: float
+    max_leverage: float = 1.0
 
     def validate(self) -> None:
         for name in ("maker_bps", "taker_bps", "slippage_bps"):
             if not 0 <= getattr(self, name) <= 100:
                 raise ValueError(f"{name}: {getattr(self, name)} is out of range [0, 100]")
+        if not 1 <= self.max_leverage <= 125:
+            raise ValueError(f"max_leverage: {self.max_leverage} is out of range [1, 125]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -373,3 +376,66 @@ class Phase2Gate:
 class GatesSpec:
     e1: E1Gate
     phase2: Phase2Gate
+
+
+# ---- strategies (blueprints) -------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    """Enter on an event type, or when a feature condition holds (exactly one)."""
+
+    event: str | None = None
+    condition: Condition | None = None
+
+    def validate(self) -> None:
+        if (self.event is None) == (self.condition is None):
+            raise ValueError("event: give exactly one of event and condition")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exits:
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    time_stop_bars: int | None = None
+
+    def validate(self) -> None:
+        for name in ("stop_loss", "take_profit"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 1:
+                raise ValueError(f"{name}: {value} is out of range (0, 1)")
+        if self.time_stop_bars is not None and not 1 <= self.time_stop_bars <= 100_000:
+            raise ValueError(f"time_stop_bars: {self.time_stop_bars} is out of range")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrategySpec:
+    """A blueprint: when to enter, which way, how much, how to exit, where.
+
+    ``direction``: ``continuation`` / ``mean_reversion`` follow / fade the event's direction
+    (or the sign of the entry condition's feature), ``long`` / ``short`` are fixed.
+    ``target_weight``: the position per symbol as a fraction of equity; ``leverage`` caps
+    the gross exposure over all symbols and must be within the venue's cap.
+    """
+
+    name: str
+    description: str = ""
+    symbols: tuple[str, ...]
+    entry: Entry
+    direction: Literal["continuation", "mean_reversion", "long", "short"]
+    target_weight: float
+    exits: Exits = Exits()
+    venue: str | None = None  # default: fees.yaml's default venue
+    leverage: float = 1.0
+
+    def validate(self) -> None:
+        if not re.fullmatch(_NAME, self.name):
+            raise ValueError(f"name: {self.name!r} is not a lower_snake_case name")
+        if not self.symbols:
+            raise ValueError("symbols: at least one symbol")
+        if not 0 < self.target_weight <= 10:
+            raise ValueError(f"target_weight: {self.target_weight} is out of range (0, 10]")
+        if not 0 < self.leverage <= 125:
+            raise ValueError(f"leverage: {self.leverage} is out of range (0, 125]")
+        if self.target_weight * len(self.symbols) > self.leverage:
+            raise ValueError(f"target_weight: {self.target_weight} x {len(self.symbols)} "
+                             f"symbols exceeds the leverage {self.leverage}")

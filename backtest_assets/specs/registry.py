@@ -2,7 +2,8 @@
 
 Layout under ``specs/``: ``universe.yaml``, ``labels.yaml``, ``gates.yaml``, ``fees.yaml``,
 ``multiplicity/families.yaml``, ``features/*.yaml`` (a ``features:`` list each),
-``events/*.yaml`` (one event each), ``studies/*.yaml`` (one study each). :func:`lint`
+``events/*.yaml`` (one event each), ``studies/*.yaml`` (one study each),
+``strategies/*.yaml`` (one blueprint each). :func:`lint`
 reports every problem; loading raises the first. Both name the file and the field.
 """
 
@@ -29,6 +30,7 @@ from backtest_assets.specs.models import (
     GatesSpec,
     LabelsSpec,
     Phase2Gate,
+    StrategySpec,
     StudySpec,
     UniverseSpec,
     interval_minutes,
@@ -73,6 +75,7 @@ class SpecRegistry:
     studies: dict[str, StudySpec]
     families: FamiliesSpec
     fees: FeesSpec
+    strategies: dict[str, StrategySpec]
     hashes: dict[str, str]
 
     def phase2(self) -> Phase2Specs:
@@ -175,6 +178,15 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
         st = one(path, StudySpec)
         if st is not None:
             studies.setdefault(st.name, (path, st))
+    strategies: dict[str, tuple[Path, StrategySpec]] = {}
+    for path in _yaml_files(specs_dir / "strategies"):
+        bp = one(path, StrategySpec)
+        if bp is None:
+            continue
+        if bp.name in strategies:
+            errors.append(SpecError(path, "name", f"duplicate strategy {bp.name!r} (also in "
+                                                  f"{strategies[bp.name][0].name})"))
+        strategies.setdefault(bp.name, (path, bp))
     if universe is None:  # every cross-check needs the base interval and the symbols
         return None, errors
     base = interval_minutes(universe.base_interval)
@@ -190,6 +202,7 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
         if h not in labels.horizons:
             errors.append(SpecError(families_file, f"horizons[{i}]",
                                     f"{h} is not a horizon of labels.yaml {list(labels.horizons)}"))
+    errors += _check_strategies(strategies, universe, events, features, fees)
     if gates is not None and gates.phase2.stability.regime_feature not in features:
         errors.append(SpecError(specs_dir / "gates.yaml", "phase2.stability.regime_feature",
                                 f"unknown feature {gates.phase2.stability.regime_feature!r}"))
@@ -202,6 +215,7 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
         events={n: e for n, (_, e) in sorted(events.items())},
         studies={n: s for n, (_, s) in sorted(studies.items())},
         families=families, fees=fees,
+        strategies={n: b for n, (_, b) in sorted(strategies.items())},
         hashes=dict(sorted(hashes.items())),
     ), []
 
@@ -307,6 +321,30 @@ def _check_studies(studies: dict[str, tuple[Path, StudySpec]], universe: Univers
                 yield SpecError(path, f"event_types[{i}]", f"unknown event type {e!r}")
         if st.start < universe.start_date:
             yield SpecError(path, "start", f"{st.start} is before the universe's start_date")
+
+
+def _check_strategies(strategies: dict[str, tuple[Path, StrategySpec]],
+                      universe: UniverseSpec, events: dict[str, tuple[Path, EventSpec]],
+                      features: dict[str, tuple[Path, int, FeatureSpec]],
+                      fees: FeesSpec | None) -> Iterator[SpecError]:
+    for path, bp in strategies.values():
+        for i, s in enumerate(bp.symbols):
+            if s not in universe.symbol_names:
+                yield SpecError(path, f"symbols[{i}]", f"{s} is not in universe.yaml")
+        if bp.entry.event is not None and bp.entry.event not in events:
+            yield SpecError(path, "entry.event", f"unknown event type {bp.entry.event!r}")
+        if bp.entry.condition is not None and bp.entry.condition.feature not in features:
+            yield SpecError(path, "entry.condition.feature",
+                            f"unknown feature {bp.entry.condition.feature!r}")
+        if fees is None:
+            continue
+        venue = bp.venue or fees.default_venue
+        if venue not in fees.venues:
+            yield SpecError(path, "venue", f"unknown venue {venue!r} (fees.yaml has "
+                                           f"{sorted(fees.venues)})")
+        elif bp.leverage > fees.venues[venue].max_leverage:
+            yield SpecError(path, "leverage", f"{bp.leverage} is above {venue}'s cap of "
+                                              f"{fees.venues[venue].max_leverage}")
 
 
 @functools.cache

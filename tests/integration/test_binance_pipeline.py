@@ -9,7 +9,6 @@ import csv
 import datetime as dt
 import hashlib
 import io
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,10 +22,10 @@ from backtest_assets.core.bars import day_coverage
 from backtest_assets.resources import WarehouseResource
 from backtest_assets.sources.binance import BinanceSource
 from backtest_assets.sources.synthetic import SyntheticSource
-from backtest_assets.specs import default_specs_dir
 from tests.conftest import REPO, subprocess_env
 from tests.support.archive import daily_klines_path, write_klines_day
 from tests.support.http_server import ArchiveServer
+from tests.support.specs import specs_with_universe
 
 REAL_UNIVERSE = """\
 name: real-files
@@ -41,11 +40,9 @@ symbols:
 
 
 def cli(tmp_path, base_url, *args):
-    specs = tmp_path / "specs"
-    shutil.copytree(default_specs_dir(), specs, dirs_exist_ok=True)
-    (specs / "universe.yaml").write_text(REAL_UNIVERSE)
-    (specs / "studies" / "default.yaml").write_text(
-        "name: default\nstart: 2021-11-27\nend: 2021-11-28\nsymbols: [ADABTC]\n")
+    specs = specs_with_universe(
+        tmp_path / "specs", REAL_UNIVERSE, ["BTCUSDT", "ADABTC"],
+        study="name: default\nstart: 2021-11-27\nend: 2021-11-28\nsymbols: [ADABTC]\n")
     (tmp_path / "home").mkdir(exist_ok=True)
     env = subprocess_env(BACKTEST_SPECS_DIR=str(specs), BACKTEST_DATA_ROOT=str(tmp_path / "data"),
                          DAGSTER_HOME=str(tmp_path / "home"))

@@ -72,6 +72,26 @@ CASES = {
                        "depends on itself"),
     "bad-type": ("events/oi_flush.yaml", "threshold: -3.0", "threshold: lots",
                  "conditions[0].threshold", "expected a number"),
+    "blueprint-unknown-event": ("strategies/vol_compression_v1.yaml",
+                                "event: vol_compression_breakout", "event: moonshot",
+                                "entry.event", "unknown event type 'moonshot'"),
+    "blueprint-unknown-feature": ("strategies/momentum_v1.yaml", "feature: ret_48",
+                                  "feature: ret_480", "entry.condition.feature",
+                                  "unknown feature 'ret_480'"),
+    "blueprint-unknown-symbol": ("strategies/momentum_v1.yaml", "[BTCUSDT, ETHUSDT, SOLUSDT]",
+                                 "[BTCUSDT, XRPUSDT]", "symbols[1]", "not in universe.yaml"),
+    "blueprint-leverage-above-venue-cap": ("strategies/reversion_v1.yaml", "leverage: 1.0",
+                                           "leverage: 50.0", "leverage",
+                                           "above binance_usdm_vip0's cap of 20"),
+    "blueprint-unknown-venue": ("strategies/reversion_v1.yaml", "leverage: 1.0",
+                                "leverage: 1.0\nvenue: ftx", "venue", "unknown venue 'ftx'"),
+    "blueprint-two-entries": ("strategies/vol_compression_v1.yaml",
+                              "entry: {event: vol_compression_breakout}",
+                              "entry: {event: vol_compression_breakout, condition: "
+                              "{feature: ret_1, op: gt, threshold: 0.0}}",
+                              "entry.event", "exactly one of event and condition"),
+    "blueprint-overweight": ("strategies/vol_compression_v1.yaml", "target_weight: 0.3",
+                             "target_weight: 0.5", "target_weight", "exceeds the leverage"),
 }
 
 

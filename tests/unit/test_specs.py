@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from backtest_assets.specs import SpecError, SpecRegistry, default_specs_dir, spec_hash
+from tests.support.specs import specs_with_universe
 
 GOOD = """\
 name: t
@@ -20,13 +21,8 @@ symbols:
 
 
 def write(folder: Path, text: str) -> Path:
-    """The repository's specs with ``text`` as universe.yaml (and a study on BTCUSDT)."""
-    shutil.copytree(default_specs_dir(), folder, dirs_exist_ok=True)
-    (folder / "universe.yaml").write_text(text)
-    study = (folder / "studies" / "default.yaml").read_text()
-    (folder / "studies" / "default.yaml").write_text(
-        study.replace("[BTCUSDT, ETHUSDT, SOLUSDT]", "[BTCUSDT]"))
-    return folder
+    """The repository's specs with ``text`` as universe.yaml, studying BTCUSDT only."""
+    return specs_with_universe(folder, text, ["BTCUSDT"])
 
 
 def test_repository_specs_load_into_frozen_typed_objects():
@@ -113,3 +109,15 @@ def test_phase2_spec_hashes_follow_its_own_files_only(tmp_path):
     # Specs Phase 2 does not read leave its hashes alone (their effect reaches it as data).
     assert variant("events/oi_flush.yaml", "threshold: -3.0", "threshold: -3.5") == base
     assert variant("studies/default.yaml", "name: default", "name: default  # same") == base
+
+
+def test_baseline_blueprints_load_typed():
+    reg = SpecRegistry.load(default_specs_dir())
+    assert sorted(reg.strategies) == ["momentum_v1", "reversion_v1", "vol_compression_v1"]
+    vc = reg.strategies["vol_compression_v1"]
+    assert vc.entry.event == "vol_compression_breakout" and vc.entry.condition is None
+    assert vc.direction == "continuation" and vc.exits.time_stop_bars == 12
+    rev = reg.strategies["reversion_v1"]
+    assert rev.entry.condition.feature == "ret_1_z" and rev.entry.condition.op == "abs_gt"
+    assert rev.direction == "mean_reversion"
+    assert "strategies/momentum_v1.yaml" in reg.spec_hashes
