@@ -27,6 +27,18 @@ position at its open, or its last close if it has no bar); every order at one op
 from the same E. The order is the difference from the current position. A buy fills at
 ``open * (1 + slippage)`` rounded up to the tick, a sell at ``open * (1 - slippage)``
 rounded down; the taker fee is ``taker * |qty| * fill price``; ``cash -= qty * fill + fee``.
+Long sizing (``long_sizing``). With the default ``"equity"`` a buy is sized as above (a
+100% long costs more than the cash: slippage and fee are paid on top). With ``"cash"``
+(vectorbt's ``from_orders(size_type="targetpercent")``) a buy is additionally capped by
+the cash available when it fills: its quantity increase is at most
+``cash / (fill * (1 + taker))`` (rounded down to the lot), so ``qty * fill + fee`` never
+exceeds the cash; a 100% long from flat spends all the cash and has weight exactly 1 after
+costs. A reversal from short to long is one buy order whose cap uses the cash including
+the short's proceeds (as vectorbt's single reversal order); sells (and so a -100% short,
+``-E / open`` units) are never capped. Orders of one open fill in symbol order, so a later
+buy is capped by the cash left by the earlier fills of that open. A buy capped to zero
+quantity while the target is not zero is rejected (``zero_qty``). The closed form does not
+apply to ``"cash"``: such runs take the compiled loop.
 An order that rounds to zero quantity while the target is not zero is rejected
 (``zero_qty``); an order whose ``|qty| * fill`` is below the min notional is rejected
 (``min_notional``) unless it closes the position (exchanges accept reduce-only closes).
@@ -326,7 +338,8 @@ def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
              target: np.ndarray, instruments: Instrument | Sequence[Instrument], *,
              funding: np.ndarray | None = None, exits: ExitRules | None = None,
              init_cash: float = 1_000_000.0,
-             path: Literal["auto", "compiled"] = "auto") -> Result:
+             path: Literal["auto", "compiled"] = "auto",
+             long_sizing: Literal["equity", "cash"] = "equity") -> Result:
     """Backtest target weights on OHLC bars (array contract and rules: module docstring).
 
     Parameters
@@ -346,6 +359,10 @@ def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
     path : {"auto", "compiled"}
         "auto" tries the closed form first (see module docstring); "compiled" forces the
         compiled bar loop (for benchmarks and parity tests).
+    long_sizing : {"equity", "cash"}
+        "equity" sizes every order as ``target * E / open``; "cash" also caps each buy by
+        the cash available at its fill (vectorbt's ``size_type="targetpercent"``; module
+        docstring, Long sizing). "cash" always runs the compiled loop.
 
     Returns
     -------
@@ -356,13 +373,16 @@ def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
     ValueError
         On bad input, before any simulation (see :func:`check_inputs`).
     """
+    if long_sizing not in ("equity", "cash"):
+        raise ValueError(f"long_sizing: {long_sizing!r} is not 'equity' or 'cash'")
     inp = check_inputs(open_, high, low, close, target, instruments, funding=funding,
                        exits=exits, init_cash=init_cash)
-    if path == "auto" and not inp.exits.any and all(i.lot_size == 0 for i in inp.instruments):
+    if (path == "auto" and long_sizing == "equity" and not inp.exits.any
+            and all(i.lot_size == 0 for i in inp.instruments)):
         result = _closed_form(inp)
         if result is not None:
             return result
-    return _compiled(inp)
+    return _compiled(inp, long_sizing)
 
 
 def _rules(insts: Sequence[Instrument]) -> np.ndarray:
@@ -572,7 +592,7 @@ def _closed_form_trades(inp: Inputs, fills: _Fills, traded: np.ndarray, bars: np
 # per-bar outputs in place; the rare events (fills, liquidations, a blown account) are njit
 # functions of these arrays.
 Q, ENTRY, EBAR, LIQ, STOP, TAKE, TFEES, TFUND, TFLOW, LASTC = range(10)
-CASH, NTRADES, BLOWN_BAR, LEV, SL, TP, TIME_STOP = range(7)
+CASH, NTRADES, BLOWN_BAR, LEV, SL, TP, TIME_STOP, LONG_CASH = range(8)
 R_SIGNAL, R_STOP, R_TAKE, R_TIME, R_LIQ, R_BLOWN, R_OPEN = range(len(EXIT_REASONS))
 
 
@@ -591,13 +611,14 @@ class _Out(NamedTuple):
     rejected: np.ndarray  # counts in REJECT_REASONS order
 
 
-def _compiled(inp: Inputs) -> Result:
+def _compiled(inp: Inputs, long_sizing: str = "equity") -> Result:
     t_n, s_n = inp.open.shape
     ex = inp.exits
     acc = np.array([inp.init_cash, 0.0, -1.0, 1.0,
                     np.nan if ex.stop_loss is None else ex.stop_loss,
                     np.nan if ex.take_profit is None else ex.take_profit,
-                    0.0 if ex.time_stop is None else ex.time_stop])
+                    0.0 if ex.time_stop is None else ex.time_stop,
+                    1.0 if long_sizing == "cash" else 0.0])
     # Every trade is opened by a filled order, so the changes of target bound the count.
     out = _Out(np.empty(t_n), np.empty(t_n), np.empty(t_n), np.empty((t_n, s_n)),
                np.zeros((t_n, s_n)), np.zeros((t_n, s_n)), np.zeros((t_n, s_n)),
@@ -719,6 +740,12 @@ def _order(t, s, w, eq, op, st, rules, acc, fees, slippage, trades, rejected):
     if lot > 0:
         qty = np.trunc(qty / lot + np.copysign(GRID_TOL, qty)) * lot
     old = st[s, Q]
+    if acc[LONG_CASH] > 0 and qty > old:  # long_sizing="cash": a buy is capped by the cash
+        cap = max(acc[CASH], 0.0) / (_fill_price(rules, s, op, True) * (1 + rules[s, TAKER]))
+        if lot > 0:
+            cap = np.floor(cap / lot) * lot
+        if qty - old > cap:
+            qty = old + cap
     if qty == old:
         if w != 0:
             rejected[0] += 1

@@ -10,7 +10,8 @@ Everything at bar t is resolved before bar t+1, in this order:
    liquidation price: closed at that price), stop-loss and take-profit (open beyond the
    level: filled at the open), time stop (the position is ``time_stop`` bars old);
 3. blown check on the equity at the open;
-4. orders decided at the close of t-1, all sized from the equity of step 3;
+4. orders decided at the close of t-1, all sized from the equity of step 3 (with
+   ``long_sizing="cash"`` a buy is then capped by the cash left at that point);
 5. intrabar exits of every position (new ones included): liquidation at the extreme, then
    stop-loss, then take-profit;
 6. marks at the close, blown check on the equity at the close;
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -59,18 +61,22 @@ def backtest_reference(open_: np.ndarray, high: np.ndarray, low: np.ndarray,
                        close: np.ndarray, target: np.ndarray,
                        instruments: Instrument | Sequence[Instrument], *,
                        funding: np.ndarray | None = None, exits: ExitRules | None = None,
-                       init_cash: float = 1_000_000.0) -> Result:
+                       init_cash: float = 1_000_000.0,
+                       long_sizing: Literal["equity", "cash"] = "equity") -> Result:
     """Simulate bar by bar in plain Python (the parity oracle of the fast engine).
 
-    Parameters and result as :func:`backtest_assets.engine.core.backtest`.
+    Parameters and result as :func:`backtest_assets.engine.core.backtest` (no ``path``).
     """
+    if long_sizing not in ("equity", "cash"):
+        raise ValueError(f"long_sizing: {long_sizing!r} is not 'equity' or 'cash'")
     inp = check_inputs(open_, high, low, close, target, instruments, funding=funding,
                        exits=exits, init_cash=init_cash)
-    return _Loop(inp).run()
+    return _Loop(inp, cash_capped_buys=long_sizing == "cash").run()
 
 
 class _Loop:
-    def __init__(self, inp: Inputs) -> None:
+    def __init__(self, inp: Inputs, cash_capped_buys: bool = False) -> None:
+        self.cash_capped_buys = cash_capped_buys
         self.T, self.S = inp.open.shape
         self.o, self.h, self.lo, self.c = (a.tolist() for a in (inp.open, inp.high, inp.low,
                                                                 inp.close))
@@ -177,6 +183,14 @@ class _Loop:
             qty = math.trunc(qty / inst.lot_size + math.copysign(GRID_TOL, qty)) * inst.lot_size
         p = self.pos[s]
         old = p.qty if p is not None else 0.0
+        if self.cash_capped_buys and qty > old:
+            # vectorbt's targetpercent: a buy (a short-to-long reversal included, its cash
+            # holding the short's proceeds) spends at most the cash it finds.
+            unit_cost = self.fill_price(s, o, True) * (1 + inst.taker)
+            most = max(self.cash, 0.0) / unit_cost
+            if inst.lot_size > 0:
+                most = math.floor(most / inst.lot_size) * inst.lot_size
+            qty = min(qty, old + most)
         if qty == old:
             if w != 0:
                 self.rejected["zero_qty"] += 1
