@@ -164,29 +164,23 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
                                         f"duplicate feature {f.name!r} (also in "
                                         f"{features[f.name][0].name})"))
             features.setdefault(f.name, (path, i, f))
-    events: dict[str, tuple[Path, EventSpec]] = {}
-    for path in _yaml_files(specs_dir / "events"):
-        ev = one(path, EventSpec)
-        if ev is None:
-            continue
-        if ev.name in events:
-            errors.append(SpecError(path, "name", f"duplicate event {ev.name!r} (also in "
-                                                  f"{events[ev.name][0].name})"))
-        events.setdefault(ev.name, (path, ev))
-    studies: dict[str, tuple[Path, StudySpec]] = {}
-    for path in _yaml_files(specs_dir / "studies"):
-        st = one(path, StudySpec)
-        if st is not None:
-            studies.setdefault(st.name, (path, st))
-    strategies: dict[str, tuple[Path, StrategySpec]] = {}
-    for path in _yaml_files(specs_dir / "strategies"):
-        bp = one(path, StrategySpec)
-        if bp is None:
-            continue
-        if bp.name in strategies:
-            errors.append(SpecError(path, "name", f"duplicate strategy {bp.name!r} (also in "
-                                                  f"{strategies[bp.name][0].name})"))
-        strategies.setdefault(bp.name, (path, bp))
+    def named(folder: str, cls: type[T], kind: str) -> dict[str, tuple[Path, T]]:
+        """One spec per file under ``folder``, by name; a second file with a name is an error."""
+        out: dict[str, tuple[Path, T]] = {}
+        for path in _yaml_files(specs_dir / folder):
+            spec = one(path, cls)
+            if spec is None:
+                continue
+            name = spec.name  # type: ignore[attr-defined]
+            if name in out:
+                errors.append(SpecError(path, "name", f"duplicate {kind} {name!r} (also in "
+                                                      f"{out[name][0].name})"))
+            out.setdefault(name, (path, spec))
+        return out
+
+    events = named("events", EventSpec, "event")
+    studies = named("studies", StudySpec, "study")
+    strategies = named("strategies", StrategySpec, "strategy")
     if universe is None:  # every cross-check needs the base interval and the symbols
         return None, errors
     base = interval_minutes(universe.base_interval)
