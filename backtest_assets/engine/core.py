@@ -263,24 +263,40 @@ def check_inputs(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np
     symbols = [inst.symbol for inst in insts]
 
     _check_bars(o, h, lo, c, symbols)
+    no_bar = np.isnan(o)
+    weights, changed = check_target(tgt, no_bar, insts)
+    if fund is not None:
+        _check_funding(fund, tgt, no_bar, symbols)
+    return Inputs(o, h, lo, c, tgt, fund, insts, exits, float(init_cash), weights, changed,
+                  bool(no_bar.any()))
+
+
+def check_target(tgt: np.ndarray, no_bar: np.ndarray,
+                 insts: Sequence[Instrument]) -> tuple[np.ndarray, np.ndarray]:
+    """Weights in force after each bar and the bars whose target changed, for a (T, S)
+    target checked against the bars (``no_bar``: where open is NaN) and the leverage caps.
+
+    Raises
+    ------
+    ValueError
+        An infinite target, an order that would fill on a bar without a price, or a gross
+        leverage above a symbol's cap, naming the symbol and bar.
+    """
+    symbols = [inst.symbol for inst in insts]
     if np.isinf(tgt).any():
         t, s = _first_bad(np.isinf(tgt))
         raise ValueError(f"{symbols[s]} bar {t}: target {tgt[t, s]} is not finite")
     weights = forward_fill(tgt)
-    changed = np.empty(shape, dtype=bool)
+    changed = np.empty(tgt.shape, dtype=bool)
     changed[0] = weights[0] != 0.0
     np.not_equal(weights[1:], weights[:-1], out=changed[1:])
-    no_bar = np.isnan(o)
     fills_without_price = changed[:-1] & no_bar[1:]
     if fills_without_price.any():
         t, s = _first_bad(fills_without_price)
         raise ValueError(f"{symbols[s]} bar {t + 1}: the order decided at bar {t} would fill "
                          "at this bar's open, which has no price")
-    _check_leverage(weights, insts)
-    if fund is not None:
-        _check_funding(fund, tgt, no_bar, symbols)
-    return Inputs(o, h, lo, c, tgt, fund, insts, exits, float(init_cash), weights, changed,
-                  bool(no_bar.any()))
+    _check_leverage(weights, tuple(insts))
+    return weights, changed
 
 
 def _check_leverage(weights: np.ndarray, insts: tuple[Instrument, ...]) -> None:
@@ -611,14 +627,18 @@ class _Out(NamedTuple):
     rejected: np.ndarray  # counts in REJECT_REASONS order
 
 
+def loop_state(init_cash: float, exits: ExitRules, long_sizing: str) -> np.ndarray:
+    """The compiled loop's scalar slots (``acc``) at the start of a run."""
+    return np.array([init_cash, 0.0, -1.0, 1.0,
+                     np.nan if exits.stop_loss is None else exits.stop_loss,
+                     np.nan if exits.take_profit is None else exits.take_profit,
+                     0.0 if exits.time_stop is None else exits.time_stop,
+                     1.0 if long_sizing == "cash" else 0.0])
+
+
 def _compiled(inp: Inputs, long_sizing: str = "equity") -> Result:
     t_n, s_n = inp.open.shape
-    ex = inp.exits
-    acc = np.array([inp.init_cash, 0.0, -1.0, 1.0,
-                    np.nan if ex.stop_loss is None else ex.stop_loss,
-                    np.nan if ex.take_profit is None else ex.take_profit,
-                    0.0 if ex.time_stop is None else ex.time_stop,
-                    1.0 if long_sizing == "cash" else 0.0])
+    acc = loop_state(inp.init_cash, inp.exits, long_sizing)
     # Every trade is opened by a filled order, so the changes of target bound the count.
     out = _Out(np.empty(t_n), np.empty(t_n), np.empty(t_n), np.empty((t_n, s_n)),
                np.zeros((t_n, s_n)), np.zeros((t_n, s_n)), np.zeros((t_n, s_n)),
@@ -641,6 +661,8 @@ def _compiled(inp: Inputs, long_sizing: str = "equity") -> Result:
                   blown_bar=None if blown < 0 else blown, path="compiled")
 
 
+# ``cash``, ``position``, ``fees``, ``slippage`` and ``funding`` may have a single row instead
+# of T: the loop then accumulates into it (what a sweep needs), and writes per bar otherwise.
 # The per-bar phases are written inline: a call per bar to an njit helper taking the state
 # arrays costs more (array arguments are reference counted) than the phase itself, and made
 # this loop 5x slower. Only the rare events (fills, liquidations) are functions.
@@ -655,7 +677,7 @@ def _loop(o, h, lo, c, rate, changed, weights, rules, acc, equity, cash, exposur
             if rate.shape[0] and st[s, Q] != 0.0 and not np.isnan(rate[t, s]):
                 pay = st[s, Q] * o[t, s] * rate[t, s]
                 acc[CASH] -= pay
-                funding[t, s] += pay
+                funding[min(t, funding.shape[0] - 1), s] += pay
                 st[s, TFUND] += pay
                 st[s, TFLOW] -= pay
         for s in range(s_n):  # exits judged at the open (NaN level = rule off: False)
@@ -718,12 +740,12 @@ def _loop(o, h, lo, c, rate, changed, weights, rules, acc, equity, cash, exposur
         gross, lev = 0.0, 0.0
         for s in range(s_n):
             q = st[s, Q]
-            position[t, s] = q
+            position[min(t, position.shape[0] - 1), s] = q
             if q != 0.0:
                 gross += abs(q * st[s, LASTC])
             lev += abs(weights[t, s])
         equity[t] = acc[CASH] + held
-        cash[t] = acc[CASH]
+        cash[min(t, cash.shape[0] - 1)] = acc[CASH]
         exposure[t] = gross / equity[t] if gross != 0.0 else 0.0
         acc[LEV] = max(1.0, lev)  # leverage of the fills at the next open
     for s in range(s_n):  # trades still open, marked at the last close
@@ -773,8 +795,8 @@ def _fill(t, s, new_qty, price, reason, st, rules, acc, fees, slippage, trades):
     px = _fill_price(rules, s, price, delta > 0)
     fee = rules[s, TAKER] * abs(delta) * px
     acc[CASH] -= delta * px + fee
-    fees[t, s] += fee
-    slippage[t, s] += delta * (px - price)
+    fees[min(t, fees.shape[0] - 1), s] += fee
+    slippage[min(t, slippage.shape[0] - 1), s] += delta * (px - price)
     # The part of the order that reduces the old position is the old trade's exit.
     reducing = min(abs(delta), abs(old)) if old * delta < 0 else 0.0
     fee_out = fee * reducing / abs(delta)
@@ -804,7 +826,7 @@ def _liquidate(t, s, st, rules, acc, fees, trades):
     q, px = st[s, Q], st[s, LIQ]
     charge = (rules[s, LIQFEE] + rules[s, MMR]) * abs(q) * px
     acc[CASH] += q * px - charge
-    fees[t, s] += charge
+    fees[min(t, fees.shape[0] - 1), s] += charge
     st[s, TFEES] += charge
     st[s, TFLOW] += q * px - charge
     _close_trade(t, s, px, R_LIQ, st, acc, trades)

@@ -80,7 +80,11 @@ def metrics(result: Result, close: np.ndarray, *, init_cash: float,
     r = np.where(prev > 0, eq / np.where(prev > 0, prev, 1.0) - 1.0, 0.0)
     growth = eq[-1] / init_cash if n else 1.0
     total = growth - 1.0
-    annual = growth ** (bars_per_year / n) - 1.0 if n and growth > 0 else -1.0
+    if n and growth > 0:  # via logs: a short, lucky run's annualized growth is inf, not an error
+        log_annual = math.log(growth) * bars_per_year / n
+        annual = math.expm1(log_annual) if log_annual < 700 else math.inf
+    else:
+        annual = -1.0
     sd = float(r.std(ddof=1)) if n > 1 else float("nan")
     downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2))) if n else float("nan")
     mdd, mdd_bars = _drawdown(eq, init_cash)

@@ -1,0 +1,181 @@
+"""Many backtests of one market at once: a parameter grid in one compiled, parallel pass.
+
+A sweep runs K combinations (target series and exit rules) over the same bars, instruments
+and funding, with exactly the rules of :func:`backtest_assets.engine.core.backtest` (it runs
+the same compiled bar loop), and returns the headline metrics of each combination instead of
+K full results. The bars, instruments and funding are checked once; every target is checked
+like ``backtest`` checks it (non-finite, an order into a bar without a price, leverage above
+a cap). Combinations are processed in chunks (``chunk`` at a time, one per thread), so the
+memory is that of ``chunk`` runs however large the grid; ``targets`` may be any sequence,
+including a lazy one whose ``__getitem__`` builds each target when asked.
+
+Metrics are those of :func:`backtest_assets.engine.metrics.metrics` of the same run (same
+definitions; sums are taken in bar order, so they agree to float rounding, ~1e-12).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numba
+import numpy as np
+import polars as pl
+
+from backtest_assets.engine.core import (
+    R_OPEN,
+    _loop,
+    _rules,
+    check_inputs,
+    check_target,
+    loop_state,
+)
+from backtest_assets.engine.metrics import BARS_PER_YEAR_1M
+from backtest_assets.engine.venue import ExitRules, Instrument
+
+# Columns of the per-combination metrics the kernel writes, in this order.
+SWEEP_METRICS = ("total_return", "sharpe", "sortino", "max_drawdown", "trades", "win_rate",
+                 "fee_drag", "slippage_drag", "funding_pnl", "exposure", "final_equity",
+                 "rejected", "blown_bar")
+
+
+def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+          targets: Sequence[np.ndarray] | np.ndarray,
+          instruments: Instrument | Sequence[Instrument], *,
+          funding: np.ndarray | None = None,
+          exits: ExitRules | Sequence[ExitRules] | None = None,
+          init_cash: float = 1_000_000.0, long_sizing: Literal["equity", "cash"] = "equity",
+          bars_per_year: float = BARS_PER_YEAR_1M, chunk: int | None = None) -> pl.DataFrame:
+    """Metrics of K backtests sharing bars, instruments and funding.
+
+    Parameters
+    ----------
+    open_, high, low, close, instruments, funding, init_cash, long_sizing
+        As for :func:`backtest_assets.engine.core.backtest` (the same checks apply).
+    targets : sequence of K (T,) or (T, S) arrays, or a (T, K) array for one symbol
+        Each combination's target weights (NaN = keep).
+    exits : ExitRules or sequence of K ExitRules, optional
+        One rule set for every combination, or one per combination.
+    bars_per_year : float
+        Annualization of Sharpe and Sortino.
+    chunk : int, optional
+        Combinations simulated together (default: 4 per thread).
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per combination (``combo`` = its index) with the columns of
+        ``SWEEP_METRICS``: ``trades`` counts closed trades, ``rejected`` every rejected
+        order, ``blown_bar`` is -1 unless the account was blown.
+    """
+    if isinstance(targets, np.ndarray) and targets.ndim == 2 and np.ndim(open_) == 1:
+        targets = [targets[:, k] for k in range(targets.shape[1])]
+    k_n = len(targets)
+    if k_n == 0:
+        raise ValueError("targets: give at least one combination")
+    rules_k = [exits] * k_n if exits is None or isinstance(exits, ExitRules) else list(exits)
+    if len(rules_k) != k_n:
+        raise ValueError(f"exits: {len(rules_k)} rule sets for {k_n} targets")
+    if long_sizing not in ("equity", "cash"):
+        raise ValueError(f"long_sizing: {long_sizing!r} is not 'equity' or 'cash'")
+    # The full check once (bars, instruments, funding against the first target) ...
+    inp = check_inputs(open_, high, low, close, targets[0], instruments, funding=funding,
+                       exits=rules_k[0], init_cash=init_cash)
+    for ex in rules_k:
+        (ex or ExitRules()).validate()
+    t_n, s_n = inp.open.shape
+    no_bar = np.isnan(inp.open)
+    rules = _rules(inp.instruments)
+    rate = np.full((0, s_n), np.nan) if inp.funding is None else inp.funding
+    chunk = chunk or 4 * numba.get_num_threads()
+    out = np.empty((k_n, len(SWEEP_METRICS)))
+    chunk = min(chunk, k_n)
+    # Reused by every chunk: fresh (chunk, T) buffers would be page-faulted in each time.
+    equity, exposure = np.empty((chunk, t_n)), np.empty((chunk, t_n))
+    weights = np.empty((chunk, t_n, s_n))
+    changed = np.empty((chunk, t_n, s_n), dtype=bool)
+    for lo in range(0, k_n, chunk):
+        ks = range(lo, min(lo + chunk, k_n))
+        for j, k in enumerate(ks):  # ... and each target like backtest checks it
+            tgt = np.asarray(targets[k], dtype=np.float64).reshape(t_n, -1)
+            if tgt.shape != (t_n, s_n):
+                raise ValueError(f"targets[{k}]: shape {tgt.shape} differs from the bars' "
+                                 f"{(t_n, s_n)}")
+            try:
+                weights[j], changed[j] = check_target(tgt, no_bar, inp.instruments)
+            except ValueError as exc:
+                raise ValueError(f"targets[{k}]: {exc}") from None
+        accs = np.stack([loop_state(inp.init_cash, rules_k[k] or ExitRules(), long_sizing)
+                         for k in ks])
+        _sweep_kernel(inp.open, inp.high, inp.low, inp.close, rate, changed[:len(ks)],
+                      weights[:len(ks)], rules,
+                      accs, equity[:len(ks)], exposure[:len(ks)], out[lo:lo + len(ks)])
+    frame = pl.DataFrame(out, schema=list(SWEEP_METRICS), orient="row")
+    ann = math.sqrt(bars_per_year)
+    return frame.with_columns(
+        (pl.col("sharpe") * ann), (pl.col("sortino") * ann),
+        *(pl.col(c).cast(pl.Int64) for c in ("trades", "rejected", "blown_bar")),
+    ).with_row_index("combo").with_columns(pl.col("combo").cast(pl.Int64))
+
+
+@numba.njit(parallel=True, cache=True)
+def _sweep_kernel(o, h, lo, c, rate, changed, weights, rules, accs, equity, exposure,
+                  out):  # pragma: no cover
+    """Run combination j of the chunk into equity[j] / exposure[j] and summarize it; the
+    other outputs of the loop are single-row accumulators (see core._loop)."""
+    k_n = weights.shape[0]
+    s_n = o.shape[1]
+    for j in numba.prange(k_n):
+        acc = accs[j].copy()
+        fees, slippage, funding = np.zeros((1, s_n)), np.zeros((1, s_n)), np.zeros((1, s_n))
+        trades = np.empty((max(1, int(changed[j].sum())), 10))
+        rejected = np.zeros(3, dtype=np.int64)
+        _loop(o, h, lo, c, rate, changed[j], weights[j], rules, acc, equity[j], np.empty(1),
+              exposure[j], np.empty((1, s_n)), fees, slippage, funding, trades, rejected)
+        _summarize(equity[j], exposure[j], fees, slippage, funding, trades[:int(acc[1])],
+                   rejected, acc[2], accs[j, 0], out[j])
+
+
+@numba.njit(cache=True)
+def _summarize(equity, exposure, fees, slippage, funding, trades, rejected, blown, init,
+               row):  # pragma: no cover
+    """The metrics of metrics.py (Sharpe and Sortino before annualization). ``exposure`` is
+    overwritten with the bar returns (scratch)."""
+    t_n = equity.size
+    ret = exposure  # exposure[t] is read before ret[t] is written
+    prev, peak = init, init
+    mean, mdd, exp_sum = 0.0, 0.0, 0.0
+    for t in range(t_n):
+        exp_sum += exposure[t]
+        r = equity[t] / prev - 1.0 if prev > 0 else 0.0
+        ret[t] = r
+        mean += r
+        prev = equity[t]
+        peak = max(peak, equity[t])
+        mdd = min(mdd, equity[t] / peak - 1.0)
+    mean /= t_n
+    ss, down = 0.0, 0.0
+    for t in range(t_n):  # second pass: variance about the mean (as numpy's std)
+        ss += (ret[t] - mean) ** 2
+        down += min(ret[t], 0.0) ** 2
+    sd = math.sqrt(ss / (t_n - 1)) if t_n > 1 else np.nan
+    downside = math.sqrt(down / t_n)
+    closed, wins = 0, 0
+    for i in range(trades.shape[0]):
+        if trades[i, 9] != R_OPEN:
+            closed += 1
+            wins += trades[i, 8] > 0
+    row[0] = equity[-1] / init - 1.0
+    row[1] = mean / sd if sd > 0 else np.nan
+    row[2] = mean / downside if downside > 0 else np.nan
+    row[3] = mdd
+    row[4] = closed
+    row[5] = wins / closed if closed else np.nan
+    row[6] = fees.sum() / init
+    row[7] = slippage.sum() / init
+    row[8] = -funding.sum() / init
+    row[9] = exp_sum / t_n
+    row[10] = equity[-1]
+    row[11] = rejected.sum()
+    row[12] = blown
