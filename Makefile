@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 export BACKTEST_DATA_ROOT ?= $(CURDIR)/data
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: env demo test test-all ui lint bench golden clean
+.PHONY: env demo test test-all ui lint bench bench-peers golden clean
 
 $(VENV)/.ready: pyproject.toml uv.lock
 	@test -x .tools/bin/uv || { $(PYTHON) -m venv .tools && .tools/bin/pip install -q uv==$(UV_VERSION); }
@@ -39,6 +39,17 @@ bench: env ## measurements under bench/ (minutes)
 	$(PY) bench/research.py
 	$(PY) bench/phase2.py
 	$(PY) bench/csv_parse.py
+
+PEERS := ../shared/bench/peers
+.venv-peers/.ready: $(PEERS)/requirements-lock.txt | $(VENV)/.ready
+	.tools/bin/uv venv -q --python $(PYTHON) .venv-peers
+	VIRTUAL_ENV=.venv-peers .tools/bin/uv pip install -q -r $(PEERS)/requirements-lock.txt pyyaml
+	@touch $@
+
+bench-peers: .venv-peers/.ready ## the engine beside vectorbt, backtesting.py and NumPy (about 10 min)
+	.venv-peers/bin/python bench/engine_vs_peers.py --peak-mem --json bench/results/engine_vs_peers.json \
+		--only a/vbt_numba,a/vbt_rust,a/backtesting,a/numpy_exact,a/engine,a/engine_funding,b/vbt_loop_numba,b/vbt_loop_rust,b/numpy_exact,b/engine_sweep,b/engine_sweep_1t \
+		| tee bench/results/engine_vs_peers.txt
 
 clean:
 	rm -rf data dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs

@@ -22,6 +22,14 @@ Definitions (``E_t`` equity at the close of bar t, ``E_{-1}`` the starting cash,
   position; fee drag, slippage drag and funding P&L as fractions of the starting cash
   (funding P&L is what was received minus what was paid).
 
+Margin (instruments with a maintenance margin rate, given ``weights`` and ``instruments``):
+each trade posts ``qty * entry / L`` with ``L = max(1, sum |weight|)`` of the bar its order
+was decided at, and its liquidation price is the engine's (core.py, Isolated margin). At each
+close with such a position held: margin usage = posted margin / equity (mean and max over
+those bars) and distance to liquidation = ``(close - liq) / close`` for a long,
+``(liq - close) / close`` for a short (the minimum over symbols and bars). NaN when no
+margined position is ever held at a close.
+
 A ratio whose denominator is zero is NaN (e.g. Sharpe of a flat curve, profit factor without
 a losing trade).
 """
@@ -29,11 +37,13 @@ a losing trade).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 
 from backtest_assets.engine.core import Result
+from backtest_assets.engine.venue import Instrument
 
 BARS_PER_YEAR_1M = 525_600
 
@@ -54,8 +64,51 @@ def _drawdown(equity: np.ndarray, init_cash: float) -> tuple[float, int]:
     return (float(depth.min()) if depth.size else 0.0), longest
 
 
+def margin_path(trades: pl.DataFrame, weights: np.ndarray,
+                instruments: Sequence[Instrument]) -> tuple[np.ndarray, np.ndarray]:
+    """Posted margin and liquidation price of the position held at each close.
+
+    Parameters
+    ----------
+    trades : polars.DataFrame
+        ``Result.trades``.
+    weights : np.ndarray
+        (T, S) target weights in force after each bar (forward-filled target, 0 before).
+    instruments : sequence of Instrument
+        One per column.
+
+    Returns
+    -------
+    margin, liquidation : (T, S) float64
+        0 / NaN where no margined position is held at the close.
+    """
+    weights = np.asarray(weights, dtype=np.float64).reshape(len(weights), -1)
+    t_n, s_n = weights.shape
+    margin = np.zeros((t_n, s_n))
+    level = np.full((t_n, s_n), np.nan)
+    index = {inst.symbol: s for s, inst in enumerate(instruments)}
+    mmr = np.array([np.nan if i.maintenance_margin_rate is None else i.maintenance_margin_rate
+                    for i in instruments])
+    if trades.is_empty() or np.isnan(mmr).all():
+        return margin, level
+    gross = np.abs(weights).sum(axis=1)
+    # One slice per trade: trades are few next to bars, and a symbol holds one at a time.
+    for sym, entry, exit_, side, qty, px in trades.select(
+            "symbol", "entry_bar", pl.col("exit_bar").fill_null(t_n), "side", "qty",
+            "entry_price").iter_rows():
+        s, m = index[sym], mmr[index[sym]]
+        if np.isnan(m) or exit_ <= entry:  # no margin, or not held at any close
+            continue
+        lev = max(1.0, gross[entry - 1])  # the order was decided at the close before
+        margin[entry:exit_, s] = qty * px / lev
+        level[entry:exit_, s] = (px * (1 - 1 / lev) / (1 - m) if side == "long"
+                                 else px * (1 + 1 / lev) / (1 + m))
+    return margin, level
+
+
 def metrics(result: Result, close: np.ndarray, *, init_cash: float,
-            bars_per_year: float = BARS_PER_YEAR_1M) -> dict[str, float]:
+            bars_per_year: float = BARS_PER_YEAR_1M, weights: np.ndarray | None = None,
+            instruments: Sequence[Instrument] | None = None) -> dict[str, float]:
     """Headline metrics of ``result`` (definitions in the module docstring).
 
     Parameters
@@ -68,6 +121,8 @@ def metrics(result: Result, close: np.ndarray, *, init_cash: float,
         Starting cash.
     bars_per_year : float
         Bars in a year at the run's interval (525,600 for 1-minute bars).
+    weights, instruments : optional
+        The weights in force after each bar and the instruments: adds the margin metrics.
 
     Returns
     -------
@@ -99,7 +154,21 @@ def metrics(result: Result, close: np.ndarray, *, init_cash: float,
     prices = np.nan_to_num(np.asarray(close, dtype=np.float64).reshape(n, -1))
     traded = np.abs(np.diff(position, axis=0, prepend=0.0)) * prices
     mean_equity = float(eq.mean()) if n else float("nan")
-    return {
+    margin_metrics = {}
+    if weights is not None and instruments is not None:
+        margin, liq = margin_path(result.trades, weights, instruments)
+        posted = margin.sum(axis=1)
+        on = posted > 0
+        usage = posted[on] / np.where(eq[on] > 0, eq[on], np.nan)
+        px = prices[:, :margin.shape[1]]
+        dist = np.where(position > 0, (px - liq) / px, (liq - px) / np.where(px > 0, px, 1))
+        dist = np.where(np.isnan(liq), np.nan, dist)
+        margin_metrics = {
+            "margin_usage_mean": float(np.nanmean(usage)) if on.any() else float("nan"),
+            "margin_usage_max": float(np.nanmax(usage)) if on.any() else float("nan"),
+            "min_liquidation_distance": float(np.nanmin(dist)) if on.any() else float("nan"),
+        }
+    return margin_metrics | {
         "total_return": float(total),
         "annualized_return": float(annual),
         "volatility": sd * math.sqrt(bars_per_year),

@@ -53,7 +53,8 @@ class Instrument:
 
     @classmethod
     def from_venue(cls, symbol: str, venue: VenueSpec, **rules: float | None) -> Instrument:
-        """Instrument with the venue's taker fee and slippage plus the given ``rules``.
+        """Instrument with the venue's fees, slippage, leverage cap, margin rules and the
+        symbol's order filters (``specs/fees.yaml``), any of them replaced by ``rules``.
 
         Parameters
         ----------
@@ -62,14 +63,19 @@ class Instrument:
         venue : VenueSpec
             A venue of ``specs/fees.yaml``.
         **rules
-            Any other field of :class:`Instrument` (lot_size, tick_size, ...).
+            Any field of :class:`Instrument` to use instead of the venue's.
 
         Returns
         -------
         Instrument
         """
-        return cls(symbol=symbol, taker_bps=venue.taker_bps, slippage_bps=venue.slippage_bps,
-                   **rules)
+        filters = venue.rules(symbol)
+        fields = dict(taker_bps=venue.taker_bps, slippage_bps=venue.slippage_bps,
+                      lot_size=filters.lot_size, tick_size=filters.tick_size,
+                      min_notional=filters.min_notional, max_leverage=venue.max_leverage,
+                      maintenance_margin_rate=venue.maintenance_margin_rate,
+                      liquidation_fee_rate=venue.liquidation_fee_rate)
+        return cls(symbol=symbol, **{**fields, **rules})
 
     @property
     def taker(self) -> float:

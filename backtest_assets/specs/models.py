@@ -310,13 +310,32 @@ class FamiliesSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SymbolRules:
+    """A symbol's order filters on a venue: quantity step, price step, minimum notional."""
+
+    lot_size: float = 0.0
+    tick_size: float = 0.0
+    min_notional: float = 0.0
+
+    def validate(self) -> None:
+        for name in ("lot_size", "tick_size", "min_notional"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name}: {value} is not a finite number >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
 class VenueSpec:
-    """Fees in bps of notional per side, the slippage assumed per side, the leverage cap."""
+    """Fees in bps of notional per side, the slippage assumed per side, the leverage cap,
+    isolated-margin rules (None: no liquidation, as on spot) and per-symbol order filters."""
 
     maker_bps: float
     taker_bps: float
     slippage_bps: float
     max_leverage: float = 1.0
+    maintenance_margin_rate: float | None = None
+    liquidation_fee_rate: float = 0.0
+    symbols: dict[str, SymbolRules] | None = None
 
     def validate(self) -> None:
         for name in ("maker_bps", "taker_bps", "slippage_bps"):
@@ -324,6 +343,21 @@ class VenueSpec:
                 raise ValueError(f"{name}: {getattr(self, name)} is out of range [0, 100]")
         if not 1 <= self.max_leverage <= 125:
             raise ValueError(f"max_leverage: {self.max_leverage} is out of range [1, 125]")
+        mmr = self.maintenance_margin_rate
+        if mmr is not None and not 0 <= mmr < 0.5:
+            raise ValueError(f"maintenance_margin_rate: {mmr} is out of range [0, 0.5)")
+        if not 0 <= self.liquidation_fee_rate < 0.1:
+            raise ValueError(f"liquidation_fee_rate: {self.liquidation_fee_rate} is out of "
+                             "range [0, 0.1)")
+        for symbol, rules in (self.symbols or {}).items():
+            try:
+                rules.validate()
+            except ValueError as exc:
+                raise ValueError(f"symbols.{symbol}.{exc}") from None
+
+    def rules(self, symbol: str) -> SymbolRules:
+        """The symbol's order filters (none: continuous quantities and prices)."""
+        return (self.symbols or {}).get(symbol, SymbolRules())
 
 
 @dataclass(frozen=True, kw_only=True)

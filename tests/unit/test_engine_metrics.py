@@ -77,3 +77,49 @@ def test_a_blown_account_annualizes_to_minus_one():
     m = metrics(blown, CLOSE, init_cash=INIT, bars_per_year=5)
     assert m["total_return"] == -1 and m["annualized_return"] == -1
     assert m["max_drawdown"] == -1
+
+
+def test_margin_usage_and_distance_to_liquidation_by_hand():
+    # 5x long, no costs, mmr 1%: order decided at bar 0 (weight 5), filled at open 1 = 100:
+    # qty = 5 * 1000 / 100 = 50, margin = 50 * 100 / 5 = 1000, liq = 100 * (1 - 1/5) / 0.99
+    # = 80.808..; closes 100, 95, 90 with it held; flat (target 0 at bar 3) from open 4.
+    from backtest_assets.engine import Instrument, backtest
+
+    o = np.array([100.0, 100.0, 100.0, 95.0, 90.0])
+    c = np.array([100.0, 100.0, 95.0, 90.0, 90.0])
+    h, lo = np.maximum(o, c), np.minimum(o, c)
+    target = np.array([5.0, np.nan, np.nan, 0.0, np.nan])
+    inst = Instrument(symbol="X", max_leverage=10, maintenance_margin_rate=0.01)
+    r = backtest(o, h, lo, c, target, inst, init_cash=1000.0)
+    weights = np.array([[5.0], [5.0], [5.0], [0.0], [0.0]])
+    m = metrics(r, c, init_cash=1000.0, bars_per_year=5, weights=weights, instruments=[inst])
+    equity = 1000.0 + 50 * (np.array([100.0, 95.0, 90.0]) - 100.0)  # closes 1..3
+    liq = 80 / 0.99
+    assert m["margin_usage_mean"] == pytest.approx(np.mean(1000.0 / equity))
+    assert m["margin_usage_max"] == pytest.approx(1000.0 / 500.0)
+    assert m["min_liquidation_distance"] == pytest.approx((90.0 - liq) / 90.0)
+    spot = metrics(r, c, init_cash=1000.0, bars_per_year=5, weights=weights,
+                   instruments=[Instrument(symbol="X", max_leverage=10)])
+    assert math.isnan(spot["margin_usage_mean"]) and math.isnan(spot["min_liquidation_distance"])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_no_position_is_held_at_a_close_beyond_its_liquidation_price(seed):
+    # A close beyond the level means the bar's extreme crossed it too: the engine must have
+    # liquidated, so every held position sits on the safe side of its level.
+    from backtest_assets.engine import backtest
+    from backtest_assets.engine.core import forward_fill
+    from backtest_assets.engine.metrics import margin_path
+    from tests.unit.test_engine_parity import synthetic_case
+
+    case = synthetic_case(seed, "leverage")
+    r = backtest(**case)
+    weights = forward_fill(np.asarray(case["target"], dtype=float).reshape(len(r.equity), -1))
+    margin, liq = margin_path(r.trades, weights, case["instruments"])
+    close = forward_fill(case["close"].reshape(len(r.equity), -1), np.nan)
+    held = ~np.isnan(liq)
+    assert ((margin > 0) == held).all()
+    assert (np.sign(r.position[held]) != 0).all()
+    long = held & (r.position > 0)
+    short = held & (r.position < 0)
+    assert (close[long] > liq[long]).all() and (close[short] < liq[short]).all()

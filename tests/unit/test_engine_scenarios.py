@@ -272,12 +272,26 @@ def test_round_trip_costs_the_fees_spec_round_trip(run):
     # loss = 100 * 100 * 2s + f * 100 * (100(1+s) + 100(1-s)) = 10,000 * 2(s + f).
     path = REPO / "specs" / "fees.yaml"
     fees = build(FeesSpec, read_yaml(path), file=path)
-    inst = Instrument.from_venue("BTCUSDT", fees.venues[fees.default_venue], lot_size=0.001)
+    # Tick rounding off: a 0.1 tick at price 100 would move the 1 bp slippage to 10 bps.
+    inst = Instrument.from_venue("BTCUSDT", fees.venues[fees.default_venue], tick_size=0.0)
     bars = table([(100, 100, 100, 100, 1.0), (100, 100, 100, 100, 0.0),
                   (100, 100, 100, 100, NAN)])
     r = run(**bars, instruments=inst, init_cash=CASH)
     assert r.position[1, 0] == approx(100)
     assert 1 - r.equity[-1] / CASH == approx(fees.round_trip())
+
+
+def test_instrument_from_venue_takes_the_venue_rules_and_symbol_filters():
+    path = REPO / "specs" / "fees.yaml"
+    fees = build(FeesSpec, read_yaml(path), file=path)
+    perp = Instrument.from_venue("SOLUSDT", fees.venues["binance_usdm_vip0"])
+    assert (perp.taker_bps, perp.slippage_bps, perp.max_leverage) == (5.0, 1.0, 20.0)
+    assert (perp.lot_size, perp.tick_size, perp.min_notional) == (1.0, 0.01, 5.0)
+    assert (perp.maintenance_margin_rate, perp.liquidation_fee_rate) == (0.004, 0.0125)
+    spot = Instrument.from_venue("BTCUSDT", fees.venues["binance_spot_vip0"], max_leverage=1.0)
+    assert spot.maintenance_margin_rate is None and spot.lot_size == 0.00001
+    unknown = Instrument.from_venue("XRPUSDT", fees.venues["binance_usdm_vip0"])
+    assert (unknown.lot_size, unknown.tick_size, unknown.min_notional) == (0.0, 0.0, 0.0)
 
 
 def test_no_change_of_target_no_trade(run):

@@ -1,0 +1,169 @@
+"""The engine beside vectorbt, backtesting.py and NumPy, in the peers' own harness and run.
+
+Runs ``../shared/bench/peers/bench.py`` (its data, cases, timing, peak-memory children and
+agreement checks) with the engine's rows added to its registry, so every figure in the table
+comes from the same process run on the same 1,051,200 bars:
+
+- ``a/engine``: case a (SMA 20/100 crossover, long/short, fee 4 bps + slippage 1 bp per
+  side, fills at the next open) with vectorbt's sizing (``long_sizing="cash"``);
+- ``a/engine_funding``: the same orders on a perp: 8-hourly funding, isolated margin with a
+  0.4 % maintenance rate (liquidation checked on every bar), default sizing;
+- ``b/engine_sweep``: case b (100 SMA pairs) with :func:`backtest_assets.engine.sweep`, on all
+  threads (2 here), and ``b/engine_sweep_1t`` on one thread (vectorbt's rows are
+  single-threaded: compare those two figures with that in mind).
+
+Every engine row computes its moving averages and targets inside the timed part, as the
+peers do. It needs vectorbt and backtesting.py, which are benchmark-only dependencies: ``make
+bench-peers`` creates ``.venv-peers`` from the peers' lock file and runs this script there.
+
+    .venv-peers/bin/python bench/engine_vs_peers.py --peak-mem --json out.json
+    (any option of the peers' bench.py; --only a/engine,b/engine_sweep for a quick run)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PEERS = ROOT.parent / "shared" / "bench" / "peers"
+DATA = ROOT / "bench" / ".data"
+sys.path[:0] = [str(PEERS), str(ROOT)]
+
+import numba  # noqa: E402
+
+import bench as peers  # noqa: E402  (the peers' bench.py)
+from backtest_assets.engine import Instrument, backtest  # noqa: E402
+from backtest_assets.engine.sweep import sweep  # noqa: E402
+
+FUNDING_EVERY = 480  # bars of 1 minute: 8 hours
+
+
+def _shifted(held: np.ndarray) -> np.ndarray:
+    """The peers' target held during bar t (filled at open t) as the engine's target decided
+    at the close of t-1 (filled at open t): the same orders, one bar earlier."""
+    return np.append(held[1:], held[-1])
+
+
+def prep_engine(data: dict) -> dict:
+    fees = dict(symbol="SYNTH", taker_bps=peers.FEE * 1e4, slippage_bps=peers.SLIP * 1e4)
+    funding = np.full(data["close"].shape, np.nan)
+    funding[::FUNDING_EVERY] = np.random.default_rng(0).normal(1e-4, 2e-4,
+                                                               funding[::FUNDING_EVERY].shape)
+    return {"bars": tuple(data[k] for k in ("open", "high", "low", "close")),
+            "spot": Instrument(**fees),
+            "perp": Instrument(**fees, maintenance_margin_rate=0.004,
+                               liquidation_fee_rate=0.005),
+            "funding": funding}
+
+
+def _case_a(ctx: dict, **kw) -> dict:
+    o, h, lo, c = ctx["bars"]
+    held = peers.target_position(peers.sma(c, peers.FAST), peers.sma(c, peers.SLOW))
+    res = backtest(o, h, lo, c, _shifted(held), init_cash=peers.INIT_CASH, **kw)
+    return {"equity": res.equity, "n_trades": res.trades.height, **peers.metrics(res.equity)}
+
+
+def run_engine(ctx: dict) -> dict:
+    return _case_a(ctx, instruments=ctx["spot"], long_sizing="cash")
+
+
+def run_engine_funding(ctx: dict) -> dict:
+    return _case_a(ctx, instruments=ctx["perp"], funding=ctx["funding"])
+
+
+class _PairTargets:
+    """The 100 pairs' targets, each built when the sweep asks for it."""
+
+    def __init__(self, close: np.ndarray) -> None:
+        windows = sorted({w for pair in peers.SWEEP_PAIRS for w in pair})
+        self.ma = {w: peers.sma(close, w) for w in windows}
+
+    def __len__(self) -> int:
+        return len(peers.SWEEP_PAIRS)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        fast, slow = peers.SWEEP_PAIRS[k]
+        return _shifted(peers.target_position(self.ma[fast], self.ma[slow]))
+
+
+def run_engine_sweep(ctx: dict, threads: int | None = None) -> dict:
+    o, h, lo, c = ctx["bars"]
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads or numba.config.NUMBA_NUM_THREADS)
+    try:
+        table = sweep(o, h, lo, c, _PairTargets(c), ctx["spot"], long_sizing="cash",
+                      init_cash=peers.INIT_CASH, bars_per_year=peers.ANN_FACTOR)
+    finally:
+        numba.set_num_threads(before)
+    return {k: table[k].to_numpy() for k in ("total_return", "sharpe", "max_drawdown")}
+
+
+def engine_impls(args) -> list:
+    pairs = len(peers.SWEEP_PAIRS)
+    return [
+        peers.Impl("a", "engine", "backtest_assets engine (vbt sizing)", prep_engine, run_engine),
+        peers.Impl("a", "engine_funding", "engine + funding + isolated margin", prep_engine,
+                   run_engine_funding),
+        peers.Impl("b", "engine_sweep", "engine sweep (all threads)", prep_engine,
+                   run_engine_sweep, repeats="sweep_repeats", bars_factor=pairs),
+        peers.Impl("b", "engine_sweep_1t", "engine sweep (1 thread)", prep_engine,
+                   lambda ctx: run_engine_sweep(ctx, threads=1), repeats="sweep_repeats",
+                   bars_factor=pairs),
+    ]
+
+
+def engine_agreement(res: dict, data: dict, args) -> list[str]:
+    lines = _peers_agreement(res, data, args)
+
+    def out(key):
+        return res[key]["out"] if key in res else None
+
+    for ref_key in ("a/numpy_exact", "a/vbt_rust", "a/vbt_numba"):
+        ref, eng = out(ref_key), out("a/engine")
+        if ref is not None and eng is not None:
+            lines.append(
+                f"{ref_key.split('/')[1]} vs engine (vbt sizing): total return rel diff "
+                f"{peers.rel(eng['total_return'], ref['total_return']):.2e}, max equity-curve rel "
+                f"diff {peers.rel(eng['equity'], ref['equity']):.2e}, trades {ref['n_trades']} "
+                f"(orders) vs {eng['n_trades']}")
+    for key in ("b/engine_sweep", "b/engine_sweep_1t"):
+        ref, eng = out("b/numpy_exact") or out("b/vbt_loop_rust"), out(key)
+        if ref is not None and eng is not None:
+            lines.append(
+                f"sweep numpy exact vs {key.split('/')[1]} ({len(eng['total_return'])} pairs): "
+                f"max final-equity rel diff "
+                f"{peers.rel(1 + eng['total_return'], 1 + ref['total_return']):.2e}, max |dSharpe| "
+                f"{np.max(np.abs(eng['sharpe'] - ref['sharpe'])):.2e}")
+    for case, engines, target in (("a", ("a/engine", "a/engine_funding"), 0.25),
+                                  ("b", ("b/engine_sweep", "b/engine_sweep_1t"), 0.2)):
+        vbt = {k: r["median_s_full"] for k, r in res.items()
+               if k.startswith(f"{case}/vbt") and "signals" not in k}
+        if not vbt:
+            continue
+        fastest = min(vbt, key=vbt.get)
+        for key in engines:
+            if key in res:
+                ratio = res[key]["median_s_full"] / vbt[fastest]
+                verdict = "met" if ratio <= target else "MISSED"
+                lines.append(f"speed: {key} / fastest vectorbt ({fastest}, "
+                             f"{vbt[fastest]:.4f} s) = {ratio:.3f} (target <= {target}: "
+                             f"{verdict})")
+    return lines
+
+
+_peers_registry = peers.build_registry
+_peers_agreement = peers.agreement
+peers.build_registry = lambda args: _peers_registry(args) + engine_impls(args)
+peers.agreement = engine_agreement
+# Peak-memory children re-run "<python> <peers.__file__> --only <key>": make that this file.
+peers.__file__ = __file__
+
+if __name__ == "__main__":
+    if "--data" not in sys.argv:
+        bars = sys.argv[sys.argv.index("--bars") + 1] if "--bars" in sys.argv else "1051200"
+        DATA.mkdir(parents=True, exist_ok=True)
+        sys.argv += ["--data", str(DATA / f"synth_ohlcv_1m_n{bars}_seed42.parquet")]
+    peers.main()
