@@ -271,12 +271,15 @@ class StudySpec:
     end: dt.date
     symbols: tuple[str, ...]
     event_types: tuple[str, ...] = ()  # empty: every event type in specs/events
+    capital: float = 100_000.0  # starting cash of every backtest of the study (USDT)
 
     def validate(self) -> None:
         if self.end < self.start:
             raise ValueError("end: before start")
         if not self.symbols:
             raise ValueError("symbols: at least one symbol")
+        if not (math.isfinite(self.capital) and self.capital > 0):
+            raise ValueError(f"capital: {self.capital} is not a finite number > 0")
 
 
 # ---- phase 2: multiplicity families, fees, gates -----------------------------------------

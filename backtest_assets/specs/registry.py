@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -322,23 +322,33 @@ def _check_strategies(strategies: dict[str, tuple[Path, StrategySpec]],
                       features: dict[str, tuple[Path, int, FeatureSpec]],
                       fees: FeesSpec | None) -> Iterator[SpecError]:
     for path, bp in strategies.values():
-        for i, s in enumerate(bp.symbols):
-            if s not in universe.symbol_names:
-                yield SpecError(path, f"symbols[{i}]", f"{s} is not in universe.yaml")
-        if bp.entry.event is not None and bp.entry.event not in events:
-            yield SpecError(path, "entry.event", f"unknown event type {bp.entry.event!r}")
-        if bp.entry.condition is not None and bp.entry.condition.feature not in features:
-            yield SpecError(path, "entry.condition.feature",
-                            f"unknown feature {bp.entry.condition.feature!r}")
-        if fees is None:
-            continue
-        venue = bp.venue or fees.default_venue
-        if venue not in fees.venues:
-            yield SpecError(path, "venue", f"unknown venue {venue!r} (fees.yaml has "
-                                           f"{sorted(fees.venues)})")
-        elif bp.leverage > fees.venues[venue].max_leverage:
-            yield SpecError(path, "leverage", f"{bp.leverage} is above {venue}'s cap of "
-                                              f"{fees.venues[venue].max_leverage}")
+        for field, problem in blueprint_problems(bp, universe.symbol_names, events, features,
+                                                 fees):
+            yield SpecError(path, field, problem)
+
+
+def blueprint_problems(bp: StrategySpec, symbols: Collection[str], events: Collection[str],
+                       features: Collection[str], fees: FeesSpec | None
+                       ) -> Iterator[tuple[str, str]]:
+    """(field, problem) for every reference of ``bp`` the specs do not know: a symbol outside
+    the universe, an unknown event type, feature or venue, a leverage above the venue's cap.
+    Used by the linter on specs/strategies and by ``strategy_blueprints`` on generated ones.
+    """
+    for i, s in enumerate(bp.symbols):
+        if s not in symbols:
+            yield f"symbols[{i}]", f"{s} is not in universe.yaml"
+    if bp.entry.event is not None and bp.entry.event not in events:
+        yield "entry.event", f"unknown event type {bp.entry.event!r}"
+    if bp.entry.condition is not None and bp.entry.condition.feature not in features:
+        yield "entry.condition.feature", f"unknown feature {bp.entry.condition.feature!r}"
+    if fees is None:
+        return
+    venue = bp.venue or fees.default_venue
+    if venue not in fees.venues:
+        yield "venue", f"unknown venue {venue!r} (fees.yaml has {sorted(fees.venues)})"
+    elif bp.leverage > fees.venues[venue].max_leverage:
+        yield "leverage", (f"{bp.leverage} is above {venue}'s cap of "
+                           f"{fees.venues[venue].max_leverage}")
 
 
 @functools.cache

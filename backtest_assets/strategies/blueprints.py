@@ -1,0 +1,393 @@
+"""Blueprints to engine inputs (pure numpy/polars; no Dagster).
+
+Array contract
+--------------
+A :class:`Panel` holds bars on a regular grid: ``ts`` (T,) ``datetime64[us]`` bar open times
+(naive UTC), ``symbols`` (S names, the column order) and open/high/low/close (T, S) float64,
+all NaN where a symbol has no bar. ``targets`` returns the engine's (T, S) target: the
+position as a fraction of equity decided at the close of bar t, filled at the open of t+1;
+NaN keeps the previous target and only a change of target makes an order
+(:mod:`backtest_assets.engine.core`).
+
+Signals
+-------
+An event entry signals at the bars where an event of ``entry.event`` fires for the symbol,
+with the event's direction d. A condition entry compares the feature as of ``lag`` bars ago
+(v = feature[t - lag]) with the threshold (``gt`` v > thr, ``lt`` v < thr, ``abs_gt``
+|v| > thr, ``abs_lt`` |v| < thr) and d = sign(v). NaN never signals, nor does d = 0.
+
+Direction rule: ``continuation`` takes side +d, ``mean_reversion`` -d, ``long`` +1 and
+``short`` -1; the target is ``target_weight * side``.
+
+Hold rule (with ``time_stop_bars`` H): a signal at t sets target[t] = weight and
+target[t+H] = 0 (when t+H < T); the symbol's signals at t+1 .. t+H are ignored, so the first
+signal at or after t+H+1 starts the next position. Every other target is NaN. This is the
+label convention: an event at t is entered at the open of t+1 and the engine's time stop
+closes it at the open of t+1+H, where the target 0 would also fill. Without a time stop every
+signal bar gets its weight and the position is held until a stop / take-profit or a signal
+of the other side; as the engine keeps a symbol flat after an exit until its target
+changes, a repeated same-side signal does not re-enter after a stop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from backtest_assets.discovery.phase2 import POOLED
+from backtest_assets.engine import ExitRules
+from backtest_assets.specs.models import Entry, Exits, StrategySpec
+
+PRICES = ("open", "high", "low", "close")
+NAME_MAX = 48  # models._NAME: [a-z][a-z0-9_]{0,47}
+_FOLLOW = {"continuation": 1.0, "mean_reversion": -1.0}
+_FIXED = {"long": 1.0, "short": -1.0}
+
+
+def _naive_utc(d: dt.datetime) -> dt.datetime:
+    return d if d.tzinfo is None else d.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Bars of S symbols on a regular grid of T bar open times (module docstring).
+
+    ``interval_minutes`` is the grid step; every other frame is placed on this grid.
+    """
+
+    ts: np.ndarray
+    symbols: tuple[str, ...]
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    interval_minutes: int
+
+    def __post_init__(self) -> None:
+        shape = (len(self.ts), len(self.symbols))
+        if not shape[0] or not shape[1]:
+            raise ValueError(f"panel: needs at least one bar and one symbol, got {shape}")
+        for name in PRICES:
+            if getattr(self, name).shape != shape:
+                raise ValueError(f"panel: {name} has shape {getattr(self, name).shape}, "
+                                 f"expected {shape}")
+
+    @classmethod
+    def from_bars(cls, bars: pl.DataFrame, symbols: Sequence[str], start: dt.datetime,
+                  end: dt.datetime, interval_minutes: int) -> Panel:
+        """Place long-format bars on the grid ``start, start + interval, ...`` before ``end``.
+
+        Parameters
+        ----------
+        bars : pl.DataFrame
+            ``symbol``, ``ts_open`` (naive UTC Datetime), ``open``, ``high``, ``low``,
+            ``close``. Rows outside ``[start, end)`` or of other symbols are dropped.
+        symbols : sequence of str
+            The panel's columns, in order.
+        start, end : datetime
+            The window, ``start`` inclusive, ``end`` exclusive (naive UTC).
+        interval_minutes : int
+            Grid step.
+
+        Returns
+        -------
+        Panel
+            NaN prices where a symbol has no bar.
+
+        Raises
+        ------
+        ValueError
+            Naming the frame, symbol and timestamp: a duplicated ``(symbol, ts_open)``, a
+            ``ts_open`` off the grid, a symbol's rows not sorted by ``ts_open`` (as given),
+            or a symbol without any bar in the window.
+        """
+        start, end = _naive_utc(start), _naive_utc(end)
+        if interval_minutes < 1 or end <= start:
+            raise ValueError(f"bars: empty grid [{start}, {end}) every {interval_minutes} min")
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"bars: duplicated symbol in {list(symbols)}")
+        n = -(-(end - start) // dt.timedelta(minutes=interval_minutes))
+        ts = np.datetime64(start, "us") + np.arange(n) * np.timedelta64(interval_minutes, "m")
+        nan = [np.full((n, len(symbols)), np.nan) for _ in PRICES]
+        panel = cls(ts, tuple(symbols), *nan, interval_minutes=interval_minutes)
+        frame, rows, cols = panel._cells(bars, "bars", "ts_open", check_order=True)
+        absent = [s for s in symbols if s not in set(frame["symbol"])]
+        if absent:
+            raise ValueError(f"bars: {absent[0]} has no bar in [{start}, {end})")
+        for name in PRICES:
+            getattr(panel, name)[rows, cols] = frame[name].cast(pl.Float64).to_numpy()
+        return panel
+
+    def _window(self) -> tuple[dt.datetime, dt.datetime, int]:
+        """Start, end (exclusive) and step in microseconds."""
+        step_us = self.interval_minutes * 60_000_000
+        start = self.ts[0].astype("datetime64[us]").item()
+        return start, start + dt.timedelta(microseconds=step_us * len(self.ts)), step_us
+
+    def _cells(self, frame: pl.DataFrame, name: str, ts_col: str, *,
+               check_order: bool = False) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+        """The rows of ``frame`` on the panel's symbols and window, their bar and column."""
+        start, end, step_us = self._window()
+        ts = pl.col(ts_col)
+        f = (frame.with_columns(pl.col("symbol").cast(pl.String), ts.cast(pl.Datetime("us")))
+             .filter(pl.col("symbol").is_in(self.symbols) & (ts >= start) & (ts < end)))
+        offset = (ts - start).dt.total_microseconds()
+        checks = [(pl.struct("symbol", ts_col).is_duplicated(), "duplicated (symbol, {c}) "
+                   "{s} {t}"),
+                  (offset % step_us != 0, "{s} {c} {t} is not on the grid of "
+                   f"{self.interval_minutes} minutes from {start}")]
+        if check_order:
+            checks.append((ts < ts.shift(1).over("symbol"),
+                           "{s} rows are not sorted by {c}: {t} follows a later bar"))
+        for bad, message in checks:
+            hit = f.filter(bad)
+            if hit.height:
+                r = hit.row(0, named=True)
+                raise ValueError(f"{name}: " + message.format(s=r["symbol"], c=ts_col,
+                                                              t=r[ts_col]))
+        rows = f.select(offset // step_us).to_series().to_numpy()
+        return f, rows, self._columns(f["symbol"])
+
+    def _columns(self, symbol: pl.Series) -> np.ndarray:
+        return symbol.replace_strict(list(self.symbols), list(range(len(self.symbols))),
+                                     return_dtype=pl.Int64).to_numpy()
+
+    def column(self, frame: pl.DataFrame, value: str, *, ts_col: str = "ts_open") -> np.ndarray:
+        """Pivot a long frame (``symbol``, ``ts_col``, ``value``) onto the grid.
+
+        Parameters
+        ----------
+        frame : pl.DataFrame
+            One row per (symbol, bar); symbols outside the panel and rows outside the window
+            are ignored.
+        value : str
+            The column to pivot (it names the frame in errors).
+        ts_col : str
+            The bar's open time column.
+
+        Returns
+        -------
+        np.ndarray
+            (T, S) float64, NaN where the frame has no row.
+
+        Raises
+        ------
+        ValueError
+            A duplicated (symbol, ts) or a ts off the grid, naming symbol and ts.
+        """
+        return self._pivot(frame, value, value, ts_col)
+
+    def _pivot(self, frame: pl.DataFrame, value: str, name: str, ts_col: str) -> np.ndarray:
+        f, rows, cols = self._cells(frame, name, ts_col)
+        out = np.full(self.open.shape, np.nan)
+        out[rows, cols] = f[value].cast(pl.Float64).to_numpy()
+        return out
+
+    def funding(self, frame: pl.DataFrame) -> np.ndarray:
+        """Funding rates on the bar at whose open each payment is exchanged.
+
+        A payment at time τ goes to the first bar of its symbol with ``ts_open >= τ`` and a
+        price (the engine cannot exchange funding on a bar without one). Rows with τ outside
+        the window, or after the symbol's last bar, are dropped.
+
+        Parameters
+        ----------
+        frame : pl.DataFrame
+            ``symbol``, ``ts`` (naive UTC Datetime), ``funding_rate``.
+
+        Returns
+        -------
+        np.ndarray
+            (T, S) float64, NaN where no funding is exchanged.
+
+        Raises
+        ------
+        ValueError
+            A row for a symbol the panel does not trade, or two rates landing on one bar of
+            a symbol (naming symbol and bar).
+        """
+        f = frame.with_columns(pl.col("symbol").cast(pl.String),
+                               pl.col("ts").cast(pl.Datetime("us")))
+        stray = f.filter(~pl.col("symbol").is_in(self.symbols))
+        if stray.height:
+            raise ValueError(f"funding: {stray['symbol'][0]} is not traded by this backtest "
+                             f"(symbols: {', '.join(self.symbols)})")
+        start, end, _ = self._window()
+        f = f.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+        tau, cols = f["ts"].to_numpy(), self._columns(f["symbol"])
+        rows = np.empty(len(f), dtype=np.int64)
+        for s in range(len(self.symbols)):  # per symbol, not per row
+            priced = np.flatnonzero(~np.isnan(self.open[:, s]))
+            mine = cols == s
+            rows[mine] = np.append(priced, -1)[np.searchsorted(self.ts[priced], tau[mine])]
+        keep = rows >= 0
+        rows, cols, tau = rows[keep], cols[keep], tau[keep]
+        _, first, counts = np.unique(rows * len(self.symbols) + cols, return_index=True,
+                                     return_counts=True)
+        if (counts > 1).any():
+            k = first[np.argmax(counts > 1)]
+            raise ValueError(f"funding: {self.symbols[cols[k]]} has two rates on the bar "
+                             f"{self.ts[rows[k]].item()} (the first at {tau[k].item()})")
+        out = np.full(self.open.shape, np.nan)
+        out[rows, cols] = f["funding_rate"].cast(pl.Float64).to_numpy()[keep]
+        return out
+
+
+def targets(bp: StrategySpec, panel: Panel, features: Mapping[str, np.ndarray] | None,
+            events: pl.DataFrame | None) -> np.ndarray:
+    """The engine target of a blueprint on a panel (signal, direction and hold rules: module
+    docstring).
+
+    Parameters
+    ----------
+    bp : StrategySpec
+        The blueprint; its symbols must be the panel's.
+    panel : Panel
+        Bars; its symbol order is the column order.
+    features : mapping of str to np.ndarray or None
+        Feature name -> (T, S) values aligned with the panel (NaN = unknown); read by a
+        condition entry.
+    events : pl.DataFrame or None
+        ``event_type``, ``symbol``, ``ts`` (the event bar's ts_open), ``direction`` (+1/-1);
+        read by an event entry (other event types are ignored).
+
+    Returns
+    -------
+    np.ndarray
+        (T, S) float64 targets; NaN = keep the previous target.
+
+    Raises
+    ------
+    ValueError
+        Symbols that differ from the panel's, a condition feature not among ``features``
+        (or not (T, S)), an event entry without ``events``, an event off the grid.
+    """
+    missing = sorted(set(bp.symbols) - set(panel.symbols))
+    extra = sorted(set(panel.symbols) - set(bp.symbols))
+    if missing or extra:
+        raise ValueError(f"{bp.name}: symbols differ from the panel's (missing from the "
+                         f"panel: {missing}, not in the blueprint: {extra})")
+    d = _signals(bp, panel, features, events)
+    side = (d * _FOLLOW[bp.direction] if bp.direction in _FOLLOW
+            else np.abs(d) * _FIXED[bp.direction])
+    weight = bp.target_weight * side
+    out = np.full(d.shape, np.nan)
+    hold = bp.exits.time_stop_bars
+    if hold is None:
+        out[side != 0] = weight[side != 0]
+        return out
+    for s in range(d.shape[1]):
+        start = _hold_starts(np.flatnonzero(side[:, s]), hold)
+        out[start, s] = weight[start, s]
+        end = start + hold
+        out[end[end < len(out)], s] = 0.0
+    return out
+
+
+def _hold_starts(signals: np.ndarray, hold: int) -> np.ndarray:
+    """Signal bars that open a position: each skips the signals of the next ``hold`` bars."""
+    starts, i = [], 0
+    while i < len(signals):
+        starts.append(signals[i])
+        i = int(np.searchsorted(signals, signals[i] + hold + 1))
+    return np.array(starts, dtype=np.int64)
+
+
+def _signals(bp: StrategySpec, panel: Panel, features: Mapping[str, np.ndarray] | None,
+             events: pl.DataFrame | None) -> np.ndarray:
+    """(T, S) direction d of the entry signal at each bar: +1, -1, or 0 for none."""
+    if bp.entry.event is not None:
+        if events is None:
+            raise ValueError(f"{bp.name}: entry.event {bp.entry.event!r} needs the events "
+                             "table, got None")
+        mine = events.filter(pl.col("event_type") == bp.entry.event)
+        d = panel._pivot(mine, "direction", f"{bp.name}: events", "ts")
+        return np.sign(np.nan_to_num(d, nan=0.0))
+    c = bp.entry.condition
+    assert c is not None  # Entry.validate: exactly one of event and condition
+    if features is None or c.feature not in features:
+        raise ValueError(f"{bp.name}: entry.condition.feature {c.feature!r} is not among the "
+                         f"features read ({sorted(features or {})})")
+    f = np.asarray(features[c.feature], dtype=np.float64)
+    if f.shape != panel.open.shape:
+        raise ValueError(f"{bp.name}: feature {c.feature!r} has shape {f.shape}, expected "
+                         f"{panel.open.shape}")
+    v = np.full(f.shape, np.nan)
+    if c.lag < len(f):
+        v[c.lag:] = f[:len(f) - c.lag]
+    x = np.abs(v) if c.op.startswith("abs") else v
+    hit = x > c.threshold if c.op.endswith("gt") else x < c.threshold
+    return np.where(hit, np.sign(v), 0.0)
+
+
+def exit_rules(bp: StrategySpec) -> ExitRules:
+    """The engine's exit rules of a blueprint (time stop = ``exits.time_stop_bars``)."""
+    e = bp.exits
+    return ExitRules(stop_loss=e.stop_loss, take_profit=e.take_profit,
+                     time_stop=e.time_stop_bars)
+
+
+def spec_name(full: str) -> str:
+    """``full`` if it fits the spec name length (48), else its first 41 characters (trailing
+    ``_`` stripped), ``_`` and the first 6 hex characters of its sha256 (deterministic)."""
+    if len(full) <= NAME_MAX:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:6]
+    return f"{full[:NAME_MAX - 7].rstrip('_')}_{digest}"
+
+
+def from_survivor(row: Mapping, *, universe_symbols: Sequence[str],
+                  horizon_bars: Mapping[str, int], weight_budget: float = 1.0) -> StrategySpec:
+    """The blueprint that trades a Phase-2 survivor.
+
+    Parameters
+    ----------
+    row : mapping
+        A survivor: ``hypothesis_id``, ``event_type``, ``rule_template``
+        (continuation / mean_reversion), ``horizon`` (e.g. "15m"), ``symbol`` (or "ALL",
+        pooled), ``n``, ``mean`` (a return; shown in bps), ``q``.
+    universe_symbols : sequence of str
+        The symbols a pooled survivor trades.
+    horizon_bars : mapping of str to int
+        Horizon -> bars, keyed ``"15m"`` or ``"fwd_ret_15m"`` (``SpecRegistry.label_bars``).
+    weight_budget : float
+        Gross weight shared equally by the symbols; the leverage is ``max(1, budget)``.
+
+    Returns
+    -------
+    StrategySpec
+        Named ``p2_<event_type>_<rule_template>_<horizon>_<symbol or all>`` (lower case,
+        shortened by :func:`spec_name`), entering on the event, exiting after the horizon,
+        validated.
+    """
+    event_type, template, horizon, symbol = (str(row[k]) for k in (
+        "event_type", "rule_template", "horizon", "symbol"))
+    bars = horizon_bars.get(horizon, horizon_bars.get(f"fwd_ret_{horizon}"))
+    if bars is None:
+        raise ValueError(f"horizon: {horizon!r} is not in horizon_bars {sorted(horizon_bars)}")
+    pooled = symbol == POOLED
+    symbols = tuple(universe_symbols) if pooled else (symbol,)
+    bp = StrategySpec(
+        name=spec_name(f"p2_{event_type}_{template}_{horizon}_"
+                       f"{'all' if pooled else symbol.lower()}"),
+        description=(f"Phase-2 survivor {row['hypothesis_id']}: {template} after "
+                     f"{event_type} over {horizon} on {symbol} (n={row['n']}, "
+                     f"mean={float(row['mean']) * 1e4:.1f} bps, q={float(row['q']):.3g})"),
+        symbols=symbols,
+        entry=Entry(event=event_type),
+        direction=template,  # type: ignore[arg-type]
+        target_weight=weight_budget / len(symbols),
+        exits=Exits(time_stop_bars=int(bars)),
+        venue=None,
+        leverage=max(1.0, weight_budget))
+    bp.validate()
+    bp.entry.validate()
+    bp.exits.validate()
+    if bp.direction not in _FOLLOW:
+        raise ValueError(f"rule_template: {template!r} is not continuation or mean_reversion")
+    return bp
