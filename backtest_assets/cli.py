@@ -1,9 +1,12 @@
-"""Command line: ``python -m backtest_assets demo | run | quality | summary``.
+"""Command line: ``python -m backtest_assets demo | run | quality | discover | backtest |
+summary``.
 
 ``run`` materializes the date x symbol layers (ingest, bars, features, labels, events) for a
 date range as single runs over ranges (one run per contiguous block of symbols); ``quality``
-runs Gate E-1 once per event type. Runs go to the Dagster instance in ``$DAGSTER_HOME``
-(default: the repository's ``dagster_home/``), so they show in the UI.
+runs Gate E-1 once per event type (``discover``: then Phase 2); ``backtest`` catalogs the
+blueprints and backtests them in one run; ``demo`` does all of it on synthetic data. Runs go
+to the Dagster instance in ``$DAGSTER_HOME`` (default: the repository's ``dagster_home/``),
+so they show in the UI.
 """
 
 from __future__ import annotations
@@ -164,6 +167,52 @@ def quality(event_types: Sequence[str] | None = None, *, resources_config: dict 
     return runner.ok
 
 
+def backtest(blueprints: Sequence[str] | None = None, *, resources_config: dict | None = None,
+             quiet: bool = False, instance: DagsterInstance | None = None) -> bool:
+    """Catalog the blueprints (registering their partitions), then backtest ``blueprints``
+    (default: every one) in one run over the default study; True if all succeeded."""
+    from backtest_assets.partitions import BLUEPRINT_PARTITIONS
+
+    runner = Runner(instance, resources_config, quiet)
+    if not runner.execute("blueprints_job", "strategy_blueprints"):
+        return False
+    known = runner.instance.get_dynamic_partitions(BLUEPRINT_PARTITIONS)
+    unknown = sorted(set(blueprints or ()) - set(known))
+    if unknown:
+        raise SystemExit(f"unknown blueprints {unknown}; known: {', '.join(known)}")
+    if blueprints:
+        for name in blueprints:
+            runner.execute("backtest_job", f"backtest {name}", partition_key=name)
+    else:
+        runner.execute("backtest_job", f"backtest {len(known)} blueprints", tags={
+            "dagster/asset_partition_range_start": known[0],
+            "dagster/asset_partition_range_end": known[-1]})
+    if not quiet:
+        print(backtest_table())
+    return runner.ok
+
+
+def backtest_table() -> str:
+    """Headline metrics of every backtested blueprint in the warehouse."""
+    import polars as pl
+
+    from backtest_assets.resources import WarehouseResource
+    from backtest_assets.warehouse import PartitionLayout, WarehouseError
+
+    try:
+        m = WarehouseResource().warehouse().read("backtest_metrics", PartitionLayout())
+    except WarehouseError:
+        return "no backtests yet"
+    cols = {"total_return": "return", "sharpe": "sharpe", "max_drawdown": "max dd",
+            "trades": "trades", "win_rate": "win", "fee_drag": "fees",
+            "margin_usage_max": "margin max"}
+    table = m.sort("blueprint").select("blueprint", *[pl.col(c).alias(a)
+                                                      for c, a in cols.items()])
+    with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, float_precision=3,
+                   tbl_width_chars=120, fmt_str_lengths=48):
+        return f"backtests over the default study:\n{table}"
+
+
 def _root_cause(failure) -> str:
     """The innermost error of a failed step (Dagster wraps the user's exception)."""
     if failure.user_failure_data is not None and failure.user_failure_data.description:
@@ -187,9 +236,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("demo", help=f"synthetic data, 3 symbols, {DEMO_START}..{DEMO_END}, "
-                                "E-1 and Phase 2")
+                                "E-1, Phase 2 and backtests")
     sub.add_parser("quality", help="Gate E-1 for every event type over the default study")
     sub.add_parser("discover", help="Gate E-1 and Phase 2 for every event type")
+    bt = sub.add_parser("backtest", help="catalog the blueprints and backtest them over the "
+                                         "default study")
+    bt.add_argument("--blueprints", help="comma-separated (default: every blueprint)")
     for name in ("run", "summary"):
         p = sub.add_parser(name)
         p.add_argument("--start", type=dt.date.fromisoformat, required=True)
@@ -207,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.cmd in ("quality", "discover"):
         return 0 if quality(discover=args.cmd == "discover") else 1
+    if args.cmd == "backtest":
+        names = args.blueprints.split(",") if args.blueprints else None
+        return 0 if backtest(names) else 1
     demo = args.cmd == "demo"
     if demo:
         args = argparse.Namespace(start=DEMO_START, end=DEMO_END, symbols=None,
@@ -221,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if demo and ok:
         ok = quality()
     print(summary(args.start, args.end))
+    if demo and ok:
+        ok = backtest()
     print(f"done in {time.perf_counter() - t0:.1f}s: {'all runs succeeded' if ok else 'FAILED'}")
     return 0 if ok else 1
 

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from backtest_assets.defs import jobs
+from backtest_assets.defs.backtest import assets as backtest
 from backtest_assets.defs.bars import assets as bars
 from backtest_assets.defs.discovery import assets as discovery
 from backtest_assets.defs.events import assets as events
@@ -12,4 +13,4 @@ from backtest_assets.defs.quality import assets as quality
 from backtest_assets.defs.specs import assets as specs
 
 defs = dg.Definitions.merge(ingest.defs, bars.defs, features.defs, events.defs, quality.defs,
-                            discovery.defs, specs.defs, jobs.defs)
+                            discovery.defs, backtest.defs, specs.defs, jobs.defs)

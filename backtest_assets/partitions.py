@@ -55,3 +55,8 @@ def date_window_mapping(start_offset: int = 0, end_offset: int = 0) -> dg.MultiP
                 allow_nonexistent_upstream_partitions=True)),
         "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
     })
+
+# Blueprints: the hand-written baselines of specs/strategies plus Phase-2 survivors, added by
+# the strategy_blueprints asset (a sensor or the CLI) as they appear.
+BLUEPRINT_PARTITIONS = "blueprint"
+blueprint_partitions_def = dg.DynamicPartitionsDefinition(name=BLUEPRINT_PARTITIONS)

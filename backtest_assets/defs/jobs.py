@@ -33,9 +33,23 @@ discovery_job = dg.define_asset_job(
     | dg.AssetSelection.groups("discovery"),
     description="Gate E-1, then Phase 2 (blocked by a failed e1_gate) for one event type.",
 )
+blueprints_job = dg.define_asset_job(
+    "blueprints_job",
+    selection=dg.AssetSelection.assets("strategy_blueprints"),
+    description="Catalog the baseline blueprints and Phase-2 survivors; register each as a "
+                "blueprint partition.",
+)
+backtest_job = dg.define_asset_job(
+    "backtest_job",
+    selection=dg.AssetSelection.assets("backtest_trades", "backtest_equity",
+                                       "backtest_metrics"),
+    description="Backtest blueprint partitions over the default study (trades, equity with "
+                "its chart, metrics).",
+)
 
 defs = dg.Definitions(
-    jobs=[market_data_job, research_job, event_quality_job, discovery_job],
+    jobs=[market_data_job, research_job, event_quality_job, discovery_job, blueprints_job,
+          backtest_job],
     resources={
         "io_manager": WarehouseIOManager(),
         "warehouse": WarehouseResource(),

@@ -85,7 +85,6 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
     for ex in rules_k:
         (ex or ExitRules()).validate()
     t_n, s_n = inp.open.shape
-    no_bar = np.isnan(inp.open)
     rules = _rules(inp.instruments)
     rate = np.full((0, s_n), np.nan) if inp.funding is None else inp.funding
     chunk = chunk or 4 * numba.get_num_threads()
@@ -103,7 +102,7 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
                 raise ValueError(f"targets[{k}]: shape {tgt.shape} differs from the bars' "
                                  f"{(t_n, s_n)}")
             try:
-                weights[j], changed[j] = check_target(tgt, no_bar, inp.instruments)
+                check_target(tgt, inp, weights=weights[j], changed=changed[j])
             except ValueError as exc:
                 raise ValueError(f"targets[{k}]: {exc}") from None
         accs = np.stack([loop_state(inp.init_cash, rules_k[k] or ExitRules(), long_sizing)

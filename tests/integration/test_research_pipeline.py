@@ -1,13 +1,18 @@
 """Features, labels, events and Gate E-1 through Dagster on the synthetic source."""
 
+import base64
 import datetime as dt
+import io
 import json
 
 import dagster as dg
+import numpy as np
+import PIL.Image
 import polars as pl
 import pytest
 
-from backtest_assets.cli import Runner, quality, run
+from backtest_assets.cli import Runner, backtest, quality, run
+from backtest_assets.defs.backtest.checks import BACKTEST_CHECKS
 from backtest_assets.partitions import REGISTRY
 from backtest_assets.resources import WarehouseResource
 from backtest_assets.warehouse import PartitionLayout
@@ -233,3 +238,84 @@ def test_discovery_refuses_an_event_type_that_failed_gate_e1(month):
             "discovery does not read it")
     finally:
         wh.replace("event_quality_report", verdict, by_type, keys)
+
+
+def _step_failure(instance) -> str:
+    (last,) = instance.get_runs(limit=1)
+    (failure,) = [r.event_log_entry.dagster_event.step_failure_data
+                  for r in instance.get_records_for_run(last.run_id).records
+                  if r.event_log_entry.dagster_event
+                  and r.event_log_entry.dagster_event.is_step_failure]
+    return failure.user_failure_data.description
+
+
+@pytest.fixture(scope="module")
+def backtested(month):
+    root, instance = month
+    assert backtest(instance=instance, quiet=True, resources_config=warehouse_config(root))
+    return root, instance
+
+
+def test_backtests_of_every_blueprint_with_chart_and_reconciled_accounting(backtested):
+    root, instance = backtested
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    catalog = wh.read("strategy_blueprints", PartitionLayout())
+    survivors = wh.read("phase2_fdr", PartitionLayout()).filter(pl.col("survivor"))
+    assert catalog.height == len(REGISTRY.strategies) + survivors.height
+    assert sorted(instance.get_dynamic_partitions("blueprint")) == sorted(catalog["blueprint"])
+    metrics = wh.read("backtest_metrics", PartitionLayout())
+    equity = wh.read("backtest_equity", PartitionLayout())
+    trades = wh.read("backtest_trades", PartitionLayout())
+    assert sorted(metrics["blueprint"]) == sorted(catalog["blueprint"])
+    bars = 31 * 288
+    assert equity.group_by("blueprint").len()["len"].to_list() == [bars] * catalog.height
+    for name, rows in trades.group_by("blueprint"):
+        m = metrics.filter(pl.col("blueprint") == name[0]).row(0, named=True)
+        final = equity.filter(pl.col("blueprint") == name[0])["equity"][-1]
+        assert rows["pnl"].sum() == pytest.approx(final - m["init_cash"], rel=1e-9, abs=1e-6)
+        assert m["trades"] == rows.filter(pl.col("exit_reason") != "open").height
+    assert (trades["entry_ts"] >= dt.datetime(2024, 1, 1)).all()
+    assert (trades["exit_ts"].drop_nulls() < dt.datetime(2024, 2, 1)).all()
+    # The planted effect Phase 2 found pays after costs when traded: the pooled survivor
+    # enters after each event and leaves 60 minutes later by the time stop.
+    planted = metrics.filter(pl.col("blueprint")
+                             == "p2_volatility_shock_continuation_60m_all").row(0, named=True)
+    assert planted["total_return"] > 0 and planted["trades"] >= 30
+    exits = trades.filter(pl.col("blueprint") == "p2_volatility_shock_continuation_60m_all")
+    assert set(exits["exit_reason"]) <= {"time_stop", "open"}
+    assert ((exits["exit_ts"] - exits["entry_ts"]).drop_nulls() == dt.timedelta(hours=1)).all()
+    # The equity materialization carries the chart (a PNG that is not blank) and headlines.
+    event = instance.get_latest_materialization_event(dg.AssetKey("backtest_equity"))
+    meta = event.asset_materialization.metadata
+    png = base64.b64decode(meta["chart"].value.split("base64,", 1)[1].rstrip(")"))
+    image = np.asarray(PIL.Image.open(io.BytesIO(png)).convert("L"), dtype=float)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and image.shape[0] > 300 and image.std() > 10
+    assert "max_drawdown" in meta["headline"].value
+    keys = [dg.AssetCheckKey(dg.AssetKey(spec.asset_key.path), spec.name)
+            for spec in BACKTEST_CHECKS]
+    records = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    assert {k.name: r.status.value for k, r in records.items()} == dict.fromkeys(
+        [k.name for k in keys], "SUCCEEDED")
+
+
+def test_backtest_refuses_a_blueprint_naming_an_unknown_feature(backtested):
+    root, instance = backtested
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    catalog = wh.read("strategy_blueprints", PartitionLayout())
+    row = catalog.filter(pl.col("blueprint") == "momentum_v1")
+    bad = row.with_columns(pl.col("spec_json").str.replace('"ret_48"', '"ret_4800"'))
+    before = wh.read("backtest_metrics", PartitionLayout()).filter(
+        pl.col("blueprint") == "momentum_v1")
+    wh.replace("strategy_blueprints", pl.concat([catalog.filter(
+        pl.col("blueprint") != "momentum_v1"), bad]), PartitionLayout(), None)
+    try:
+        runner = Runner(instance, warehouse_config(root), quiet=True)
+        assert not runner.execute("backtest_job", "bad", partition_key="momentum_v1")
+        assert _step_failure(instance) == (
+            "refused before simulating:\nmomentum_v1: entry.condition.feature: unknown "
+            "feature 'ret_4800'")
+        after = wh.read("backtest_metrics", PartitionLayout()).filter(
+            pl.col("blueprint") == "momentum_v1")
+        assert after.equals(before)  # nothing written
+    finally:
+        wh.replace("strategy_blueprints", catalog, PartitionLayout(), None)

@@ -10,7 +10,9 @@ DATE_SYMBOL_ASSETS = ["bars_15m", "bars_1m", "bars_5m", "event_table", "forward_
                       "pit_features", "raw_funding_rates", "raw_open_interest",
                       "raw_perp_klines_1m", "raw_spot_klines_1m"]
 PHASE2_ASSETS = ["phase2_candidates_raw", "phase2_fdr", "phase2_pvals", "phase2_report"]
-ASSETS = sorted([*DATE_SYMBOL_ASSETS, "event_quality_report", *PHASE2_ASSETS, "spec_registry"])
+BACKTEST_ASSETS = ["backtest_equity", "backtest_metrics", "backtest_trades"]
+ASSETS = sorted([*DATE_SYMBOL_ASSETS, "event_quality_report", *PHASE2_ASSETS, "spec_registry",
+                 "strategy_blueprints", *BACKTEST_ASSETS])
 BASE_CHECKS = {"schema", "unique_keys", "monotonic_time", "row_count", "complete_days"}
 
 
@@ -32,6 +34,9 @@ def test_asset_graph_is_pinned():
         "phase2_fdr": ["phase2_candidates_raw", "phase2_pvals"],
         "phase2_report": ["phase2_candidates_raw", "phase2_fdr", "phase2_pvals"],
         "spec_registry": [],
+        "strategy_blueprints": ["phase2_fdr"],
+        **{name: ["bars_5m", "event_table", "pit_features", "raw_funding_rates",
+                  "strategy_blueprints"] for name in BACKTEST_ASSETS},
     }
 
 
@@ -87,7 +92,26 @@ def test_e1_report_is_per_event_type_with_a_partitioned_blocking_gate():
     ("research_job", ["event_table", "forward_labels", "pit_features"]),
     ("event_quality_job", ["event_quality_report"]),
     ("discovery_job", ["event_quality_report", *PHASE2_ASSETS]),
+    ("blueprints_job", ["strategy_blueprints"]),
+    ("backtest_job", BACKTEST_ASSETS),
 ])
 def test_jobs_select_their_layers(job, assets):
     keys = defs.resolve_job_def(job).asset_layer.executable_asset_keys
     assert sorted(k.to_user_string() for k in keys) == assets
+
+
+def test_backtests_are_one_simulation_per_dynamic_blueprint_partition_with_blocking_checks():
+    bt = defs.resolve_assets_def("backtest_equity")
+    assert {k.to_user_string() for k in bt.keys} == set(BACKTEST_ASSETS)  # one multi-asset
+    assert isinstance(bt.partitions_def, dg.DynamicPartitionsDefinition)
+    assert bt.partitions_def.name == "blueprint"
+    assert bt.backfill_policy == dg.BackfillPolicy.single_run() and bt.op.pool == "duckdb"
+    checks = {(c.asset_key.to_user_string(), c.name): c for c in bt.check_specs}
+    assert set(checks) == {
+        ("backtest_trades", "schema"), ("backtest_trades", "trades_in_window"),
+        ("backtest_equity", "schema"), ("backtest_equity", "pnl_reconciles"),
+        ("backtest_metrics", "schema"), ("backtest_metrics", "metrics_reconcile")}
+    assert all(c.blocking for c in checks.values())
+    catalog = defs.resolve_assets_def("strategy_blueprints")
+    assert catalog.partitions_def is None
+    assert [c.name for c in catalog.check_specs] == ["blueprints_valid"]

@@ -120,7 +120,7 @@ def check_case(seed: int, regime: str, bars: int = 240) -> list[Result]:
     ref = backtest_reference(**case)
     assert_invariants(ref, case)
     results = [ref]
-    for path in ("auto", "compiled"):
+    for path in ("closed_form", "compiled"):
         fast = backtest(**case, path=path)
         assert_same(fast, ref)
         assert_invariants(fast, case)
@@ -180,7 +180,8 @@ def test_sma_crossover_total_return_matches_per_trade_closed_form():
     signal[np.isnan(signal)] = 0.0
     fee, slip = 4e-4, 1e-4
     result = backtest(open_, high, low, close, signal,
-                      Instrument(symbol="BTCUSDT", taker_bps=4, slippage_bps=1))
+                      Instrument(symbol="BTCUSDT", taker_bps=4, slippage_bps=1),
+                      path="closed_form")
     assert result.path == "closed_form"
 
     decided = np.flatnonzero(np.diff(np.concatenate([[0.0], signal[:-1]])) != 0)

@@ -19,7 +19,7 @@ from backtest_assets.specs.loader import build, read_yaml
 from backtest_assets.specs.models import FeesSpec
 
 REPO = Path(__file__).resolve().parents[2]
-ENGINES = {"reference": backtest_reference, "fast": backtest,
+ENGINES = {"reference": backtest_reference, "fast": partial(backtest, path="closed_form"),
            "compiled": partial(backtest, path="compiled")}
 NAN = np.nan
 CASH = 10_000.0
@@ -302,10 +302,12 @@ def test_no_change_of_target_no_trade(run):
     assert r.rejected == {"zero_qty": 0, "min_notional": 0, "blown": 0}
 
 
-def test_fast_engine_takes_the_closed_form_when_no_rule_is_path_dependent():
+def test_closed_form_is_taken_when_asked_and_no_rule_is_path_dependent():
     bars = table([(100, 101, 99, 100, 1.0), (100, 102, 99, 101, -1.0), (101, 103, 100, 102, NAN)])
-    assert backtest(**bars, instruments=COSTS).path == "closed_form"
-    assert backtest(**bars, instruments=COSTS, exits=ExitRules(time_stop=5)).path == "compiled"
+    assert backtest(**bars, instruments=COSTS).path == "compiled"  # the default
+    closed = partial(backtest, path="closed_form")
+    assert closed(**bars, instruments=COSTS).path == "closed_form"
+    assert closed(**bars, instruments=COSTS, exits=ExitRules(time_stop=5)).path == "compiled"
 
 
 # ---- bad input is refused before any simulation ------------------------------------------

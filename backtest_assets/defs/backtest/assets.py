@@ -1,0 +1,169 @@
+"""Blueprints and their backtests over the default study window.
+
+``strategy_blueprints`` (unpartitioned) catalogs the baseline blueprints of specs/strategies
+and one per Phase-2 survivor, and registers each name as a partition of the dynamic
+``blueprint`` partitions. ``backtest_trades``, ``backtest_equity`` and ``backtest_metrics``
+come from one simulation per blueprint (a multi-asset: the three frames are written together
+or not at all), reading perp bars, features, events and funding from the warehouse.
+"""
+
+import math
+
+import dagster as dg
+import polars as pl
+
+from backtest_assets.core.traceability import code_commit
+from backtest_assets.defs.backtest.checks import BACKTEST_CHECKS, BLUEPRINT_CHECKS, check_backtest
+from backtest_assets.defs.shared import markdown_table, study_boxes, symbol_layout
+from backtest_assets.discovery.phase2 import frame_hash
+from backtest_assets.partitions import (
+    BASE_BARS,
+    BLUEPRINT_PARTITIONS,
+    blueprint_partitions_def,
+)
+from backtest_assets.reporting.charts import equity_drawdown_png, markdown_image
+from backtest_assets.resources import SpecRegistryResource, WarehouseResource
+from backtest_assets.strategies import Panel
+from backtest_assets.strategies.catalog import catalog, load_blueprint, problems
+from backtest_assets.strategies.run import run_blueprint
+from backtest_assets.warehouse import PartitionLayout, WarehouseError
+
+_ALL = dg.AllPartitionMapping()
+HEADLINE = ("blueprint", "total_return", "sharpe", "max_drawdown", "trades", "win_rate",
+            "fee_drag", "funding_pnl", "margin_usage_max", "min_liquidation_distance")
+
+
+@dg.asset(
+    group_name="backtest",
+    pool="duckdb",
+    kinds={"duckdb", "polars", "yaml"},
+    deps=[dg.AssetDep("phase2_fdr", partition_mapping=_ALL)],
+    check_specs=BLUEPRINT_CHECKS,
+)
+def strategy_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+                        warehouse: WarehouseResource):
+    """Baseline blueprints plus one per Phase-2 survivor; each name becomes a partition."""
+    reg = specs.registry()
+    try:
+        survivors = warehouse.warehouse().read("phase2_fdr", PartitionLayout()).filter(
+            pl.col("survivor"))
+    except WarehouseError:
+        survivors = None  # no Phase 2 yet: the baselines alone
+    table = catalog(reg, survivors)
+    found = problems(reg, table)
+    check = dg.AssetCheckResult(check_name="blueprints_valid", passed=not found,
+                                description="\n".join(found) or None,
+                                metadata={"problems": len(found)})
+    if found:
+        yield check
+        raise dg.Failure(description="strategy_blueprints: blocking check failed, nothing "
+                                     "written and no partition added:\n" + "\n".join(found))
+    known = set(context.instance.get_dynamic_partitions(BLUEPRINT_PARTITIONS))
+    new = [n for n in table["blueprint"] if n not in known]
+    if new:
+        context.instance.add_dynamic_partitions(BLUEPRINT_PARTITIONS, new)
+    yield dg.Output(table, metadata={
+        "blueprints": table.height, "from_phase2": int((table["source"] == "phase2").sum()),
+        "new_partitions": len(new),
+        "catalog": dg.MetadataValue.md(markdown_table(table.select(
+            "blueprint", "source", "symbols", "entry", "direction", "exits")))})
+    yield check
+
+
+_OUT = dict(kinds={"duckdb", "polars"}, metadata={"partition_expr": "blueprint"},
+            group_name="backtest")
+
+
+@dg.multi_asset(
+    outs={name: dg.AssetOut(**_OUT) for name in
+          ("backtest_trades", "backtest_equity", "backtest_metrics")},
+    ins={"strategy_blueprints": dg.AssetIn(partition_mapping=_ALL)},
+    deps=[dg.AssetDep(a, partition_mapping=_ALL)
+          for a in (BASE_BARS, "pit_features", "event_table", "raw_funding_rates")],
+    partitions_def=blueprint_partitions_def,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="duckdb",
+    check_specs=BACKTEST_CHECKS,
+)
+def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+                        warehouse: WarehouseResource, strategy_blueprints: pl.DataFrame):
+    """Each blueprint of the run backtested over the default study: trades, equity, metrics."""
+    reg = specs.registry()
+    study = reg.default_study
+    names = list(context.partition_keys)
+    rows = {r["blueprint"]: r for r in strategy_blueprints.iter_rows(named=True)}
+    missing = [n for n in names if n not in rows]
+    if missing:
+        raise dg.Failure(description=f"blueprints {missing} are not in strategy_blueprints: "
+                                     "materialize strategy_blueprints first")
+    blueprints = [load_blueprint(rows[n]) for n in names]
+    found = problems(reg, strategy_blueprints.filter(pl.col("blueprint").is_in(names)))
+    if found:  # e.g. a spec edited since the catalog was written
+        raise dg.Failure(description="refused before simulating:\n" + "\n".join(found))
+
+    symbols = sorted({s for bp in blueprints for s in bp.symbols})
+    boxes = study_boxes(symbols, study.start, study.end)
+    wh = warehouse.warehouse()
+    bars = wh.read(BASE_BARS, symbol_layout("ts_open"), boxes).filter(pl.col("market") == "perp")
+    wanted = sorted({bp.entry.condition.feature for bp in blueprints if bp.entry.condition})
+    feats = wh.read("pit_features", symbol_layout("ts_open"), boxes).select(
+        "symbol", "ts_open", *wanted) if wanted else None
+    events = wh.read("event_table", symbol_layout("ts"), boxes) \
+        if any(bp.entry.event for bp in blueprints) else None
+    funding = wh.read("raw_funding_rates", symbol_layout("ts"), boxes).select(
+        "symbol", "ts", "funding_rate")
+    start, end = boxes[0].start, boxes[0].end  # the study's [first day, day after last)
+
+    runs = []
+    for bp in blueprints:
+        venue = reg.fees.venues[bp.venue or reg.fees.default_venue]
+        try:
+            panel = Panel.from_bars(bars, bp.symbols, start, end, reg.base_minutes)
+            features = {f: panel.column(feats, f) for f in wanted
+                        if bp.entry.condition and bp.entry.condition.feature == f}
+            own_funding = funding.filter(pl.col("symbol").is_in(bp.symbols))
+            run = run_blueprint(bp, panel, features=features, events=events,
+                                funding=own_funding, venue=venue, init_cash=study.capital)
+        except ValueError as exc:
+            raise dg.Failure(description=f"blueprint {bp.name}: refused before simulating: "
+                                         f"{exc}") from None
+        inputs = {"bars": bars.filter(pl.col("symbol").is_in(bp.symbols)),
+                  "funding": own_funding}
+        if events is not None and bp.entry.event:
+            inputs["events"] = events.filter(pl.col("event_type") == bp.entry.event)
+        if features:
+            inputs["features"] = feats.select("symbol", "ts_open", *features)
+        runs.append((run, rows[bp.name]["spec_hash"], frame_hash(inputs)))
+
+    trades = pl.concat([r.trades for r, _, _ in runs])
+    equity = pl.concat([r.equity for r, _, _ in runs])
+    metrics = pl.concat([r.metrics.with_columns(spec_hash=pl.lit(h), dataset_hash=pl.lit(d),
+                                                code_commit=pl.lit(code_commit()))
+                         for r, h, d in runs], how="diagonal_relaxed")
+    results = list(check_backtest(trades, equity, metrics))
+    failed = [r for r in results if not r.passed]
+    if failed:
+        yield from results
+        raise dg.Failure(description="backtest: blocking checks failed, nothing written: "
+                         + "; ".join(f"{r.check_name}: {r.description}" for r in failed))
+    headline = metrics.select(HEADLINE)
+    title = names[0] if len(names) == 1 else f"{len(names)} blueprints"
+    chart = equity_drawdown_png(equity, title=f"{title}: {study.name} {study.start}..{study.end}")
+    yield dg.Output(trades, output_name="backtest_trades", metadata={
+        "trades": trades.height,
+        "by_exit_reason": dg.MetadataValue.md(markdown_table(
+            trades.group_by("exit_reason").len().sort("exit_reason")))})
+    yield dg.Output(equity, output_name="backtest_equity", metadata={
+        "chart": dg.MetadataValue.md(markdown_image(chart, "equity and drawdown")),
+        "headline": dg.MetadataValue.md(markdown_table(headline)),
+        **({k: float(headline[k][0]) for k in HEADLINE[1:]
+            if headline[k][0] is not None and math.isfinite(headline[k][0])}
+           if len(names) == 1 else {})})
+    yield dg.Output(metrics, output_name="backtest_metrics", metadata={
+        "metrics": dg.MetadataValue.md(markdown_table(metrics.drop(
+            "spec_hash", "dataset_hash", "code_commit", "window_start", "window_end"))),
+        "code_commit": code_commit()})
+    yield from results
+
+
+defs = dg.Definitions(assets=[strategy_blueprints, backtest_blueprints])

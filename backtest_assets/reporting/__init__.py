@@ -1,0 +1,1 @@
+"""Charts and report rendering (pure; no Dagster)."""

@@ -1,0 +1,79 @@
+"""The blueprint catalog (pure; no Dagster): baselines from specs plus Phase-2 survivors.
+
+One row per blueprint: ``blueprint`` (its name, the Dagster partition key), ``source``
+("spec" or "phase2"), ``hypothesis_id`` (null for a spec), ``spec_json`` (canonical JSON
+of the :class:`StrategySpec`, read back by :func:`load_blueprint`), ``spec_hash``, and a
+readable summary (symbols, entry, direction, exits).
+"""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+from backtest_assets.specs.loader import build, canonical_json, spec_hash
+from backtest_assets.specs.models import StrategySpec
+from backtest_assets.specs.registry import SpecRegistry, blueprint_problems
+from backtest_assets.strategies.blueprints import from_survivor
+
+CATALOG_SCHEMA = {"blueprint": pl.String, "source": pl.String, "hypothesis_id": pl.String,
+                  "spec_json": pl.String, "spec_hash": pl.String, "symbols": pl.String,
+                  "entry": pl.String, "direction": pl.String, "exits": pl.String}
+
+
+def catalog(reg: SpecRegistry, survivors: pl.DataFrame | None) -> pl.DataFrame:
+    """Baseline blueprints of ``reg.strategies`` then one per Phase-2 survivor row.
+
+    ``survivors``: rows of ``phase2_fdr`` with ``survivor`` true (hypothesis_id, event_type,
+    rule_template, horizon, symbol, n, mean, q), or None before any Phase 2.
+    """
+    horizons = reg.phase2().horizon_bars if survivors is not None and survivors.height else {}
+    specs = [("spec", None, bp) for bp in reg.strategies.values()]
+    for row in (survivors.sort("hypothesis_id").iter_rows(named=True)
+                if survivors is not None else []):
+        bp = from_survivor(row, universe_symbols=reg.default_study.symbols,
+                           horizon_bars=horizons)
+        specs.append(("phase2", row["hypothesis_id"], bp))
+    rows = [{"blueprint": bp.name, "source": source, "hypothesis_id": hyp,
+             "spec_json": canonical_json(bp), "spec_hash": spec_hash(bp),
+             "symbols": ",".join(bp.symbols), "entry": _entry(bp), "direction": bp.direction,
+             "exits": _exits(bp)} for source, hyp, bp in specs]
+    return pl.DataFrame(rows, schema=CATALOG_SCHEMA)
+
+
+def problems(reg: SpecRegistry, table: pl.DataFrame) -> list[str]:
+    """Why blueprints of ``table`` cannot be backtested: duplicated names, unknown symbols,
+    events, features or venues, leverage above the venue's cap (one line each)."""
+    out = [f"{name}: {n} blueprints share this name" for name, n in
+           table.group_by("blueprint").len().filter(pl.col("len") > 1).iter_rows()]
+    for row in table.iter_rows(named=True):
+        try:
+            bp = load_blueprint(row)
+        except ValueError as exc:
+            out.append(f"{row['blueprint']}: {exc}")
+            continue
+        out += [f"{bp.name}: {field}: {problem}" for field, problem in blueprint_problems(
+            bp, reg.universe.symbol_names, reg.events, reg.features, reg.fees)]
+    return out
+
+
+def load_blueprint(row: dict) -> StrategySpec:
+    """The :class:`StrategySpec` of a catalog row (checked as a spec file would be)."""
+    return build(StrategySpec, json.loads(row["spec_json"]),
+                 file=f"strategy_blueprints[{row['blueprint']}]")
+
+
+def _entry(bp: StrategySpec) -> str:
+    if bp.entry.event is not None:
+        return f"event {bp.entry.event}"
+    c = bp.entry.condition
+    lag = f" (lag {c.lag})" if c.lag else ""
+    return f"{c.feature} {c.op} {c.threshold:g}{lag}"
+
+
+def _exits(bp: StrategySpec) -> str:
+    ex = bp.exits
+    parts = [f"{k} {v:g}" for k, v in (("stop", ex.stop_loss), ("take", ex.take_profit),
+                                       ("bars", ex.time_stop_bars)) if v is not None]
+    return ", ".join(parts) or "none"

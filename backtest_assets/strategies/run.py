@@ -1,0 +1,125 @@
+"""One blueprint's backtest as frames (pure; no Dagster): the ``backtest_*`` assets' core.
+
+:func:`run_blueprint` takes a blueprint, its :class:`~backtest_assets.strategies.Panel`, the
+features and events it reads, the funding rates of its symbols and its venue; it runs the
+engine (refusing bad input before simulating) and returns three frames:
+
+- trades: one row per trade, with the fill times (``entry_ts``/``exit_ts`` = the open of the
+  fill bar; an exit inside a bar is stamped with that bar's open), side, quantity, prices,
+  fees, funding, P&L, return on entry notional and exit reason;
+- equity: one row per bar, at its close (``ts``): equity, cash, gross exposure, drawdown from
+  the running peak (the starting cash is the first peak), and the fees, slippage and funding
+  paid in the bar over all symbols;
+- metrics: one row, every metric of :func:`backtest_assets.engine.metrics.metrics` (margin
+  included) plus the rejected orders per reason, the blown bar and the run's size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from backtest_assets.engine import REJECT_REASONS, Instrument, backtest
+from backtest_assets.engine.core import forward_fill
+from backtest_assets.engine.metrics import metrics
+from backtest_assets.specs.models import StrategySpec, VenueSpec
+from backtest_assets.strategies.blueprints import Panel, exit_rules, targets
+
+MINUTES_PER_YEAR = 525_600  # DESIGN.md: crypto trades 24/7
+
+
+@dataclass(frozen=True)
+class BlueprintRun:
+    """The frames of one blueprint's backtest (module docstring)."""
+
+    trades: pl.DataFrame
+    equity: pl.DataFrame
+    metrics: pl.DataFrame
+
+
+def instruments_for(bp: StrategySpec, venue: VenueSpec) -> list[Instrument]:
+    """The blueprint's symbols on its venue, with the blueprint's leverage as the cap.
+
+    Raises ``ValueError`` when the blueprint asks for more leverage than the venue allows.
+    """
+    if bp.leverage > venue.max_leverage:
+        raise ValueError(f"{bp.name}: leverage {bp.leverage:g} is above the venue's cap of "
+                         f"{venue.max_leverage:g}")
+    return [Instrument.from_venue(s, venue, max_leverage=max(1.0, bp.leverage))
+            for s in bp.symbols]
+
+
+def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.ndarray],
+                  events: pl.DataFrame | None, funding: pl.DataFrame | None,
+                  venue: VenueSpec, init_cash: float) -> BlueprintRun:
+    """Backtest ``bp`` on ``panel`` and return its trades, equity and metrics frames.
+
+    Parameters
+    ----------
+    bp : StrategySpec
+        The blueprint; ``panel.symbols`` must be its symbols.
+    panel : Panel
+        Perp bars of the study window.
+    features : mapping of str to (T, S) arrays
+        The features the blueprint's entry reads, aligned with the panel.
+    events : polars.DataFrame or None
+        Events (event_type, symbol, ts, direction) for an event entry.
+    funding : polars.DataFrame or None
+        Funding rates (symbol, ts, funding_rate) of the traded symbols only.
+    venue : VenueSpec
+        Fees, slippage, margin rules and order filters.
+    init_cash : float
+        Starting cash.
+
+    Raises
+    ------
+    ValueError
+        Before any simulation: bad bars, an unknown feature, funding for a symbol not traded,
+        leverage above the venue's cap (each message names what and where).
+    """
+    insts = instruments_for(bp, venue)
+    target = targets(bp, panel, features, events)
+    rates = panel.funding(funding) if funding is not None and funding.height else None
+    res = backtest(panel.open, panel.high, panel.low, panel.close, target, insts,
+                   funding=rates, exits=exit_rules(bp), init_cash=init_cash)
+    bars_per_year = MINUTES_PER_YEAR / panel.interval_minutes
+    weights = forward_fill(target)
+    m = metrics(res, panel.close, init_cash=init_cash, bars_per_year=bars_per_year,
+                weights=weights, instruments=insts)
+
+    step = np.timedelta64(panel.interval_minutes, "m")
+    tr = res.trades
+    exit_bar = tr["exit_bar"].to_numpy(allow_copy=True)
+    closed = ~np.isnan(exit_bar.astype(np.float64))
+    exit_ts = np.full(tr.height, np.datetime64("NaT"), dtype=panel.ts.dtype)
+    exit_ts[closed] = panel.ts[exit_bar[closed].astype(np.int64)]
+    trades = tr.with_columns(
+        pl.lit(bp.name).alias("blueprint"),
+        pl.Series("entry_ts", panel.ts[tr["entry_bar"].to_numpy()]),
+        pl.Series("exit_ts", exit_ts),
+        (pl.col("pnl") / (pl.col("qty") * pl.col("entry_price"))).alias("return"),
+    ).select("blueprint", "symbol", "entry_ts", "exit_ts", "entry_bar", "exit_bar", "side",
+             "qty", "entry_price", "exit_price", "fees", "funding", "pnl", "return",
+             "exit_reason")
+    peak = np.maximum.accumulate(np.concatenate(([init_cash], res.equity)))[1:]
+    equity = pl.DataFrame({
+        "blueprint": bp.name,
+        "ts": panel.ts + step,
+        "equity": res.equity, "cash": res.cash, "exposure": res.exposure,
+        "drawdown": res.equity / peak - 1.0,
+        "fees": res.fees.sum(axis=1), "slippage": res.slippage.sum(axis=1),
+        "funding": res.funding.sum(axis=1),
+    })
+    row = {"blueprint": bp.name, "init_cash": init_cash, "bars": len(res.equity),
+           "window_start": _datetime(panel.ts[0]), "window_end": _datetime(panel.ts[-1] + step),
+           **m, **{f"rejected_{k}": res.rejected[k] for k in REJECT_REASONS},
+           "blown_bar": -1 if res.blown_bar is None else res.blown_bar, "engine_path": res.path}
+    return BlueprintRun(trades=trades, equity=equity, metrics=pl.DataFrame([row]))
+
+
+def _datetime(t: np.datetime64) -> dt.datetime:
+    return t.astype("datetime64[us]").item()

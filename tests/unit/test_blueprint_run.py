@@ -1,0 +1,187 @@
+"""One blueprint's backtest as frames, and the blueprint catalog with its refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from backtest_assets.engine.core import forward_fill
+from backtest_assets.specs.models import Condition, Entry, Exits, StrategySpec
+from backtest_assets.specs.registry import load_registry
+from backtest_assets.strategies import Panel, targets
+from backtest_assets.strategies.catalog import catalog, load_blueprint, problems
+from backtest_assets.strategies.run import instruments_for, run_blueprint
+
+REG = load_registry()
+VENUE = REG.fees.venues["binance_usdm_vip0"]
+T0 = dt.datetime(2024, 1, 1)
+N = 2 * 288  # two days of 5-minute bars
+
+
+def market(symbols=("BTCUSDT", "ETHUSDT"), seed=0) -> tuple[Panel, pl.DataFrame]:
+    """A random walk per symbol on the grid, and 8-hourly funding for those symbols."""
+    rng = np.random.default_rng(seed)
+    frames, funding = [], []
+    ts = [T0 + dt.timedelta(minutes=5 * k) for k in range(N)]
+    for i, s in enumerate(symbols):
+        close = (40_000 / (i + 1)) * np.exp(np.cumsum(rng.normal(0, 0.004, N)))
+        open_ = np.concatenate([[close[0]], close[:-1]])
+        frames.append(pl.DataFrame({"symbol": s, "ts_open": ts, "open": open_,
+                                    "high": np.maximum(open_, close) * 1.001,
+                                    "low": np.minimum(open_, close) * 0.999, "close": close}))
+        funding.append(pl.DataFrame({"symbol": s, "ts": ts[::96],
+                                     "funding_rate": rng.normal(1e-4, 1e-4, N // 96)}))
+    panel = Panel.from_bars(pl.concat(frames), symbols, T0, T0 + dt.timedelta(days=2), 5)
+    return panel, pl.concat(funding)
+
+
+def momentum(**kw) -> StrategySpec:
+    fields = dict(name="mom", symbols=("BTCUSDT", "ETHUSDT"),
+                  entry=Entry(condition=Condition(feature="ret_12", op="abs_gt",
+                                                  threshold=0.01)),
+                  direction="continuation", target_weight=0.5,
+                  exits=Exits(stop_loss=0.01, time_stop_bars=12), leverage=1.0)
+    return StrategySpec(**{**fields, **kw})
+
+
+def ret_12(panel: Panel) -> np.ndarray:
+    c = panel.close
+    out = np.full_like(c, np.nan)
+    out[12:] = c[12:] / c[:-12] - 1
+    return out
+
+
+def test_run_frames_reconcile():
+    panel, funding = market()
+    bp = momentum()
+    run = run_blueprint(bp, panel, features={"ret_12": ret_12(panel)}, events=None,
+                        funding=funding, venue=VENUE, init_cash=100_000.0)
+    trades, equity, m = run.trades, run.equity, run.metrics.row(0, named=True)
+    assert trades.height > 10 and set(trades["blueprint"]) == {"mom"}
+    assert equity.height == N and equity["ts"][0] == T0 + dt.timedelta(minutes=5)
+    assert trades["pnl"].sum() == pytest.approx(equity["equity"][-1] - 100_000.0, rel=1e-9)
+    assert m["total_return"] == pytest.approx(equity["equity"][-1] / 100_000.0 - 1, rel=1e-12)
+    assert m["max_drawdown"] == pytest.approx(equity["drawdown"].min(), rel=1e-12)
+    assert m["trades"] == trades.filter(pl.col("exit_reason") != "open").height
+    # Fill times are bar opens; entries are the bar after a signal (one bar = 5 minutes).
+    k = trades["entry_bar"].to_numpy()
+    assert (trades["entry_ts"].to_numpy() == panel.ts[k]).all()
+    assert set(trades["exit_reason"]) <= {"stop_loss", "time_stop", "open", "signal"}
+    assert "time_stop" in set(trades["exit_reason"])
+    # Funding was exchanged (8-hourly rates on held positions), and fees at venue rates.
+    assert equity["funding"].abs().sum() > 0
+    assert m["fee_drag"] > 0 and m["rejected_min_notional"] == 0
+    # Margin: 0.5 + 0.5 at 1x posts the entry notional, about the equity (over it when the
+    # positions lose); a 1x long cannot be liquidated (its level is 0).
+    assert 0.9 < m["margin_usage_max"] < 1.1
+    assert m["min_liquidation_distance"] > 0
+
+
+def test_run_refuses_bad_input_before_simulating():
+    panel, funding = market()
+    with pytest.raises(ValueError, match="leverage 25 is above the venue's cap of 20"):
+        run_blueprint(momentum(leverage=25.0), panel, features={"ret_12": ret_12(panel)},
+                      events=None, funding=funding, venue=VENUE, init_cash=1e5)
+    with pytest.raises(ValueError, match=r"entry\.condition\.feature 'ret_12' is not among"):
+        run_blueprint(momentum(), panel, features={}, events=None, funding=funding,
+                      venue=VENUE, init_cash=1e5)
+    sol = funding.filter(pl.col("symbol") == "BTCUSDT").with_columns(symbol=pl.lit("SOLUSDT"))
+    with pytest.raises(ValueError, match="funding: SOLUSDT is not traded by this backtest"):
+        run_blueprint(momentum(), panel, features={"ret_12": ret_12(panel)}, events=None,
+                      funding=pl.concat([funding, sol]), venue=VENUE, init_cash=1e5)
+    broken = dataclasses.replace(panel, open=panel.open.copy())
+    k = int(run_blueprint(momentum(), panel, features={"ret_12": ret_12(panel)}, events=None,
+                          funding=funding, venue=VENUE, init_cash=1e5)
+            .trades["entry_bar"][0])
+    broken.open[k, 0] = np.nan  # a fill bar without a price
+    with pytest.raises(ValueError, match=f"BTCUSDT bar {k}"):
+        run_blueprint(momentum(), broken, features={"ret_12": ret_12(panel)}, events=None,
+                      funding=funding, venue=VENUE, init_cash=1e5)
+
+
+def test_instruments_take_the_venue_filters_and_the_blueprint_leverage():
+    insts = instruments_for(momentum(leverage=3.0, target_weight=1.5), VENUE)
+    assert [(i.symbol, i.lot_size, i.min_notional, i.max_leverage) for i in insts] == [
+        ("BTCUSDT", 0.001, 100.0, 3.0), ("ETHUSDT", 0.001, 20.0, 3.0)]
+    assert all(i.maintenance_margin_rate == 0.004 for i in insts)
+
+
+def test_leveraged_run_reports_margin_and_liquidation_distance():
+    panel, funding = market(seed=3)
+    bp = momentum(leverage=6.0, target_weight=3.0)
+    features = {"ret_12": ret_12(panel)}
+    run = run_blueprint(bp, panel, features=features, events=None, funding=funding,
+                        venue=VENUE, init_cash=100_000.0)
+    m = run.metrics.row(0, named=True)
+    # Independently: a fill posts qty * entry / L, L = the gross target weight when the order
+    # was decided (3 with one symbol in, 6 with both), and its level is the engine's.
+    weights = forward_fill(targets(bp, panel, features, None))
+    usage, distance = [], []
+    for t in range(N):
+        posted, dist = 0.0, np.inf
+        for row in run.trades.iter_rows(named=True):
+            exit_bar = N if row["exit_bar"] is None else row["exit_bar"]
+            if not row["entry_bar"] <= t < exit_bar:
+                continue
+            lev = max(1.0, np.abs(weights[row["entry_bar"] - 1]).sum())
+            posted += row["qty"] * row["entry_price"] / lev
+            c = panel.close[t, bp.symbols.index(row["symbol"])]
+            if row["side"] == "long":
+                dist = min(dist, (c - row["entry_price"] * (1 - 1 / lev) / (1 - 0.004)) / c)
+            else:
+                dist = min(dist, (row["entry_price"] * (1 + 1 / lev) / (1 + 0.004) - c) / c)
+        if posted:
+            usage.append(posted / run.equity["equity"][t])
+            distance.append(dist)
+    assert len(usage) > 50
+    assert m["margin_usage_mean"] == pytest.approx(np.mean(usage), rel=1e-9)
+    assert m["margin_usage_max"] == pytest.approx(max(usage), rel=1e-9)
+    assert m["min_liquidation_distance"] == pytest.approx(min(distance), rel=1e-9)
+    # At 3x to 6x a level sits 1/6 .. 1/3 of the entry away, less the maintenance margin.
+    assert 0 < m["min_liquidation_distance"] < 1 / 3
+
+
+def survivors() -> pl.DataFrame:
+    return pl.DataFrame({
+        "hypothesis_id": ["h_b", "h_a"], "event_type": ["volatility_shock", "oi_flush"],
+        "rule_template": ["continuation", "mean_reversion"], "horizon": ["60m", "15m"],
+        "symbol": ["ALL", "ETHUSDT"], "n": [90, 40], "mean": [0.008, 0.003], "q": [0.001, 0.02]})
+
+
+def test_catalog_lists_baselines_then_survivors_and_round_trips():
+    table = catalog(REG, survivors())
+    assert table["blueprint"].to_list() == [*REG.strategies,
+                                            "p2_oi_flush_mean_reversion_15m_ethusdt",
+                                            "p2_volatility_shock_continuation_60m_all"]
+    assert table["source"].to_list() == ["spec"] * len(REG.strategies) + ["phase2"] * 2
+    assert table["hypothesis_id"].to_list()[-2:] == ["h_a", "h_b"]
+    for row in table.iter_rows(named=True):
+        bp = load_blueprint(row)
+        assert bp.name == row["blueprint"]
+    pooled = load_blueprint(table.row(-1, named=True))
+    assert pooled.symbols == REG.default_study.symbols and pooled.exits.time_stop_bars == 12
+    assert problems(REG, table) == []
+    assert catalog(REG, None).height == len(REG.strategies)
+
+
+def test_catalog_problems_name_the_blueprint_and_field():
+    table = catalog(REG, survivors())
+    row = table.filter(pl.col("source") == "phase2").head(1)
+
+    def edited(old: str, new: str) -> pl.DataFrame:
+        return row.with_columns(pl.col("spec_json").str.replace(old, new, literal=True))
+
+    name = row["blueprint"][0]
+    assert problems(REG, edited('"oi_flush"', '"oi_crash"')) == [
+        f"{name}: entry.event: unknown event type 'oi_crash'"]
+    assert problems(REG, edited('"ETHUSDT"', '"DOGEUSDT"')) == [
+        f"{name}: symbols[0]: DOGEUSDT is not in universe.yaml"]
+    assert problems(REG, edited('"leverage":1.0', '"leverage":40.0')) == [
+        f"{name}: leverage: 40.0 is above binance_usdm_vip0's cap of 20.0"]
+    assert problems(REG, pl.concat([row, row])) == [f"{name}: 2 blueprints share this name"]
+    assert problems(REG, edited('"target_weight":1.0', '"target_weight":-1.0'))[0].startswith(
+        f"{name}: ")
