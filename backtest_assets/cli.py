@@ -207,7 +207,8 @@ def backtest_table() -> str:
             "trades": "trades", "win_rate": "win", "fee_drag": "fees",
             "margin_usage_max": "margin max"}
     table = m.sort("blueprint").select("blueprint", *[pl.col(c).alias(a)
-                                                      for c, a in cols.items()])
+                                                      for c, a in cols.items()]).with_columns(
+        pl.col("trades").cast(pl.Int64))
     with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, float_precision=3,
                    tbl_width_chars=120, fmt_str_lengths=48):
         return f"backtests over the default study:\n{table}"
