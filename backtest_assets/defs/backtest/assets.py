@@ -96,10 +96,10 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
     if missing:
         raise dg.Failure(description=f"blueprints {missing} are not in strategy_blueprints: "
                                      "materialize strategy_blueprints first")
-    blueprints = [load_blueprint(rows[n]) for n in names]
     found = problems(reg, strategy_blueprints.filter(pl.col("blueprint").is_in(names)))
     if found:  # e.g. a spec edited since the catalog was written
         raise dg.Failure(description="refused before simulating:\n" + "\n".join(found))
+    blueprints = [load_blueprint(rows[n]) for n in names]
 
     symbols = sorted({s for bp in blueprints for s in bp.symbols})
     boxes = study_boxes(symbols, study.start, study.end)
