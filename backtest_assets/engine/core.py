@@ -93,11 +93,13 @@ Paths. Without exit rules and lot rounding, every step is linear in the state (c
 positions) given the side of each fill, so the trade bars are accounted in closed form: one
 (S+1)x(S+1) matrix per fill bar, multiplied by a prefix scan, and the bars in between are
 gathered. The result is then verified (sides as assumed, no order under the min notional,
-no liquidation price touched, equity > 0). Otherwise a compiled (numba) bar loop runs:
-stops and liquidations depend on the path within each trade, lot rounding makes each
-quantity a non-linear function of the equity, and a failed verification means one of them
-(or a blown account) happened. Trades still open at the last bar are marked at its close
-with ``exit_reason`` "open".
+no liquidation price touched, equity > 0). A compiled (numba) bar loop runs everything
+else, and is the default (``path="auto"``) because it measured faster: stops and
+liquidations depend on the path within each trade, lot rounding makes each quantity a
+non-linear function of the equity, and a failed verification means one of them (or a blown
+account) happened. ``path="closed_form"`` takes the closed form where it applies; the
+parity tests hold it to the reference loop as an independent check of the compiled one.
+Trades still open at the last bar are marked at its close with ``exit_reason`` "open".
 """
 
 from __future__ import annotations
@@ -583,6 +585,17 @@ def _closed_form(inp: Inputs) -> Result | None:
                   path="closed_form")
 
 
+def liquidation_price(entry, leverage, mmr, side):
+    """Isolated-margin liquidation price of a position filled at ``entry`` with leverage
+    ``leverage`` (side +1 long, -1 short): where ``margin + unrealized PnL = mmr * notional``,
+    i.e. ``entry * (1 - 1/L) / (1 - mmr)`` long and ``entry * (1 + 1/L) / (1 + mmr)`` short.
+    Scalars or arrays; a NaN ``mmr`` (no margin rules) gives a NaN level, never reached."""
+    return entry * (1 - side / leverage) / (1 - side * mmr)
+
+
+_liquidation_price = numba.njit(cache=True)(liquidation_price)  # for the compiled loop
+
+
 def _liquidation_touched(inp: Inputs, rules: np.ndarray, fills: _Fills, traded: np.ndarray,
                          decided: np.ndarray, seg: np.ndarray, position: np.ndarray) -> bool:
     """Whether any position of the solved path reaches its liquidation price."""
@@ -591,8 +604,7 @@ def _liquidation_touched(inp: Inputs, rules: np.ndarray, fills: _Fills, traded: 
         return False
     lev = np.maximum(1.0, row_sum(np.abs(inp.weights[decided])))[:, None]
     qty = fills.qty
-    liq = np.where(qty > 0, fills.price * (1 - 1 / lev) / (1 - mmr),
-                   fills.price * (1 + 1 / lev) / (1 + mmr))
+    liq = liquidation_price(fills.price, lev, mmr, np.where(qty > 0, 1.0, -1.0))
     liq = np.where(traded & (qty != 0), liq, np.nan)
     # Untraded symbols keep the level of their last fill.
     rows = np.where(traded, np.arange(1, len(qty) + 1)[:, None], 0)
@@ -843,13 +855,12 @@ def _fill(t, s, new_qty, price, reason, st, rules, acc, fees, slippage, trades):
         st[s, TFLOW] += old * px - fee_out
         _close_trade(t, s, px, reason, st, acc, trades)
     if new_qty != 0.0:
-        lev, mmr = acc[LEV], rules[s, MMR]  # NaN mmr: NaN level, never reached
         st[s, Q], st[s, ENTRY], st[s, EBAR] = new_qty, px, t
+        st[s, LIQ] = _liquidation_price(px, acc[LEV], rules[s, MMR],
+                                        1.0 if new_qty > 0 else -1.0)
         if new_qty > 0:
-            st[s, LIQ] = px * (1 - 1 / lev) / (1 - mmr)
             st[s, STOP], st[s, TAKE] = px * (1 - acc[SL]), px * (1 + acc[TP])
         else:
-            st[s, LIQ] = px * (1 + 1 / lev) / (1 + mmr)
             st[s, STOP], st[s, TAKE] = px * (1 + acc[SL]), px * (1 - acc[TP])
         st[s, TFEES] = fee - fee_out
         st[s, TFUND] = 0.0

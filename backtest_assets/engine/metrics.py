@@ -42,7 +42,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from backtest_assets.engine.core import Result
+from backtest_assets.engine.core import Result, forward_fill, liquidation_price
 from backtest_assets.engine.venue import Instrument
 
 BARS_PER_YEAR_1M = 525_600
@@ -101,8 +101,7 @@ def margin_path(trades: pl.DataFrame, weights: np.ndarray,
             continue
         lev = max(1.0, gross[entry - 1])  # the order was decided at the close before
         margin[entry:exit_, s] = qty * px / lev
-        level[entry:exit_, s] = (px * (1 - 1 / lev) / (1 - m) if side == "long"
-                                 else px * (1 + 1 / lev) / (1 + m))
+        level[entry:exit_, s] = liquidation_price(px, lev, m, 1.0 if side == "long" else -1.0)
     return margin, level
 
 
@@ -160,9 +159,11 @@ def metrics(result: Result, close: np.ndarray, *, init_cash: float,
         posted = margin.sum(axis=1)
         on = posted > 0
         usage = posted[on] / np.where(eq[on] > 0, eq[on], np.nan)
-        px = prices[:, :margin.shape[1]]
-        dist = np.where(position > 0, (px - liq) / px, (liq - px) / np.where(px > 0, px, 1))
-        dist = np.where(np.isnan(liq), np.nan, dist)
+        # Marked at the last close, as the engine marks a symbol without a bar.
+        marks = forward_fill(np.asarray(close, dtype=np.float64).reshape(n, -1), np.nan)
+        held = ~np.isnan(liq)
+        dist = np.full(liq.shape, np.nan)  # (mark - liq) / mark, signed by the side
+        dist[held] = np.sign(position[held]) * (marks[held] - liq[held]) / marks[held]
         margin_metrics = {
             "margin_usage_mean": float(np.nanmean(usage)) if on.any() else float("nan"),
             "margin_usage_max": float(np.nanmax(usage)) if on.any() else float("nan"),

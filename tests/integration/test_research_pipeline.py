@@ -228,12 +228,7 @@ def test_discovery_refuses_an_event_type_that_failed_gate_e1(month):
                                   partition_key="funding_extreme",
                                   assets=["phase2_candidates_raw", "phase2_pvals",
                                           "phase2_fdr", "phase2_report"])
-        (last,) = instance.get_runs(limit=1)
-        (failure,) = [r.event_log_entry.dagster_event.step_failure_data
-                      for r in instance.get_records_for_run(last.run_id).records
-                      if r.event_log_entry.dagster_event
-                      and r.event_log_entry.dagster_event.is_step_failure]
-        assert failure.user_failure_data.description == (
+        assert _step_failure(instance) == (
             "funding_extreme did not pass Gate E-1 (prevalence 0.5 per 10k below 1): "
             "discovery does not read it")
     finally:

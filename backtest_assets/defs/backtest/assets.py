@@ -119,8 +119,8 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
         venue = reg.fees.venues[bp.venue or reg.fees.default_venue]
         try:
             panel = Panel.from_bars(bars, bp.symbols, start, end, reg.base_minutes)
-            features = {f: panel.column(feats, f) for f in wanted
-                        if bp.entry.condition and bp.entry.condition.feature == f}
+            cond = bp.entry.condition
+            features = {cond.feature: panel.column(feats, cond.feature)} if cond else {}
             own_funding = funding.filter(pl.col("symbol").is_in(bp.symbols))
             run = run_blueprint(bp, panel, features=features, events=events,
                                 funding=own_funding, venue=venue, init_cash=study.capital)
