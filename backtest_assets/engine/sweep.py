@@ -46,7 +46,9 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
           funding: np.ndarray | None = None,
           exits: ExitRules | Sequence[ExitRules] | None = None,
           init_cash: float = 1_000_000.0, long_sizing: Literal["equity", "cash"] = "equity",
-          bars_per_year: float = BARS_PER_YEAR_1M, chunk: int | None = None) -> pl.DataFrame:
+          bars_per_year: float = BARS_PER_YEAR_1M, chunk: int | None = None,
+          blocks: np.ndarray | Sequence[int] | None = None
+          ) -> pl.DataFrame | tuple[pl.DataFrame, np.ndarray]:
     """Metrics of K backtests sharing bars, instruments and funding.
 
     Parameters
@@ -61,6 +63,11 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
         Annualization of Sharpe and Sortino.
     chunk : int, optional
         Combinations simulated together (default: 4 per thread).
+    blocks : (B + 1,) increasing bar indices from 0 to T, optional
+        Also return, per combination, the bar returns' count, sum and sum of squares in each
+        block ``[blocks[b], blocks[b + 1])`` (what CSCV and combinatorial cross-validation
+        need to compute any union of blocks' Sharpe ratio exactly). A bar's return is
+        ``equity[t] / equity[t - 1] - 1`` (the starting cash before bar 0), as in ``metrics``.
 
     Returns
     -------
@@ -68,6 +75,8 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
         One row per combination (``combo`` = its index) with the columns of
         ``SWEEP_METRICS``: ``trades`` counts closed trades, ``rejected`` every rejected
         order, ``blown_bar`` is -1 unless the account was blown.
+    numpy.ndarray
+        With ``blocks`` only: (K, B, 3) float64, [n, sum, sum of squares] per block.
     """
     if isinstance(targets, np.ndarray) and targets.ndim == 2 and np.ndim(open_) == 1:
         targets = [targets[:, k] for k in range(targets.shape[1])]
@@ -85,6 +94,8 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
     for ex in rules_k:
         (ex or ExitRules()).validate()
     t_n, s_n = inp.open.shape
+    bounds = _bounds(blocks, t_n)
+    stats = np.zeros((k_n, max(len(bounds) - 1, 0), 3))
     rules = _rules(inp.instruments)
     rate = np.full((0, s_n), np.nan) if inp.funding is None else inp.funding
     chunk = chunk or 4 * numba.get_num_threads()
@@ -109,20 +120,33 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
                          for k in ks])
         _sweep_kernel(inp.open, inp.high, inp.low, inp.close, rate, changed[:len(ks)],
                       weights[:len(ks)], rules,
-                      accs, equity[:len(ks)], exposure[:len(ks)], out[lo:lo + len(ks)])
+                      accs, equity[:len(ks)], exposure[:len(ks)], out[lo:lo + len(ks)],
+                      bounds, stats[lo:lo + len(ks)])
     frame = pl.DataFrame(out, schema=list(SWEEP_METRICS), orient="row")
     ann = math.sqrt(bars_per_year)
-    return frame.with_columns(
+    frame = frame.with_columns(
         (pl.col("sharpe") * ann), (pl.col("sortino") * ann),
         *(pl.col(c).cast(pl.Int64) for c in ("trades", "rejected", "blown_bar")),
     ).with_row_index("combo").with_columns(pl.col("combo").cast(pl.Int64))
+    return frame if blocks is None else (frame, stats)
+
+
+def _bounds(blocks: np.ndarray | Sequence[int] | None, t_n: int) -> np.ndarray:
+    if blocks is None:
+        return np.zeros(0, dtype=np.int64)
+    b = np.asarray(blocks, dtype=np.int64)
+    if b.ndim != 1 or len(b) < 2 or b[0] != 0 or b[-1] != t_n or (np.diff(b) <= 0).any():
+        raise ValueError(f"blocks: need increasing bar indices from 0 to {t_n}, got "
+                         f"{b.tolist()[:8]}{'...' if b.size > 8 else ''}")
+    return b
 
 
 @numba.njit(parallel=True, cache=True)
 def _sweep_kernel(o, h, lo, c, rate, changed, weights, rules, accs, equity, exposure,
-                  out):  # pragma: no cover
-    """Run combination j of the chunk into equity[j] / exposure[j] and summarize it; the
-    other outputs of the loop are single-row accumulators (see core._loop)."""
+                  out, bounds, stats):  # pragma: no cover
+    """Run combination j of the chunk into equity[j] / exposure[j] and summarize it (and
+    its bar returns per block into stats[j]); the other outputs of the loop are single-row
+    accumulators (see core._loop)."""
     k_n = weights.shape[0]
     s_n = o.shape[1]
     for j in numba.prange(k_n):
@@ -134,6 +158,12 @@ def _sweep_kernel(o, h, lo, c, rate, changed, weights, rules, accs, equity, expo
               exposure[j], np.empty((1, s_n)), fees, slippage, funding, trades, rejected)
         _summarize(equity[j], exposure[j], fees, slippage, funding, trades[:int(acc[1])],
                    rejected, acc[2], accs[j, 0], out[j])
+        ret = exposure[j]  # _summarize left the bar returns there
+        for b in range(bounds.size - 1):
+            for t in range(bounds[b], bounds[b + 1]):
+                stats[j, b, 0] += 1.0
+                stats[j, b, 1] += ret[t]
+                stats[j, b, 2] += ret[t] * ret[t]
 
 
 @numba.njit(cache=True)

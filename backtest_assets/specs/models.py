@@ -410,9 +410,89 @@ class Phase2Gate:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CostStress:
+    """Out-of-sample results re-run with every cost (fees and slippage) times ``multiplier``."""
+
+    multiplier: float = 2.0
+    min_sharpe: float = 0.0
+
+    def validate(self) -> None:
+        if not 1 <= self.multiplier <= 10:
+            raise ValueError(f"multiplier: {self.multiplier} is out of range [1, 10]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromotionGate:
+    """What a blueprint's walk-forward evidence must show to leave ``backtest`` for ``demo``.
+
+    Sharpe ratios are annualized; drawdown is a positive fraction (0.2 = a 20 % fall).
+    """
+
+    min_deflated_sharpe: float
+    max_pbo: float
+    min_oos_sharpe: float
+    max_oos_drawdown: float
+    min_oos_trades: int
+    cost_stress: CostStress = CostStress()
+    min_demo_days: int = 30  # demo -> live needs this many days of demo (paper) trading
+
+    def validate(self) -> None:
+        for name in ("min_deflated_sharpe", "max_pbo", "max_oos_drawdown"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}: {getattr(self, name)} is out of range [0, 1]")
+        if self.min_oos_trades < 0 or self.min_demo_days < 0:
+            raise ValueError("min_oos_trades: must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
 class GatesSpec:
     e1: E1Gate
     phase2: Phase2Gate
+    promotion: PromotionGate
+
+
+# ---- walk-forward evaluation -------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class WalkForwardSpec:
+    """How every blueprint is evaluated out of sample (``backtest_assets.walkforward``).
+
+    ``folds`` test windows follow the first ``train_days`` of the study; each is
+    ``test_days`` long, or, without ``test_days``, the rest of the study split evenly.
+    ``rolling`` trains on the ``train_days`` before each test window, ``anchored`` on
+    everything before it. ``purge_bars`` base bars between a train window and the test
+    window after it are dropped from training (at least the longest label horizon and the
+    blueprint's longest hold, which are enforced), and ``embargo_bars`` after a test window
+    before any later training (combinatorial splits). The grid's best combination by
+    ``objective`` on a train window (among those with ``min_trades`` trades) is run on the
+    test window. ``cpcv_groups`` / ``cpcv_test_groups`` define the combinatorially purged
+    cross-validation splits and ``cscv_groups`` the probability of backtest overfitting.
+    """
+
+    scheme: Literal["rolling", "anchored"]
+    folds: int
+    train_days: float
+    test_days: float | None = None
+    purge_bars: int
+    embargo_bars: int = 0
+    objective: Literal["sharpe", "sortino", "total_return"] = "sharpe"
+    min_trades: int = 1
+    cpcv_groups: int = 6
+    cpcv_test_groups: int = 2
+    cscv_groups: int = 16
+
+    def validate(self) -> None:
+        if not 1 <= self.folds <= 100:
+            raise ValueError(f"folds: {self.folds} is out of range [1, 100]")
+        if self.train_days <= 0 or (self.test_days is not None and self.test_days <= 0):
+            raise ValueError("train_days: train and test windows must be longer than 0 days")
+        if self.purge_bars < 0 or self.embargo_bars < 0:
+            raise ValueError("purge_bars: purge and embargo cannot be negative")
+        if not 1 <= self.cpcv_test_groups < self.cpcv_groups <= 32:
+            raise ValueError(f"cpcv_test_groups: need 1 <= {self.cpcv_test_groups} < "
+                             f"cpcv_groups {self.cpcv_groups} <= 32")
+        if self.cscv_groups < 2 or self.cscv_groups % 2 or self.cscv_groups > 24:
+            raise ValueError(f"cscv_groups: {self.cscv_groups} must be even, in [2, 24]")
 
 
 # ---- strategies (blueprints) -------------------------------------------------------------
@@ -463,6 +543,9 @@ class StrategySpec:
     exits: Exits = Exits()
     venue: str | None = None  # default: fees.yaml's default venue
     leverage: float = 1.0
+    # Parameter path -> values tried by the walk-forward sweep (GRID_PARAMS); None: only
+    # the blueprint as written.
+    grid: dict[str, tuple[float, ...]] | None = None
 
     def validate(self) -> None:
         if not re.fullmatch(_NAME, self.name):
@@ -476,3 +559,23 @@ class StrategySpec:
         if self.target_weight * len(self.symbols) > self.leverage:
             raise ValueError(f"target_weight: {self.target_weight} x {len(self.symbols)} "
                              f"symbols exceeds the leverage {self.leverage}")
+        for key, values in (self.grid or {}).items():
+            if key not in GRID_PARAMS:
+                raise ValueError(f"grid.{key}: not a tunable parameter (one of "
+                                 f"{sorted(GRID_PARAMS)})")
+            if key.startswith("entry.condition") and self.entry.condition is None:
+                raise ValueError(f"grid.{key}: the entry has no condition")
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"grid.{key}: give distinct values")
+            if GRID_PARAMS[key] is int and any(v != int(v) for v in values):
+                raise ValueError(f"grid.{key}: values must be whole numbers")
+        if math.prod(len(v) for v in (self.grid or {}).values()) > 100_000:
+            raise ValueError("grid: more than 100,000 combinations")
+
+
+# Parameters a blueprint's grid may vary, with their type.
+GRID_PARAMS: dict[str, type] = {
+    "entry.condition.threshold": float, "entry.condition.lag": int,
+    "exits.stop_loss": float, "exits.take_profit": float, "exits.time_stop_bars": int,
+    "target_weight": float,
+}

@@ -1,7 +1,8 @@
 """The spec registry: every spec file loaded once, typed, frozen, cross-checked and hashed.
 
 Layout under ``specs/``: ``universe.yaml``, ``labels.yaml``, ``gates.yaml``, ``fees.yaml``,
-``multiplicity/families.yaml``, ``features/*.yaml`` (a ``features:`` list each),
+``walkforward.yaml``, ``multiplicity/families.yaml``, ``features/*.yaml`` (a ``features:``
+list each),
 ``events/*.yaml`` (one event each), ``studies/*.yaml`` (one study each),
 ``strategies/*.yaml`` (one blueprint each). :func:`lint`
 reports every problem; loading raises the first. Both name the file and the field.
@@ -33,6 +34,7 @@ from backtest_assets.specs.models import (
     StrategySpec,
     StudySpec,
     UniverseSpec,
+    WalkForwardSpec,
     interval_minutes,
 )
 
@@ -76,6 +78,7 @@ class SpecRegistry:
     families: FamiliesSpec
     fees: FeesSpec
     strategies: dict[str, StrategySpec]
+    walkforward: WalkForwardSpec
     hashes: dict[str, str]
 
     def phase2(self) -> Phase2Specs:
@@ -155,6 +158,7 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
     gates = one(specs_dir / "gates.yaml", GatesSpec)
     families = one(specs_dir / "multiplicity" / "families.yaml", FamiliesSpec)
     fees = one(specs_dir / "fees.yaml", FeesSpec)
+    walkforward = one(specs_dir / "walkforward.yaml", WalkForwardSpec)
     features: dict[str, tuple[Path, int, FeatureSpec]] = {}
     for path in _yaml_files(specs_dir / "features"):
         ff = one(path, FeatureFile)
@@ -200,7 +204,14 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
     if gates is not None and gates.phase2.stability.regime_feature not in features:
         errors.append(SpecError(specs_dir / "gates.yaml", "phase2.stability.regime_feature",
                                 f"unknown feature {gates.phase2.stability.regime_feature!r}"))
-    if errors or labels is None or gates is None or families is None or fees is None:
+    if walkforward is not None and labels is not None:
+        longest = max(interval_minutes(h) for h in labels.horizons) // base
+        if walkforward.purge_bars < longest:
+            errors.append(SpecError(specs_dir / "walkforward.yaml", "purge_bars",
+                                    f"{walkforward.purge_bars} is shorter than the longest "
+                                    f"label horizon ({longest} bars)"))
+    if (errors or labels is None or gates is None or families is None or fees is None
+            or walkforward is None):
         return None, errors
     order = _dependency_order({n: f for n, (_, _, f) in features.items()})
     return SpecRegistry(
@@ -210,6 +221,7 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
         studies={n: s for n, (_, s) in sorted(studies.items())},
         families=families, fees=fees,
         strategies={n: b for n, (_, b) in sorted(strategies.items())},
+        walkforward=walkforward,
         hashes=dict(sorted(hashes.items())),
     ), []
 

@@ -47,6 +47,8 @@ PRICES = ("open", "high", "low", "close")
 NAME_MAX = 48  # models._NAME: [a-z][a-z0-9_]{0,47}
 _FOLLOW = {"continuation": 1.0, "mean_reversion": -1.0}
 _FIXED = {"long": 1.0, "short": -1.0}
+# Stop-losses a Phase-2 survivor's walk-forward grid tries (from_survivor).
+SURVIVOR_STOPS = (0.01, 0.02, 0.04)
 
 
 def _naive_utc(d: dt.datetime) -> dt.datetime:
@@ -122,6 +124,14 @@ class Panel:
         for name in PRICES:
             getattr(panel, name)[rows, cols] = frame[name].cast(pl.Float64).to_numpy()
         return panel
+
+    def rows(self, start: int, end: int) -> Panel:
+        """The bars ``start .. end - 1`` as a panel of their own (a fold's window)."""
+        if not 0 <= start < end <= len(self.ts):
+            raise ValueError(f"panel: rows [{start}, {end}) outside [0, {len(self.ts)})")
+        return Panel(self.ts[start:end], self.symbols,
+                     *(getattr(self, p)[start:end] for p in PRICES),
+                     interval_minutes=self.interval_minutes)
 
     def _window(self) -> tuple[dt.datetime, dt.datetime, int]:
         """Start, end (exclusive) and step in microseconds."""
@@ -272,7 +282,13 @@ def targets(bp: StrategySpec, panel: Panel, features: Mapping[str, np.ndarray] |
     if missing or extra:
         raise ValueError(f"{bp.name}: symbols differ from the panel's (missing from the "
                          f"panel: {missing}, not in the blueprint: {extra})")
-    d = _signals(bp, panel, features, events)
+    return shape_targets(bp, signals(bp, panel, features, events))
+
+
+def shape_targets(bp: StrategySpec, d: np.ndarray) -> np.ndarray:
+    """The target of ``bp`` from its (T, S) entry signal ``d`` (:func:`signals`): the
+    direction and hold rules of the module docstring. A parameter sweep computes the signal
+    once per entry and shapes it for every hold, weight and direction."""
     side = (d * _FOLLOW[bp.direction] if bp.direction in _FOLLOW
             else np.abs(d) * _FIXED[bp.direction])
     weight = bp.target_weight * side
@@ -298,8 +314,8 @@ def _hold_starts(signals: np.ndarray, hold: int) -> np.ndarray:
     return np.array(starts, dtype=np.int64)
 
 
-def _signals(bp: StrategySpec, panel: Panel, features: Mapping[str, np.ndarray] | None,
-             events: pl.DataFrame | None) -> np.ndarray:
+def signals(bp: StrategySpec, panel: Panel, features: Mapping[str, np.ndarray] | None,
+            events: pl.DataFrame | None) -> np.ndarray:
     """(T, S) direction d of the entry signal at each bar: +1, -1, or 0 for none."""
     if bp.entry.event is not None:
         if events is None:
@@ -363,7 +379,9 @@ def from_survivor(row: Mapping, *, universe_symbols: Sequence[str],
     StrategySpec
         Named ``p2_<event_type>_<rule_template>_<horizon>_<symbol or all>`` (lower case,
         shortened by :func:`spec_name`), entering on the event, exiting after the horizon,
-        validated.
+        validated. Its walk-forward grid (``SURVIVOR_GRID``) holds half, once and twice the
+        horizon with three stop-losses: 9 combinations, the horizon Phase 2 tested among
+        them.
     """
     event_type, template, horizon, symbol = (str(row[k]) for k in (
         "event_type", "rule_template", "horizon", "symbol"))
@@ -384,6 +402,9 @@ def from_survivor(row: Mapping, *, universe_symbols: Sequence[str],
         target_weight=weight_budget / len(symbols),
         exits=Exits(time_stop_bars=int(bars)),
         venue=None,
+        grid={"exits.time_stop_bars": tuple(float(b) for b in sorted(
+                  {max(1, int(bars) // 2), int(bars), 2 * int(bars)})),
+              "exits.stop_loss": SURVIVOR_STOPS},
         leverage=max(1.0, weight_budget))
     bp.validate()
     bp.entry.validate()

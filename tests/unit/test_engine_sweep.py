@@ -84,3 +84,34 @@ def test_sweep_refuses_a_bad_target_naming_the_combination():
         sweep(**args, targets=[case["target"], over])
     with pytest.raises(ValueError, match="exits: 1 rule sets for 2 targets"):
         sweep(**args, targets=[case["target"]] * 2, exits=[ExitRules()])
+
+
+def test_sweep_block_stats_are_the_bar_returns_of_each_combination():
+    """n, sum and sum of squares per block equal those of backtest's own equity curve."""
+    case = synthetic_case(3, REGIMES[0])
+    rng = np.random.default_rng(3)
+    targets = _random_targets(case, rng, 5)
+    args = {k: case[k] for k in ("open_", "high", "low", "close", "instruments", "funding",
+                                 "init_cash")}
+    t_n = case["close"].shape[0]
+    bounds = [0, 7, t_n // 2, t_n - 1, t_n]
+    table, stats = sweep(**args, targets=targets, exits=case["exits"], blocks=bounds, chunk=2)
+    assert stats.shape == (5, 4, 3)
+    for k, tgt in enumerate(targets):
+        eq = backtest(**args, target=tgt, exits=case["exits"]).equity
+        ret = eq / np.concatenate(([case["init_cash"]], eq[:-1])) - 1.0
+        for b in range(4):
+            r = ret[bounds[b]:bounds[b + 1]]
+            np.testing.assert_allclose(stats[k, b], [r.size, r.sum(), (r * r).sum()],
+                                       rtol=1e-10, atol=1e-14)
+    plain = sweep(**args, targets=targets, exits=case["exits"], chunk=2)
+    assert plain.equals(table)  # blocks change nothing else
+
+
+@pytest.mark.parametrize("blocks", [[0, 5], [1, 10], [0, 0, 10]])
+def test_sweep_refuses_blocks_that_do_not_tile_the_bars(blocks):
+    case = synthetic_case(0, REGIMES[0])
+    blocks = [b if b != 10 else case["close"].shape[0] for b in blocks]
+    args = {k: case[k] for k in ("open_", "high", "low", "close", "instruments", "init_cash")}
+    with pytest.raises(ValueError, match="blocks: need increasing bar indices"):
+        sweep(**args, targets=[case["target"]], blocks=blocks)

@@ -1,0 +1,1 @@
+"""Out-of-sample discipline for blueprints: folds, grid sweeps, overfitting statistics."""
