@@ -60,3 +60,7 @@ def date_window_mapping(start_offset: int = 0, end_offset: int = 0) -> dg.MultiP
 # the strategy_blueprints asset (a sensor or the CLI) as they appear.
 BLUEPRINT_PARTITIONS = "blueprint"
 blueprint_partitions_def = dg.DynamicPartitionsDefinition(name=BLUEPRINT_PARTITIONS)
+
+# Studies (specs/studies): promotion decisions and the research report are made per study.
+STUDY_PARTITIONS = "study"
+study_partitions_def = dg.StaticPartitionsDefinition(list(REGISTRY.studies))

@@ -59,3 +59,156 @@ def equity_drawdown_png(equity: pl.DataFrame, *, title: str = "", dpi: int = 100
 def markdown_image(png: bytes, alt: str) -> str:
     """Markdown embedding ``png`` inline (a data URI): how the Dagster UI shows an image."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+
+
+# ---- research report charts ----------------------------------------------------------------
+
+def _label(text: object) -> str:
+    """``text`` safe as a matplotlib label: a ``$`` would start mathtext, a leading ``_``
+    would hide the artist from the legend."""
+    return str(text).replace("$", r"\$").lstrip("_") or "?"
+
+
+def _png(fig, dpi: int) -> bytes:
+    """Render and close ``fig`` (closing always: pyplot keeps every open figure alive)."""
+    try:
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def event_curves_png(curves: pl.DataFrame, *, title: str = "", dpi: int = 100) -> bytes:
+    """One subplot per event type: the mean signed path with its ``lo..hi`` band, in bps.
+
+    Parameters
+    ----------
+    curves : polars.DataFrame
+        The ``event_study`` frame: ``event_type``, ``offset``, ``mean``, ``lo``, ``hi``, ``n``
+        (returns as log returns; drawn x 1e4). Must not be empty.
+    title : str
+        Figure title.
+    dpi : int
+        Resolution (each subplot is 4.2 x 3 inches, three per row).
+
+    Returns
+    -------
+    bytes
+        A PNG image.
+    """
+    types = curves["event_type"].unique(maintain_order=True).sort().to_list()
+    ncols = min(3, len(types))
+    nrows = -(-len(types) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows + 0.4),
+                             squeeze=False)
+    for ax, name in zip(axes.flat, types, strict=False):
+        part = curves.filter(pl.col("event_type") == name).sort("offset")
+        k = part["offset"].to_numpy()
+        # nulls -> NaN: matplotlib leaves gaps there instead of failing
+        mean, lo, hi = (1e4 * part[c].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+                        for c in ("mean", "lo", "hi"))
+        ax.fill_between(k, lo, hi, alpha=0.25, linewidth=0, label="band")
+        ax.plot(k, mean, linewidth=1.4, label="mean")
+        ax.axvline(0, color="black", linestyle="--", linewidth=0.8)
+        ax.axhline(0, color="grey", linewidth=0.6)
+        ax.set_title(f"{_label(name)}  (n <= {part['n'].max() or 0})", fontsize=9)
+        ax.set_xlabel("bars from entry (open of t+1)", fontsize=8)
+        ax.set_ylabel("signed cum. log return (bps)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(types):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _png(fig, dpi)
+
+
+def funnel_png(funnel: pl.DataFrame, *, title: str = "", dpi: int = 100) -> bytes:
+    """Horizontal bars of the funnel stages, first stage on top, each labelled with its count.
+
+    Parameters
+    ----------
+    funnel : polars.DataFrame
+        ``stage`` (String), ``hypotheses`` (int), in funnel order. Must not be empty.
+    title : str
+        Figure title.
+    dpi : int
+        Resolution.
+
+    Returns
+    -------
+    bytes
+        A PNG image. The x axis is logarithmic when the counts span more than two decades
+        (a linear axis would draw the last stages as invisible slivers).
+    """
+    stages = [_label(s) for s in funnel["stage"].to_list()]
+    counts = funnel["hypotheses"].cast(pl.Float64).fill_null(0.0).to_numpy()
+    positive = counts[counts > 0]
+    log = positive.size > 0 and positive.max() / positive.min() > 100
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(stages) + 1.2))
+    y = list(range(len(stages)))
+    # on a log axis a bar must start at a positive value; 0 counts then draw nothing
+    left = 0.5 if log else 0.0
+    ax.barh(y, [max(c - left, 0.0) for c in counts], left=left, color="#4c72b0")
+    for i, c in enumerate(counts):
+        ax.text(max(c, left), i, f" {int(c):,}", va="center", fontsize=8)
+    ax.set_yticks(y, stages, fontsize=8)
+    ax.invert_yaxis()  # funnel order reads top to bottom
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlim(left, max(counts.max(), 1.0) * (4 if log else 1.15))
+    ax.set_xlabel("hypotheses" + (" (log scale)" if log else ""), fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    return _png(fig, dpi)
+
+
+def sharpe_bars_png(sharpe: pl.DataFrame, *, title: str = "", dpi: int = 100) -> bytes:
+    """Horizontal bars of one Sharpe ratio per blueprint, best on top.
+
+    Parameters
+    ----------
+    sharpe : polars.DataFrame
+        ``blueprint``, ``sharpe`` and optionally ``decision`` (bars of a decision starting with
+        ``promot`` are green, ``archiv`` grey, others blue). Must not be empty.
+    title : str
+        Figure title.
+    dpi : int
+        Resolution.
+
+    Returns
+    -------
+    bytes
+        A PNG image.
+    """
+    frame = sharpe.with_columns(pl.col("sharpe").cast(pl.Float64).fill_nan(None)).sort(
+        "sharpe", descending=True, nulls_last=True)
+    decisions = (frame["decision"].cast(pl.String).fill_null("").str.to_lowercase().to_list()
+                 if "decision" in frame.columns else [""] * frame.height)
+    colors = ["#55a868" if d.startswith("promot") else "#9a9a9a" if d.startswith("archiv")
+              else "#4c72b0" for d in decisions]
+    values = frame["sharpe"].fill_null(0.0).to_numpy()
+    fig, ax = plt.subplots(figsize=(8, 0.28 * frame.height + 1.3))
+    y = list(range(frame.height))
+    ax.barh(y, values, color=colors)
+    ax.set_yticks(y, [_label(b) for b in frame["blueprint"].to_list()], fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("Sharpe ratio", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    return _png(fig, dpi)
+
+
+def message_png(text: str, *, dpi: int = 100) -> bytes:
+    """A small image carrying only ``text``: what to show where a chart has no data."""
+    fig = plt.figure(figsize=(6, 1.5))
+    fig.text(0.5, 0.5, _label(text), ha="center", va="center", fontsize=11)
+    try:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
+        return buf.getvalue()
+    finally:
+        plt.close(fig)

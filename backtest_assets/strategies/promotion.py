@@ -2,8 +2,9 @@
 
 Lifecycle: ``idea -> backtest -> demo -> live -> archived``.
 
-- A blueprint without walk-forward evidence stays an ``idea``.
-- With evidence it has been backtested. If every gate of ``specs/gates.yaml`` ``promotion``
+- A blueprint without walk-forward evidence stays an ``idea``, or moves to ``backtest`` once
+  it has backtest results.
+- With walk-forward evidence it has been backtested. If every gate of ``specs/gates.yaml`` ``promotion``
   passes it goes on to ``demo`` (paper trading); otherwise it is ``archived`` with the
   failed gates as reasons. Editing the spec makes a new blueprint version (a new spec hash),
   which starts again as an idea.
@@ -73,7 +74,8 @@ def gate_results(evidence: Mapping[str, float], gate: PromotionGate
 
 
 def decide(evidence: Mapping[str, float] | None, gate: PromotionGate, *,
-           from_stage: str = "idea", demo_days: int = 0) -> Decision:
+           from_stage: str = "idea", backtested: bool = False, demo_days: int = 0
+           ) -> Decision:
     """The next stage of a blueprint (module docstring).
 
     Parameters
@@ -85,6 +87,9 @@ def decide(evidence: Mapping[str, float] | None, gate: PromotionGate, *,
         ``specs/gates.yaml`` ``promotion``.
     from_stage : str
         The stage of the previous decision for the same spec hash (``idea`` if none).
+    backtested : bool
+        Whether the blueprint has backtest results (an idea without walk-forward evidence
+        then moves to ``backtest``).
     demo_days : int
         Days of demo trading on record (demo -> live).
     """
@@ -92,7 +97,8 @@ def decide(evidence: Mapping[str, float] | None, gate: PromotionGate, *,
         raise ValueError(f"from_stage: {from_stage!r} is not one of {STAGES}")
     inputs = {"evidence": None if evidence is None else
               {k: _plain(evidence.get(k)) for k in EVIDENCE},
-              "gate": to_plain(gate), "from_stage": from_stage, "demo_days": demo_days}
+              "gate": to_plain(gate), "from_stage": from_stage, "backtested": backtested,
+              "demo_days": demo_days}
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
     def made(to: str, decision: str, passed: bool, reasons: list[str]) -> Decision:
@@ -102,7 +108,8 @@ def decide(evidence: Mapping[str, float] | None, gate: PromotionGate, *,
         return made("archived", "hold", False, ["archived: a new version of the spec starts "
                                                 "again as an idea"])
     if evidence is None:
-        return made(from_stage, "hold", False, ["no walk-forward evidence yet"])
+        to = "backtest" if backtested and from_stage == "idea" else from_stage
+        return made(to, "hold", False, ["no walk-forward evidence yet"])
     results = gate_results(evidence, gate)
     failed = [why for _, ok, why in results if not ok]
     if failed:

@@ -60,3 +60,9 @@ def test_gate_results_name_every_gate():
                      "cost_stress"]
     with pytest.raises(ValueError, match="from_stage"):
         decide(GOOD, GATE, from_stage="paper")
+
+
+def test_an_idea_with_backtests_but_no_walk_forward_is_at_backtest():
+    d = decide(None, GATE, from_stage="idea", backtested=True)
+    assert (d.to_stage, d.decision, d.reasons) == ("backtest", "hold",
+                                                   ("no walk-forward evidence yet",))

@@ -14,7 +14,8 @@ import polars as pl
 
 from backtest_assets.core.traceability import code_commit
 from backtest_assets.defs.backtest.checks import BACKTEST_CHECKS, BLUEPRINT_CHECKS, check_backtest
-from backtest_assets.defs.shared import markdown_table, study_boxes, symbol_layout
+from backtest_assets.defs.backtest.market import StudyData, selected_blueprints
+from backtest_assets.defs.shared import markdown_table
 from backtest_assets.discovery.phase2 import frame_hash
 from backtest_assets.partitions import (
     BASE_BARS,
@@ -23,8 +24,7 @@ from backtest_assets.partitions import (
 )
 from backtest_assets.reporting.charts import equity_drawdown_png, markdown_image
 from backtest_assets.resources import SpecRegistryResource, WarehouseResource
-from backtest_assets.strategies import Panel
-from backtest_assets.strategies.catalog import catalog, load_blueprint, problems
+from backtest_assets.strategies.catalog import catalog, problems
 from backtest_assets.strategies.run import run_blueprint
 from backtest_assets.warehouse import PartitionLayout, WarehouseError
 
@@ -91,49 +91,20 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
     reg = specs.registry()
     study = reg.default_study
     names = list(context.partition_keys)
-    rows = {r["blueprint"]: r for r in strategy_blueprints.iter_rows(named=True)}
-    missing = [n for n in names if n not in rows]
-    if missing:
-        raise dg.Failure(description=f"blueprints {missing} are not in strategy_blueprints: "
-                                     "materialize strategy_blueprints first")
-    found = problems(reg, strategy_blueprints.filter(pl.col("blueprint").is_in(names)))
-    if found:  # e.g. a spec edited since the catalog was written
-        raise dg.Failure(description="refused before simulating:\n" + "\n".join(found))
-    blueprints = [load_blueprint(rows[n]) for n in names]
+    blueprints, rows = selected_blueprints(reg, strategy_blueprints, names)
 
-    symbols = sorted({s for bp in blueprints for s in bp.symbols})
-    boxes = study_boxes(symbols, study.start, study.end)
-    wh = warehouse.warehouse()
-    bars = wh.read(BASE_BARS, symbol_layout("ts_open"), boxes).filter(pl.col("market") == "perp")
-    wanted = sorted({bp.entry.condition.feature for bp in blueprints if bp.entry.condition})
-    feats = wh.read("pit_features", symbol_layout("ts_open"), boxes).select(
-        "symbol", "ts_open", *wanted) if wanted else None
-    events = wh.read("event_table", symbol_layout("ts"), boxes) \
-        if any(bp.entry.event for bp in blueprints) else None
-    funding = wh.read("raw_funding_rates", symbol_layout("ts"), boxes).select(
-        "symbol", "ts", "funding_rate")
-    start, end = boxes[0].start, boxes[0].end  # the study's [first day, day after last)
-
+    data = StudyData.read(warehouse.warehouse(), study, blueprints)
     runs = []
     for bp in blueprints:
         venue = reg.fees.venues[bp.venue or reg.fees.default_venue]
         try:
-            panel = Panel.from_bars(bars, bp.symbols, start, end, reg.base_minutes)
-            cond = bp.entry.condition
-            features = {cond.feature: panel.column(feats, cond.feature)} if cond else {}
-            own_funding = funding.filter(pl.col("symbol").is_in(bp.symbols))
-            run = run_blueprint(bp, panel, features=features, events=events,
+            panel, features, own_funding = data.for_blueprint(bp, reg.base_minutes)
+            run = run_blueprint(bp, panel, features=features, events=data.events,
                                 funding=own_funding, venue=venue, init_cash=study.capital)
         except ValueError as exc:
             raise dg.Failure(description=f"blueprint {bp.name}: refused before simulating: "
                                          f"{exc}") from None
-        inputs = {"bars": bars.filter(pl.col("symbol").is_in(bp.symbols)),
-                  "funding": own_funding}
-        if events is not None and bp.entry.event:
-            inputs["events"] = events.filter(pl.col("event_type") == bp.entry.event)
-        if features:
-            inputs["features"] = feats.select("symbol", "ts_open", *features)
-        runs.append((run, rows[bp.name]["spec_hash"], frame_hash(inputs)))
+        runs.append((run, rows[bp.name]["spec_hash"], frame_hash(data.inputs_of(bp))))
 
     trades = pl.concat([r.trades for r, _, _ in runs])
     equity = pl.concat([r.equity for r, _, _ in runs])

@@ -1,0 +1,88 @@
+"""The study's market data as the blueprints read it: shared by backtests and walk-forward."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from backtest_assets.defs.shared import study_boxes, symbol_layout
+from backtest_assets.partitions import BASE_BARS
+from backtest_assets.specs.models import StrategySpec, StudySpec
+from backtest_assets.specs.registry import SpecRegistry
+from backtest_assets.strategies import Panel
+from backtest_assets.strategies.catalog import load_blueprint, problems
+from backtest_assets.warehouse import Warehouse
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """Perp bars, the features and events the blueprints read, and funding, of a study."""
+
+    bars: pl.DataFrame
+    features: pl.DataFrame | None
+    events: pl.DataFrame | None
+    funding: pl.DataFrame
+    start: dt.datetime
+    end: dt.datetime  # exclusive: the day after the study's last
+
+    @classmethod
+    def read(cls, wh: Warehouse, study: StudySpec, blueprints: Sequence[StrategySpec]
+             ) -> StudyData:
+        symbols = sorted({s for bp in blueprints for s in bp.symbols})
+        boxes = study_boxes(symbols, study.start, study.end)
+        bars = wh.read(BASE_BARS, symbol_layout("ts_open"), boxes).filter(
+            pl.col("market") == "perp")
+        wanted = sorted({bp.entry.condition.feature for bp in blueprints
+                         if bp.entry.condition})
+        feats = wh.read("pit_features", symbol_layout("ts_open"), boxes).select(
+            "symbol", "ts_open", *wanted) if wanted else None
+        events = wh.read("event_table", symbol_layout("ts"), boxes) \
+            if any(bp.entry.event for bp in blueprints) else None
+        funding = wh.read("raw_funding_rates", symbol_layout("ts"), boxes).select(
+            "symbol", "ts", "funding_rate")
+        return cls(bars, feats, events, funding, boxes[0].start, boxes[0].end)
+
+    def for_blueprint(self, bp: StrategySpec, base_minutes: int
+                      ) -> tuple[Panel, dict[str, np.ndarray], pl.DataFrame]:
+        """The blueprint's panel, the feature its entry reads and its symbols' funding.
+
+        Raises ``ValueError`` (naming symbol and time) for bars that do not fit the grid.
+        """
+        panel = Panel.from_bars(self.bars, bp.symbols, self.start, self.end, base_minutes)
+        cond = bp.entry.condition
+        features = {cond.feature: panel.column(self.features, cond.feature)} if cond else {}
+        return panel, features, self.funding.filter(pl.col("symbol").is_in(bp.symbols))
+
+    def inputs_of(self, bp: StrategySpec) -> dict[str, pl.DataFrame]:
+        """The frames the blueprint read (for its dataset hash)."""
+        inputs = {"bars": self.bars.filter(pl.col("symbol").is_in(bp.symbols)),
+                  "funding": self.funding.filter(pl.col("symbol").is_in(bp.symbols))}
+        if self.events is not None and bp.entry.event:
+            inputs["events"] = self.events.filter(pl.col("event_type") == bp.entry.event)
+        if self.features is not None and bp.entry.condition:
+            inputs["features"] = self.features.select("symbol", "ts_open",
+                                                      bp.entry.condition.feature)
+        return inputs
+
+
+def selected_blueprints(reg: SpecRegistry, catalog: pl.DataFrame, names: Sequence[str]
+                        ) -> tuple[list[StrategySpec], dict[str, dict]]:
+    """The blueprints ``names`` of the ``strategy_blueprints`` catalog and their rows.
+
+    Fails the step (before any simulation) for a name missing from the catalog or a row
+    the specs no longer accept (e.g. a spec edited since the catalog was written).
+    """
+    rows = {r["blueprint"]: r for r in catalog.iter_rows(named=True)}
+    missing = [n for n in names if n not in rows]
+    if missing:
+        raise dg.Failure(description=f"blueprints {missing} are not in strategy_blueprints: "
+                                     "materialize strategy_blueprints first")
+    found = problems(reg, catalog.filter(pl.col("blueprint").is_in(names)))
+    if found:
+        raise dg.Failure(description="refused before simulating:\n" + "\n".join(found))
+    return [load_blueprint(rows[n]) for n in names], rows

@@ -1,0 +1,172 @@
+"""Walk-forward evaluation of every blueprint over the default study.
+
+``walkforward_folds`` writes each blueprint's splits (rolling or anchored walk-forward folds
+and combinatorially purged cross-validation splits, purged and embargoed); the multi-asset
+``walkforward_results`` / ``walkforward_equity`` / ``walkforward_summary`` comes from one
+evaluation per blueprint (:func:`backtest_assets.walkforward.evaluate.evaluate`): every grid
+combination in sample, each fold's chosen combination out of sample, the chained
+out-of-sample equity and the overfitting statistics.
+"""
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from backtest_assets.core.traceability import code_commit
+from backtest_assets.defs.backtest.market import StudyData, selected_blueprints
+from backtest_assets.defs.shared import markdown_table
+from backtest_assets.defs.walkforward.checks import (
+    FOLD_CHECKS,
+    WALKFORWARD_CHECKS,
+    check_folds,
+    check_walkforward,
+)
+from backtest_assets.discovery.phase2 import TESTED, frame_hash
+from backtest_assets.partitions import BASE_BARS, blueprint_partitions_def
+from backtest_assets.reporting.charts import equity_drawdown_png, markdown_image
+from backtest_assets.resources import SpecRegistryResource, WarehouseResource
+from backtest_assets.walkforward import folds as F
+from backtest_assets.walkforward.evaluate import Market, evaluate, purge_bars, windows
+from backtest_assets.warehouse import PartitionLayout, WarehouseError
+
+_ALL = dg.AllPartitionMapping()
+_OUT = dict(kinds={"duckdb", "polars"}, metadata={"partition_expr": "blueprint"},
+            group_name="walkforward")
+HEADLINE = ("blueprint", "combinations", "trials", "is_sharpe", "deflated_sharpe", "pbo",
+            "oos_sharpe", "oos_total_return", "oos_max_drawdown", "oos_trades",
+            "stress_sharpe", "is_oos_decay")
+
+
+@dg.asset(
+    **_OUT,
+    partitions_def=blueprint_partitions_def,
+    ins={"strategy_blueprints": dg.AssetIn(partition_mapping=_ALL)},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="duckdb",
+    check_specs=FOLD_CHECKS,
+)
+def walkforward_folds(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+                      strategy_blueprints: pl.DataFrame):
+    """Each blueprint's walk-forward and CPCV splits over the default study, purged."""
+    reg = specs.registry()
+    study, spec = reg.default_study, reg.walkforward
+    blueprints, _ = selected_blueprints(reg, strategy_blueprints, list(context.partition_keys))
+    n = ((study.end - study.start).days + 1) * reg.bars_per_day
+    ts = np.datetime64(study.start, "us") + np.arange(n) * np.timedelta64(reg.base_minutes, "m")
+    frames = []
+    for bp in blueprints:
+        purge = purge_bars(bp, spec)
+        try:
+            wf, cp = windows(n, reg.base_minutes, spec, purge)
+        except ValueError as exc:
+            raise dg.Failure(description=f"blueprint {bp.name}: walkforward.yaml does not fit "
+                                         f"the study {study.name}: {exc}") from None
+        frames.append(F.splits_frame([*wf, *cp], ts, np.timedelta64(reg.base_minutes, "m"))
+                      .with_columns(pl.lit(bp.name).alias("blueprint"),
+                                    pl.lit(purge).alias("purge_bars"),
+                                    pl.lit(spec.embargo_bars).alias("embargo_bars")))
+    folds = pl.concat(frames).select("blueprint", pl.exclude("blueprint"))
+    results = list(check_folds(folds))
+    yield from _refuse(results, "walkforward_folds")
+    yield dg.Output(folds, metadata={
+        "rows": folds.height, "scheme": spec.scheme,
+        "splits": dg.MetadataValue.md(markdown_table(
+            folds.group_by("blueprint", "kind").agg(pl.col("fold").n_unique().alias("splits"),
+                                                    pl.col("purge_bars").first())
+            .sort("blueprint", "kind")))})
+    yield from results
+
+
+@dg.multi_asset(
+    outs={name: dg.AssetOut(**_OUT) for name in
+          ("walkforward_results", "walkforward_equity", "walkforward_summary")},
+    ins={"strategy_blueprints": dg.AssetIn(partition_mapping=_ALL),
+         "walkforward_folds": dg.AssetIn()},
+    deps=[dg.AssetDep(a, partition_mapping=_ALL)
+          for a in (BASE_BARS, "pit_features", "event_table", "raw_funding_rates",
+                    "phase2_fdr")],
+    partitions_def=blueprint_partitions_def,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="duckdb",
+    check_specs=WALKFORWARD_CHECKS,
+)
+def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+                           warehouse: WarehouseResource, strategy_blueprints: pl.DataFrame,
+                           walkforward_folds: pl.DataFrame):
+    """Every grid combination in sample, each fold's choice out of sample, and how much of
+    the result is luck (deflated Sharpe, PBO), per blueprint."""
+    reg = specs.registry()
+    study = reg.default_study
+    names = list(context.partition_keys)
+    blueprints, rows = selected_blueprints(reg, strategy_blueprints, names)
+    wh = warehouse.warehouse()
+    data = StudyData.read(wh, study, blueprints)
+    trials_phase2 = _phase2_trials(wh)
+    outs = []
+    for bp in blueprints:
+        venue = reg.fees.venues[bp.venue or reg.fees.default_venue]
+        try:
+            panel, features, funding = data.for_blueprint(bp, reg.base_minutes)
+            wf = evaluate(bp, Market(panel, features, data.events, funding, venue,
+                                     study.capital), reg.walkforward,
+                          stress=reg.gates.promotion.cost_stress,
+                          trials_phase2=trials_phase2 if rows[bp.name]["source"] == "phase2"
+                          else 0)
+        except ValueError as exc:
+            raise dg.Failure(description=f"blueprint {bp.name}: refused: {exc}") from None
+        stored = walkforward_folds.filter(pl.col("blueprint") == bp.name).drop(
+            "purge_bars", "embargo_bars")
+        if not stored.sort(stored.columns).equals(wf.folds.sort(wf.folds.columns)):
+            raise dg.Failure(description=f"blueprint {bp.name}: walkforward_folds differs "
+                                         "from the folds of walkforward.yaml now: "
+                                         "re-materialize walkforward_folds first")
+        outs.append((wf, wf.summary.with_columns(
+            spec_hash=pl.lit(rows[bp.name]["spec_hash"]),
+            dataset_hash=pl.lit(frame_hash(data.inputs_of(bp))),
+            code_commit=pl.lit(code_commit()))))
+    results = pl.concat([wf.results for wf, _ in outs], how="diagonal_relaxed")
+    equity = pl.concat([wf.equity.select("blueprint", "fold", "ts", "equity", "drawdown")
+                        for wf, _ in outs])
+    summary = pl.concat([s for _, s in outs], how="diagonal_relaxed")
+    checks = list(check_walkforward(results, equity, summary, study.capital))
+    yield from _refuse(checks, "walkforward")
+    headline = summary.select(HEADLINE)
+    yield dg.Output(results, output_name="walkforward_results", metadata={
+        "rows": results.height,
+        "out_of_sample": dg.MetadataValue.md(markdown_table(results.filter(
+            pl.col("sample") == "test").select("blueprint", "fold", "combo", "params",
+                                               "is_sharpe", "sharpe", "total_return",
+                                               "trades")))})
+    yield dg.Output(equity, output_name="walkforward_equity", metadata={
+        "rows": equity.height,
+        "chart": dg.MetadataValue.md(markdown_image(equity_drawdown_png(
+            equity, title=f"out of sample, chained folds: {study.name}"),
+            "out-of-sample equity"))})
+    yield dg.Output(summary, output_name="walkforward_summary", metadata={
+        "summary": dg.MetadataValue.md(markdown_table(headline)),
+        **({k: float(headline[k][0]) for k in HEADLINE[1:]
+            if headline[k][0] is not None and np.isfinite(headline[k][0])}
+           if len(names) == 1 else {})})
+    yield from checks
+
+
+def _phase2_trials(wh) -> int:
+    """Hypotheses Phase 2 tested (all event types): trials behind every survivor."""
+    try:
+        fdr = wh.read("phase2_fdr", PartitionLayout())
+    except WarehouseError:
+        return 0
+    return int((fdr["status"] == TESTED).sum())
+
+
+def _refuse(results: list[dg.AssetCheckResult], what: str):
+    """Report every check and fail the step, nothing written, when one failed (all block)."""
+    failed = [r for r in results if not r.passed]
+    if failed:
+        yield from results
+        raise dg.Failure(description=f"{what}: blocking checks failed, nothing written: "
+                         + "; ".join(f"{r.asset_key.to_user_string() if r.asset_key else ''}"
+                                     f" {r.check_name}: {r.description}" for r in failed))
+
+
+defs = dg.Definitions(assets=[walkforward_folds, walkforward_blueprints])

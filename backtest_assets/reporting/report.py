@@ -1,0 +1,482 @@
+"""The research report: one self-contained HTML document per study (pure; no Dagster).
+
+Frame contract
+--------------
+``ReportInputs`` carries the frames below; any of them may be empty (its section then says
+there is nothing instead of drawing). Timestamps are naive UTC; returns and drawdowns are
+fractions (``-0.1`` is -10%), drawdowns ``<= 0``.
+
+- ``equity``: ``blueprint``, ``ts``, ``equity``, ``drawdown``: the in-sample backtest curves,
+  one per blueprint (the ``backtest_equity`` frame).
+- ``oos_equity``: ``blueprint``, ``fold``, ``ts``, ``equity``, ``drawdown``: the stitched
+  out-of-sample curve of each blueprint (``fold`` is not used for drawing).
+- ``folds``: ``blueprint``, ``fold``, ``kind``, ``start``, ``end``, ``params`` (JSON object as
+  a string), ``is_sharpe`` (in-sample Sharpe of the chosen params), ``sharpe``,
+  ``total_return``, ``max_drawdown``, ``trades`` (out-of-sample metrics of the fold).
+- ``event_curves``: the :func:`backtest_assets.reporting.event_study.event_study` frame.
+- ``funnel``: ``stage``, ``hypotheses``: the Phase-2 funnel, in funnel order.
+- ``promotions``: ``blueprint``, ``from_stage``, ``to_stage``, ``decision``, ``reasons``
+  (String, or a list of String), ``deflated_sharpe``, ``pbo``, ``oos_sharpe``,
+  ``oos_max_drawdown``, ``trades``. A ``decision`` starting with ``promot`` counts as
+  promoted, one starting with ``archiv`` as archived (case-insensitive).
+
+Output
+------
+:func:`render_report` returns HTML with no external reference at all (no CDN, font or
+script URL; a Content-Security-Policy forbids fetching anything but ``data:`` images), so the
+file can be archived and opened offline. Charts are matplotlib PNGs inlined as base64
+``<img class="chart" data-chart="NAME">``. On ``load`` an inline script sets
+``data-charts-loaded`` (charts decoded with a non-zero width) and ``data-charts-total`` on
+``<body>``, so a headless browser's DOM dump tells whether every chart rendered. The output is
+a function of the inputs only (no generation time), so a report can be diffed and rebuilt.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from backtest_assets.reporting.charts import (
+    equity_drawdown_png,
+    event_curves_png,
+    funnel_png,
+    message_png,
+    sharpe_bars_png,
+)
+
+MAX_CURVES = 12  # equity charts: more lines than this are unreadable
+MAX_SHARPE_BARS = 40  # summary chart
+NA = "\u2014"  # em dash: a missing value
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report shows (frame columns in the module docstring)."""
+
+    study: str
+    window: tuple[datetime.date, datetime.date]  # first and last day
+    spec_hashes: dict[str, str]  # spec name -> sha256
+    dataset_hash: str
+    code_commit: str
+    equity: pl.DataFrame
+    oos_equity: pl.DataFrame
+    folds: pl.DataFrame
+    event_curves: pl.DataFrame
+    funnel: pl.DataFrame
+    promotions: pl.DataFrame
+
+
+# ---- formatting: every function returns HTML-safe text -----------------------------------
+
+def _esc(value: object) -> str:
+    return NA if value is None else html.escape(str(value), quote=True)
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def _fixed(value: object, digits: int = 2) -> str:
+    return NA if _missing(value) else f"{float(value):,.{digits}f}"
+
+
+def _pct(value: object) -> str:
+    return NA if _missing(value) else f"{100 * float(value):.2f}%"
+
+
+def _int(value: object) -> str:
+    return NA if _missing(value) else f"{int(value):,}"
+
+
+def _hash(value: object) -> str:
+    """A hash shortened to 12 characters, the full value in the tooltip."""
+    if not value:
+        return NA
+    full = _esc(value)
+    return f'<code title="{full}">{_esc(str(value)[:12])}</code>'
+
+
+def _when(value: object) -> str:
+    if isinstance(value, datetime.datetime):
+        fmt = "%Y-%m-%d" if value.time() == datetime.time() else "%Y-%m-%d %H:%M"
+        return _esc(value.strftime(fmt))
+    if isinstance(value, datetime.date):
+        return _esc(value.isoformat())
+    return _esc(value)
+
+
+def _params(value: object) -> str:
+    """A JSON object of parameters as ``k=v, ...``; anything else verbatim."""
+    if value is None:
+        return NA
+    try:
+        params = json.loads(str(value))
+    except ValueError:
+        return f"<code>{_esc(value)}</code>"
+    if isinstance(params, dict):
+        text = ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                         for k, v in params.items())
+        return f"<code>{_esc(text)}</code>"
+    return f"<code>{_esc(json.dumps(params))}</code>"
+
+
+def _reasons(value: object) -> str:
+    if isinstance(value, pl.Series):
+        value = value.to_list()
+    if isinstance(value, list | tuple):
+        value = "; ".join(str(v) for v in value if v is not None)
+    return _esc(value) if value else NA
+
+
+# ---- building blocks ---------------------------------------------------------------------
+
+def _img(png: bytes, name: str, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<img class="chart" data-chart="{_esc(name)}" alt="{_esc(alt)}" '
+            f'src="data:image/png;base64,{data}">')
+
+
+def _nothing(sentence: str) -> str:
+    return f'<p class="nothing">{_esc(sentence)}</p>'
+
+
+def _note(sentence: str) -> str:
+    return f'<p class="note">{_esc(sentence)}</p>'
+
+
+def _section(key: str, title: str, *parts: str) -> str:
+    body = "\n".join(parts)
+    return f'<section id="{key}">\n<h2>{_esc(title)}</h2>\n{body}\n</section>'
+
+
+# A column: header, right-aligned?, cell formatter of the row dict (returns HTML).
+Column = tuple[str, bool, Callable[[dict], str]]
+
+
+def _table(columns: Sequence[Column], rows: Sequence[dict], *, css: str = "") -> str:
+    head = "".join(f'<th{" class=num" if num else ""}>{_esc(h)}</th>' for h, num, _ in columns)
+    body = "\n".join(
+        "<tr>" + "".join(f'<td{" class=num" if num else ""}>{cell(row)}</td>'
+                         for _, num, cell in columns) + "</tr>"
+        for row in rows)
+    cls = f' class="{css}"' if css else ""
+    return (f'<div class="scroll"><table{cls}>\n<thead><tr>{head}</tr></thead>\n'
+            f'<tbody>\n{body}\n</tbody>\n</table></div>')
+
+
+def _text(name: str) -> Callable[[dict], str]:
+    return lambda row: _esc(row.get(name))
+
+
+# ---- data helpers ------------------------------------------------------------------------
+
+def _curve_sharpe(curves: pl.DataFrame) -> pl.DataFrame:
+    """``blueprint``, ``sharpe``: mean / std of each curve's bar returns, not annualised.
+
+    Only used to rank curves drawn at one bar interval, where annualising changes no order.
+    """
+    r = pl.col("equity").pct_change()
+    return (curves.sort("blueprint", "ts")
+            .group_by("blueprint", maintain_order=True)
+            .agg(sharpe=(r.mean() / r.std()).fill_nan(None))
+            # a flat curve (std 0) gives +-inf: rank it as unknown, after every real value
+            .with_columns(pl.when(pl.col("sharpe").is_finite()).then(pl.col("sharpe"))))
+
+
+def _top_curves(curves: pl.DataFrame, limit: int = MAX_CURVES) -> tuple[pl.DataFrame, str]:
+    """The curves of the ``limit`` best-Sharpe blueprints and a sentence saying what is drawn."""
+    total = curves["blueprint"].n_unique()
+    if total <= limit:
+        return curves, f"All {total} blueprint(s) drawn."
+    best = (_curve_sharpe(curves).sort("sharpe", "blueprint", descending=[True, False],
+                                       nulls_last=True)
+            .head(limit)["blueprint"])
+    return (curves.filter(pl.col("blueprint").is_in(best.implode())),
+            f"The {limit} of {total} blueprints with the highest Sharpe ratio of their "
+            "bar returns on this curve are drawn; every blueprint is in the tables.")
+
+
+def _count_decisions(promotions: pl.DataFrame) -> dict[str, int]:
+    if promotions.is_empty():
+        return {"promoted": 0, "archived": 0}
+    # a blueprint's last decision in the frame is its current one
+    last = promotions.group_by("blueprint", maintain_order=True).last()
+    decision = last["decision"].cast(pl.String).fill_null("").str.to_lowercase()
+    return {"promoted": int(decision.str.starts_with("promot").sum()),
+            "archived": int(decision.str.starts_with("archiv").sum())}
+
+
+def _blueprints(inputs: ReportInputs) -> set[str]:
+    frames = (inputs.equity, inputs.oos_equity, inputs.folds, inputs.promotions)
+    return {b for f in frames if "blueprint" in f.columns for b in f["blueprint"].to_list()}
+
+
+def _oos_sharpe(inputs: ReportInputs) -> tuple[pl.DataFrame, str] | None:
+    """One out-of-sample Sharpe per blueprint and where it comes from, or None."""
+    if not inputs.promotions.is_empty():
+        last = inputs.promotions.group_by("blueprint", maintain_order=True).last()
+        return (last.select("blueprint", "decision", sharpe="oos_sharpe"),
+                "out-of-sample Sharpe (promotion decision)")
+    if not inputs.folds.is_empty():
+        return (inputs.folds.group_by("blueprint", maintain_order=True)
+                .agg(pl.col("sharpe").mean()), "mean out-of-sample fold Sharpe")
+    return None
+
+
+# ---- public API --------------------------------------------------------------------------
+
+def summary_png(inputs: ReportInputs, *, dpi: int = 100) -> bytes:
+    """The study at a glance for the Dagster UI: out-of-sample Sharpe per blueprint.
+
+    Parameters
+    ----------
+    inputs : ReportInputs
+        The report inputs; the Sharpe comes from ``promotions.oos_sharpe`` (coloured by
+        decision) or, without promotions, the mean ``folds.sharpe`` of each blueprint.
+    dpi : int
+        Resolution.
+
+    Returns
+    -------
+    bytes
+        A PNG of horizontal bars, best first, at most ``MAX_SHARPE_BARS`` of them; an image
+        saying so when there is no out-of-sample result.
+    """
+    found = _oos_sharpe(inputs)
+    if found is None:
+        return message_png(f"{inputs.study}: no out-of-sample results", dpi=dpi)
+    sharpe, what = found
+    n = sharpe.height
+    shown = (sharpe.with_columns(pl.col("sharpe").cast(pl.Float64).fill_nan(None))
+             .sort("sharpe", descending=True, nulls_last=True).head(MAX_SHARPE_BARS))
+    cap = f", best {MAX_SHARPE_BARS} of {n}" if n > MAX_SHARPE_BARS else ""
+    return sharpe_bars_png(shown, title=f"{inputs.study}: {what}{cap}", dpi=dpi)
+
+
+def render_report(inputs: ReportInputs) -> str:
+    """The research report of one study as a complete, self-contained HTML document.
+
+    Parameters
+    ----------
+    inputs : ReportInputs
+        Frames and provenance (module docstring); empty frames are allowed.
+
+    Returns
+    -------
+    str
+        An HTML5 document with sections ``summary``, ``equity``, ``walkforward``,
+        ``events``, ``funnel``, ``promotion`` and ``traceability``.
+    """
+    sections = [_summary(inputs), _equity(inputs), _walkforward(inputs), _events(inputs),
+                _funnel(inputs), _promotion(inputs), _traceability(inputs)]
+    title = f"Research report: {inputs.study}"
+    first, last = inputs.window
+    nav = " &middot; ".join(f'<a href="#{key}">{_esc(label)}</a>' for key, label in _NAV)
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<header><h1>{_esc(title)}</h1>",
+        f'<p class="note">{_when(first)} to {_when(last)}</p>',
+        f"<nav>{nav}</nav></header>",
+        "<main>",
+        *sections,
+        "</main>",
+        f"<script>{_SCRIPT}</script>",
+        "</body>",
+        "</html>",
+        "",
+    ])
+
+
+# ---- sections ----------------------------------------------------------------------------
+
+def _summary(inputs: ReportInputs) -> str:
+    first, last = inputs.window
+    days = (last - first).days + 1
+    counts = _count_decisions(inputs.promotions)
+    event_types = (inputs.event_curves["event_type"].n_unique()
+                   if not inputs.event_curves.is_empty() else 0)
+    rows = [("study", _esc(inputs.study)),
+            ("window", f"{_when(first)} to {_when(last)} ({days:,} days)"),
+            ("blueprints", _int(len(_blueprints(inputs)))),
+            ("promoted", _int(counts["promoted"])),
+            ("archived", _int(counts["archived"])),
+            ("out-of-sample folds", _int(inputs.folds.height)),
+            ("event types studied", _int(event_types))]
+    table = _table([("", False, lambda r: _esc(r[0])), ("", True, lambda r: r[1])],
+                   [dict(enumerate(r)) for r in rows], css="keyvalue")
+    chart = (_img(summary_png(inputs), "oos-sharpe", "out-of-sample Sharpe per blueprint")
+             if _oos_sharpe(inputs) is not None else _nothing("No out-of-sample results."))
+    return _section("summary", "Summary", table, chart)
+
+
+def _equity(inputs: ReportInputs) -> str:
+    if inputs.equity.is_empty():
+        return _section("equity", "In-sample backtests", _nothing("No in-sample backtests."))
+    curves, note = _top_curves(inputs.equity)
+    png = equity_drawdown_png(curves.select("blueprint", "ts", "equity", "drawdown"),
+                              title=f"{inputs.study}: in-sample equity and drawdown")
+    return _section("equity", "In-sample backtests", _note(note),
+                    _img(png, "equity", "in-sample equity and drawdown"))
+
+
+_FOLD_COLUMNS: list[Column] = [
+    ("blueprint", False, _text("blueprint")),
+    ("fold", True, _text("fold")),
+    ("kind", False, _text("kind")),
+    ("window", False, lambda r: f"{_when(r.get('start'))} to {_when(r.get('end'))}"),
+    ("params", False, lambda r: _params(r.get("params"))),
+    ("IS Sharpe", True, lambda r: _fixed(r.get("is_sharpe"))),
+    ("OOS Sharpe", True, lambda r: _fixed(r.get("sharpe"))),
+    ("OOS return", True, lambda r: _pct(r.get("total_return"))),
+    ("OOS max DD", True, lambda r: _pct(r.get("max_drawdown"))),
+    ("trades", True, lambda r: _int(r.get("trades"))),
+]
+
+
+def _walkforward(inputs: ReportInputs) -> str:
+    title = "Walk-forward (out of sample)"
+    if inputs.oos_equity.is_empty() and inputs.folds.is_empty():
+        return _section("walkforward", title, _nothing("No out-of-sample folds."))
+    parts = []
+    if inputs.oos_equity.is_empty():
+        parts.append(_nothing("No stitched out-of-sample equity."))
+    else:
+        curves, note = _top_curves(inputs.oos_equity)
+        png = equity_drawdown_png(curves.select("blueprint", "ts", "equity", "drawdown"),
+                                  title=f"{inputs.study}: stitched out-of-sample equity")
+        parts += [_note(note), _img(png, "oos-equity", "stitched out-of-sample equity")]
+    if inputs.folds.is_empty():
+        parts.append(_nothing("No out-of-sample folds."))
+    else:
+        parts.append(_table(_FOLD_COLUMNS, inputs.folds.to_dicts()))
+    return _section("walkforward", title, *parts)
+
+
+def _events(inputs: ReportInputs) -> str:
+    curves = inputs.event_curves
+    if curves.is_empty():
+        return _section("events", "Event study", _nothing("No event curves."))
+    png = event_curves_png(curves, title=f"{inputs.study}: mean signed path around events")
+    # the last offset of each type: where the path ends, in numbers
+    ends = (curves.sort("event_type", "offset").group_by("event_type", maintain_order=True)
+            .agg(pl.col("n").max().alias("events"), pl.col("offset").min().alias("first"),
+                 pl.all().last()))
+    bps = 1e4
+    table = _table([
+        ("event type", False, _text("event_type")),
+        ("events", True, lambda r: _int(r["events"])),
+        ("offsets", True, lambda r: f"{r['first']} to {r['offset']}"),
+        ("mean at last offset (bps)", True,
+         lambda r: _fixed(None if r["mean"] is None else bps * r["mean"], 1)),
+        ("band (bps)", True, lambda r: NA if r["lo"] is None or r["hi"] is None
+         else f"{_fixed(bps * r['lo'], 1)} to {_fixed(bps * r['hi'], 1)}"),
+    ], ends.to_dicts())
+    note = _note("Offset k is in bars from the entry at the open of bar t+1 after the event "
+                 "bar t; the value is the direction-signed cumulative log return "
+                 "ln(open[t+1+k] / open[t+1]), so k = 0 is 0 and k < 0 shows the run-up. "
+                 "The band is mean \u00b1 z standard errors.")
+    return _section("events", "Event study", note,
+                    _img(png, "events", "mean signed path around events"), table)
+
+
+def _funnel(inputs: ReportInputs) -> str:
+    funnel = inputs.funnel
+    if funnel.is_empty():
+        return _section("funnel", "Discovery funnel", _nothing("No funnel stages."))
+    counts = funnel["hypotheses"].to_list()
+    first = counts[0]
+    rows = [{"stage": s, "n": c, "of_first": None if not first or c is None else c / first,
+             "of_prev": None if i == 0 or not counts[i - 1] or c is None
+             else c / counts[i - 1]}
+            for i, (s, c) in enumerate(zip(funnel["stage"].to_list(), counts, strict=True))]
+    table = _table([("stage", False, _text("stage")),
+                    ("hypotheses", True, lambda r: _int(r["n"])),
+                    ("% of first stage", True, lambda r: _pct(r["of_first"])),
+                    ("% of previous stage", True, lambda r: _pct(r["of_prev"]))], rows)
+    png = funnel_png(funnel, title=f"{inputs.study}: Phase-2 funnel")
+    return _section("funnel", "Discovery funnel", _img(png, "funnel", "Phase-2 funnel"), table)
+
+
+def _promotion(inputs: ReportInputs) -> str:
+    if inputs.promotions.is_empty():
+        return _section("promotion", "Promotion", _nothing("No promotion decisions."))
+    table = _table([
+        ("blueprint", False, _text("blueprint")),
+        ("from", False, _text("from_stage")),
+        ("to", False, _text("to_stage")),
+        ("decision", False, lambda r: f'<span class="decision">{_esc(r["decision"])}</span>'),
+        ("deflated Sharpe", True, lambda r: _fixed(r.get("deflated_sharpe"), 3)),
+        ("PBO", True, lambda r: _fixed(r.get("pbo"), 3)),
+        ("OOS Sharpe", True, lambda r: _fixed(r.get("oos_sharpe"))),
+        ("OOS max DD", True, lambda r: _pct(r.get("oos_max_drawdown"))),
+        ("trades", True, lambda r: _int(r.get("trades"))),
+        ("reasons", False, lambda r: _reasons(r.get("reasons"))),
+    ], inputs.promotions.to_dicts())
+    return _section("promotion", "Promotion", table)
+
+
+def _traceability(inputs: ReportInputs) -> str:
+    specs = (_table([("spec", False, _text("spec")), ("sha256", False, lambda r: _hash(r["h"]))],
+                    [{"spec": k, "h": v} for k, v in sorted(inputs.spec_hashes.items())])
+             if inputs.spec_hashes else _nothing("No spec hashes."))
+    ids = (f'<dl><dt>dataset hash</dt><dd><code>{_esc(inputs.dataset_hash or NA)}</code></dd>'
+           f'<dt>code commit</dt><dd><code>{_esc(inputs.code_commit or NA)}</code></dd></dl>')
+    return _section("traceability", "Traceability", ids, specs)
+
+
+_NAV = (("summary", "Summary"), ("equity", "In-sample"), ("walkforward", "Walk-forward"),
+        ("events", "Events"), ("funnel", "Funnel"), ("promotion", "Promotion"),
+        ("traceability", "Traceability"))
+
+# Nothing may be fetched: only inline styles, the inline script and data: images.
+_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        "script-src 'unsafe-inline'")
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", Arial, sans-serif;
+       color: #222; background: #fff; margin: 0 auto; max-width: 1200px; padding: 0 24px 48px;
+       line-height: 1.4; font-size: 15px; }
+h1 { font-size: 1.6em; margin: 24px 0 4px; }
+h2 { font-size: 1.25em; margin: 32px 0 8px; padding-bottom: 4px; border-bottom: 1px solid #ccc; }
+nav a { color: #2a5db0; text-decoration: none; }
+.note { color: #555; font-size: 0.9em; margin: 4px 0 8px; }
+.nothing { color: #777; font-style: italic; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 0.88em; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; font-weight: 600; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.keyvalue thead { display: none; }
+code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.92em; }
+img.chart { display: block; max-width: 100%; height: auto; margin: 8px 0 16px; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; }
+dt { font-weight: 600; }
+dd { margin: 0; word-break: break-all; }
+"""
+
+# Counts the charts the browser decoded: a headless DOM dump reads the two attributes.
+_SCRIPT = """
+window.addEventListener("load", function () {
+  var charts = document.querySelectorAll("img.chart");
+  var loaded = 0;
+  charts.forEach(function (img) { if (img.complete && img.naturalWidth > 0) { loaded++; } });
+  document.body.dataset.chartsLoaded = String(loaded);
+  document.body.dataset.chartsTotal = String(charts.length);
+});
+"""
