@@ -1,10 +1,12 @@
 """Command line: ``python -m backtest_assets demo | run | quality | discover | backtest |
-summary``.
+walkforward | report | summary``.
 
 ``run`` materializes the date x symbol layers (ingest, bars, features, labels, events) for a
 date range as single runs over ranges (one run per contiguous block of symbols); ``quality``
 runs Gate E-1 once per event type (``discover``: then Phase 2); ``backtest`` catalogs the
-blueprints and backtests them in one run; ``demo`` does all of it on synthetic data. Runs go
+blueprints and backtests them in one run (``walkforward``: evaluates them out of sample);
+``report`` decides promotions and writes the research report; ``demo`` does all of it on
+synthetic data. Runs go
 to the Dagster instance in ``$DAGSTER_HOME`` (default: the repository's ``dagster_home/``),
 so they show in the UI.
 """
@@ -168,11 +170,14 @@ def quality(event_types: Sequence[str] | None = None, *, resources_config: dict 
 
 
 def backtest(blueprints: Sequence[str] | None = None, *, resources_config: dict | None = None,
-             quiet: bool = False, instance: DagsterInstance | None = None) -> bool:
-    """Catalog the blueprints (registering their partitions), then backtest ``blueprints``
-    (default: every one) in one run over the default study; True if all succeeded."""
+             quiet: bool = False, instance: DagsterInstance | None = None,
+             job: str = "backtest_job") -> bool:
+    """Catalog the blueprints (registering their partitions), then run ``job`` (backtests,
+    or ``walkforward_job``) for ``blueprints`` (default: every one) in one run over the
+    default study; True if all succeeded."""
     from backtest_assets.partitions import BLUEPRINT_PARTITIONS
 
+    what = job.removesuffix("_job")
     runner = Runner(instance, resources_config, quiet)
     if not runner.execute("blueprints_job", "strategy_blueprints"):
         return False
@@ -182,36 +187,70 @@ def backtest(blueprints: Sequence[str] | None = None, *, resources_config: dict 
         raise SystemExit(f"unknown blueprints {unknown}; known: {', '.join(known)}")
     if blueprints:
         for name in blueprints:
-            runner.execute("backtest_job", f"backtest {name}", partition_key=name)
+            runner.execute(job, f"{what} {name}", partition_key=name)
     else:
-        runner.execute("backtest_job", f"backtest {len(known)} blueprints", tags={
+        runner.execute(job, f"{what} {len(known)} blueprints", tags={
             "dagster/asset_partition_range_start": known[0],
             "dagster/asset_partition_range_end": known[-1]})
     if not quiet:
-        print(backtest_table())
+        print(backtest_table() if job == "backtest_job" else walkforward_table())
     return runner.ok
 
 
-def backtest_table() -> str:
-    """Headline metrics of every backtested blueprint in the warehouse."""
+def report(*, resources_config: dict | None = None, quiet: bool = False,
+           instance: DagsterInstance | None = None) -> bool:
+    """Promotion decisions and the research report of the default study."""
+    from backtest_assets.partitions import REGISTRY
+
+    runner = Runner(instance, resources_config, quiet)
+    ok = runner.execute("report_job", "promotion decisions and research report",
+                        partition_key=REGISTRY.default_study.name)
+    if not quiet:
+        print(report_table())
+    return ok and runner.ok
+
+
+def _warehouse_table(table: str, title: str, columns: dict[str, str], sort: str) -> str:
+    """``columns`` (name -> header) of a warehouse table, printed for the terminal."""
     import polars as pl
 
     from backtest_assets.resources import WarehouseResource
     from backtest_assets.warehouse import PartitionLayout, WarehouseError
 
     try:
-        m = WarehouseResource().warehouse().read("backtest_metrics", PartitionLayout())
+        m = WarehouseResource().warehouse().read(table, PartitionLayout())
     except WarehouseError:
-        return "no backtests yet"
-    cols = {"total_return": "return", "sharpe": "sharpe", "max_drawdown": "max dd",
-            "trades": "trades", "win_rate": "win", "fee_drag": "fees",
-            "margin_usage_max": "margin max"}
-    table = m.sort("blueprint").select("blueprint", *[pl.col(c).alias(a)
-                                                      for c, a in cols.items()]).with_columns(
-        pl.col("trades").cast(pl.Int64))
+        return f"no {table} yet"
+    out = m.sort(sort).select(*[pl.col(c).alias(a) for c, a in columns.items()])
     with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, float_precision=3,
-                   tbl_width_chars=120, fmt_str_lengths=48):
-        return f"backtests over the default study:\n{table}"
+                   tbl_width_chars=160, fmt_str_lengths=60):
+        return f"{title}:\n{out}"
+
+
+def walkforward_table() -> str:
+    """Out-of-sample figures and overfitting statistics of every evaluated blueprint."""
+    return _warehouse_table("walkforward_summary", "walk-forward over the default study", {
+        "blueprint": "blueprint", "trials": "trials", "is_sharpe": "IS sharpe",
+        "deflated_sharpe": "DSR", "pbo": "PBO", "oos_sharpe": "OOS sharpe",
+        "oos_total_return": "OOS return", "oos_max_drawdown": "OOS max dd",
+        "oos_trades": "OOS trades", "stress_sharpe": "2x-cost sharpe"}, "blueprint")
+
+
+def report_table() -> str:
+    """The promotion decisions and where the research report was written."""
+    decisions = _warehouse_table("promotion_decisions", "promotion decisions", {
+        "blueprint": "blueprint", "from_stage": "from", "to_stage": "to",
+        "reasons": "reasons"}, "blueprint")
+    path = _warehouse_table("research_report", "research report", {"path": "path"}, "path")
+    return f"{decisions}\n{path}"
+
+
+def backtest_table() -> str:
+    """Headline metrics of every backtested blueprint in the warehouse."""
+    return _warehouse_table("backtest_metrics", "backtests over the default study", {
+        "blueprint": "blueprint", "total_return": "return", "sharpe": "sharpe",
+        "max_drawdown": "max dd", "trades": "trades", "win_rate": "win", "fee_drag": "fees",
+        "margin_usage_max": "margin max"}, "blueprint")
 
 
 def _root_cause(failure) -> str:
@@ -243,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     bt = sub.add_parser("backtest", help="catalog the blueprints and backtest them over the "
                                          "default study")
     bt.add_argument("--blueprints", help="comma-separated (default: every blueprint)")
+    wf = sub.add_parser("walkforward", help="walk-forward evaluation of the blueprints (grid "
+                                            "sweeps, out of sample, deflated Sharpe, PBO)")
+    wf.add_argument("--blueprints", help="comma-separated (default: every blueprint)")
+    sub.add_parser("report", help="promotion decisions and the HTML research report")
     for name in ("run", "summary"):
         p = sub.add_parser(name)
         p.add_argument("--start", type=dt.date.fromisoformat, required=True)
@@ -260,9 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.cmd in ("quality", "discover"):
         return 0 if quality(discover=args.cmd == "discover") else 1
-    if args.cmd == "backtest":
+    if args.cmd in ("backtest", "walkforward"):
         names = args.blueprints.split(",") if args.blueprints else None
-        return 0 if backtest(names) else 1
+        return 0 if backtest(names, job=f"{args.cmd}_job") else 1
+    if args.cmd == "report":
+        return 0 if report() else 1
     demo = args.cmd == "demo"
     if demo:
         args = argparse.Namespace(start=DEMO_START, end=DEMO_END, symbols=None,
@@ -279,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary(args.start, args.end))
     if demo and ok:
         ok = backtest()
+    if demo and ok:
+        ok = backtest(job="walkforward_job") and report()
     print(f"done in {time.perf_counter() - t0:.1f}s: {'all runs succeeded' if ok else 'FAILED'}")
     return 0 if ok else 1
 

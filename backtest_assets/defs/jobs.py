@@ -47,9 +47,21 @@ backtest_job = dg.define_asset_job(
                 "its chart, metrics).",
 )
 
+walkforward_job = dg.define_asset_job(
+    "walkforward_job",
+    selection=dg.AssetSelection.groups("walkforward"),
+    description="Walk-forward folds, the parameter grid in and out of sample, deflated Sharpe "
+                "and PBO, per blueprint partition.",
+)
+report_job = dg.define_asset_job(
+    "report_job",
+    selection=dg.AssetSelection.groups("report"),
+    description="Promotion decisions and the HTML research report of a study.",
+)
+
 defs = dg.Definitions(
     jobs=[market_data_job, research_job, event_quality_job, discovery_job, blueprints_job,
-          backtest_job],
+          backtest_job, walkforward_job, report_job],
     resources={
         "io_manager": WarehouseIOManager(),
         "warehouse": WarehouseResource(),

@@ -4,10 +4,10 @@ Lifecycle: ``idea -> backtest -> demo -> live -> archived``.
 
 - A blueprint without walk-forward evidence stays an ``idea``, or moves to ``backtest`` once
   it has backtest results.
-- With walk-forward evidence it has been backtested. If every gate of ``specs/gates.yaml`` ``promotion``
-  passes it goes on to ``demo`` (paper trading); otherwise it is ``archived`` with the
-  failed gates as reasons. Editing the spec makes a new blueprint version (a new spec hash),
-  which starts again as an idea.
+- With walk-forward evidence it has been backtested. If every gate of ``specs/gates.yaml``
+  ``promotion`` passes it goes on to ``demo`` (paper trading); otherwise it is ``archived``
+  with the failed gates as reasons. Editing the spec makes a new blueprint version (a new
+  spec hash), which starts again as an idea.
 - ``demo -> live`` needs, besides the gates, ``min_demo_days`` of demo trading on record.
 - A ``demo`` or ``live`` blueprint whose evidence now fails a gate is ``archived``.
 - ``archived`` is final for that spec hash.

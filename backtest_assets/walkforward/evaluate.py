@@ -157,7 +157,7 @@ def evaluate(bp: StrategySpec, market: Market, spec: WalkForwardSpec, *,
         stressed_oos.append((split.fold, stressed_res, closes))
         rows.append(pl.DataFrame([{
             **sim.describe(split, "test", best, c, d), "selected": True,
-            **{k: base[k] for k in RESULT_METRICS if k in base},
+            **{k: base[k] for k in RESULT_METRICS if k in base}, "trades": int(base["trades"]),
             "final_equity": float(res.equity[-1]), "is_sharpe": is_best[-1],
             "stress_sharpe": stressed["sharpe"], "stress_total_return": stressed["total_return"],
         }]))
@@ -221,7 +221,11 @@ class _Simulator:
         self.exits = [exit_rules(v) for _, v in self.combos]
 
     def target(self, k: int, a: int, b: int) -> np.ndarray:
-        return shape_targets(self.combos[k][1], self.signal[k][a:b])
+        tgt = shape_targets(self.combos[k][1], self.signal[k][a:b])
+        # Flat from the window's first bar: a symbol without a signal in the window is
+        # deliberately flat (and still pays no funding), not a misaligned column.
+        tgt[0, np.isnan(tgt[0])] = 0.0
+        return tgt
 
     def _bars(self, a: int, b: int) -> dict:
         p = self.m.panel

@@ -63,8 +63,8 @@ def walkforward_folds(context: dg.AssetExecutionContext, specs: SpecRegistryReso
                                          f"the study {study.name}: {exc}") from None
         frames.append(F.splits_frame([*wf, *cp], ts, np.timedelta64(reg.base_minutes, "m"))
                       .with_columns(pl.lit(bp.name).alias("blueprint"),
-                                    pl.lit(purge).alias("purge_bars"),
-                                    pl.lit(spec.embargo_bars).alias("embargo_bars")))
+                                    pl.lit(purge, pl.Int64).alias("purge_bars"),
+                                    pl.lit(spec.embargo_bars, pl.Int64).alias("embargo_bars")))
     folds = pl.concat(frames).select("blueprint", pl.exclude("blueprint"))
     results = list(check_folds(folds))
     yield from _refuse(results, "walkforward_folds")

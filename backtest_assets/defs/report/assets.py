@@ -1,0 +1,197 @@
+"""Promotion decisions and the research report of a study.
+
+``promotion_decisions`` applies the promotion gates of ``specs/gates.yaml`` to every
+blueprint's walk-forward summary and moves it through the lifecycle
+(:mod:`backtest_assets.strategies.promotion`), from the stage its previous decision (for
+the same spec hash) left it at. ``research_report`` writes the study's self-contained HTML
+report (:mod:`backtest_assets.reporting.report`) under the data root and shows its summary
+chart in the UI.
+"""
+
+import hashlib
+import json
+import os
+
+import dagster as dg
+import polars as pl
+
+from backtest_assets.core.traceability import code_commit
+from backtest_assets.defs.report.checks import REPORT_CHECKS, check_decisions, report_problems
+from backtest_assets.defs.shared import markdown_table, report_folder, study_boxes, symbol_layout
+from backtest_assets.discovery.phase2 import TESTED, frame_hash
+from backtest_assets.partitions import BASE_BARS, study_partitions_def
+from backtest_assets.reporting.charts import markdown_image
+from backtest_assets.reporting.event_study import event_study
+from backtest_assets.reporting.report import ReportInputs, render_report, summary_png
+from backtest_assets.resources import SpecRegistryResource, WarehouseResource
+from backtest_assets.strategies.promotion import EVIDENCE, decide
+from backtest_assets.warehouse import PartitionLayout, WarehouseError
+
+_ALL = dg.AllPartitionMapping()
+_STUDY = dict(partitions_def=study_partitions_def, group_name="report", pool="duckdb",
+              kinds={"duckdb", "polars"}, metadata={"partition_expr": "study"})
+REPORT_FILE = "research_report.html"
+EVENT_WINDOW = (12, 24)  # event-study curves: bars before and after the entry
+
+
+def _read(wh, table: str) -> pl.DataFrame | None:
+    try:
+        return wh.read(table, PartitionLayout())
+    except WarehouseError:
+        return None
+
+
+def _default_study(reg, key: str):
+    if key != reg.default_study.name:
+        raise dg.Failure(description=f"study {key}: only the default study "
+                                     f"({reg.default_study.name}) is backtested and "
+                                     "evaluated walk-forward")
+    return reg.default_study
+
+
+@dg.asset(
+    **_STUDY,
+    deps=[dg.AssetDep(a, partition_mapping=_ALL)
+          for a in ("strategy_blueprints", "walkforward_summary", "backtest_metrics")],
+    check_specs=[c for c in REPORT_CHECKS if c.asset_key.path[-1] == "promotion_decisions"],
+)
+def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+                        warehouse: WarehouseResource):
+    """Each blueprint's promotion gates and lifecycle stage, with the reasons."""
+    reg = specs.registry()
+    study = _default_study(reg, context.partition_key)
+    wh = warehouse.warehouse()
+    catalog = _read(wh, "strategy_blueprints")
+    if catalog is None:
+        raise dg.Failure(description="materialize strategy_blueprints first")
+    summary = _read(wh, "walkforward_summary")
+    backtested = _read(wh, "backtest_metrics")
+    previous = _read(wh, "promotion_decisions")
+    evidence = {} if summary is None else {r["blueprint"]: r for r in summary.iter_rows(
+        named=True)}
+    before = {} if previous is None else {
+        (r["blueprint"], r["spec_hash"]): r["to_stage"]
+        for r in previous.filter(pl.col("study") == study.name).iter_rows(named=True)}
+    done = set() if backtested is None else set(backtested["blueprint"])
+    rows = []
+    for bp in catalog.iter_rows(named=True):
+        ev = evidence.get(bp["blueprint"])
+        if ev is not None and ev["spec_hash"] != bp["spec_hash"]:
+            ev = None  # evidence of an older version of the spec
+        d = decide(ev, reg.gates.promotion,
+                   from_stage=before.get((bp["blueprint"], bp["spec_hash"]), "idea"),
+                   backtested=bp["blueprint"] in done)
+        rows.append({"study": study.name, "blueprint": bp["blueprint"],
+                     "spec_hash": bp["spec_hash"], "from_stage": d.from_stage,
+                     "to_stage": d.to_stage, "decision": d.decision, "passed": d.passed,
+                     "reasons": "; ".join(d.reasons), "inputs_hash": d.inputs_hash,
+                     "gates_hash": reg.hashes["gates.yaml"],
+                     **{k: None if ev is None else ev.get(k) for k in EVIDENCE}})
+    frame = pl.DataFrame(rows, infer_schema_length=None).with_columns(
+        pl.col(k).cast(pl.Float64) for k in EVIDENCE)
+    checks = list(check_decisions(frame))
+    if not all(c.passed for c in checks):
+        yield from checks
+        raise dg.Failure(description=f"promotion_decisions: blocking check failed: "
+                                     f"{checks[0].description}")
+    counts = frame.group_by("to_stage").len().sort("to_stage")
+    yield dg.Output(frame, metadata={
+        "rows": frame.height, **{f"stage_{s}": n for s, n in counts.iter_rows()},
+        "decisions": dg.MetadataValue.md(markdown_table(frame.select(
+            "blueprint", "from_stage", "to_stage", "decision", "reasons")))})
+    yield from checks
+
+
+@dg.asset(
+    **_STUDY,
+    deps=[dg.AssetDep(a, partition_mapping=_ALL)
+          for a in ("backtest_equity", "walkforward_results", "walkforward_equity",
+                    "phase2_fdr", "event_table", BASE_BARS)]
+    + [dg.AssetDep("promotion_decisions")],
+    check_specs=[c for c in REPORT_CHECKS if c.asset_key.path[-1] == "research_report"],
+)
+def research_report(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+                    warehouse: WarehouseResource):
+    """The study's self-contained HTML research report (path and sha256 in the row)."""
+    reg = specs.registry()
+    study = _default_study(reg, context.partition_key)
+    wh = warehouse.warehouse()
+    inputs = _report_inputs(reg, study, wh)
+    html = render_report(inputs)
+    folder = report_folder(warehouse, study.name, context)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / REPORT_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, path)  # a reader never sees half a report
+    digest = hashlib.sha256(html.encode()).hexdigest()
+    found = report_problems(path, digest, html)
+    check = dg.AssetCheckResult(check_name="report_complete", passed=not found,
+                                description="; ".join(found) or None)
+    if found:
+        yield check
+        raise dg.Failure(description=f"research_report: {'; '.join(found)}")
+    promoted = inputs.promotions.filter(pl.col("decision") == "promote").height
+    row = pl.DataFrame([{
+        "study": study.name, "path": str(path), "sha256": digest, "bytes": len(html.encode()),
+        "blueprints": inputs.promotions.height, "promoted": promoted,
+        "spec_hashes": json.dumps(inputs.spec_hashes, sort_keys=True),
+        "dataset_hash": inputs.dataset_hash, "code_commit": inputs.code_commit}])
+    yield dg.Output(row, metadata={
+        "path": dg.MetadataValue.path(str(path)), "sha256": digest,
+        "chart": dg.MetadataValue.md(markdown_image(summary_png(inputs),
+                                                    "out-of-sample Sharpe per blueprint")),
+        "promotions": dg.MetadataValue.md(markdown_table(inputs.promotions.select(
+            "blueprint", "to_stage", "decision", "deflated_sharpe", "pbo", "oos_sharpe")))})
+    yield check
+
+
+def _report_inputs(reg, study, wh) -> ReportInputs:
+    """The frames of the report, read from the warehouse (empty where not materialized)."""
+    def table(name: str) -> pl.DataFrame:
+        frame = _read(wh, name)
+        return pl.DataFrame() if frame is None else frame
+
+    decisions = table("promotion_decisions")
+    if decisions.height:
+        decisions = decisions.filter(pl.col("study") == study.name)
+    results = table("walkforward_results")
+    folds = (results.filter(pl.col("sample") == "test").select(
+        "blueprint", "fold", "kind", "start", "end", "params", "is_sharpe", "sharpe",
+        "total_return", "max_drawdown", "trades").sort("blueprint", "fold")
+        if results.height else pl.DataFrame())
+    fdr = table("phase2_fdr")
+    funnel = pl.DataFrame({"stage": ["hypotheses", "tested", "discovered (q)",
+                                     "economic (costs)", "stable (survivors)"],
+                           "hypotheses": [fdr.height, *(int(fdr.select(e.sum()).item())
+                                          for e in (pl.col("status") == TESTED,
+                                                    pl.col("discovered"),
+                                                    pl.col("discovered") & pl.col("economic"),
+                                                    pl.col("survivor")))]}) \
+        if fdr.height else pl.DataFrame()
+    boxes = study_boxes(list(study.symbols), study.start, study.end)
+    try:
+        bars = wh.read(BASE_BARS, symbol_layout("ts_open"), boxes).filter(
+            pl.col("market") == "perp").select("symbol", "ts_open", "open", "close")
+        events = wh.read("event_table", symbol_layout("ts"), boxes).select(
+            "event_type", "symbol", "ts", "direction")
+        curves = event_study(bars, events, before=EVENT_WINDOW[0], after=EVENT_WINDOW[1])
+        data_hash = frame_hash({"bars": bars, "events": events})
+    except WarehouseError:
+        curves, data_hash = pl.DataFrame(), ""
+    promotions = (decisions.select("blueprint", "from_stage", "to_stage", "decision",
+                                   "reasons", "deflated_sharpe", "pbo", "oos_sharpe",
+                                   "oos_max_drawdown", pl.col("oos_trades").alias("trades"))
+                  if decisions.height else pl.DataFrame())
+    return ReportInputs(
+        study=study.name, window=(study.start, study.end), spec_hashes=reg.spec_hashes,
+        dataset_hash=data_hash, code_commit=code_commit(),
+        equity=_curves(table("backtest_equity")), oos_equity=table("walkforward_equity"),
+        folds=folds, event_curves=curves, funnel=funnel, promotions=promotions)
+
+
+def _curves(equity: pl.DataFrame) -> pl.DataFrame:
+    return equity.select("blueprint", "ts", "equity", "drawdown") if equity.height else equity
+
+
+defs = dg.Definitions(assets=[promotion_decisions, research_report])
