@@ -2,8 +2,10 @@
 
 import base64
 import datetime as dt
+import hashlib
 import io
 import json
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -11,8 +13,10 @@ import PIL.Image
 import polars as pl
 import pytest
 
-from backtest_assets.cli import Runner, backtest, quality, run
+from backtest_assets.cli import Runner, backtest, quality, report, run
 from backtest_assets.defs.backtest.checks import BACKTEST_CHECKS
+from backtest_assets.defs.report.checks import REPORT_CHECKS, SECTIONS
+from backtest_assets.defs.walkforward.checks import FOLD_CHECKS, WALKFORWARD_CHECKS
 from backtest_assets.partitions import REGISTRY
 from backtest_assets.resources import WarehouseResource
 from backtest_assets.warehouse import PartitionLayout
@@ -314,3 +318,88 @@ def test_backtest_refuses_a_blueprint_naming_an_unknown_feature(backtested):
         assert after.equals(before)  # nothing written
     finally:
         wh.replace("strategy_blueprints", catalog, PartitionLayout(), None)
+
+
+def _check_statuses(instance, specs, partition=None) -> dict[str, str]:
+    keys = [dg.AssetCheckKey(dg.AssetKey(spec.asset_key.path), spec.name) for spec in specs]
+    records = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    return {f"{k.asset_key.to_user_string()}:{k.name}": r.status.value
+            for k, r in records.items()}
+
+
+@pytest.fixture(scope="module")
+def evaluated(backtested):
+    root, instance = backtested
+    config = warehouse_config(root)
+    assert backtest(instance=instance, quiet=True, resources_config=config,
+                    job="walkforward_job")
+    assert report(instance=instance, quiet=True, resources_config=config)
+    return root, instance
+
+
+def test_walk_forward_of_every_blueprint_with_trials_and_checks(evaluated):
+    root, instance = evaluated
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    catalog = wh.read("strategy_blueprints", PartitionLayout())
+    summary = wh.read("walkforward_summary", PartitionLayout())
+    assert sorted(summary["blueprint"]) == sorted(catalog["blueprint"])
+    tested = wh.read("phase2_fdr", PartitionLayout()).filter(
+        pl.col("status") == "tested").height
+    trials = dict(zip(summary["blueprint"], summary["trials"], strict=True))
+    assert trials["momentum_v1"] == 36  # its grid alone: a hand-written blueprint
+    assert trials["p2_volatility_shock_continuation_60m_all"] == 9 + tested
+    # 6 rolling folds of 3 days after 13 days of training; every combination in sample
+    results = wh.read("walkforward_results", PartitionLayout())
+    mom = results.filter(pl.col("blueprint") == "momentum_v1")
+    assert mom.filter(pl.col("sample") == "train").height == 6 * 36
+    assert mom.filter(pl.col("sample") == "test")["fold"].sort().to_list() == list(range(6))
+    folds = wh.read("walkforward_folds", PartitionLayout())
+    assert folds.filter((pl.col("blueprint") == "momentum_v1")
+                        & (pl.col("kind") == "cpcv"))["fold"].n_unique() == 15
+    # The planted effect survives out of sample and its deflated Sharpe says so.
+    planted = summary.filter(pl.col("blueprint") == "p2_volatility_shock_continuation_60m_all"
+                             ).row(0, named=True)
+    assert planted["deflated_sharpe"] > 0.95 and planted["oos_sharpe"] > 1
+    statuses = _check_statuses(instance, [*FOLD_CHECKS, *WALKFORWARD_CHECKS, *REPORT_CHECKS])
+    assert statuses and set(statuses.values()) == {"SUCCEEDED"}, statuses
+
+
+def test_promotions_and_the_research_report(evaluated):
+    root, instance = evaluated
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    decisions = wh.read("promotion_decisions", PartitionLayout())
+    catalog = wh.read("strategy_blueprints", PartitionLayout())
+    assert sorted(decisions["blueprint"]) == sorted(catalog["blueprint"])
+    rev = decisions.filter(pl.col("blueprint") == "reversion_v1").row(0, named=True)
+    assert (rev["to_stage"], rev["decision"]) == ("archived", "archive")
+    assert "deflated Sharpe over 36 trials" in rev["reasons"]
+    promoted = decisions.filter(pl.col("decision") == "promote")
+    assert promoted.height >= 1 and (promoted["to_stage"] == "demo").all()
+    row = wh.read("research_report", PartitionLayout()).row(0, named=True)
+    data = Path(row["path"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == row["sha256"]
+    html = data.decode()
+    for section in SECTIONS:
+        assert f'<section id="{section}"' in html
+    assert "http://" not in html and "https://" not in html
+    assert row["promoted"] == promoted.height
+    event = instance.get_latest_materialization_event(dg.AssetKey("research_report"))
+    assert "base64," in event.asset_materialization.metadata["chart"].value
+
+
+def test_a_promotion_decision_is_reproducible(evaluated):
+    """Deciding again moves promoted blueprints on from demo (live needs demo days), then the
+    same inputs give the same decisions, hash for hash."""
+    root, instance = evaluated
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    first = wh.read("promotion_decisions", PartitionLayout()).sort("blueprint")
+    config = warehouse_config(root)
+    assert report(instance=instance, quiet=True, resources_config=config)
+    second = wh.read("promotion_decisions", PartitionLayout()).sort("blueprint")
+    assert second["from_stage"].to_list() == first["to_stage"].to_list()
+    demo = second.filter(pl.col("from_stage") == "demo")
+    assert (demo["to_stage"] == "demo").all() and demo["reasons"].str.contains(
+        "live needs 30 days of demo trading").all()
+    assert report(instance=instance, quiet=True, resources_config=config)
+    third = wh.read("promotion_decisions", PartitionLayout()).sort("blueprint")
+    assert third.equals(second)

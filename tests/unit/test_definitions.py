@@ -11,8 +11,11 @@ DATE_SYMBOL_ASSETS = ["bars_15m", "bars_1m", "bars_5m", "event_table", "forward_
                       "raw_perp_klines_1m", "raw_spot_klines_1m"]
 PHASE2_ASSETS = ["phase2_candidates_raw", "phase2_fdr", "phase2_pvals", "phase2_report"]
 BACKTEST_ASSETS = ["backtest_equity", "backtest_metrics", "backtest_trades"]
+WALKFORWARD_ASSETS = ["walkforward_equity", "walkforward_results", "walkforward_summary"]
+REPORT_ASSETS = ["promotion_decisions", "research_report"]
 ASSETS = sorted([*DATE_SYMBOL_ASSETS, "event_quality_report", *PHASE2_ASSETS, "spec_registry",
-                 "strategy_blueprints", *BACKTEST_ASSETS])
+                 "strategy_blueprints", *BACKTEST_ASSETS, "walkforward_folds",
+                 *WALKFORWARD_ASSETS, *REPORT_ASSETS])
 BASE_CHECKS = {"schema", "unique_keys", "monotonic_time", "row_count", "complete_days"}
 
 
@@ -37,6 +40,13 @@ def test_asset_graph_is_pinned():
         "strategy_blueprints": ["phase2_fdr"],
         **{name: ["bars_5m", "event_table", "pit_features", "raw_funding_rates",
                   "strategy_blueprints"] for name in BACKTEST_ASSETS},
+        "walkforward_folds": ["strategy_blueprints"],
+        **{name: ["bars_5m", "event_table", "phase2_fdr", "pit_features", "raw_funding_rates",
+                  "strategy_blueprints", "walkforward_folds"] for name in WALKFORWARD_ASSETS},
+        "promotion_decisions": ["backtest_metrics", "strategy_blueprints",
+                                "walkforward_summary"],
+        "research_report": ["backtest_equity", "bars_5m", "event_table", "phase2_fdr",
+                            "promotion_decisions", "walkforward_equity", "walkforward_results"],
     }
 
 
@@ -94,6 +104,8 @@ def test_e1_report_is_per_event_type_with_a_partitioned_blocking_gate():
     ("discovery_job", ["event_quality_report", *PHASE2_ASSETS]),
     ("blueprints_job", ["strategy_blueprints"]),
     ("backtest_job", BACKTEST_ASSETS),
+    ("walkforward_job", sorted(["walkforward_folds", *WALKFORWARD_ASSETS])),
+    ("report_job", REPORT_ASSETS),
 ])
 def test_jobs_select_their_layers(job, assets):
     keys = defs.resolve_job_def(job).asset_layer.executable_asset_keys
@@ -115,3 +127,17 @@ def test_backtests_are_one_simulation_per_dynamic_blueprint_partition_with_block
     catalog = defs.resolve_assets_def("strategy_blueprints")
     assert catalog.partitions_def is None
     assert [c.name for c in catalog.check_specs] == ["blueprints_valid"]
+
+
+def test_walk_forward_and_report_partitions_and_blocking_checks():
+    wf = defs.resolve_assets_def("walkforward_summary")
+    assert {k.to_user_string() for k in wf.keys} == set(WALKFORWARD_ASSETS)  # one evaluation
+    assert wf.partitions_def.name == "blueprint" and wf.op.pool == "duckdb"
+    assert wf.backfill_policy == dg.BackfillPolicy.single_run()
+    folds = defs.resolve_assets_def("walkforward_folds")
+    assert {c.name for c in folds.check_specs} == {"schema", "folds_do_not_leak"}
+    assert all(c.blocking for a in (wf, folds) for c in a.check_specs)
+    for name in REPORT_ASSETS:
+        a = defs.resolve_assets_def(name)
+        assert a.partitions_def.get_partition_keys() == ["default"]  # specs/studies
+        assert all(c.blocking for c in a.check_specs)
