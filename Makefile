@@ -39,6 +39,7 @@ bench: env ## measurements under bench/ (minutes)
 	$(PY) bench/research.py
 	$(PY) bench/phase2.py
 	$(PY) bench/csv_parse.py
+	$(PY) bench/walkforward.py
 
 PEERS := ../shared/bench/peers
 .venv-peers/.ready: $(PEERS)/requirements-lock.txt | $(VENV)/.ready
