@@ -191,3 +191,29 @@ def markdown_table(frame: pl.DataFrame) -> str:
         lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v)
                                        for v in row) + " |")
     return "\n".join(lines)
+
+
+def blocking_checks(asset: str, names: Mapping[str, str],
+                    partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    """Blocking check specs ``name -> description`` of a partitioned asset."""
+    return [dg.AssetCheckSpec(n, asset=asset, blocking=True, description=d,
+                              partitions_def=partitions_def) for n, d in names.items()]
+
+
+def check_result(name: str, asset: str, ok: bool, detail: str) -> dg.AssetCheckResult:
+    """A check's result; ``detail`` is shown only when it failed."""
+    return dg.AssetCheckResult(check_name=name, asset_key=asset, passed=bool(ok),
+                               description=None if ok else detail)
+
+
+def schema_result(asset: str, frame: pl.DataFrame, model: Any) -> dg.AssetCheckResult:
+    """The ``schema`` check of ``frame`` against a pandera polars ``model``."""
+    import pandera.polars as pa
+
+    try:
+        model.validate(frame, lazy=True)
+        return check_result("schema", asset, True, "")
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        return check_result("schema", asset, False, f"{cases.height} failures, e.g. "
+                                                    f"{cases.head(3).to_dicts()}")

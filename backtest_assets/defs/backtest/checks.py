@@ -8,6 +8,7 @@ import dagster as dg
 import pandera.polars as pa
 import polars as pl
 
+from backtest_assets.defs.shared import blocking_checks, check_result, schema_result
 from backtest_assets.partitions import blueprint_partitions_def
 
 BLUEPRINT_CHECKS = [dg.AssetCheckSpec(
@@ -17,9 +18,7 @@ BLUEPRINT_CHECKS = [dg.AssetCheckSpec(
 
 
 def _specs(asset: str, names: dict[str, str]) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(n, asset=asset, blocking=True, description=d,
-                              partitions_def=blueprint_partitions_def)
-            for n, d in names.items()]
+    return blocking_checks(asset, names, blueprint_partitions_def)
 
 
 BACKTEST_CHECKS = [
@@ -70,36 +69,21 @@ METRICS_MODEL = pa.DataFrameSchema({
 })
 
 
-def _result(name: str, asset: str, ok: bool, detail: str) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(check_name=name, asset_key=asset, passed=bool(ok),
-                               description=None if ok else detail)
-
-
-def _schema(asset: str, frame: pl.DataFrame, model: pa.DataFrameSchema) -> dg.AssetCheckResult:
-    try:
-        model.validate(frame, lazy=True)
-        return _result("schema", asset, True, "")
-    except pa.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        return _result("schema", asset, False, f"{cases.height} failures, e.g. "
-                                               f"{cases.head(3).to_dicts()}")
-
-
 def check_backtest(trades: pl.DataFrame, equity: pl.DataFrame, metrics: pl.DataFrame
                    ) -> Iterator[dg.AssetCheckResult]:
     """Every check of ``BACKTEST_CHECKS`` on the frames of one run (any number of
     blueprints)."""
-    yield _schema("backtest_trades", trades, TRADES_MODEL)
+    yield schema_result("backtest_trades", trades, TRADES_MODEL)
     windows = metrics.select("blueprint", "window_start", "window_end")
     bad = trades.join(windows, on="blueprint", how="left").filter(
         (pl.col("entry_ts") < pl.col("window_start")) | (pl.col("entry_ts") >= pl.col("window_end"))
         | (pl.col("exit_ts") < pl.col("entry_ts")) | pl.col("window_start").is_null())
-    yield _result("trades_in_window", "backtest_trades", bad.is_empty(),
+    yield check_result("trades_in_window", "backtest_trades", bad.is_empty(),
                   f"{bad.height} trades outside their window, e.g. {bad.head(2).to_dicts()}")
 
     ordered = equity["ts"].equals(equity.sort("blueprint", "ts", maintain_order=True)["ts"])
-    schema = _schema("backtest_equity", equity, EQUITY_MODEL)
-    yield schema if ordered else _result("schema", "backtest_equity", False,
+    schema = schema_result("backtest_equity", equity, EQUITY_MODEL)
+    yield schema if ordered else check_result("schema", "backtest_equity", False,
                                          "rows are not in time order within each blueprint")
     last = equity.group_by("blueprint").agg(pl.col("equity").last(), pl.col("drawdown").min())
     pnl = trades.group_by("blueprint").agg(pl.col("pnl").sum())
@@ -108,12 +92,12 @@ def check_backtest(trades: pl.DataFrame, equity: pl.DataFrame, metrics: pl.DataF
            .with_columns(pl.col("pnl").fill_null(0.0)))
     off = rec.filter(((pl.col("equity") - pl.col("init_cash") - pl.col("pnl")).abs()
                       > 1e-6 * pl.col("init_cash")) | pl.col("equity").is_null())
-    yield _result("pnl_reconciles", "backtest_equity", off.is_empty(),
+    yield check_result("pnl_reconciles", "backtest_equity", off.is_empty(),
                   f"equity change != sum of trade P&L: {off.head(3).to_dicts()}")
 
-    yield _schema("backtest_metrics", metrics, METRICS_MODEL)
+    yield schema_result("backtest_metrics", metrics, METRICS_MODEL)
     off = rec.filter(
         ((pl.col("equity") / pl.col("init_cash") - 1 - pl.col("total_return")).abs() > 1e-12)
         | ((pl.col("drawdown") - pl.col("max_drawdown")).abs() > 1e-12))
-    yield _result("metrics_reconcile", "backtest_metrics", off.is_empty(),
+    yield check_result("metrics_reconcile", "backtest_metrics", off.is_empty(),
                   f"metrics disagree with the equity curve: {off.head(3).to_dicts()}")

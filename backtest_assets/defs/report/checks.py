@@ -10,14 +10,13 @@ import dagster as dg
 import pandera.polars as pa
 import polars as pl
 
+from backtest_assets.defs.shared import blocking_checks, schema_result
 from backtest_assets.partitions import study_partitions_def
 from backtest_assets.strategies.promotion import STAGES
 
 
 def _specs(asset: str, names: dict[str, str]) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(n, asset=asset, blocking=True, description=d,
-                              partitions_def=study_partitions_def)
-            for n, d in names.items()]
+    return blocking_checks(asset, names, study_partitions_def)
 
 
 REPORT_CHECKS = [
@@ -45,15 +44,7 @@ SECTIONS = ("summary", "equity", "walkforward", "events", "funnel", "promotion",
 
 
 def check_decisions(frame: pl.DataFrame) -> Iterator[dg.AssetCheckResult]:
-    try:
-        DECISIONS_MODEL.validate(frame, lazy=True)
-        yield dg.AssetCheckResult(check_name="schema", asset_key="promotion_decisions",
-                                  passed=True)
-    except pa.errors.SchemaErrors as exc:
-        yield dg.AssetCheckResult(
-            check_name="schema", asset_key="promotion_decisions", passed=False,
-            description=f"{exc.failure_cases.height} failures, e.g. "
-                        f"{exc.failure_cases.head(3).to_dicts()}")
+    yield schema_result("promotion_decisions", frame, DECISIONS_MODEL)
 
 
 def report_problems(path: Path, sha256: str, html: str) -> list[str]:

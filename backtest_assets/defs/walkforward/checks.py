@@ -8,14 +8,13 @@ import dagster as dg
 import pandera.polars as pa
 import polars as pl
 
+from backtest_assets.defs.shared import blocking_checks, check_result, schema_result
 from backtest_assets.partitions import blueprint_partitions_def
 from backtest_assets.walkforward import folds as F
 
 
 def _specs(asset: str, names: dict[str, str]) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(n, asset=asset, blocking=True, description=d,
-                              partitions_def=blueprint_partitions_def)
-            for n, d in names.items()]
+    return blocking_checks(asset, names, blueprint_partitions_def)
 
 
 FOLD_CHECKS = _specs("walkforward_folds", {
@@ -78,21 +77,6 @@ SUMMARY_MODEL = pa.DataFrameSchema({
 })
 
 
-def _result(name: str, asset: str, ok: bool, detail: str) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(check_name=name, asset_key=asset, passed=bool(ok),
-                               description=None if ok else detail)
-
-
-def _schema(asset: str, frame: pl.DataFrame, model: pa.DataFrameSchema) -> dg.AssetCheckResult:
-    try:
-        model.validate(frame, lazy=True)
-        return _result("schema", asset, True, "")
-    except pa.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        return _result("schema", asset, False, f"{cases.height} failures, e.g. "
-                                               f"{cases.head(3).to_dicts()}")
-
-
 def fold_leaks(folds: pl.DataFrame) -> list[str]:
     """Every leak of the splits written in a ``walkforward_folds`` frame."""
     out = []
@@ -108,16 +92,16 @@ def fold_leaks(folds: pl.DataFrame) -> list[str]:
 
 
 def check_folds(folds: pl.DataFrame) -> Iterator[dg.AssetCheckResult]:
-    yield _schema("walkforward_folds", folds, FOLDS_MODEL)
+    yield schema_result("walkforward_folds", folds, FOLDS_MODEL)
     leaks = fold_leaks(folds)
-    yield _result("folds_do_not_leak", "walkforward_folds", not leaks,
+    yield check_result("folds_do_not_leak", "walkforward_folds", not leaks,
                   f"{len(leaks)} leaks, e.g. {leaks[:3]}")
 
 
 def check_walkforward(results: pl.DataFrame, equity: pl.DataFrame, summary: pl.DataFrame,
                       capital: float) -> Iterator[dg.AssetCheckResult]:
     """Every check of ``WALKFORWARD_CHECKS`` on the frames of one run."""
-    yield _schema("walkforward_results", results, RESULTS_MODEL)
+    yield schema_result("walkforward_results", results, RESULTS_MODEL)
     train = results.filter((pl.col("sample") == "train") & pl.col("selected")).select(
         "blueprint", "kind", "fold", pl.col("combo").alias("chosen"),
         pl.col("end").alias("train_end"))
@@ -125,19 +109,19 @@ def check_walkforward(results: pl.DataFrame, equity: pl.DataFrame, summary: pl.D
         train, on=["blueprint", "kind", "fold"], how="left")
     bad = test.filter((pl.col("combo") != pl.col("chosen")) | pl.col("chosen").is_null()
                       | (pl.col("start") < pl.col("train_end")))
-    yield _result("selection_consistent", "walkforward_results", bad.is_empty(),
+    yield check_result("selection_consistent", "walkforward_results", bad.is_empty(),
                   f"{bad.height} test windows disagree with their train selection, e.g. "
                   f"{bad.select('blueprint', 'fold', 'combo', 'chosen').head(3).to_dicts()}")
     ordered = equity.group_by("blueprint").agg((pl.col("ts").diff() > pl.duration()).all()
                                               .alias("ok"))
-    schema = _schema("walkforward_equity", equity, EQUITY_MODEL)
-    yield schema if ordered["ok"].all() else _result(
+    schema = schema_result("walkforward_equity", equity, EQUITY_MODEL)
+    yield schema if ordered["ok"].all() else check_result(
         "schema", "walkforward_equity", False, "time does not increase within a blueprint")
-    yield _schema("walkforward_summary", summary, SUMMARY_MODEL)
+    yield schema_result("walkforward_summary", summary, SUMMARY_MODEL)
     last = equity.group_by("blueprint").agg(pl.col("equity").last())
     rec = summary.select("blueprint", "oos_total_return").join(last, on="blueprint",
                                                                how="left")
     off = rec.filter(pl.col("equity").is_not_null() & (
         (pl.col("equity") / capital - 1 - pl.col("oos_total_return")).abs() > 1e-9))
-    yield _result("summary_reconciles", "walkforward_summary", off.is_empty(),
+    yield check_result("summary_reconciles", "walkforward_summary", off.is_empty(),
                   f"summary disagrees with the chained equity: {off.head(3).to_dicts()}")
