@@ -52,10 +52,23 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den else float("nan")
 
 
+def bar_returns(equity: np.ndarray, init_cash: float) -> np.ndarray:
+    """Each bar's return ``equity[t] / equity[t - 1] - 1`` (the starting cash before bar 0);
+    0 after a bar that ended with no equity (a blown account earns nothing more)."""
+    eq = np.asarray(equity, dtype=np.float64)
+    prev = np.concatenate(([init_cash], eq[:-1]))
+    return np.where(prev > 0, eq / np.where(prev > 0, prev, 1.0) - 1.0, 0.0)
+
+
+def drawdown_path(equity: np.ndarray, init_cash: float) -> np.ndarray:
+    """``equity / running peak - 1`` at each bar (<= 0); the starting cash is the first peak."""
+    eq = np.asarray(equity, dtype=np.float64)
+    return eq / np.maximum.accumulate(np.concatenate(([init_cash], eq)))[1:] - 1.0
+
+
 def _drawdown(equity: np.ndarray, init_cash: float) -> tuple[float, int]:
     """Max drawdown (<= 0) and the longest stretch of bars below the running peak."""
-    peaks = np.maximum.accumulate(np.concatenate(([init_cash], equity)))[1:]
-    depth = equity / peaks - 1.0
+    depth = drawdown_path(equity, init_cash)
     below = depth < 0
     longest = run = 0
     for flag in below:  # one pass over T booleans; a vectorized run length is no clearer
@@ -130,8 +143,7 @@ def metrics(result: Result, close: np.ndarray, *, init_cash: float,
     """
     eq = np.asarray(result.equity, dtype=np.float64)
     n = eq.size
-    prev = np.concatenate(([init_cash], eq[:-1]))
-    r = np.where(prev > 0, eq / np.where(prev > 0, prev, 1.0) - 1.0, 0.0)
+    r = bar_returns(eq, init_cash)
     growth = eq[-1] / init_cash if n else 1.0
     total = growth - 1.0
     if n and growth > 0:  # via logs: a short, lucky run's annualized growth is inf, not an error

@@ -25,7 +25,7 @@ import polars as pl
 
 from backtest_assets.engine import REJECT_REASONS, Instrument, backtest
 from backtest_assets.engine.core import forward_fill
-from backtest_assets.engine.metrics import metrics
+from backtest_assets.engine.metrics import drawdown_path, metrics
 from backtest_assets.specs.models import StrategySpec, VenueSpec
 from backtest_assets.strategies.blueprints import Panel, exit_rules, targets
 
@@ -105,12 +105,11 @@ def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.n
     ).select("blueprint", "symbol", "entry_ts", "exit_ts", "entry_bar", "exit_bar", "side",
              "qty", "entry_price", "exit_price", "fees", "funding", "pnl", "return",
              "exit_reason")
-    peak = np.maximum.accumulate(np.concatenate(([init_cash], res.equity)))[1:]
     equity = pl.DataFrame({
         "blueprint": bp.name,
         "ts": panel.ts + step,
         "equity": res.equity, "cash": res.cash, "exposure": res.exposure,
-        "drawdown": res.equity / peak - 1.0,
+        "drawdown": drawdown_path(res.equity, init_cash),
         "fees": res.fees.sum(axis=1), "slippage": res.slippage.sum(axis=1),
         "funding": res.funding.sum(axis=1),
     })

@@ -40,7 +40,7 @@ import polars as pl
 
 from backtest_assets.engine import backtest
 from backtest_assets.engine.core import forward_fill
-from backtest_assets.engine.metrics import metrics
+from backtest_assets.engine.metrics import bar_returns, drawdown_path, metrics
 from backtest_assets.engine.sweep import SWEEP_METRICS, sweep
 from backtest_assets.specs.models import CostStress, StrategySpec, VenueSpec, WalkForwardSpec
 from backtest_assets.stats.overfitting import (
@@ -167,19 +167,19 @@ def evaluate(bp: StrategySpec, market: Market, spec: WalkForwardSpec, *,
     full, stats = sim.sweep(0, n, blocks=bounds)
     rows.append(_cpcv_rows(sim, cp, stats, bounds))
     equity, oos_returns, oos_trades = _chain(oos, market.init_cash)
-    _, stress_returns, _ = _chain(stressed_oos, market.init_cash)
+    stressed_equity, stress_returns, _ = _chain(stressed_oos, market.init_cash)
     summary = {
         "blueprint": bp.name, "combinations": sim.k, "trials_phase2": trials_phase2,
         "trials": sim.k + trials_phase2, "purge_bars": purge, "embargo_bars": spec.embargo_bars,
         "objective": spec.objective, "folds": len(wf), "folds_traded": len(oos),
         **_deflated(sim, full, spec, trials_phase2),
         **_pbo(stats, bounds, groups),
-        **_oos("oos", oos_returns, sim.annual, market.init_cash),
+        **_oos("oos", equity, oos_returns, sim.annual, market.init_cash),
         "oos_trades": oos_trades,
         "is_oos_decay": sharpe_decay(np.array(is_best), np.array(oos_best))
         if is_best else math.nan,
         "stress_multiplier": stress.multiplier,
-        **_oos("stress", stress_returns, sim.annual, market.init_cash),
+        **_oos("stress", stressed_equity, stress_returns, sim.annual, market.init_cash),
     }
     results = pl.concat([r for r in rows if r.height], how="diagonal_relaxed")
     return WalkForward(folds=_named(folds, bp.name), results=_named(results, bp.name),
@@ -316,8 +316,7 @@ def _deflated(sim: _Simulator, full: pl.DataFrame, spec: WalkForwardSpec,
     if best is None:
         return out
     _, res = sim.run(best, 0, len(sim.m.panel.ts))
-    eq = res.equity
-    st = sharpe_stats(eq / np.concatenate(([sim.m.init_cash], eq[:-1])) - 1.0)
+    st = sharpe_stats(bar_returns(res.equity, sim.m.init_cash))
     n_trials = sim.k + trials_phase2
     sr0 = expected_max_sharpe(n_trials, var_sr) if math.isfinite(var_sr) else math.nan
     return out | {"full_best_params": params_json(sim.combos[best][0]),
@@ -348,27 +347,24 @@ def _chain(oos: list, init_cash: float) -> tuple[pl.DataFrame, np.ndarray, int]:
         empty = pl.DataFrame(schema={"fold": pl.Int64, "ts": pl.Datetime("us"),
                                      "equity": pl.Float64, "drawdown": pl.Float64})
         return empty, np.empty(0), 0
-    r = np.concatenate([res.equity / np.concatenate(([init_cash], res.equity[:-1])) - 1.0
-                        for _, res, _ in oos])
+    r = np.concatenate([bar_returns(res.equity, init_cash) for _, res, _ in oos])
     eq = init_cash * np.cumprod(1.0 + r)
-    peak = np.maximum.accumulate(np.concatenate(([init_cash], eq)))[1:]
     frame = pl.DataFrame({
         "fold": np.concatenate([np.full(len(ts), f, dtype=np.int64) for f, _, ts in oos]),
         "ts": np.concatenate([ts for _, _, ts in oos]),
-        "equity": eq, "drawdown": eq / peak - 1.0})
+        "equity": eq, "drawdown": drawdown_path(eq, init_cash)})
     trades = sum(int((res.trades["exit_reason"] != "open").sum()) for _, res, _ in oos)
     return frame, r, trades
 
 
-def _oos(prefix: str, r: np.ndarray, annual: float, init_cash: float) -> dict:
-    """Sharpe, total return, max drawdown and PSR(0) of chained out-of-sample returns."""
+def _oos(prefix: str, chained: pl.DataFrame, r: np.ndarray, annual: float,
+         init_cash: float) -> dict:
+    """Sharpe, total return, max drawdown and PSR(0) of a chain of test windows (``_chain``)."""
     if not r.size:
         return {f"{prefix}_{k}": math.nan for k in ("sharpe", "total_return", "max_drawdown",
                                                     "psr")} | {f"{prefix}_bars": 0}
     st = sharpe_stats(r)
-    eq = init_cash * np.cumprod(1.0 + r)
-    peak = np.maximum.accumulate(np.concatenate(([init_cash], eq)))[1:]
     return {f"{prefix}_bars": int(r.size), f"{prefix}_sharpe": st.sr * annual,
-            f"{prefix}_total_return": float(eq[-1] / init_cash - 1.0),
-            f"{prefix}_max_drawdown": float((eq / peak - 1.0).min()),
+            f"{prefix}_total_return": float(chained["equity"][-1] / init_cash - 1.0),
+            f"{prefix}_max_drawdown": float(chained["drawdown"].min()),
             f"{prefix}_psr": probabilistic_sharpe(st.sr, 0.0, st.n, st.skew, st.kurtosis)}
