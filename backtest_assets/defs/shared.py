@@ -105,18 +105,25 @@ def guarded_output(
     A blocking failure reports every check and fails the step before anything is written, so
     the warehouse keeps the previous good data of these partitions.
     """
+    yield from refuse_failed(results, f"{context.asset_key.to_user_string()} "
+                                      f"{_describe_keys(context)}", " (previous data kept)")
+    yield dg.Output(value, metadata=dict(metadata or {}))
+    yield from results
+
+
+def refuse_failed(results: Sequence[dg.AssetCheckResult], what: str, note: str = ""
+                  ) -> Iterator[dg.AssetCheckResult]:
+    """When a blocking (ERROR) check failed: report every check, then fail the step before
+    anything is written, naming each failed check. Yields nothing otherwise."""
     failed = [r for r in results
               if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR]
     if failed:
         yield from results
-        details = "; ".join(f"{r.check_name}: {r.description}" for r in failed)
-        raise dg.Failure(
-            description=f"{context.asset_key.to_user_string()} "
-                        f"{_describe_keys(context)}: blocking checks failed, nothing written "
-                        f"(previous data kept). {details}",
-        )
-    yield dg.Output(value, metadata=dict(metadata or {}))
-    yield from results
+        details = "; ".join(
+            f"{r.asset_key.to_user_string() + ' ' if r.asset_key else ''}{r.check_name}: "
+            f"{r.description}" for r in failed)
+        raise dg.Failure(description=f"{what}: blocking checks failed, nothing written"
+                                     f"{note}: {details}")
 
 
 def _describe_keys(context: dg.AssetExecutionContext) -> str:

@@ -15,7 +15,7 @@ import polars as pl
 from backtest_assets.core.traceability import code_commit
 from backtest_assets.defs.backtest.checks import BACKTEST_CHECKS, BLUEPRINT_CHECKS, check_backtest
 from backtest_assets.defs.backtest.market import StudyData, selected_blueprints
-from backtest_assets.defs.shared import markdown_table
+from backtest_assets.defs.shared import markdown_table, refuse_failed
 from backtest_assets.discovery.phase2 import frame_hash
 from backtest_assets.partitions import (
     BASE_BARS,
@@ -112,11 +112,7 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
                                                 code_commit=pl.lit(code_commit()))
                          for r, h, d in runs], how="diagonal_relaxed")
     results = list(check_backtest(trades, equity, metrics))
-    failed = [r for r in results if not r.passed]
-    if failed:
-        yield from results
-        raise dg.Failure(description="backtest: blocking checks failed, nothing written: "
-                         + "; ".join(f"{r.check_name}: {r.description}" for r in failed))
+    yield from refuse_failed(results, "backtest")
     headline = metrics.select(HEADLINE)
     title = names[0] if len(names) == 1 else f"{len(names)} blueprints"
     chart = equity_drawdown_png(equity, title=f"{title}: {study.name} {study.start}..{study.end}")

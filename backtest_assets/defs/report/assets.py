@@ -17,7 +17,13 @@ import polars as pl
 
 from backtest_assets.core.traceability import code_commit
 from backtest_assets.defs.report.checks import REPORT_CHECKS, check_decisions, report_problems
-from backtest_assets.defs.shared import markdown_table, report_folder, study_boxes, symbol_layout
+from backtest_assets.defs.shared import (
+    markdown_table,
+    refuse_failed,
+    report_folder,
+    study_boxes,
+    symbol_layout,
+)
 from backtest_assets.discovery.phase2 import TESTED, frame_hash
 from backtest_assets.partitions import BASE_BARS, study_partitions_def
 from backtest_assets.reporting.charts import markdown_image
@@ -90,10 +96,7 @@ def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryRe
     frame = pl.DataFrame(rows, infer_schema_length=None).with_columns(
         pl.col(k).cast(pl.Float64) for k in EVIDENCE)
     checks = list(check_decisions(frame))
-    if not all(c.passed for c in checks):
-        yield from checks
-        raise dg.Failure(description=f"promotion_decisions: blocking check failed: "
-                                     f"{checks[0].description}")
+    yield from refuse_failed(checks, "promotion_decisions")
     counts = frame.group_by("to_stage").len().sort("to_stage")
     yield dg.Output(frame, metadata={
         "rows": frame.height, **{f"stage_{s}": n for s, n in counts.iter_rows()},

@@ -14,7 +14,7 @@ import polars as pl
 
 from backtest_assets.core.traceability import code_commit
 from backtest_assets.defs.backtest.market import StudyData, selected_blueprints
-from backtest_assets.defs.shared import markdown_table
+from backtest_assets.defs.shared import markdown_table, refuse_failed
 from backtest_assets.defs.walkforward.checks import (
     FOLD_CHECKS,
     WALKFORWARD_CHECKS,
@@ -67,7 +67,7 @@ def walkforward_folds(context: dg.AssetExecutionContext, specs: SpecRegistryReso
                                     pl.lit(spec.embargo_bars, pl.Int64).alias("embargo_bars")))
     folds = pl.concat(frames).select("blueprint", pl.exclude("blueprint"))
     results = list(check_folds(folds))
-    yield from _refuse(results, "walkforward_folds")
+    yield from refuse_failed(results, "walkforward_folds")
     yield dg.Output(folds, metadata={
         "rows": folds.height, "scheme": spec.scheme,
         "splits": dg.MetadataValue.md(markdown_table(
@@ -129,7 +129,7 @@ def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistr
                         for wf, _ in outs])
     summary = pl.concat([s for _, s in outs], how="diagonal_relaxed")
     checks = list(check_walkforward(results, equity, summary, study.capital))
-    yield from _refuse(checks, "walkforward")
+    yield from refuse_failed(checks, "walkforward")
     headline = summary.select(HEADLINE)
     yield dg.Output(results, output_name="walkforward_results", metadata={
         "rows": results.height,
@@ -157,16 +157,6 @@ def _phase2_trials(wh) -> int:
     except WarehouseError:
         return 0
     return int((fdr["status"] == TESTED).sum())
-
-
-def _refuse(results: list[dg.AssetCheckResult], what: str):
-    """Report every check and fail the step, nothing written, when one failed (all block)."""
-    failed = [r for r in results if not r.passed]
-    if failed:
-        yield from results
-        raise dg.Failure(description=f"{what}: blocking checks failed, nothing written: "
-                         + "; ".join(f"{r.asset_key.to_user_string() if r.asset_key else ''}"
-                                     f" {r.check_name}: {r.description}" for r in failed))
 
 
 defs = dg.Definitions(assets=[walkforward_folds, walkforward_blueprints])
