@@ -93,9 +93,11 @@ class Runner:
                 if failed_checks else ""
             print(f"run {result.run_id[:8]} {label}: {state} in "
                   f"{time.perf_counter() - t0:.1f}s{blocked}")
+            from backtest_assets.defs.shared import root_cause
+
             for ev in result.all_events:
                 if ev.is_step_failure:
-                    print(f"  step {ev.step_key} failed: {_root_cause(ev.step_failure_data)}")
+                    print(f"  step {ev.step_key} failed: {root_cause(ev.step_failure_data)}")
         return result.success
 
     def check_table(self) -> str:
@@ -119,6 +121,7 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
     before that to one day after ``end``, within the universe's partitions.
     ``research=False`` builds market data for exactly [start, end] and nothing else.
     """
+    from backtest_assets.core.schedule import range_tags
     from backtest_assets.partitions import REGISTRY, UNIVERSE, daily_partitions_def
 
     first = UNIVERSE.start_date
@@ -135,21 +138,16 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
     for block in symbol_blocks(symbols or UNIVERSE.symbol_names, UNIVERSE.symbol_names):
         label = ",".join(block)
         if not runner.execute("market_data_job", f"bars {bars_start}..{bars_end} x {label}",
-                              tags=_range_tags(bars_start, bars_end, block)) or not research:
+                              tags=range_tags(bars_start, bars_end, block)) or not research:
             continue
         if runner.execute("research_job", f"features, labels {features_start}..{end} x {label}",
-                          tags=_range_tags(features_start, end, block),
+                          tags=range_tags(features_start, end, block),
                           assets=["pit_features", "forward_labels"]):
             runner.execute("research_job", f"events {start}..{end} x {label}",
-                           tags=_range_tags(start, end, block), assets=["event_table"])
+                           tags=range_tags(start, end, block), assets=["event_table"])
     if not quiet:
         print(runner.check_table())
     return runner.ok
-
-
-def _range_tags(start: dt.date, end: dt.date, block: Sequence[str]) -> dict[str, str]:
-    return {"dagster/asset_partition_range_start": f"{start.isoformat()}|{block[0]}",
-            "dagster/asset_partition_range_end": f"{end.isoformat()}|{block[-1]}"}
 
 
 def quality(event_types: Sequence[str] | None = None, *, resources_config: dict | None = None,
@@ -251,16 +249,6 @@ def backtest_table() -> str:
         "blueprint": "blueprint", "total_return": "return", "sharpe": "sharpe",
         "max_drawdown": "max dd", "trades": "trades", "win_rate": "win", "fee_drag": "fees",
         "margin_usage_max": "margin max"}, "blueprint")
-
-
-def _root_cause(failure) -> str:
-    """The innermost error of a failed step (Dagster wraps the user's exception)."""
-    if failure.user_failure_data is not None and failure.user_failure_data.description:
-        return failure.user_failure_data.description
-    error = failure.error
-    while error.cause is not None:
-        error = error.cause
-    return error.message.strip()
 
 
 def summary(start: dt.date, end: dt.date) -> str:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from backtest_assets.defs import jobs
+from backtest_assets.defs import automation, jobs
 from backtest_assets.defs.backtest import assets as backtest
 from backtest_assets.defs.bars import assets as bars
 from backtest_assets.defs.discovery import assets as discovery
@@ -16,4 +16,4 @@ from backtest_assets.defs.walkforward import assets as walkforward
 
 defs = dg.Definitions.merge(ingest.defs, bars.defs, features.defs, events.defs, quality.defs,
                             discovery.defs, backtest.defs, walkforward.defs, report.defs,
-                            specs.defs, jobs.defs)
+                            specs.defs, jobs.defs, automation.defs)

@@ -13,7 +13,11 @@ from backtest_assets.resources import (
 
 market_data_job = dg.define_asset_job(
     "market_data_job",
-    selection=dg.AssetSelection.groups("ingest", "bars"),
+    # the freshness checks judge the instance, not the data a run writes: freshness_job
+    selection=dg.AssetSelection.groups("ingest", "bars") - dg.AssetSelection.checks(*[
+        dg.AssetCheckKey(dg.AssetKey(name), "yesterday_ingested") for name in (
+            "raw_perp_klines_1m", "raw_spot_klines_1m", "raw_funding_rates",
+            "raw_open_interest")]),
     description="Raw Binance-format data to canonical 1m/5m/15m bars, per date x symbol.",
 )
 research_job = dg.define_asset_job(

@@ -15,16 +15,25 @@ from backtest_assets.partitions import date_symbol_partitions_def
 from backtest_assets.schemas.checks import CheckOutcome, FrameContract, evaluate
 from backtest_assets.warehouse import Box, PartitionLayout
 
+# Materialize a partition when its upstream partitions land, for every day: Dagster's eager
+# condition looks at the latest day only, and a catch-up of several days must flow down too.
+# Evaluated by the ``downstream_automation`` sensor (defs.automation).
+LANDED = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
+
 
 def warehouse_asset(group: str, partition_expr: str | Mapping[str, str], *,
                     partitions_def: dg.PartitionsDefinition = date_symbol_partitions_def,
-                    backfill_policy: dg.BackfillPolicy | None = None) -> dict[str, Any]:
+                    backfill_policy: dg.BackfillPolicy | None = None,
+                    automation_condition: dg.AutomationCondition | None = None
+                    ) -> dict[str, Any]:
     """Decorator settings every asset written to the warehouse shares.
 
     Single-run backfills over ranges by default (DESIGN.md), the ``duckdb`` pool (one writer),
-    and where the partition dimensions live in its table (``partition_expr``).
+    where the partition dimensions live in its table (``partition_expr``), and when it
+    materializes by itself (``automation_condition``, see ``defs.automation``).
     """
     return dict(
+        automation_condition=automation_condition,
         group_name=group,
         partitions_def=partitions_def,
         backfill_policy=backfill_policy or dg.BackfillPolicy.single_run(),
@@ -224,3 +233,13 @@ def schema_result(asset: str, frame: pl.DataFrame, model: Any) -> dg.AssetCheckR
         cases = exc.failure_cases
         return check_result("schema", asset, False, f"{cases.height} failures, e.g. "
                                                     f"{cases.head(3).to_dicts()}")
+
+
+def root_cause(failure: Any) -> str:
+    """The innermost error of a failed step (Dagster wraps the user's exception)."""
+    if failure.user_failure_data is not None and failure.user_failure_data.description:
+        return failure.user_failure_data.description
+    error = failure.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error.message.strip() if error is not None else "unknown error"

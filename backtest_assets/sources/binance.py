@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path, PurePosixPath
@@ -185,9 +185,7 @@ class BinanceSource:
         market = _validate_market(market)
         interval = _validate_interval(interval)
         span = _parse_period(period)
-        root = "data/futures/um" if market == "perp" else "data/spot"
-        frequency = "daily" if span.daily else "monthly"
-        rel = f"{root}/{frequency}/klines/{symbol}/{interval}/{symbol}-{interval}-{span.label}.zip"
+        rel = _klines_path(market, symbol, interval, span)
         partition = f"{market}/klines/{symbol}/{interval}/{span.label}"
 
         def parse(data: bytes, source_file: str) -> tuple[pl.DataFrame, list[QuarantineRecord]]:
@@ -295,7 +293,7 @@ class BinanceSource:
         """
         symbol = validate_symbol(symbol)
         span = _Period.day(validate_date(day))
-        rel = f"data/futures/um/daily/metrics/{symbol}/{symbol}-metrics-{span.label}.zip"
+        rel = _metrics_path(symbol, span)
         partition = f"perp/metrics/{symbol}/{span.label}"
 
         def parse(data: bytes, source_file: str) -> tuple[pl.DataFrame, list[QuarantineRecord]]:
@@ -318,6 +316,21 @@ class BinanceSource:
         )
 
     # ------------------------------------------------------------------------- archive
+
+    def published(self, symbol: str, day: dt.date, markets: Sequence[Market]) -> bool:
+        """Whether the archive has published every daily file ingest reads for ``symbol`` on
+        ``day`` (1m klines of each market in ``markets``, and the perp's metrics): their
+        ``.CHECKSUM`` files exist. Funding is monthly, so it does not decide a day.
+
+        Raises ``InvalidKeyError`` before any I/O for a bad key, ``BinanceDataError`` for a
+        malformed CHECKSUM or a failed request (a 404 is "not yet").
+        """
+        symbol = validate_symbol(symbol)
+        span = _Period.day(validate_date(day))
+        rels = [_klines_path(_validate_market(m), symbol, "1m", span) for m in markets]
+        if "perp" in markets:
+            rels.append(_metrics_path(symbol, span))
+        return all(self._checksum(rel, f"published/{rel}") is not None for rel in rels)
 
     def _from_archive(
         self,
@@ -562,6 +575,16 @@ class BinanceSource:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _klines_path(market: Market, symbol: str, interval: str, span: _Period) -> str:
+    root = "data/futures/um" if market == "perp" else "data/spot"
+    frequency = "daily" if span.daily else "monthly"
+    return f"{root}/{frequency}/klines/{symbol}/{interval}/{symbol}-{interval}-{span.label}.zip"
+
+
+def _metrics_path(symbol: str, span: _Period) -> str:
+    return f"data/futures/um/daily/metrics/{symbol}/{symbol}-metrics-{span.label}.zip"
 
 
 def _http_url(url: str) -> str:

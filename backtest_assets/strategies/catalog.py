@@ -42,6 +42,28 @@ def catalog(reg: SpecRegistry, survivors: pl.DataFrame | None) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=CATALOG_SCHEMA)
 
 
+# What the catalog reads of a Phase-2 survivor (``phase2_fdr`` records these rows in its
+# materialization metadata, so the blueprint sensor can name new blueprints without the
+# warehouse).
+SURVIVOR_FIELDS = ("hypothesis_id", "event_type", "rule_template", "horizon", "symbol", "n",
+                   "mean", "q")
+
+
+def survivor_rows(fdr: pl.DataFrame) -> list[dict]:
+    """The survivors of a ``phase2_fdr`` table, as the catalog reads them."""
+    return fdr.filter(pl.col("survivor")).select(SURVIVOR_FIELDS).sort(
+        "hypothesis_id").to_dicts()
+
+
+def blueprint_names(reg: SpecRegistry, rows: list[dict]) -> list[str]:
+    """Names of the catalog built from ``rows`` (survivor rows of every event type)."""
+    survivors = pl.DataFrame(rows, schema={
+        "hypothesis_id": pl.String, "event_type": pl.String, "rule_template": pl.String,
+        "horizon": pl.String, "symbol": pl.String, "n": pl.Int64, "mean": pl.Float64,
+        "q": pl.Float64}) if rows else None
+    return catalog(reg, survivors)["blueprint"].to_list()
+
+
 def problems(reg: SpecRegistry, table: pl.DataFrame) -> list[str]:
     """Why blueprints of ``table`` cannot be backtested: duplicated names, unknown symbols,
     events, features or venues, leverage above the venue's cap (one line each)."""

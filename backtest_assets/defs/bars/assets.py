@@ -6,10 +6,10 @@ import polars as pl
 
 from backtest_assets.core import bars as core_bars
 from backtest_assets.defs.bars.checks import bars_contract, source_bars_reconcile
-from backtest_assets.defs.shared import check_specs, checked_output, warehouse_asset
+from backtest_assets.defs.shared import LANDED, check_specs, checked_output, warehouse_asset
 from backtest_assets.partitions import BARS_PARTITION_EXPR
 
-_COMMON = warehouse_asset("bars", BARS_PARTITION_EXPR)
+_COMMON = warehouse_asset("bars", BARS_PARTITION_EXPR, automation_condition=LANDED)
 _RECONCILE = ["source_bars_reconcile"]
 
 

@@ -30,6 +30,7 @@ from backtest_assets.defs.shared import (
 from backtest_assets.discovery import phase2
 from backtest_assets.partitions import REGISTRY, event_type_partitions_def
 from backtest_assets.resources import SpecRegistryResource, WarehouseResource, WarehouseWrite
+from backtest_assets.strategies.catalog import survivor_rows
 from backtest_assets.warehouse import Box, PartitionLayout, SideWrite
 
 INPUTS_TABLE = "phase2_inputs"
@@ -112,7 +113,8 @@ def phase2_fdr(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
     yield from guarded_output(
         context, table, list(check_fdr(table, phase2_pvals, p2.families.fdr_q)),
         metadata={"discovered": int(table["discovered"].sum()),
-                  "survivors": int(table["survivor"].sum())})
+                  "survivors": int(table["survivor"].sum()),
+                  "survivor_rows": dg.MetadataValue.json(survivor_rows(table))})
 
 
 @dg.asset(

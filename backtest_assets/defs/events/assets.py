@@ -5,6 +5,7 @@ import polars as pl
 
 from backtest_assets.defs.events.checks import EVENTS_CONTRACT
 from backtest_assets.defs.shared import (
+    LANDED,
     check_specs,
     checked_output,
     date_symbol_keys,
@@ -28,7 +29,7 @@ LOOKBACK_DAYS = 1
     ins={"features": dg.AssetIn(
         "pit_features", partition_mapping=date_window_mapping(start_offset=-LOOKBACK_DAYS))},
     check_specs=check_specs("event_table", EVENTS_CONTRACT),
-    **warehouse_asset("events", TS_PARTITION_EXPR),
+    **warehouse_asset("events", TS_PARTITION_EXPR, automation_condition=LANDED),
 )
 def event_table(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                 features: pl.DataFrame):

@@ -10,6 +10,7 @@ import polars as pl
 
 from backtest_assets.defs.features.checks import FEATURES_CONTRACT, LABELS_CONTRACT
 from backtest_assets.defs.shared import (
+    LANDED,
     check_specs,
     checked_output,
     date_symbol_keys,
@@ -29,7 +30,7 @@ from backtest_assets.partitions import (
 from backtest_assets.resources import SpecRegistryResource
 
 WARMUP_DAYS = REGISTRY.feature_warmup_days
-_COMMON = warehouse_asset("features", BARS_PARTITION_EXPR)
+_COMMON = warehouse_asset("features", BARS_PARTITION_EXPR, automation_condition=LANDED)
 
 
 def _warmup(upstream: str) -> dg.AssetIn:
