@@ -52,5 +52,12 @@ bench-peers: .venv-peers/.ready ## the engine beside vectorbt, backtesting.py an
 		--only a/vbt_numba,a/vbt_rust,a/backtesting,a/numpy_exact,a/engine,a/engine_funding,b/vbt_loop_numba,b/vbt_loop_rust,b/numpy_exact,b/engine_sweep,b/engine_sweep_1t \
 		| tee bench/results/engine_vs_peers.txt
 
+CLAIM_TESTS = $$($(PY) -c 'from pathlib import Path; from backtest_assets.core.claims import load_map; \
+	print(*sorted(set(load_map(Path("golden/claim_test_map.csv"))["test_id"])))')
+
+golden: env ## re-pin golden/ from a fresh certification batch, then verify every claim into its log
+	$(PY) -m backtest_assets certify --write
+	$(PY) -m pytest -m "" --claims-log golden/claim_verification_log.parquet $(CLAIM_TESTS)
+
 clean:
 	rm -rf data dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs

@@ -39,3 +39,47 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+# ------------------------------------------------------------------ claim verification log
+# Each session that runs a test of golden/claim_test_map.csv appends every claim's status to
+# the claim verification log (default: data/claim_verification_log.parquet, git-ignored;
+# `make golden` writes the pinned one under golden/).
+CLAIM_MAP = REPO / "golden" / "claim_test_map.csv"
+_OUTCOMES: dict[str, str] = {}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--claims-log", default=os.environ.get(
+        "BACKTEST_CLAIMS_LOG", str(REPO / "data" / "claim_verification_log.parquet")),
+        help="parquet log the claim statuses of this session are appended to ('' for none)")
+
+
+def pytest_runtest_logreport(report):
+    if report.failed:
+        _OUTCOMES[report.nodeid] = "failed"
+    elif report.skipped and report.when in ("setup", "call"):
+        _OUTCOMES.setdefault(report.nodeid, "skipped")
+    elif report.when == "call" and report.passed:
+        _OUTCOMES.setdefault(report.nodeid, "passed")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = session.config.getoption("--claims-log")
+    if not path or hasattr(session.config, "workerinput"):
+        return
+    from backtest_assets.core.claims import append_log, base_id, load_map, statuses
+    from backtest_assets.core.traceability import code_commit
+
+    claims = load_map(CLAIM_MAP)
+    if not {base_id(n) for n in _OUTCOMES} & set(claims["test_id"]):
+        return  # no claim was tested in this session
+    status = statuses(claims, _OUTCOMES)
+    append_log(Path(path), status, commit=code_commit())
+    counts = dict(status.group_by("status").len().iter_rows())
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(
+            "claims: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in
+                                   ("verified", "failed", "unverified")) + f" -> {path}")

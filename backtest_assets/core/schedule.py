@@ -33,7 +33,7 @@ class Rectangle:
         days = str(self.start) if self.start == self.end else f"{self.start}..{self.end}"
         return f"{days} x {','.join(self.symbols)}"
 
-    def keys(self) -> list[tuple[dt.date, str]]:
+    def pairs(self) -> list[tuple[dt.date, str]]:
         n = (self.end - self.start).days + 1
         return [(self.start + dt.timedelta(days=i), s) for i in range(n) for s in self.symbols]
 
@@ -90,7 +90,7 @@ def keys_of_tags(tags: dict[str, str], universe: Sequence[str]) -> list[tuple[dt
             return []
         symbols = universe[universe.index(s0):universe.index(s1) + 1]
         return Rectangle(dt.date.fromisoformat(d0), dt.date.fromisoformat(d1),
-                         tuple(symbols)).keys()
+                         tuple(symbols)).pairs()
     key = tags.get("dagster/partition", "")
     if "|" in key:
         day, symbol = key.split("|", 1)

@@ -305,6 +305,14 @@ def shape_targets(bp: StrategySpec, d: np.ndarray) -> np.ndarray:
     return out
 
 
+def flat_start(target: np.ndarray) -> np.ndarray:
+    """``target`` (in place) with every symbol flat at the first bar unless it enters there:
+    a symbol without a signal in the window is deliberately flat (and pays no funding), not
+    a misaligned column the engine refuses."""
+    target[0, np.isnan(target[0])] = 0.0
+    return target
+
+
 def _hold_starts(signals: np.ndarray, hold: int) -> np.ndarray:
     """Signal bars that open a position: each skips the signals of the next ``hold`` bars."""
     starts, i = [], 0

@@ -27,7 +27,7 @@ from backtest_assets.engine import REJECT_REASONS, Instrument, backtest
 from backtest_assets.engine.core import forward_fill
 from backtest_assets.engine.metrics import drawdown_path, metrics
 from backtest_assets.specs.models import StrategySpec, VenueSpec
-from backtest_assets.strategies.blueprints import Panel, exit_rules, targets
+from backtest_assets.strategies.blueprints import Panel, exit_rules, flat_start, targets
 
 MINUTES_PER_YEAR = 525_600  # DESIGN.md: crypto trades 24/7
 
@@ -82,7 +82,7 @@ def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.n
         leverage above the venue's cap (each message names what and where).
     """
     insts = instruments_for(bp, venue)
-    target = targets(bp, panel, features, events)
+    target = flat_start(targets(bp, panel, features, events))
     rates = panel.funding(funding) if funding is not None and funding.height else None
     res = backtest(panel.open, panel.high, panel.low, panel.close, target, insts,
                    funding=rates, exits=exit_rules(bp), init_cash=init_cash)

@@ -52,7 +52,13 @@ from backtest_assets.stats.overfitting import (
     sharpe_decay,
     sharpe_stats,
 )
-from backtest_assets.strategies.blueprints import Panel, exit_rules, shape_targets, signals
+from backtest_assets.strategies.blueprints import (
+    Panel,
+    exit_rules,
+    flat_start,
+    shape_targets,
+    signals,
+)
 from backtest_assets.strategies.run import MINUTES_PER_YEAR, instruments_for
 from backtest_assets.walkforward import folds as F
 from backtest_assets.walkforward.grid import params_json, variants
@@ -221,11 +227,7 @@ class _Simulator:
         self.exits = [exit_rules(v) for _, v in self.combos]
 
     def target(self, k: int, a: int, b: int) -> np.ndarray:
-        tgt = shape_targets(self.combos[k][1], self.signal[k][a:b])
-        # Flat from the window's first bar: a symbol without a signal in the window is
-        # deliberately flat (and still pays no funding), not a misaligned column.
-        tgt[0, np.isnan(tgt[0])] = 0.0
-        return tgt
+        return flat_start(shape_targets(self.combos[k][1], self.signal[k][a:b]))
 
     def _bars(self, a: int, b: int) -> dict:
         p = self.m.panel

@@ -10,8 +10,8 @@ import pytest
 
 from backtest_assets.cli import Runner
 from backtest_assets.core.schedule import range_tags, rectangles
-from backtest_assets.defs import automation
 from backtest_assets.definitions import defs
+from backtest_assets.defs import automation
 from backtest_assets.partitions import BLUEPRINT_PARTITIONS, REGISTRY, daily_partitions_def
 from backtest_assets.resources import MarketSourceResource, SpecRegistryResource, WarehouseResource
 from tests.support.archive import daily_klines_path, write_zip

@@ -81,6 +81,19 @@ def test_run_frames_reconcile():
     assert m["min_liquidation_distance"] > 0
 
 
+def test_a_symbol_that_never_signals_stays_flat_and_pays_no_funding():
+    # Found by the 7-day certification batch: a blueprint whose entry never fires for one of
+    # its symbols in the window was refused ("funding given for a symbol that is never
+    # given a target"); it is a flat symbol, not a misaligned column.
+    panel, funding = market()
+    features = {"ret_12": ret_12(panel)}
+    features["ret_12"][:, 1] = 0.0  # ETHUSDT never passes the entry threshold
+    run = run_blueprint(momentum(), panel, features=features, events=None, funding=funding,
+                        venue=VENUE, init_cash=1e5)
+    assert run.trades.height > 0 and set(run.trades["symbol"]) == {"BTCUSDT"}
+    assert run.equity["equity"][-1] != 1e5
+
+
 def test_run_refuses_bad_input_before_simulating():
     panel, funding = market()
     with pytest.raises(ValueError, match="leverage 25 is above the venue's cap of 20"):

@@ -43,13 +43,13 @@ def test_rectangles_cover_exactly_the_keys(seed):
     rng = random.Random(seed)
     keys = {(day(rng.randrange(30)), rng.choice(U)) for _ in range(rng.randrange(1, 60))}
     rects = rectangles(keys, U)
-    covered = [k for r in rects for k in r.keys()]
+    covered = [k for r in rects for k in r.pairs()]
     assert len(covered) == len(set(covered)) == len(keys)  # no key twice
     assert set(covered) == keys
     for r in rects:  # each is a valid range run: adjacent symbols
         idx = [U.index(s) for s in r.symbols]
         assert idx == list(range(idx[0], idx[0] + len(idx)))
-        assert keys_of_tags(r.tags, U) == r.keys()
+        assert keys_of_tags(r.tags, U) == r.pairs()
 
 
 def test_keys_of_tags_reads_single_keys_and_ignores_others():
