@@ -45,10 +45,6 @@ _PENDING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
             dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def _utc_today() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()
-
-
 def _last_partition_day() -> dt.date | None:
     last = daily_partitions_def.get_last_partition_key()
     return dt.date.fromisoformat(last) if last else None
@@ -64,8 +60,11 @@ def ingested_or_pending(instance: dg.DagsterInstance) -> set[tuple[dt.date, str]
     for key in done or ():
         day, symbol = key.split("|", 1)
         keys.add((dt.date.fromisoformat(day), symbol))
-    for run in instance.get_runs(dg.RunsFilter(job_name=market_data_job.name, statuses=_PENDING)):
-        keys.update(keys_of_tags(dict(run.tags), UNIVERSE.symbol_names))
+    ingest = {dg.AssetKey(name) for name in INGEST_ASSETS}
+    for run in instance.get_runs(dg.RunsFilter(statuses=_PENDING)):
+        # the schedule's and sensor's runs, and UI backfills or materializations of ingest
+        if run.job_name == market_data_job.name or ingest & set(run.asset_selection or ()):
+            keys.update(keys_of_tags(dict(run.tags), UNIVERSE.symbol_names))
     return keys
 
 
