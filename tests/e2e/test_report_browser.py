@@ -1,7 +1,6 @@
 """The research report in a real browser: headless Chromium paints it and decodes every chart."""
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,22 +9,11 @@ import pytest
 from PIL import Image
 
 from backtest_assets.reporting.report import render_report
-from tests.conftest import subprocess_env
+from tests.support.chromium import run_chromium as support_run
 from tests.unit.test_report import synthetic_inputs
 
 WIDTH, HEIGHT = 1280, 4000
 HEADER_PX = 150  # title and nav links (blue) sit above this; charts start below it
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-quic")
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip("chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +26,7 @@ def report(tmp_path_factory) -> tuple[Path, int]:
 
 
 def run_chromium(chromium: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"  # fresh profile per run
-    # HOME too: Chromium writes NSS and crash files there, not only under the profile
-    proc = subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120,
-                          env=subprocess_env(HOME=str(tmp)))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return support_run(chromium, tmp, *args, extra_flags=("--disable-quic",))
 
 
 def coloured_bands(pixels: np.ndarray, *, min_share: float = 0.005, gap: int = 120) -> int:

@@ -127,6 +127,11 @@ class ArchiveServer:
         with self._lock:
             self._routes[path] = responder
 
+    def clear_faults(self) -> None:
+        """Lift every injected fault, used up or not."""
+        with self._lock:
+            self._faults.clear()
+
     # ---------------------------------------------------------------------- inspection
 
     @property
