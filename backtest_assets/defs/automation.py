@@ -25,17 +25,19 @@ import json
 import dagster as dg
 
 from backtest_assets.core.schedule import Rectangle, keys_of_tags, rectangles
-from backtest_assets.defs.jobs import blueprints_job, market_data_job
+from backtest_assets.defs.jobs import (
+    FRESHNESS_CHECK,
+    INGEST_ASSETS,
+    blueprints_job,
+    market_data_job,
+)
 from backtest_assets.defs.shared import root_cause
 from backtest_assets.partitions import BLUEPRINT_PARTITIONS, UNIVERSE, daily_partitions_def
 from backtest_assets.resources import MarketSourceResource, SpecRegistryResource, WarehouseResource
 from backtest_assets.strategies.catalog import blueprint_names
 
-INGEST_ASSETS = ("raw_perp_klines_1m", "raw_spot_klines_1m", "raw_funding_rates",
-                 "raw_open_interest")
 # data.binance.vision publishes a day's daily files in the first hours of the next UTC day.
 INGEST_CRON = "0 3 * * *"
-FRESHNESS_CHECK = "yesterday_ingested"
 FRESHNESS_DEADLINE_HOUR = 6  # UTC
 FRESHNESS_CRON = "15 * * * *"
 # Without a cursor the archive sensor looks this far back (the rest is a backfill's job).

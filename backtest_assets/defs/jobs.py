@@ -11,13 +11,16 @@ from backtest_assets.resources import (
     WarehouseResource,
 )
 
+# The daily-ingested assets, and the name of their freshness checks (defs.automation).
+INGEST_ASSETS = ("raw_perp_klines_1m", "raw_spot_klines_1m", "raw_funding_rates",
+                 "raw_open_interest")
+FRESHNESS_CHECK = "yesterday_ingested"
+
 market_data_job = dg.define_asset_job(
     "market_data_job",
-    # the freshness checks judge the instance, not the data a run writes: freshness_job
+    # the freshness checks judge the instance, not the data a run writes (freshness_job)
     selection=dg.AssetSelection.groups("ingest", "bars") - dg.AssetSelection.checks(*[
-        dg.AssetCheckKey(dg.AssetKey(name), "yesterday_ingested") for name in (
-            "raw_perp_klines_1m", "raw_spot_klines_1m", "raw_funding_rates",
-            "raw_open_interest")]),
+        dg.AssetCheckKey(dg.AssetKey(name), FRESHNESS_CHECK) for name in INGEST_ASSETS]),
     description="Raw Binance-format data to canonical 1m/5m/15m bars, per date x symbol.",
 )
 research_job = dg.define_asset_job(
