@@ -57,6 +57,7 @@ ARTIFACTS = (
     Artifact("backtest_metrics.csv", "backtest_metrics", ("blueprint",), ("code_commit",)),
     Artifact("check_results.csv", None, ("asset", "check")),
 )
+MIN_SAMPLE_LINE, CERT_MIN_SAMPLE = "  min_sample: 30", 5
 STUDY = (f"# The certification study: the golden batch's week (python -m backtest_assets "
          f"certify).\nname: default\nstart: {BATCH_START}\nend: {BATCH_END}\n"
          f"symbols: [{', '.join(SYMBOLS)}]\nevent_types: []\ncapital: 100000\n")
@@ -64,7 +65,8 @@ STUDY = (f"# The certification study: the golden batch's week (python -m backtes
 
 def prepare(workdir: Path) -> dict[str, str]:
     """A fresh Dagster home, data root and specs (the repository's, with the certification
-    study) under ``workdir``; returns the environment variables that select them."""
+    study and Phase 2's minimum sample lowered to 5) under ``workdir``; returns the
+    environment variables that select them."""
     workdir.mkdir(parents=True, exist_ok=True)
     for sub in ("dagster_home", "data", "specs"):
         if (workdir / sub).exists():
@@ -77,6 +79,15 @@ def prepare(workdir: Path) -> dict[str, str]:
     shutil.rmtree(specs / "studies")
     (specs / "studies").mkdir()
     (specs / "studies" / "default.yaml").write_text(STUDY)
+    # A week holds 4-9 events per symbol and type: Phase 2 needs a smaller minimum sample to
+    # test hypotheses (p, q, gates, survivors) rather than record them all as too small.
+    gates = specs / "gates.yaml"
+    text = gates.read_text()
+    if text.count(MIN_SAMPLE_LINE) != 1:
+        raise SystemExit(f"{gates}: expected one line {MIN_SAMPLE_LINE!r} to lower for the "
+                         "certification batch")
+    gates.write_text(text.replace(MIN_SAMPLE_LINE, f"  min_sample: {CERT_MIN_SAMPLE}  "
+                                                   "# certification batch (one week)"))
     return {"DAGSTER_HOME": str(home), "BACKTEST_DATA_ROOT": str(workdir / "data"),
             "BACKTEST_SPECS_DIR": str(specs), "BACKTEST_MARKET_SOURCE": "synthetic"}
 
