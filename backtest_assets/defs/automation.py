@@ -155,17 +155,15 @@ downstream_automation = dg.AutomationConditionSensorDefinition(
 )
 def blueprint_partitions_sensor(context: dg.SensorEvaluationContext,
                                 specs: SpecRegistryResource):
-    after = int(context.cursor) if context.cursor else None
-    fdr = dg.AssetKey("phase2_fdr")
-    new = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=fdr, after_storage_id=after), limit=1000).records
-    if not new:
+    after = int(context.cursor) if context.cursor else -1
+    records = context.instance.fetch_materializations(dg.AssetKey("phase2_fdr"), limit=10_000,
+                                                      ascending=False).records
+    if not records or records[0].storage_id <= after:
         return dg.SkipReason("no new phase2_fdr materialization")
-    cursor = str(max(r.storage_id for r in new))
+    cursor = str(records[0].storage_id)
     # The latest materialization of every event type decides the survivors.
     latest: dict[str, list[dict]] = {}
-    for record in context.instance.fetch_materializations(fdr, limit=10_000,
-                                                          ascending=False).records:
+    for record in records:  # newest first
         mat = record.asset_materialization
         if mat.partition not in latest and "survivor_rows" in mat.metadata:
             latest[mat.partition] = mat.metadata["survivor_rows"].value
