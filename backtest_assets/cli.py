@@ -137,11 +137,10 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
     ``research=False`` builds market data for exactly [start, end] and nothing else.
     """
     from backtest_assets.core.schedule import range_tags
-    from backtest_assets.partitions import REGISTRY, UNIVERSE, daily_partitions_def
+    from backtest_assets.partitions import REGISTRY, UNIVERSE, last_partition_day
 
-    first = UNIVERSE.start_date
-    last = dt.date.fromisoformat(daily_partitions_def.get_last_partition_key())
-    if start < first or end > last:
+    first, last = UNIVERSE.start_date, last_partition_day()
+    if last is None or start < first or end > last:
         raise SystemExit(f"{start}..{end} is outside the partitions {first}..{last} (the "
                          "universe's start_date to yesterday UTC, or its end_date)")
     runner = Runner(instance, resources_config, quiet)

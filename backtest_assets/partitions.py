@@ -28,6 +28,15 @@ daily_partitions_def = dg.DailyPartitionsDefinition(
     timezone="UTC",
 )
 symbol_partitions_def = dg.StaticPartitionsDefinition(UNIVERSE.symbol_names)
+
+
+def last_partition_day() -> dt.date | None:
+    """The last daily partition: yesterday (UTC) or the universe's end_date; None before the
+    first day is complete."""
+    last = daily_partitions_def.get_last_partition_key()
+    return dt.date.fromisoformat(last) if last else None
+
+
 date_symbol_partitions_def = dg.MultiPartitionsDefinition(
     {"date": daily_partitions_def, "symbol": symbol_partitions_def}
 )

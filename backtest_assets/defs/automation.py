@@ -32,7 +32,7 @@ from backtest_assets.defs.jobs import (
     market_data_job,
 )
 from backtest_assets.defs.shared import root_cause
-from backtest_assets.partitions import BLUEPRINT_PARTITIONS, UNIVERSE, daily_partitions_def
+from backtest_assets.partitions import BLUEPRINT_PARTITIONS, UNIVERSE, last_partition_day
 from backtest_assets.resources import MarketSourceResource, SpecRegistryResource, WarehouseResource
 from backtest_assets.strategies.catalog import blueprint_names
 
@@ -45,11 +45,6 @@ ARCHIVE_LOOKBACK_DAYS = 7
 RUN_FAILURES_FILE = "ops/run_failures.jsonl"
 _PENDING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
             dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-
-
-def _last_partition_day() -> dt.date | None:
-    last = daily_partitions_def.get_last_partition_key()
-    return dt.date.fromisoformat(last) if last else None
 
 
 def ingested_or_pending(instance: dg.DagsterInstance) -> set[tuple[dt.date, str]]:
@@ -92,7 +87,7 @@ def _ingest_request(rect: Rectangle, origin: str) -> dg.RunRequest:
 )
 def daily_ingest_schedule(context: dg.ScheduleEvaluationContext):
     day = context.scheduled_execution_time.astimezone(dt.UTC).date() - dt.timedelta(days=1)
-    last = _last_partition_day()
+    last = last_partition_day()
     if last is None or not UNIVERSE.start_date <= day <= last:
         return dg.SkipReason(f"{day} is outside the universe's partitions")
     requests = ingest_requests(context.instance,
@@ -114,7 +109,7 @@ def binance_archive_sensor(context: dg.SensorEvaluationContext,
         return dg.SkipReason(f"the market source is {market_source.kind!r}: no archive to watch")
     source = market_source.source(warehouse.root)
     seen = json.loads(context.cursor) if context.cursor else {}
-    last = _last_partition_day()
+    last = last_partition_day()
     if last is None:
         return dg.SkipReason("the universe has no partitions yet")
     default_from = max(UNIVERSE.start_date, last - dt.timedelta(days=ARCHIVE_LOOKBACK_DAYS - 1))
