@@ -290,6 +290,10 @@ class FamiliesSpec:
 
     One hypothesis per (event type, template, horizon, symbol), plus a pooled symbol
     ``ALL`` when ``pooled``; a family is ``family_by`` (q-values are computed within it).
+    Events chained by gaps of at most ``cluster_lag_multiple`` x the horizon (in bars) form
+    one cluster, the independent unit of the test ``inference`` (stats/inference.py):
+    ``signflip`` (the cluster sign-flip randomization test), ``cr2`` (CR2 variance with
+    Bell-McCaffrey degrees of freedom) or ``signflip+cr2`` (both must reject: the default).
     """
 
     templates: tuple[Literal["mean_reversion", "continuation"], ...]
@@ -298,7 +302,8 @@ class FamiliesSpec:
     family_by: tuple[Literal["event_type", "rule_template", "horizon"], ...]
     fdr_method: Literal["bh", "by"] = "bh"
     fdr_q: float
-    hac_lag_multiple: float = 2.0  # HAC lag = this x the horizon in bars (at least 1x)
+    cluster_lag_multiple: float = 2.0  # cluster lag = this x the horizon in bars (>= 1x)
+    inference: Literal["signflip+cr2", "signflip", "cr2"] = "signflip+cr2"
 
     def validate(self) -> None:
         if not self.templates or len(set(self.templates)) != len(self.templates):
@@ -307,9 +312,9 @@ class FamiliesSpec:
             raise ValueError("horizons: give distinct horizons")
         if not 0 < self.fdr_q < 1:
             raise ValueError(f"fdr_q: {self.fdr_q} is out of range (0, 1)")
-        if self.hac_lag_multiple < 1:
-            raise ValueError(f"hac_lag_multiple: {self.hac_lag_multiple} is below 1 (the HAC "
-                             "lag must cover at least the horizon)")
+        if self.cluster_lag_multiple < 1:
+            raise ValueError(f"cluster_lag_multiple: {self.cluster_lag_multiple} is below 1 "
+                             "(the lag must cover at least the horizon)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,5 @@
-"""Tests of the mean signed forward return of a hypothesis's events (pure numpy; no Dagster).
+"""Tests of the mean signed forward return of a hypothesis's events (pure numpy + numba; no
+Dagster).
 
 Array contract
 --------------
@@ -7,39 +8,70 @@ values : (n,) float64, finite
 times : (n,) integer (int64)
     The event times in base bars, e.g. ``minutes since epoch // bar minutes``. Several events
     may share a time (a pooled hypothesis has BTC and ETH events at the same bar), and the
-    times need not be sorted: the result does not depend on the order of the events (they are
-    put in a canonical order first, so it is bit-for-bit the same under any permutation).
+    times need not be sorted: every result is bit-for-bit the same under any permutation of
+    the events (they are put in a canonical order first).
 lag : int >= 1, in bars
-    The Newey-West truncation lag; Phase 2 uses ``hac_lag_multiple`` x the horizon in bars
-    (``FamiliesSpec``), so that events whose horizons overlap are within the lag.
+    Phase 2 uses ``hac_lag_multiple`` x the horizon in bars (``FamiliesSpec``), so that
+    events whose horizons overlap are within the lag.
+
+Clusters
+--------
+Events chained by gaps of at most ``lag`` bars form one cluster (:func:`event_clusters`);
+clusters are the independent units. Under the null the signed forward return of an event is
+a martingale difference (its direction is known at the event, its return comes after), so
+the sums of two clusters more than a horizon apart are uncorrelated, while events inside a
+cluster share bars (overlap), volatility and, for a pooled hypothesis, the market.
+
+The tests
+---------
+- :func:`cluster_mean_test` (what Phase 2 uses by default, ``inference: signflip+cr2``): the
+  larger p-value of the next two, so a hypothesis is rejected only when both reject.
+- :func:`cluster_signflip_test` (``inference: signflip``): a wild cluster
+  bootstrap with the null imposed, i.e. a randomization test that flips the sign of whole
+  cluster sums (Rademacher weights). The statistic is the cluster-robust t. Its p-value is
+  the share of the 2^G sign patterns whose |t| is at least the observed one: enumerated
+  exactly for ``G <= EXACT_MAX_CLUSTERS``, else drawn (at most ``draws``) with Besag-Clifford
+  sequential stopping (a draw sequence ends after ``stop_after`` exceedances, p = h / L), both
+  exact p-values when the cluster sums are independent and symmetric about 0. The p-value can
+  never be below ``1 / 2^(G-1)``: a sample of 5 clusters cannot reach 0.05 -- few clusters
+  are little evidence, however many events they hold.
+- :func:`cr2_mean_test` (``inference: cr2``): the CR2 (Bell-McCaffrey) cluster-robust
+  variance with the Bell-McCaffrey / Imbens-Kolesar degrees of freedom (G - 1 for equal
+  clusters, fewer when a few clusters hold most events), p from Student's t.
+- :func:`hac_mean_test`: the Newey-West (Bartlett) variance on the time distance between
+  events with G - 1 degrees of freedom. Kept to show what the calibration found: its kernel
+  weights (< 1 inside the lag) shrink the within-cluster covariance, so on volatility-
+  clustered, self-triggered events its standard error is too small.
+- :func:`naive_mean_test`: the iid t-test, which ignores overlap and clustering.
+
+Which one and why is measured in tests/unit/test_calibration.py (adversarial null markets:
+GARCH with Student-t innovations, self-triggered threshold events, Hawkes-clustered events,
+simultaneous cross-symbol events, regime switches) and written in its docstring.
 
 Degenerate samples
 ------------------
-With ``n < 2`` the standard error is undefined: ``se``, ``t`` and ``p`` are NaN (``mean`` is
-NaN for ``n == 0``). A standard error at the level of floating-point rounding
-(``se <= n * eps * max|x|``) is reported as exactly 0, with ``t`` and ``p`` NaN: this is what a
-sample with no variation left looks like after rounding, e.g. two events of a pooled
-hypothesis at the same bar (their deviations from the mean cancel, so the HAC variance is 0
-in exact arithmetic) -- a t statistic of 1e15 there would be a false discovery. The caller
-decides what an untestable hypothesis counts as.
-
-p-values are two-sided, from Student's t. The iid test uses ``n - 1`` degrees of freedom. The
-HAC test uses ``G - 1``, ``G`` the number of independent clusters: runs of events chained by
-gaps of at most ``lag`` bars (events further apart than the lag have zero kernel weight, so
-the variance estimate rests on G blocks, not n events). With n - 1 instead, simulated null
-p-values came out too small (5.7 % below 0.05 over 1,000 iid datasets; a family FDR of 0.058
-at q = 0.05); with G - 1 the FDR is back at 0.05. With one cluster (G = 1) p is NaN: there is
-no independent replication to test against.
+With ``n < 2`` or a single cluster (``G = 1``) there is no test: ``p`` is NaN (so is ``t``
+for ``n < 2``) and the caller records the hypothesis as untestable. A standard error at the
+level of floating-point rounding (``se <= n * eps * max|x|``) is reported as exactly 0, with
+``t`` and ``p`` NaN: that is what a sample with no variation left looks like after rounding,
+e.g. two events of a pooled hypothesis at the same bar whose deviations cancel -- a t
+statistic of 1e15 there would be a false discovery.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy import special
 
 _EPS = float(np.finfo(np.float64).eps)
+EXACT_MAX_CLUSTERS = 14  # up to 2^13 sign patterns enumerated; more clusters are sampled
+DRAWS = 9_999  # most sign patterns drawn for one p-value (p >= 1 / 10,000)
+STOP_AFTER = 40  # Besag-Clifford: stop drawing after this many patterns reach the statistic
 
 
 @dataclass(frozen=True)
@@ -57,12 +89,16 @@ class MeanTest:
     t : float
         ``mean / se``; NaN when ``se`` is 0 or undefined.
     p : float
-        Two-sided p-value from Student's t with ``df`` degrees of freedom; NaN with ``t``
-        or when ``df`` is 0.
+        Two-sided p-value; NaN with ``t``, or when there is a single cluster.
     lag : int
-        The HAC lag in bars; 0 for the naive iid test.
-    df : int
-        Degrees of freedom: ``n - 1`` (iid) or independent clusters - 1 (HAC).
+        The clustering (or HAC) lag in bars; 0 for the naive iid test.
+    df : float
+        Degrees of freedom of the reference t distribution: ``n - 1`` (iid), clusters - 1
+        (HAC, sign-flip), Bell-McCaffrey (CR2, fractional).
+    clusters : int
+        Independent clusters G (events chained by gaps <= lag); ``n`` for the iid test.
+    method : str
+        "signflip+cr2", "signflip", "cr2", "hac" or "naive".
     """
 
     n: int
@@ -71,7 +107,9 @@ class MeanTest:
     t: float
     p: float
     lag: int
-    df: int
+    df: float
+    clusters: int = 0
+    method: str = ""
 
 
 def hac_mean_test(values: np.ndarray, times: np.ndarray, *, lag: int) -> MeanTest:
@@ -115,19 +153,10 @@ def hac_mean_test(values: np.ndarray, times: np.ndarray, *, lag: int) -> MeanTes
     TypeError
         If ``times`` is not an integer array or ``lag`` not an int.
     """
-    x, t = _checked(values, times)
-    if isinstance(lag, bool) or not isinstance(lag, int | np.integer):
-        raise TypeError(f"lag must be an int number of bars, got {lag!r}")
-    if lag < 1:
-        raise ValueError(f"lag must be >= 1 bar, got {lag}")
-    lag = int(lag)
+    x, t, lag = _canonical(values, times, lag)
     n = x.size
     if n < 2:
-        return _undefined(x, lag)
-    # Canonical order (time, then value): sorting by time is what the windowed sum needs,
-    # and the value tie-break makes every float sum independent of the input order.
-    order = np.lexsort((x, t))
-    x, t = x[order], t[order]
+        return _undefined(x, lag, "hac")
     mean = float(x.mean())
     dev = x - mean
     # Events at one bar have weight 1 with each other and the same weight to any other
@@ -148,7 +177,255 @@ def hac_mean_test(values: np.ndarray, times: np.ndarray, *, lag: int) -> MeanTes
         active = active[n_within[active] >= k]
     se = np.sqrt(max(total, 0.0)) / n
     clusters = 1 + int(np.count_nonzero(np.diff(bar_t) > lag))
-    return _result(n, mean, se, x, lag, df=clusters - 1)
+    return _result(n, mean, se, x, lag, df=clusters - 1, clusters=clusters, method="hac")
+
+
+def event_clusters(times: np.ndarray, lag: int) -> np.ndarray:
+    """Cluster number (0, 1, ...) of each event of sorted ``times``: a new cluster starts
+    after a gap of more than ``lag`` bars.
+
+    Parameters
+    ----------
+    times : np.ndarray
+        (n,) integer event times in bars, sorted ascending (ties allowed).
+    lag : int
+        Largest gap in bars that chains two events into one cluster.
+
+    Returns
+    -------
+    np.ndarray
+        (n,) int64, non-decreasing, starting at 0.
+    """
+    t = np.asarray(times, dtype=np.int64)
+    if t.size == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.r_[0, np.cumsum(np.diff(t) > lag)].astype(np.int64)
+
+
+def non_overlapping(times: np.ndarray, horizon: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Which events a test of forward returns may use: an event is kept unless it falls
+    inside the horizon of an earlier kept event of its group (events at the bar of a kept
+    event are kept with it).
+
+    Why: a later event's direction is decided by returns inside an earlier event's forward
+    window (a self-triggered event is that window's big return), so the two signed returns
+    are not two draws of the null: their sum is skewed and the t statistic off-centre.
+    Kept events start where every earlier kept horizon has ended, so flipping the returns of
+    one kept window changes that event's signed return alone -- what the sign-flip test
+    needs. Which events are kept depends only on event times, never on returns.
+
+    Parameters
+    ----------
+    times : np.ndarray
+        (n,) integer event times in bars, sorted ascending within each group.
+    horizon : np.ndarray
+        (n,) integer horizon in bars of each event's forward return.
+    groups : np.ndarray
+        (n,) integer group of each event (a hypothesis), non-decreasing.
+
+    Returns
+    -------
+    np.ndarray
+        (n,) bool, True for the events to test.
+    """
+    t = np.asarray(times, dtype=np.int64)
+    g = np.asarray(groups, dtype=np.int64)
+    h = np.broadcast_to(np.asarray(horizon, dtype=np.int64), t.shape)
+    if t.size and (np.any(np.diff(g) < 0) or np.any((np.diff(t) < 0) & (np.diff(g) == 0))):
+        raise ValueError("non_overlapping: times must be sorted within non-decreasing groups")
+    return _non_overlapping(t, np.ascontiguousarray(h), g)
+
+
+@numba.njit(cache=True)
+def _non_overlapping(t, h, g):
+    keep = np.zeros(t.size, dtype=np.bool_)
+    last, end = 0, -1
+    for i in range(t.size):
+        if i == 0 or g[i] != g[i - 1]:
+            last, end = t[i], t[i] + h[i]
+            keep[i] = True
+        elif t[i] == last:
+            keep[i] = True
+        elif t[i] > end:
+            last, end = t[i], t[i] + h[i]
+            keep[i] = True
+    return keep
+
+
+def _cluster_sums(x: np.ndarray, t: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per cluster of canonically ordered events: the sum of the values and the event count."""
+    labels = event_clusters(t, lag)
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    return np.add.reduceat(x, starts), np.diff(np.r_[starts, x.size]).astype(np.float64)
+
+
+def cr2_mean_test(values: np.ndarray, times: np.ndarray, *, lag: int) -> MeanTest:
+    """Cluster-robust test of a zero mean with the CR2 variance and Bell-McCaffrey df.
+
+    For the mean alone the regressor is a column of ones, the hat matrix of cluster g is
+    ``(n_g / n) * J`` with one non-zero eigenvalue ``p_g = n_g / n``, and CR2's adjustment
+    ``(I - H_gg)^(-1/2)`` divides the cluster's residual sum by ``sqrt(1 - p_g)``:
+
+        Var(mean) = (1 / n^2) * sum_g e_g^2 / (1 - p_g),   e_g = S_g - n_g * mean.
+
+    The Bell-McCaffrey degrees of freedom (Imbens and Kolesar 2016, working model Omega = I)
+    reduce to ``1 / (sum_g p_g^2 + ((sum u)^2 - sum u^2) / n^4)`` with
+    ``u_g = n_g^2 / (1 - p_g)``: G - 1 for equal clusters, fewer when a few clusters hold most
+    events. Parameters, returns and errors as :func:`hac_mean_test`.
+    """
+    x, t, lag = _canonical(values, times, lag)
+    n = x.size
+    if n < 2:
+        return _undefined(x, lag, "cr2")
+    sums, sizes = _cluster_sums(x, t, lag)
+    g = sums.size
+    mean = float(x.mean())
+    if g < 2:
+        return _single_cluster(x, mean, lag, "cr2")
+    share = sizes / n
+    resid = sums - sizes * mean
+    se = np.sqrt(float((resid * resid / (1.0 - share)).sum())) / n
+    u = sizes * sizes / (1.0 - share)
+    df = 1.0 / (float((share * share).sum()) + (u.sum() ** 2 - (u * u).sum()) / n**4)
+    return _result(n, mean, se, x, lag, df=df, clusters=g, method="cr2")
+
+
+def cluster_signflip_test(values: np.ndarray, times: np.ndarray, *, lag: int,
+                          draws: int = DRAWS, stop_after: int = STOP_AFTER) -> MeanTest:
+    """Randomization test of a zero mean that flips the signs of whole clusters.
+
+    The statistic is the cluster-robust t, ``mean / se`` with
+    ``se^2 = G / (G - 1) * sum_g (S_g - n_g * mean)^2 / n^2`` (CR1); under the null each
+    cluster sum ``S_g`` is as likely to be ``-S_g``, so the p-value is the share of sign
+    patterns ``eps`` (the observed one included) whose t, recomputed from the sums
+    ``eps_g * S_g``, is at least as large in absolute value. With at most
+    ``EXACT_MAX_CLUSTERS`` clusters every pattern is enumerated (a Gray code flips one sign per
+    step); with more, patterns are drawn from a generator seeded by the sample itself (the
+    same sample gives the same p in every run and order), stopping after ``stop_after``
+    exceedances (p = stop_after / draws made) or ``draws`` draws (p = (k + 1) / (draws + 1)).
+
+    Parameters
+    ----------
+    values, times, lag
+        As :func:`hac_mean_test`.
+    draws : int
+        Most sign patterns drawn when the clusters are too many to enumerate.
+    stop_after : int
+        Exceedances after which drawing stops (sequential Monte Carlo p-value).
+
+    Returns
+    -------
+    MeanTest
+        ``se`` the CR1 standard error, ``t`` the observed statistic, ``df`` = G - 1,
+        ``method`` "signflip"; see the module docstring for degenerate samples.
+    """
+    x, t, lag = _canonical(values, times, lag)
+    if draws < 1 or stop_after < 1:
+        raise ValueError(f"draws ({draws}) and stop_after ({stop_after}) must be >= 1")
+    n = x.size
+    if n < 2:
+        return _undefined(x, lag, "signflip")
+    sums, sizes = _cluster_sums(x, t, lag)
+    g = sums.size
+    mean = float(x.mean())
+    if g < 2:
+        return _single_cluster(x, mean, lag, "signflip")
+    resid = sums - sizes * mean
+    se = np.sqrt(g / (g - 1) * float((resid * resid).sum())) / n
+    seed = np.array([sums.sum(), float(n), float(g)]).view(np.uint64)
+    p = _signflip_p(sums, sizes, float(n), int(draws), int(stop_after),
+                    np.uint64(seed[0] ^ (seed[1] << np.uint64(1)) ^ seed[2]))
+    return _result(n, mean, se, x, lag, df=g - 1, clusters=g, method="signflip", p=p)
+
+
+def cluster_mean_test(values: np.ndarray, times: np.ndarray, *, lag: int) -> MeanTest:
+    """Phase 2's default: both :func:`cluster_signflip_test` and :func:`cr2_mean_test` must
+    reject, i.e. ``p = max(p_signflip, p_cr2)``.
+
+    Each is valid under a different condition: the sign flip is exact when the cluster sums
+    are symmetric about 0 (whatever their variances and however few the clusters); CR2 with
+    Bell-McCaffrey degrees of freedom does not need symmetry but leans on a t approximation.
+    The larger p-value is valid when either holds, and it costs little power (the
+    calibration table in tests/unit/test_calibration.py). ``se``, ``t`` and ``df`` are
+    CR2's; parameters and errors as :func:`hac_mean_test`.
+    """
+    flip = cluster_signflip_test(values, times, lag=lag)
+    cr2 = cr2_mean_test(values, times, lag=lag)
+    p = max(flip.p, cr2.p) if not (math.isnan(flip.p) or math.isnan(cr2.p)) else math.nan
+    return dataclasses.replace(cr2, p=p, method="signflip+cr2")
+
+
+def _single_cluster(x: np.ndarray, mean: float, lag: int, method: str) -> MeanTest:
+    """Every event in one cluster: no independent replication, so no test."""
+    nan = float("nan")
+    return MeanTest(n=int(x.size), mean=mean, se=nan, t=nan, p=nan, lag=lag, df=0,
+                    clusters=1, method=method)
+
+
+@numba.njit(cache=True)
+def _abs_t(s: float, w: float, a2: float, n2: float, n: float) -> float:
+    """|t| of the cluster-robust t from S = sum eps*a, W = sum eps*a*n_g, A2 = sum a^2 and
+    N2 = sum n_g^2 (the constant G / (G - 1) and 1 / n^2 factors cancel in comparisons)."""
+    if n < 0.0:
+        return abs(s)
+    m = s / n
+    var = a2 - 2.0 * m * w + m * m * n2
+    if var <= 0.0:
+        return np.inf if s != 0.0 else 0.0
+    return abs(s) / np.sqrt(var)
+
+
+@numba.njit(cache=True)
+def _signflip_p(a, sizes, n, draws, stop_after, seed):
+    g = a.size
+    an = a * sizes
+    a2 = (a * a).sum()
+    n2 = (sizes * sizes).sum()
+    s_obs, w_obs = a.sum(), an.sum()
+    # Patterns whose statistic equals the observed one up to rounding count as reaching it.
+    obs = _abs_t(s_obs, w_obs, a2, n2, n) * (1.0 - 1e-9)
+    if g <= EXACT_MAX_CLUSTERS:
+        # Half the patterns suffice: flipping every sign leaves |t| unchanged.
+        sign = np.ones(g)
+        s, w = s_obs, w_obs
+        count = 1
+        total = 1 << (g - 1)
+        for k in range(1, total):
+            j = 1
+            kk = k
+            while kk & 1 == 0:
+                kk >>= 1
+                j += 1
+            s -= 2.0 * sign[j] * a[j]
+            w -= 2.0 * sign[j] * an[j]
+            sign[j] = -sign[j]
+            if _abs_t(s, w, a2, n2, n) >= obs:
+                count += 1
+        return count / total
+    state = seed
+    hits = 0
+    for d in range(1, draws + 1):
+        s, w = 0.0, 0.0
+        bits = np.uint64(0)
+        for j in range(g):
+            if j % 64 == 0:  # splitmix64: 64 signs per draw of the generator
+                state += np.uint64(0x9E3779B97F4A7C15)
+                z = state
+                z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+                z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+                bits = z ^ (z >> np.uint64(31))
+            if bits & np.uint64(1):
+                s += a[j]
+                w += an[j]
+            else:
+                s -= a[j]
+                w -= an[j]
+            bits >>= np.uint64(1)
+        if _abs_t(s, w, a2, n2, n) >= obs:
+            hits += 1
+            if hits == stop_after:
+                return stop_after / d
+    return (hits + 1) / (draws + 1)
 
 
 def naive_mean_test(values: np.ndarray) -> MeanTest:
@@ -176,12 +453,12 @@ def naive_mean_test(values: np.ndarray) -> MeanTest:
     x, _ = _checked(values, None)
     n = x.size
     if n < 2:
-        return _undefined(x, 0)
+        return _undefined(x, 0, "naive")
     x = np.sort(x)  # canonical order, as in hac_mean_test
     mean = float(x.mean())
     dev = x - mean
     se = np.sqrt(float((dev * dev).sum()) / (n - 1) / n)
-    return _result(n, mean, se, x, 0, df=n - 1)
+    return _result(n, mean, se, x, 0, df=n - 1, clusters=n, method="naive")
 
 
 def _checked(values: np.ndarray, times: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -201,18 +478,38 @@ def _checked(values: np.ndarray, times: np.ndarray | None) -> tuple[np.ndarray, 
     return x, t.astype(np.int64, copy=False)
 
 
-def _undefined(x: np.ndarray, lag: int) -> MeanTest:
+def _canonical(values: np.ndarray, times: np.ndarray, lag: int
+               ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Checked arrays in canonical order (time, then value) and the checked lag: sorting by
+    time is what the clusters and windowed sums need, and the value tie-break makes every
+    float sum independent of the input order."""
+    x, t = _checked(values, times)
+    if isinstance(lag, bool) or not isinstance(lag, int | np.integer):
+        raise TypeError(f"lag must be an int number of bars, got {lag!r}")
+    if lag < 1:
+        raise ValueError(f"lag must be >= 1 bar, got {lag}")
+    order = np.lexsort((x, t))
+    return x[order], t[order], int(lag)
+
+
+def _undefined(x: np.ndarray, lag: int, method: str) -> MeanTest:
     mean = float(x[0]) if x.size else float("nan")
     nan = float("nan")
-    return MeanTest(n=int(x.size), mean=mean, se=nan, t=nan, p=nan, lag=lag, df=0)
+    return MeanTest(n=int(x.size), mean=mean, se=nan, t=nan, p=nan, lag=lag, df=0,
+                    clusters=int(x.size), method=method)
 
 
-def _result(n: int, mean: float, se: float, x: np.ndarray, lag: int, *, df: int) -> MeanTest:
+def _result(n: int, mean: float, se: float, x: np.ndarray, lag: int, *, df: float,
+            clusters: int, method: str, p: float | None = None) -> MeanTest:
+    """The test from its standard error: t, and p from Student's t with ``df`` unless given."""
     nan = float("nan")
     if se <= n * _EPS * float(np.abs(x).max()):
-        return MeanTest(n=n, mean=mean, se=0.0, t=nan, p=nan, lag=lag, df=df)
+        return MeanTest(n=n, mean=mean, se=0.0, t=nan, p=nan, lag=lag, df=df,
+                        clusters=clusters, method=method)
     t = mean / se
-    # stdtr(df, -|t|) is the Student-t lower tail, i.e. scipy.stats.t.sf(|t|, df) without the
-    # distribution object's ~30 us per call (Phase 2 tests thousands of hypotheses).
-    p = float(2.0 * special.stdtr(df, -abs(t))) if df >= 1 else nan
-    return MeanTest(n=n, mean=mean, se=float(se), t=float(t), p=p, lag=lag, df=df)
+    if p is None:
+        # stdtr(df, -|t|) is the Student-t lower tail, i.e. scipy.stats.t.sf(|t|, df) without
+        # the distribution object's ~30 us per call (Phase 2 tests thousands of hypotheses).
+        p = float(2.0 * special.stdtr(df, -abs(t))) if df > 0 else nan
+    return MeanTest(n=n, mean=mean, se=float(se), t=float(t), p=p, lag=lag, df=df,
+                    clusters=clusters, method=method)

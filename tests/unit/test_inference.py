@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from backtest_assets.stats.inference import MeanTest, hac_mean_test, naive_mean_test
+from backtest_assets.stats.inference import (
+    EXACT_MAX_CLUSTERS,
+    MeanTest,
+    cluster_mean_test,
+    cluster_signflip_test,
+    cr2_mean_test,
+    event_clusters,
+    hac_mean_test,
+    naive_mean_test,
+)
 
 
 def brute_force_variance(values: np.ndarray, times: np.ndarray, lag: int) -> float:
@@ -149,7 +158,8 @@ def test_degenerate_samples_have_no_p_value():
     empty = hac_mean_test(np.array([]), np.array([], dtype=np.int64), lag=1)
     assert empty.n == 0 and math.isnan(empty.mean) and math.isnan(empty.se)
     one = naive_mean_test(np.array([0.5]))
-    assert one == MeanTest(n=1, mean=0.5, se=one.se, t=one.t, p=one.p, lag=0, df=0)
+    assert one == MeanTest(n=1, mean=0.5, se=one.se, t=one.t, p=one.p, lag=0, df=0,
+                           clusters=1, method="naive")
     assert math.isnan(one.se)
 
 
@@ -179,3 +189,173 @@ def test_bad_input_is_refused():
         hac_mean_test(np.array([0.1, np.nan]), times, lag=2)
     with pytest.raises(ValueError, match="finite"):
         naive_mean_test(np.array([np.inf, 0.0]))
+
+
+# ---- cluster-robust tests: CR2 + Bell-McCaffrey, cluster sign-flip ---------------------------
+
+def _cluster_design(values: np.ndarray, times: np.ndarray, lag: int) -> np.ndarray:
+    """(n, G) indicator matrix of the clusters of sorted times (independent of the code under
+    test: a loop over gaps)."""
+    labels, g = [], 0
+    for i, t in enumerate(times):
+        if i and t - times[i - 1] > lag:
+            g += 1
+        labels.append(g)
+    return np.eye(g + 1)[labels]
+
+
+def brute_force_cr2(values: np.ndarray, times: np.ndarray, lag: int) -> tuple[float, float]:
+    """CR2 variance of the mean and Bell-McCaffrey df from the matrix definitions
+    (Imbens-Kolesar 2016: G_g = (I - H)_g' A_g X_g (X'X)^-1, df = (sum l)^2 / sum l^2 over the
+    eigenvalues l of G'G), with X a column of ones."""
+    n = values.size
+    d = _cluster_design(values, times, lag)
+    x = np.ones((n, 1))
+    h = x @ x.T / n
+    resid = values - values.mean()
+    var, cols = 0.0, []
+    for g in range(d.shape[1]):
+        idx = np.flatnonzero(d[:, g])
+        block = np.eye(idx.size) - h[np.ix_(idx, idx)]
+        w, v = np.linalg.eigh(block)
+        a_g = v @ np.diag(w ** -0.5) @ v.T  # (I - H_gg)^(-1/2)
+        adj = a_g @ resid[idx]
+        var += float(adj.sum()) ** 2 / n**2
+        col = np.zeros(n)
+        col += -(h[:, idx] @ (a_g @ np.ones(idx.size))) / n
+        col[idx] += (a_g @ np.ones(idx.size)) / n
+        cols.append(col)
+    gmat = np.array(cols).T
+    lam = np.linalg.eigvalsh(gmat.T @ gmat)
+    return var, float(lam.sum() ** 2 / (lam**2).sum())
+
+
+def test_cr2_equals_the_matrix_definition():
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        n = int(rng.integers(3, 80))
+        lag = int(rng.integers(1, 30))
+        values, times = _clustered_sample(rng, n, span=int(rng.integers(20, 2000)))
+        times = np.sort(times)
+        res = cr2_mean_test(values, times, lag=lag)
+        if res.clusters < 2:
+            assert math.isnan(res.p), f"trial {trial}"
+            continue
+        var, df = brute_force_cr2(values, times, lag)
+        assert res.se**2 == pytest.approx(var, rel=1e-9), f"trial {trial}"
+        assert res.df == pytest.approx(df, rel=1e-9), f"trial {trial}"
+        assert res.p == pytest.approx(2 * stats.t.sf(abs(res.t), df), rel=1e-9)
+
+
+def test_cr2_df_is_g_minus_1_for_equal_clusters_and_fewer_for_unequal():
+    times = np.repeat(np.arange(6) * 100, 4)  # 6 clusters of 4 events
+    values = np.random.default_rng(12).standard_normal(24)
+    assert cr2_mean_test(values, times, lag=10).df == pytest.approx(5, rel=1e-12)
+    # One cluster holds 19 of 24 events: far less information than 6 clusters.
+    lopsided = np.r_[np.zeros(19, dtype=np.int64), np.arange(1, 6) * 100]
+    assert cr2_mean_test(values, lopsided, lag=10).df < 2.0
+
+
+def brute_force_signflip(values: np.ndarray, times: np.ndarray, lag: int) -> float:
+    """Share of all 2^G sign patterns whose CR1 |t| reaches the observed one."""
+    d = _cluster_design(values, times, lag)
+    sums, sizes = values @ d, d.sum(axis=0)
+    n, g = values.size, sums.size
+
+    def abs_t(s: np.ndarray) -> float:
+        mean = s.sum() / n
+        var = g / (g - 1) * ((s - sizes * mean) ** 2).sum() / n**2
+        return abs(mean) / math.sqrt(var) if var > 0 else math.inf
+
+    observed = abs_t(sums)
+    signs = 1 - 2 * ((np.arange(2**g)[:, None] >> np.arange(g)) & 1)
+    reached = [abs_t(e * sums) >= observed * (1 - 1e-9) for e in signs]
+    return float(np.mean(reached))
+
+
+def test_signflip_enumerates_every_sign_pattern_exactly():
+    rng = np.random.default_rng(13)
+    checked = 0
+    for trial in range(80):
+        n = int(rng.integers(4, 60))
+        values, times = _clustered_sample(rng, n, span=int(rng.integers(30, 600)))
+        order = np.lexsort((values, times))
+        values, times = values[order], times[order]
+        lag = int(rng.integers(1, 15))
+        res = cluster_signflip_test(values, times, lag=lag)
+        if not 2 <= res.clusters <= EXACT_MAX_CLUSTERS:
+            continue
+        assert res.p == pytest.approx(brute_force_signflip(values, times, lag), abs=1e-12), \
+            f"trial {trial}"
+        assert res.df == res.clusters - 1 and res.method == "signflip"
+        checked += 1
+    assert checked > 40
+
+
+def test_signflip_cannot_go_below_one_over_the_patterns():
+    # 5 clusters of a huge, perfectly consistent effect: still p = 1/16, never below 0.05.
+    times = np.repeat(np.arange(5) * 1000, 3)
+    values = 1.0 + 0.01 * np.random.default_rng(14).standard_normal(15)
+    res = cluster_signflip_test(values, times, lag=60)
+    assert res.clusters == 5
+    assert res.p == pytest.approx(1 / 16, rel=1e-12)
+    assert hac_mean_test(values, times, lag=60).p < 1e-3  # what a t reference would claim
+
+
+def test_signflip_sampled_p_is_reproducible_and_order_free():
+    rng = np.random.default_rng(15)
+    values, times = _clustered_sample(rng, 600, span=40_000)
+    reference = cluster_signflip_test(values, times, lag=40)
+    assert reference.clusters > EXACT_MAX_CLUSTERS  # the sampled path
+    for _ in range(5):
+        perm = rng.permutation(values.size)
+        assert cluster_signflip_test(values[perm], times[perm], lag=40) == reference
+
+
+def test_signflip_sampled_p_agrees_with_the_t_reference_for_many_clusters():
+    # 300 well-behaved clusters: the randomization distribution is close to Student t.
+    rng = np.random.default_rng(16)
+    for shift in (0.0, 0.1, 0.2):
+        values = rng.standard_normal(300) + shift
+        times = np.arange(300) * 100
+        flip = cluster_signflip_test(values, times, lag=10, draws=20_000, stop_after=20_000)
+        t_ref = 2 * stats.t.sf(abs(flip.t), 299)
+        assert flip.p == pytest.approx(t_ref, abs=0.01 + 0.1 * t_ref), shift
+
+
+def test_sampled_p_stops_early_only_for_large_p():
+    rng = np.random.default_rng(17)
+    values = rng.standard_normal(400)
+    times = np.arange(400) * 100
+    null = cluster_signflip_test(values, times, lag=10, stop_after=10)
+    assert null.p > 0.05  # a null sample: 10 exceedances come quickly
+    strong = cluster_signflip_test(values + 1.0, times, lag=10, draws=999)
+    assert strong.p == pytest.approx(1 / 1000, rel=1e-12)  # none of the 999 draws reach it
+
+
+def test_single_cluster_has_no_test():
+    values = np.array([0.01, 0.03, 0.02, 0.05])
+    times = np.array([0, 5, 9, 12])
+    for test in (cluster_signflip_test, cr2_mean_test, hac_mean_test):
+        res = test(values, times, lag=20)
+        assert res.clusters == 1 and math.isnan(res.p), test.__name__
+
+
+def test_event_clusters_chain_by_gaps():
+    assert event_clusters(np.array([0, 3, 6, 20, 21, 40]), 5).tolist() == [0, 0, 0, 1, 1, 2]
+    assert event_clusters(np.array([7, 7, 7]), 1).tolist() == [0, 0, 0]
+    assert event_clusters(np.array([], dtype=np.int64), 3).size == 0
+
+
+def test_phase2_default_rejects_only_when_both_tests_reject():
+    rng = np.random.default_rng(18)
+    for shift in (0.0, 0.15, 0.4):
+        values, times = _clustered_sample(rng, 300, span=30_000)
+        values = values + shift * 0.01
+        both = cluster_mean_test(values, times, lag=20)
+        flip = cluster_signflip_test(values, times, lag=20)
+        cr2 = cr2_mean_test(values, times, lag=20)
+        assert both.p == max(flip.p, cr2.p) and both.method == "signflip+cr2"
+        assert (both.se, both.t, both.df) == (cr2.se, cr2.t, cr2.df)
+    single = cluster_mean_test(np.array([0.1, 0.2, 0.3]), np.array([0, 1, 2]), lag=5)
+    assert math.isnan(single.p) and single.clusters == 1

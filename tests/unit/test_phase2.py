@@ -1,5 +1,6 @@
 """Phase 2's pure core on constructed events: hypotheses, samples, statistics, gates, hashes."""
 
+import dataclasses
 import datetime as dt
 import hashlib
 
@@ -167,6 +168,73 @@ def test_too_few_events_is_recorded_and_counted_in_its_family():
     fam = phase2.family_counts(fdr).filter(pl.col("family") ==
                                            "volatility_shock|continuation|60m")
     assert fam.select("hypotheses", "tested", "insufficient_sample").row(0) == (3, 1, 2)
+
+
+def test_events_in_a_single_cluster_are_untestable_counted_with_p_1():
+    # 12 ETH events 65 minutes (13 bars) apart: none inside another's horizon (at most 12
+    # bars), so all are tested. The cluster lag is 2 x the horizon: 2 bars at 5m (12
+    # clusters), 24 bars at 60m (one chain). A huge consistent effect, but at 60m no
+    # independent replication: ETH and the pooled ALL (the same events) are untestable.
+    events = [("ETHUSDT", 65 * k, 1) for k in range(12)]
+    fwd = {("ETHUSDT", 65 * k): 0.01 + 0.0001 * k for k in range(12)}
+    _, pvals, fdr = run(inputs(events, fwd=fwd))
+    eth = fdr.filter((pl.col("symbol") == "ETHUSDT") & (pl.col("rule_template") ==
+                                                         "continuation"))
+    by_h = {r["horizon"]: r for r in eth.iter_rows(named=True)}
+    h60 = by_h["60m"]
+    assert h60["status"] == phase2.UNTESTABLE and h60["clusters"] == 1
+    assert h60["p"] is None and h60["q"] == 1.0 and not h60["discovered"]
+    assert h60["reasons"] == ("untestable (all 12 events in one cluster: gaps <= 24 bars, "
+                              "no independent replication)")
+    assert by_h["5m"]["status"] == phase2.TESTED and by_h["5m"]["clusters"] == 12
+    assert h60["n"] == 12 and h60["n_overlapping"] == 0
+    assert by_h["5m"]["inference"] == "signflip+cr2"
+    assert by_h["5m"]["df"] == pytest.approx(11)  # 12 equal clusters: Bell-McCaffrey G - 1
+    fam = phase2.family_counts(fdr).filter(pl.col("family") ==
+                                           "volatility_shock|continuation|60m")
+    assert fam.select("hypotheses", "tested", "insufficient_sample", "untestable"
+                      ).row(0) == (3, 0, 1, 2)
+    # ETH and ALL, both templates, at 60m only.
+    untestable = pvals.filter(pl.col("status") == phase2.UNTESTABLE)
+    assert untestable.height == 4 and set(untestable["horizon"]) == {"60m"}
+
+
+def test_events_inside_an_earlier_events_horizon_are_recorded_but_not_tested():
+    # BTC events at bars 0, 4, 8, 13, 30 (5m bars); the 60m horizon is 12 bars: 4 and 8 fall
+    # inside bar 0's horizon, 13 does not, 30 does not. At 5m (1 bar) all are tested.
+    # ETH has an event at bar 4 too: the pooled ALL keeps bar 0 (BTC) and drops bar 4 (both).
+    bars = [0, 4, 8, 13, 30]
+    events = [("BTCUSDT", 5 * b, 1) for b in bars] + [("ETHUSDT", 20, -1)]
+    sample, pvals, _ = run(inputs(events), Phase2Gate(min_sample=2, stability=GATE.stability))
+    cont = sample.filter(pl.col("rule_template") == "continuation")
+
+    def kept(symbol: str, horizon: str) -> list[tuple[str, int]]:
+        rows = cont.filter((pl.col("symbol") == symbol) & (pl.col("horizon") == horizon)
+                           & ~pl.col("overlapping"))
+        return [(r["event_symbol"], int((r["ts"] - T0).total_seconds()) // 300)
+                for r in rows.iter_rows(named=True)]
+
+    assert kept("BTCUSDT", "60m") == [("BTCUSDT", 0), ("BTCUSDT", 13), ("BTCUSDT", 30)]
+    assert kept("BTCUSDT", "5m") == [("BTCUSDT", b) for b in bars]
+    assert kept("ALL", "60m") == [("BTCUSDT", 0), ("BTCUSDT", 13), ("BTCUSDT", 30)]
+    assert kept("ALL", "15m") == [("BTCUSDT", 0), ("BTCUSDT", 4), ("ETHUSDT", 4),
+                                  ("BTCUSDT", 8), ("BTCUSDT", 13), ("BTCUSDT", 30)]
+    row = pvals.filter((pl.col("symbol") == "BTCUSDT") & (pl.col("horizon") == "60m")
+                       & (pl.col("rule_template") == "continuation")).row(0, named=True)
+    assert (row["n"], row["n_overlapping"]) == (3, 2)
+
+
+def test_the_families_spec_chooses_the_test():
+    events, fwd = _weekly_events(4, 12)
+    cr2 = dataclasses.replace(P2.families, inference="cr2")
+    inp = inputs(events, fwd=fwd)
+    sample = phase2.samples(inp, cr2, GATE)
+    hyps = phase2.hypotheses(inp.event_type, inp.symbols, cr2)
+    pvals = phase2.pvalues(sample, hyps, cr2, GATE, P2.horizon_bars, 5)
+    assert set(pvals["inference"]) == {"cr2"}
+    row = pvals.filter((pl.col("symbol") == "ALL") & (pl.col("horizon") == "60m")
+                       & (pl.col("rule_template") == "continuation")).row(0, named=True)
+    assert 0 < row["df"] < row["clusters"] - 1 + 1e-9  # Bell-McCaffrey, fractional
 
 
 def test_frame_hash_sees_content_not_row_order():

@@ -92,7 +92,7 @@ def phase2_candidates_raw(context: dg.AssetExecutionContext, specs: SpecRegistry
 @dg.asset(check_specs=PVALS_CHECKS, **_COMMON)
 def phase2_pvals(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                  phase2_candidates_raw: pl.DataFrame):
-    """Per hypothesis: n, mean signed return, Newey-West standard error, t, p, status."""
+    """Per hypothesis: n, mean signed return, clusters, cluster-robust t, p, status."""
     event_type, p2 = _specs(context, specs)
     reg = specs.registry()
     hyps = phase2.hypotheses(event_type, reg.default_study.symbols, p2.families)
@@ -101,7 +101,9 @@ def phase2_pvals(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
     yield from guarded_output(context, table, list(check_pvals(table, hyps)), metadata={
         "hypotheses": table.height,
         "tested": int((table["status"] == phase2.TESTED).sum()),
-        "insufficient_sample": int((table["status"] == phase2.INSUFFICIENT).sum())})
+        "insufficient_sample": int((table["status"] == phase2.INSUFFICIENT).sum()),
+        "untestable": int((table["status"] == phase2.UNTESTABLE).sum()),
+        "inference": p2.families.inference})
 
 
 @dg.asset(check_specs=FDR_CHECKS, **_COMMON)
@@ -141,10 +143,13 @@ def phase2_report(context: dg.AssetExecutionContext, specs: SpecRegistryResource
                   "symbols": list(study.symbols)},
         "fdr": {"method": p2.families.fdr_method, "q": p2.families.fdr_q,
                 "family_by": list(p2.families.family_by)},
+        "inference": {"test": p2.families.inference,
+                      "cluster_lag_multiple": p2.families.cluster_lag_multiple},
         "hypotheses": phase2_fdr.height,
         "families": counts.to_dicts(),
         "survivors": _rounded(survivors.select(
-            "hypothesis_id", "rule_template", "horizon", "symbol", "n", "mean", "t", "q",
+            "hypothesis_id", "rule_template", "horizon", "symbol", "n", "clusters", "mean", "t",
+            "p", "q",
             *[c for c in survivors.columns if c.startswith("net_")]).to_dicts()),
         "spec_hashes": p2.spec_hashes,
         "dataset_hash": inputs["dataset_hash"].item() if inputs.height else None,
@@ -162,7 +167,7 @@ def phase2_report(context: dg.AssetExecutionContext, specs: SpecRegistryResource
         "dataset_hash": doc["dataset_hash"], "code_commit": doc["code_commit"],
         "families": dg.MetadataValue.md(markdown_table(counts)),
         "survivor_table": dg.MetadataValue.md(markdown_table(survivors.select(
-            "rule_template", "horizon", "symbol", "n", "mean", "t", "q"))),
+            "rule_template", "horizon", "symbol", "n", "clusters", "mean", "t", "q"))),
     })
 
 
