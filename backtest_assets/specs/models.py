@@ -531,7 +531,10 @@ class StrategySpec:
     ``direction``: ``continuation`` / ``mean_reversion`` follow / fade the event's direction
     (or the sign of the entry condition's feature), ``long`` / ``short`` are fixed.
     ``target_weight``: the position per symbol as a fraction of equity; ``leverage`` caps
-    the gross exposure over all symbols and must be within the venue's cap.
+    the gross exposure over all symbols, must be within the venue's cap, and is each
+    symbol's leverage setting: an isolated position posts ``notional / leverage`` of margin,
+    so a gross weight equal to it leaves no room for slippage and fees (the engine rejects
+    such entries: insufficient_margin).
     """
 
     name: str

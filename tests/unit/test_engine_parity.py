@@ -92,14 +92,15 @@ def synthetic_case(seed: int, regime: str, bars: int = 240) -> dict:
 
 
 def assert_same(fast: Result, ref: Result) -> None:
-    for name in ("equity", "cash", "position", "exposure", "fees", "slippage", "funding"):
+    for name in ("equity", "cash", "position", "exposure", "fees", "slippage", "funding",
+                 "liquidation_fees", "insurance"):
         got, want = getattr(fast, name), getattr(ref, name)
         scale = max(1.0, float(np.abs(want).max(initial=0.0)))
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale, err_msg=name)
     assert fast.rejected == ref.rejected
     assert fast.blown_bar == ref.blown_bar
     assert fast.trades.drop(pl.selectors.float()).equals(ref.trades.drop(pl.selectors.float()))
-    for name in ("qty", "entry_price", "exit_price", "fees", "funding", "pnl"):
+    for name in ("qty", "entry_price", "exit_price", "fees", "funding", "insurance", "pnl"):
         want = ref.trades[name].to_numpy()
         scale = max(1.0, float(np.abs(want).max(initial=0.0)))
         np.testing.assert_allclose(fast.trades[name].to_numpy(), want, rtol=RTOL,
