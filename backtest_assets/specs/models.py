@@ -349,6 +349,10 @@ class VenueSpec:
         mmr = self.maintenance_margin_rate
         if mmr is not None and not 0 <= mmr < 0.5:
             raise ValueError(f"maintenance_margin_rate: {mmr} is out of range [0, 0.5)")
+        if mmr is not None and mmr * self.max_leverage >= 1:
+            raise ValueError(f"maintenance_margin_rate: {mmr} is not below 1 / max_leverage "
+                             f"({self.max_leverage}): a position at the cap would be "
+                             "liquidated at entry")
         if not 0 <= self.liquidation_fee_rate < 0.1:
             raise ValueError(f"liquidation_fee_rate: {self.liquidation_fee_rate} is out of "
                              "range [0, 0.1)")

@@ -18,6 +18,7 @@ from backtest_assets.engine import ExitRules, Instrument, backtest, backtest_ref
 from backtest_assets.engine.core import check_inputs
 from backtest_assets.engine.metrics import metrics
 from backtest_assets.engine.sweep import sweep
+from backtest_assets.specs.models import VenueSpec
 from backtest_assets.specs.registry import load_registry
 from tests.unit.test_engine_scenarios import ENGINES, approx, only_trade, table
 
@@ -195,6 +196,10 @@ def test_a_maintenance_rate_at_or_above_one_over_the_leverage_is_refused():
         with pytest.raises(ValueError, match=r"A: maintenance_margin_rate: 0.02 is not below "
                                              r"1 / max_leverage \(50\)"):
             engine(**table([(100, 101, 99, 100, 1.0)]), instruments=inst)
+    venue = VenueSpec(maker_bps=2, taker_bps=5, slippage_bps=1, max_leverage=125,
+                      maintenance_margin_rate=0.01)  # a blueprint at the cap could not trade
+    with pytest.raises(ValueError, match=r"maintenance_margin_rate: 0\.01 is not below"):
+        venue.validate()
 
 
 # ---- no bars -----------------------------------------------------------------------------
