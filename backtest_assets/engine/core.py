@@ -106,7 +106,9 @@ is charged as a fee (in ``fees`` and ``liquidation_fees``) and the rest goes to 
 insurance fund (``insurance``); the trader gets none of it back. So a liquidated position
 loses exactly its posted margin, ``cash += qty * entry - margin``, its own entry fee and
 funding apart. A bar that opens past the bankruptcy price changes nothing: the loss is
-still the margin (the insurance fund covers the shortfall). Funding is paid from cash, not
+still the margin (the insurance fund covers the shortfall). Other exits stay market orders
+at their price: a stop set just short of the liquidation price and filled with slippage can
+land past the bankruptcy price and lose that slippage on top. Funding is paid from cash, not
 from the posted margin, so it does not move the liquidation price.
 
 Blown account. If the equity at an open (after funding and exits) or at a close is <= 0,
