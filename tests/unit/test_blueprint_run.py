@@ -12,6 +12,7 @@ import pytest
 from backtest_assets.specs.models import Condition, Entry, Exits, StrategySpec
 from backtest_assets.specs.registry import load_registry
 from backtest_assets.strategies import Panel
+from backtest_assets.strategies.blueprints import from_survivor
 from backtest_assets.strategies.catalog import catalog, load_blueprint, problems
 from backtest_assets.strategies.run import instruments_for, run_blueprint
 
@@ -172,6 +173,26 @@ def test_a_gross_weight_at_the_leverage_setting_has_entries_refused_for_margin()
     assert m["rejected_zero_qty"] == m["rejected_min_notional"] == m["rejected_blown"] == 0
 
 
+
+@pytest.mark.parametrize("name", sorted(REG.strategies))
+def test_baseline_blueprints_keep_trading_under_the_margin_check(name):
+    # 0.3 on each of 3 symbols at a 1x setting posts at most 0.9 of the equity (plus
+    # slippage): every entry finds its margin. Entries are made to fire often here.
+    panel, funding = market(symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT"), seed=5)
+    rng = np.random.default_rng(0)
+    features = {"ret_48": rng.normal(0, 0.02, panel.open.shape),
+                "ret_1_z": rng.normal(0, 2.5, panel.open.shape)}
+    events = pl.DataFrame({"event_type": "vol_compression_breakout",
+                           "symbol": rng.choice(panel.symbols, 60),
+                           "ts": panel.ts[rng.integers(0, N, 60)],
+                           "direction": rng.choice([-1, 1], 60)}).unique(["symbol", "ts"])
+    run = run_blueprint(REG.strategies[name], panel, features=features, events=events,
+                        funding=funding, venue=VENUE, init_cash=100_000.0)
+    m = run.metrics.row(0, named=True)
+    assert m["trades"] >= 20
+    assert m["rejected_insufficient_margin"] == 0 and m["liquidations"] == 0
+    assert 0.5 < m["margin_usage_max"] < 0.95
+
 def survivors() -> pl.DataFrame:
     return pl.DataFrame({
         "hypothesis_id": ["h_b", "h_a"], "event_type": ["volatility_shock", "oi_flush"],
@@ -212,3 +233,27 @@ def test_catalog_problems_name_the_blueprint_and_field():
     assert problems(REG, pl.concat([row, row])) == [f"{name}: 2 blueprints share this name"]
     assert problems(REG, edited('"target_weight":1.0', '"target_weight":-1.0'))[0].startswith(
         f"{name}: ")
+
+
+def test_a_survivor_trades_its_full_weight_thanks_to_the_leverage_headroom():
+    # A single-symbol survivor puts its whole budget (weight 1) on one symbol; its setting of
+    # 2 posts half the notional. At a setting of 1 a long entry's margin is its notional at
+    # the open plus the slippage, less what the lot rounding cut: more than the equity unless
+    # the rounding cut more than the slippage added, so entries are refused at random. (The
+    # events fall, so the mean reversion buys; a short sells below the open and fits.)
+    panel, funding = market(symbols=("ETHUSDT",), seed=2)
+    row = survivors().row(1, named=True)  # oi_flush mean reversion 15m on ETHUSDT
+    bp = from_survivor(row, universe_symbols=("ETHUSDT",), horizon_bars={"15m": 3})
+    rng = np.random.default_rng(1)
+    events = pl.DataFrame({"event_type": "oi_flush", "symbol": "ETHUSDT",
+                           "ts": np.unique(panel.ts[rng.integers(0, N, 40)]),
+                           "direction": -1})
+    args = dict(features={}, events=events, funding=funding, venue=VENUE, init_cash=1e5)
+    m = run_blueprint(bp, panel, **args).metrics.row(0, named=True)
+    assert bp.leverage == 2.0 and m["trades"] >= 20
+    assert m["rejected_insufficient_margin"] == 0
+    assert m["margin_usage_max"] == pytest.approx(0.5, abs=0.01)
+    at_1x = run_blueprint(dataclasses.replace(bp, leverage=1.0), panel, **args)
+    m1 = at_1x.metrics.row(0, named=True)
+    assert m1["rejected_insufficient_margin"] >= 5
+    assert m1["trades"] + m1["rejected_insufficient_margin"] == m["trades"]
