@@ -40,12 +40,12 @@ def run(request):
 # the margin left is 8,008 + 800 * (91 - 100.1) = 728 (= 1% of 800 * 91): the clearance fee
 # is 0.5% of 800 * 91 = 364, the other 364 go to the insurance fund. Cash += 800 * 100.1 -
 # 8,008 = 72,072: cash = equity = 1,911.92 = 10,000 - 8,008 - 80.08.
-# (Before issue 13 the 1.5% was charged on top: equity 1,547.92, 364 more than the margin.)
+# (The old charge, 1% + 0.5% of 800 * 91 on top, would have left 1,547.92: 364 more lost.)
 # Short: target -8: sell 800 @ 99.9, fee 79.92, margin 7,992; cash 89,840.08, equity at the
 # close 9,840.08. Liquidation price 99.9 * 1.1 / 1.01 = 108.80198, bankruptcy 109.89; margin
 # left there 1% of 800 * 108.80198 = 870.4158, clearance fee 435.2079, insurance 435.2079.
 # Cash += -800 * 99.9 - 7,992: cash = equity = 1,928.08 = 10,000 - 7,992 - 79.92.
-# (Before: equity 1,492.87.)
+# (The old charge would have left 1,492.87.)
 LONG_LIQ, SHORT_LIQ = 100.1 * 0.9 / 0.99, 99.9 * 1.1 / 1.01
 LIQUIDATIONS = {
     #                   target  bar 2 (o, h, l, c)        liq price  margin  entry fee  equity
