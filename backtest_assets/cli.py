@@ -262,7 +262,8 @@ def backtest_table() -> str:
     return _warehouse_table("backtest_metrics", "backtests over the default study", {
         "blueprint": "blueprint", "total_return": "return", "sharpe": "sharpe",
         "max_drawdown": "max dd", "trades": "trades", "win_rate": "win", "fee_drag": "fees",
-        "margin_usage_max": "margin max"}, "blueprint")
+        "margin_usage_max": "margin max", "liquidations": "liquidated",
+        "rejected_insufficient_margin": "no margin"}, "blueprint")
 
 
 def summary(start: dt.date, end: dt.date) -> str:

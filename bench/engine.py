@@ -59,9 +59,12 @@ def main() -> None:
     funding[::480] = np.random.default_rng(0).normal(1e-4, 2e-4, funding[::480].shape)
     fees = dict(symbol="BTCUSDT", taker_bps=peers.FEE * 1e4, slippage_bps=peers.SLIP * 1e4)
     spot = Instrument(**fees)
-    perp = Instrument(**fees, maintenance_margin_rate=0.004, liquidation_fee_rate=0.005)
+    # Isolated margin at a leverage setting of 2: the +-1 target posts half its notional (at
+    # a setting of 1 its margin, slippage included, would exceed the equity: refused).
+    perp = Instrument(**fees, max_leverage=2.0, maintenance_margin_rate=0.004,
+                      liquidation_fee_rate=0.005)
     lots = Instrument(**fees, lot_size=0.001, tick_size=0.1, min_notional=5.0,
-                      maintenance_margin_rate=0.004)
+                      max_leverage=2.0, maintenance_margin_rate=0.004)
     stops = ExitRules(stop_loss=0.01, take_profit=0.02, time_stop=600)
 
     ref_s, (ref_eq, ref_trades) = median_time(lambda: peers.equity_exact(o, c, held))
@@ -72,7 +75,7 @@ def main() -> None:
          lambda: backtest(o, h, lo, c, target, spot, funding=funding)),
         ("fee + slippage + funding: compiled loop",
          lambda: backtest(o, h, lo, c, target, spot, funding=funding, path="compiled")),
-        ("+ isolated margin 1x (liquidation checked)",
+        ("+ isolated margin, setting 2x (margin and liquidation checked)",
          lambda: backtest(o, h, lo, c, target, perp, funding=funding)),
         ("+ lot / tick / min notional (compiled)",
          lambda: backtest(o, h, lo, c, target, lots, funding=funding)),

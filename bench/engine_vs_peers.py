@@ -6,8 +6,9 @@ comes from the same process run on the same 1,051,200 bars:
 
 - ``a/engine``: case a (SMA 20/100 crossover, long/short, fee 4 bps + slippage 1 bp per
   side, fills at the next open) with vectorbt's sizing (``long_sizing="cash"``);
-- ``a/engine_funding``: the same orders on a perp: 8-hourly funding, isolated margin with a
-  0.4 % maintenance rate (liquidation checked on every bar), default sizing;
+- ``a/engine_funding``: the same orders on a perp: 8-hourly funding, isolated margin at a
+  leverage setting of 2 with a 0.4 % maintenance rate (initial margin checked on every
+  order, liquidation on every bar), default sizing;
 - ``b/engine_sweep``: case b (100 SMA pairs) with :func:`backtest_assets.engine.sweep`, on all
   threads (2 here), and ``b/engine_sweep_1t`` on one thread (vectorbt's rows are
   single-threaded: compare those two figures with that in mind).
@@ -54,8 +55,8 @@ def prep_engine(data: dict) -> dict:
                                                                funding[::FUNDING_EVERY].shape)
     return {"bars": tuple(data[k] for k in ("open", "high", "low", "close")),
             "spot": Instrument(**fees),
-            "perp": Instrument(**fees, maintenance_margin_rate=0.004,
-                               liquidation_fee_rate=0.005),
+            "perp": Instrument(**fees, max_leverage=2.0, maintenance_margin_rate=0.004,
+                               liquidation_fee_rate=0.005),  # setting 2: headroom for 1x
             "funding": funding}
 
 

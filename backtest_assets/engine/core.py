@@ -4,16 +4,18 @@ Array contract
 --------------
 open, high, low, close : (T, S) float64
     One row per bar (labelled by its open time), one column per symbol; a 1-D array is one
-    symbol. A bar is either all four NaN (the symbol has no bar: it cannot trade, it is
-    valued at its last close) or all finite with ``0 < low <= min(open, close)`` and
-    ``max(open, close) <= high``; anything else is refused.
+    symbol. At least one bar and one symbol (no bars is refused: there is nothing to
+    simulate, and no metric of an empty run is defined). A bar is either all four NaN (the
+    symbol has no bar: it cannot trade, it is valued at its last close) or all finite with
+    ``0 < low <= min(open, close)`` and ``max(open, close) <= high``; anything else is
+    refused.
 target : (T, S) float64
     Target position as a fraction of equity, decided at the close of bar t; NaN keeps the
     previous target (0 before the first). Only a change of target makes an order.
 funding : (T, S) float64 or None
     Funding rate exchanged at the open of bar t; NaN (or None) where none is exchanged.
 instruments : Instrument or sequence of S Instrument
-    Fees, slippage, lot, tick, min notional, leverage cap and margin rules per symbol.
+    Fees, slippage, lot, tick, min notional, leverage setting and margin rules per symbol.
 exits : ExitRules or None
     Stop-loss, take-profit and time stop applied to every position.
 
@@ -42,9 +44,12 @@ apply to ``"cash"``: such runs take the compiled loop.
 An order that rounds to zero quantity while the target is not zero is rejected
 (``zero_qty``); an order whose ``|qty| * fill`` is below the min notional is rejected
 (``min_notional``) unless it closes the position (exchanges accept reduce-only closes).
-A rejected order is counted, never resized, and not retried: the next order needs the next
-change of target. A target whose gross leverage (sum of |target| over symbols) exceeds the
-max leverage of a symbol it gives a non-zero target is refused before simulating.
+An order that opens, increases or reverses an isolated position is rejected
+(``insufficient_margin``) when its initial margin exceeds the available balance (Isolated
+margin, below). A rejected order is counted, never resized, and not retried: the next order
+needs the next change of target. A target whose gross leverage (sum of |target| over
+symbols) exceeds the max leverage of a symbol it gives a non-zero target is refused before
+simulating.
 
 Positions and trades. Quantities are held fixed between fills (no re-balancing). Every
 fill that changes a symbol's quantity ends its trade at the fill price and starts a new one
@@ -54,7 +59,8 @@ part that reduces the position and to the new trade for the part that adds to it
 Accounting. ``equity(t) = cash(t) + sum(position * close)`` with the last close for a
 symbol without a bar (spot-like, as vectorbt: a short's proceeds sit in cash). Per bar and
 symbol the result holds fees, slippage cost (``qty * (fill - price before slippage)``,
-including tick rounding) and funding.
+including tick rounding), funding, and the liquidation clearance fees (part of the fees)
+and insurance-fund forfeits (not part of them) of Isolated margin, below.
 
 Funding. At a bar with a rate, ``payment = position held into the open * open * rate`` is
 taken from cash before anything else at that open: a long pays a positive rate, a short
@@ -70,16 +76,40 @@ stop: the position is closed at the open ``time_stop`` bars after its entry bar 
 bar with a price from then on). After an exit the symbol stays flat until its target
 changes again.
 
-Isolated margin and liquidation (instruments with a maintenance margin rate). A fill posts
-``margin = |qty| * fill / L`` with ``L = max(1, gross leverage of the target)`` (validated
-against the cap). The liquidation price is where ``margin + unrealized PnL = mmr *
-notional``: ``fill * (1 - 1/L) / (1 - mmr)`` for a long, ``fill * (1 + 1/L) / (1 + mmr)``
-for a short. It is checked at the open and at the bar's extreme (low for a long, high for a
-short) before the stops of the same bar. The position closes at the liquidation price even
-through a gap (the isolated loss is capped), and the liquidation fee ``rate * notional``
-(at the liquidation price) plus the remaining maintenance margin are charged as fees: the
-loss is the posted margin plus the liquidation fee. Funding is paid from cash, not from the
-posted margin, so it does not move the liquidation price.
+Isolated margin (instruments with a maintenance margin rate ``mmr``; Binance USD-M and Bybit
+isolated margin). ``L`` is the symbol's leverage setting, ``Instrument.max_leverage`` (the
+target only sets the notional: a 0.3 target at setting 2 posts 0.15 of the equity). A fill
+that leaves a position posts its initial margin ``margin = |qty| * fill / L`` (the new
+position's; the old one's is released). Margin is a claim on the equity, not a cash flow:
+cash stays spot-like (above), and the posted margin only limits new orders and fixes what a
+liquidation takes. A position without a maintenance margin rate posts none.
+Initial margin check: an order that opens, increases or reverses an isolated position is
+rejected (``insufficient_margin``) when ``|new qty| * fill / L`` exceeds the available
+balance, ``E`` (the equity every order of this open is sized from) minus the margin posted
+by the other symbols' positions; orders of one open fill in symbol order, so a later order
+sees the margin posted (or released) by the earlier ones. The zero-quantity and min-notional
+rules are checked first; an order that only reduces a position is never rejected for margin.
+With slippage > 0 a target of gross leverage L (notional L x equity) asks for more margin
+than the equity and is rejected, as on the venue.
+Liquidation (Binance USD-M isolated: when the margin balance, margin + unrealized PnL, falls
+to the maintenance margin ``mmr * |qty| * price``): the liquidation price is
+``entry * (1 - 1/L) / (1 - mmr)`` for a long and ``entry * (1 + 1/L) / (1 + mmr)`` for a
+short; the bankruptcy price, where the margin is gone, is ``entry * (1 - 1/L)`` (long) and
+``entry * (1 + 1/L)`` (short). ``mmr < 1/L`` is required (``Instrument.validate``: the
+venues cap the leverage of a tier below 1/mmr), so the level lies on the losing side of the
+entry. It is checked at the open and at the bar's extreme (low for a long, high for a
+short) before the stops of the same bar. The position is closed at the liquidation price,
+and what is left of its margin there is taken: ``remaining = margin + qty * (liq - entry)``
+(the maintenance margin, ``mmr * |qty| * liq``, from the margin actually posted and at
+least 0), of which the clearance fee ``min(liquidation_fee_rate * |qty| * liq, remaining)``
+is charged as a fee (in ``fees`` and ``liquidation_fees``) and the rest goes to the
+insurance fund (``insurance``); the trader gets none of it back. So a liquidated position
+loses exactly its posted margin, ``cash += qty * entry - margin``, its own entry fee and
+funding apart. A bar that opens past the bankruptcy price changes nothing: the loss is
+still the margin (the insurance fund covers the shortfall). Other exits stay market orders
+at their price: a stop set just short of the liquidation price and filled with slippage can
+land past the bankruptcy price and lose that slippage on top. Funding is paid from cash, not
+from the posted margin, so it does not move the liquidation price.
 
 Blown account. If the equity at an open (after funding and exits) or at a close is <= 0,
 every position is closed at that price (market order: slippage and fee), and no order is
@@ -93,12 +123,15 @@ Paths. Without exit rules and lot rounding, every step is linear in the state (c
 positions) given the side of each fill, so the trade bars are accounted in closed form: one
 (S+1)x(S+1) matrix per fill bar, multiplied by a prefix scan, and the bars in between are
 gathered. The result is then verified (sides as assumed, no order under the min notional,
-no liquidation price touched, equity > 0). A compiled (numba) bar loop runs everything
-else, and is the default (``path="auto"``) because it measured faster: stops and
-liquidations depend on the path within each trade, lot rounding makes each quantity a
-non-linear function of the equity, and a failed verification means one of them (or a blown
-account) happened. ``path="closed_form"`` takes the closed form where it applies; the
-parity tests hold it to the reference loop as an independent check of the compiled one.
+every initial margin clearly within the available balance, no liquidation price touched,
+equity > 0). A compiled (numba) bar loop runs everything else, and is the default
+(``path="auto"``) because it measured faster: stops and liquidations depend on the path
+within each trade, lot rounding makes each quantity a non-linear function of the equity,
+and a failed verification means one of them (or a rejected order or a blown account)
+happened (an initial margin within 1e-9 of the available balance also falls back, so the
+loop decides the orders at the edge). ``path="closed_form"`` takes the closed form where it
+applies; the parity tests hold it to the reference loop as an independent check of the
+compiled one.
 Trades still open at the last bar are marked at its close with ``exit_reason`` "open".
 """
 
@@ -116,16 +149,20 @@ from backtest_assets.engine.venue import ExitRules, Instrument
 
 EXIT_REASONS = ("signal", "stop_loss", "take_profit", "time_stop", "liquidation", "blown",
                 "open")
-REJECT_REASONS = ("zero_qty", "min_notional", "blown")
+REJECT_REASONS = ("zero_qty", "min_notional", "insufficient_margin", "blown")
+REJ_ZERO_QTY, REJ_MIN_NOTIONAL, REJ_MARGIN, REJ_BLOWN = range(len(REJECT_REASONS))
+# An initial margin above the available balance by at most this fraction of the equity
+# passes: a target of exactly L x equity without slippage must not fail by float noise.
+MARGIN_TOL = 1e-12
 # Prices and quantities within this many ticks/lots of the grid count as on it: float noise
 # (100.0 / 0.1 = 1000.0000000000001) must not move a fill by a whole tick.
 GRID_TOL = 1e-9
 # Columns of the per-symbol rules array (see _rules).
-TAKER, SLIP, LOT, TICK, MINN, MMR, LIQFEE = range(7)
+TAKER, SLIP, LOT, TICK, MINN, MMR, LIQFEE, LEV = range(8)
 TRADES_SCHEMA = {"symbol": pl.String, "entry_bar": pl.Int64, "exit_bar": pl.Int64,
                  "side": pl.String, "qty": pl.Float64, "entry_price": pl.Float64,
                  "exit_price": pl.Float64, "fees": pl.Float64, "funding": pl.Float64,
-                 "pnl": pl.Float64, "exit_reason": pl.String}
+                 "insurance": pl.Float64, "pnl": pl.Float64, "exit_reason": pl.String}
 
 
 @dataclass(frozen=True)
@@ -141,12 +178,19 @@ class Result:
     exposure : (T,) float64
         Gross notional at the close / equity (0 when flat).
     fees, slippage, funding : (T, S) float64
-        Paid in each bar and symbol (funding < 0 is received).
+        Paid in each bar and symbol (funding < 0 is received); ``fees`` include the
+        liquidation clearance fees.
+    liquidation_fees : (T, S) float64
+        The clearance fees of the liquidations in each bar and symbol (part of ``fees``).
+    insurance : (T, S) float64
+        The rest of a liquidated position's margin, forfeited to the insurance fund (not
+        part of ``fees``).
     trades : polars.DataFrame
         One row per trade (constant quantity): symbol, entry_bar, exit_bar (null while
         open), side ("long"/"short"), qty (> 0), entry_price, exit_price (last close while
-        open), fees, funding, pnl, exit_reason (one of ``EXIT_REASONS``); sorted by
-        entry_bar, then symbol order.
+        open), fees (the clearance fee included), funding, insurance, pnl (``side * qty *
+        (exit - entry) - fees - funding - insurance``), exit_reason (one of
+        ``EXIT_REASONS``); sorted by entry_bar, then symbol order.
     rejected : dict[str, int]
         Rejected orders per reason in ``REJECT_REASONS``.
     blown_bar : int or None
@@ -162,6 +206,8 @@ class Result:
     fees: np.ndarray
     slippage: np.ndarray
     funding: np.ndarray
+    liquidation_fees: np.ndarray
+    insurance: np.ndarray
     trades: pl.DataFrame
     rejected: dict[str, int]
     blown_bar: int | None
@@ -228,13 +274,20 @@ def check_inputs(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np
     Raises
     ------
     ValueError
-        Naming the symbol and bar: shapes that differ, a malformed bar, a non-finite
-        target or rate, an order that would fill on a bar without a price, funding for a
-        symbol that is never given a target or on a bar without a price, a target above a
-        symbol's max leverage, or an invalid instrument / exit rule / initial cash.
+        No bars or no symbols; naming the symbol and bar: shapes that differ, a malformed
+        bar, a non-finite target or rate, an order that would fill on a bar without a
+        price, funding for a symbol that is never given a target or on a bar without a
+        price, a target above a symbol's max leverage, or an invalid instrument / exit rule
+        / initial cash.
     """
     o = _as_2d("open", open_, None)
     shape = o.shape
+    if not shape[0]:
+        raise ValueError(f"no bars: open has shape {shape}; a backtest needs at least one "
+                         "bar (an empty window or a filter that left nothing?)")
+    if not shape[1]:
+        raise ValueError(f"no symbols: open has shape {shape}; a backtest needs at least "
+                         "one column")
     h, lo, c = (_as_2d(n, a, shape) for n, a in (("high", high), ("low", low),
                                                  ("close", close)))
     tgt = _as_2d("target", target, shape)
@@ -367,7 +420,8 @@ def _scan(o, h, lo, c, tgt, fund, cap, check_bars, weights, changed, first):  # 
 def trades_frame(symbols: Sequence[str], sym: np.ndarray, entry_bar: np.ndarray,
                  exit_bar: np.ndarray, side: np.ndarray, qty: np.ndarray,
                  entry_price: np.ndarray, exit_price: np.ndarray, fees: np.ndarray,
-                 funding: np.ndarray, pnl: np.ndarray, reason: np.ndarray) -> pl.DataFrame:
+                 funding: np.ndarray, insurance: np.ndarray, pnl: np.ndarray,
+                 reason: np.ndarray) -> pl.DataFrame:
     """Trades table of ``Result`` from per-trade columns (exit_bar < 0 = still open).
 
     ``sym`` indexes ``symbols``, ``side`` is +1/-1, ``reason`` indexes ``EXIT_REASONS``.
@@ -378,7 +432,8 @@ def trades_frame(symbols: Sequence[str], sym: np.ndarray, entry_bar: np.ndarray,
         "entry_bar": entry_bar[order], "exit_bar": exit_bar[order],
         "side": pl.Series(["short", "long"]).gather((side[order] > 0).astype(np.int64)),
         "qty": qty[order], "entry_price": entry_price[order], "exit_price": exit_price[order],
-        "fees": fees[order], "funding": funding[order], "pnl": pnl[order],
+        "fees": fees[order], "funding": funding[order], "insurance": insurance[order],
+        "pnl": pnl[order],
         "exit_reason": pl.Series(EXIT_REASONS).gather(reason[order]),
     }, schema=TRADES_SCHEMA)
     return frame.with_columns(pl.when(pl.col("exit_bar") >= 0).then(pl.col("exit_bar"))
@@ -442,10 +497,11 @@ def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
 
 
 def _rules(insts: Sequence[Instrument]) -> np.ndarray:
-    """(S, 7) float64 rules in the column order TAKER .. LIQFEE (NaN mmr = no liquidation)."""
+    """(S, 8) float64 rules in the column order TAKER .. LEV (NaN mmr = no isolated margin)."""
     return np.array([[i.taker, i.slippage, i.lot_size, i.tick_size, i.min_notional,
                       np.nan if i.maintenance_margin_rate is None else i.maintenance_margin_rate,
-                      i.liquidation_fee_rate] for i in insts], dtype=np.float64)
+                      i.liquidation_fee_rate, i.max_leverage] for i in insts],
+                    dtype=np.float64).reshape(len(insts), 8)
 
 
 # ---- closed form ------------------------------------------------------------------------
@@ -518,7 +574,8 @@ def _solve_fills(init_cash: float, traded: np.ndarray, w: np.ndarray, w_before: 
 
 def _closed_form(inp: Inputs) -> Result | None:
     """Closed-form accounting of a run without exits or lot rounding; None if it does not
-    apply (a rejected order, a touched liquidation price or a blown account)."""
+    apply (a rejected order, an initial margin at the edge of the available balance, a
+    touched liquidation price or a blown account)."""
     o, weights, init = inp.open, inp.weights, inp.init_cash
     t_n, s_n = o.shape
     rules = _rules(inp.instruments)
@@ -568,7 +625,10 @@ def _closed_form(inp: Inputs) -> Result | None:
     # Equity at each open before its fills (t >= 1; bar 0 opens with the initial cash).
     opens = o[1:] if not inp.gaps else np.where(np.isnan(o[1:]), marked[:-1], o[1:])
     np.multiply(position[:-1], opens, out=scratch[1:])
-    if equity.min() <= 0 or (cash[:-1] - row_sum(funding[1:]) + row_sum(scratch[1:])).min() <= 0:
+    open_equity = cash[:-1] - row_sum(funding[1:]) + row_sum(scratch[1:])
+    if equity.min() <= 0 or open_equity.min() <= 0:
+        return None
+    if _margin_at_edge(rules, fills, traded, open_equity[bars - 1]):
         return None
     if _liquidation_touched(inp, rules, fills, traded, decided, seg, position):
         return None
@@ -579,6 +639,7 @@ def _closed_form(inp: Inputs) -> Result | None:
     slippage[bars] = np.where(traded, fills.delta * (fills.price - marks), 0.0)
     return Result(equity=equity, cash=cash, position=position, exposure=exposure,
                   fees=fees, slippage=slippage, funding=funding,
+                  liquidation_fees=np.zeros(o.shape), insurance=np.zeros(o.shape),
                   trades=_closed_form_trades(inp, fills, traded, bars, cum_pay, marked[-1],
                                              rules),
                   rejected=dict.fromkeys(REJECT_REASONS, 0), blown_bar=None,
@@ -596,15 +657,47 @@ def liquidation_price(entry, leverage, mmr, side):
 _liquidation_price = numba.njit(cache=True)(liquidation_price)  # for the compiled loop
 
 
+# The closed form leaves to the loop every order whose initial margin is within this fraction
+# of the equity of the available balance: its equity differs from the loop's by float noise,
+# and it must not pass an order the loop rejects (or the reverse).
+MARGIN_EDGE = 1e-9
+
+
+def _margin_at_edge(rules: np.ndarray, fills: _Fills, traded: np.ndarray,
+                    equity: np.ndarray) -> bool:
+    """Whether an order of the solved path that opens, increases or reverses an isolated
+    position has an initial margin above, or within ``MARGIN_EDGE`` of, the available
+    balance (``equity``: (K,) at each fill bar's open, the equity its orders are sized from).
+    """
+    margined = ~np.isnan(rules[:, MMR])
+    if not margined.any():
+        return False
+    qty = fills.qty
+    zero_row = np.zeros((1, qty.shape[1]))
+    posts = traded & margined
+    im = np.where(posts, np.abs(qty) * fills.price / rules[:, LEV], 0.0)
+    # Margin held after each fill bar: a symbol not traded keeps the margin of its last fill.
+    rows = np.where(posts, np.arange(1, len(qty) + 1)[:, None], 0)
+    np.maximum.accumulate(rows, axis=0, out=rows)
+    after = np.take_along_axis(np.vstack([zero_row, im]), rows, 0)
+    before = np.vstack([zero_row, after[:-1]])
+    # Symbol order: the symbols before s have filled at this open, those after have not.
+    others = (np.cumsum(after, axis=1) - after
+              + before.sum(axis=1, keepdims=True) - np.cumsum(before, axis=1))
+    q_before = np.vstack([zero_row, qty[:-1]])
+    adds = posts & (qty != 0) & ((q_before * qty <= 0) | (np.abs(qty) > np.abs(q_before)))
+    short = im - (equity[:, None] - others) > -MARGIN_EDGE * equity[:, None]
+    return bool((adds & short).any())
+
+
 def _liquidation_touched(inp: Inputs, rules: np.ndarray, fills: _Fills, traded: np.ndarray,
                          decided: np.ndarray, seg: np.ndarray, position: np.ndarray) -> bool:
     """Whether any position of the solved path reaches its liquidation price."""
     mmr = rules[:, MMR]
     if np.isnan(mmr).all():
         return False
-    lev = np.maximum(1.0, row_sum(np.abs(inp.weights[decided])))[:, None]
     qty = fills.qty
-    liq = liquidation_price(fills.price, lev, mmr, np.where(qty > 0, 1.0, -1.0))
+    liq = liquidation_price(fills.price, rules[:, LEV], mmr, np.where(qty > 0, 1.0, -1.0))
     liq = np.where(traded & (qty != 0), liq, np.nan)
     # Untraded symbols keep the level of their last fill.
     rows = np.where(traded, np.arange(1, len(qty) + 1)[:, None], 0)
@@ -647,19 +740,21 @@ def _closed_form_trades(inp: Inputs, fills: _Fills, traded: np.ndarray, bars: np
         pnl = qty * (exit_px - px[opened]) - fees - funding
         reason = np.where(closed, EXIT_REASONS.index("signal"), EXIT_REASONS.index("open"))
         parts.append((np.full(len(opened), s), entry_bar, exit_bar, np.sign(qty), np.abs(qty),
-                      px[opened], exit_px, fees, funding, pnl, reason))
+                      px[opened], exit_px, fees, funding, np.zeros(len(opened)), pnl, reason))
     cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
     return trades_frame([i.symbol for i in inp.instruments], *cols)
 
 
 # ---- compiled bar loop ------------------------------------------------------------------
 # The loop keeps its state in arrays: per-symbol columns of ``st``, scalar slots of ``acc``
-# (cash, trade count, blown bar, leverage of the next fills, exit rules), and writes the
-# per-bar outputs in place; the rare events (fills, liquidations, a blown account) are njit
-# functions of these arrays.
-Q, ENTRY, EBAR, LIQ, STOP, TAKE, TFEES, TFUND, TFLOW, LASTC = range(10)
-CASH, NTRADES, BLOWN_BAR, LEV, SL, TP, TIME_STOP, LONG_CASH = range(8)
+# (cash, trade count, blown bar, exit rules, sizing), and writes the per-bar outputs in
+# place; the rare events (fills, liquidations, a blown account) are njit functions of these
+# arrays.
+Q, ENTRY, EBAR, LIQ, STOP, TAKE, TFEES, TFUND, TFLOW, LASTC, MARGIN, TINS = range(12)
+CASH, NTRADES, BLOWN_BAR, SL, TP, TIME_STOP, LONG_CASH = range(7)
 R_SIGNAL, R_STOP, R_TAKE, R_TIME, R_LIQ, R_BLOWN, R_OPEN = range(len(EXIT_REASONS))
+TRADE_COLS = 11  # symbol, entry bar, exit bar, qty, entry, exit, fees, funding, pnl,
+# reason, insurance
 
 
 class _Out(NamedTuple):
@@ -672,14 +767,15 @@ class _Out(NamedTuple):
     fees: np.ndarray
     slippage: np.ndarray
     funding: np.ndarray
-    trades: np.ndarray  # (capacity, 10): symbol, entry bar, exit bar, qty, entry, exit,
-    # fees, funding, pnl, reason
+    liquidation_fees: np.ndarray
+    insurance: np.ndarray
+    trades: np.ndarray  # (capacity, TRADE_COLS)
     rejected: np.ndarray  # counts in REJECT_REASONS order
 
 
 def loop_state(init_cash: float, exits: ExitRules, long_sizing: str) -> np.ndarray:
     """The compiled loop's scalar slots (``acc``) at the start of a run."""
-    return np.array([init_cash, 0.0, -1.0, 1.0,
+    return np.array([init_cash, 0.0, -1.0,
                      np.nan if exits.stop_loss is None else exits.stop_loss,
                      np.nan if exits.take_profit is None else exits.take_profit,
                      0.0 if exits.time_stop is None else exits.time_stop,
@@ -691,8 +787,8 @@ def _compiled(inp: Inputs, long_sizing: str = "equity") -> Result:
     acc = loop_state(inp.init_cash, inp.exits, long_sizing)
     # Every trade is opened by a filled order, so the changes of target bound the count.
     out = _Out(np.empty(t_n), np.empty(t_n), np.empty(t_n), np.empty((t_n, s_n)),
-               np.zeros((t_n, s_n)), np.zeros((t_n, s_n)), np.zeros((t_n, s_n)),
-               np.empty((int(inp.changed.sum()), 10)),
+               *(np.zeros((t_n, s_n)) for _ in range(5)),
+               np.empty((int(inp.changed.sum()), TRADE_COLS)),
                np.zeros(len(REJECT_REASONS), dtype=np.int64))
     rate = np.full((0, s_n), np.nan) if inp.funding is None else inp.funding
     bars = tuple(np.ascontiguousarray(a) for a in (inp.open, inp.high, inp.low, inp.close))
@@ -702,25 +798,27 @@ def _compiled(inp: Inputs, long_sizing: str = "equity") -> Result:
     frame = trades_frame([i.symbol for i in inp.instruments], tr[:, 0].astype(np.int64),
                          tr[:, 1].astype(np.int64), tr[:, 2].astype(np.int64),
                          np.sign(tr[:, 3]), np.abs(tr[:, 3]), tr[:, 4], tr[:, 5], tr[:, 6],
-                         tr[:, 7], tr[:, 8], tr[:, 9].astype(np.int64))
+                         tr[:, 7], tr[:, 10], tr[:, 8], tr[:, 9].astype(np.int64))
     blown = int(acc[BLOWN_BAR])
     return Result(equity=out.equity, cash=out.cash, position=out.position,
                   exposure=out.exposure, fees=out.fees, slippage=out.slippage,
-                  funding=out.funding, trades=frame,
+                  funding=out.funding, liquidation_fees=out.liquidation_fees,
+                  insurance=out.insurance, trades=frame,
                   rejected=dict(zip(REJECT_REASONS, out.rejected.tolist(), strict=True)),
                   blown_bar=None if blown < 0 else blown, path="compiled")
 
 
-# ``cash``, ``position``, ``fees``, ``slippage`` and ``funding`` may have a single row instead
-# of T: the loop then accumulates into it (what a sweep needs), and writes per bar otherwise.
+# ``cash``, ``position``, ``fees``, ``slippage``, ``funding``, ``liquidation_fees`` and
+# ``insurance`` may have a single row instead of T: the loop then accumulates into it (what
+# a sweep needs), and writes per bar otherwise.
 # The per-bar phases are written inline: a call per bar to an njit helper taking the state
 # arrays costs more (array arguments are reference counted) than the phase itself, and made
 # this loop 5x slower. Only the rare events (fills, liquidations) are functions.
 @numba.njit(cache=True)
 def _loop(o, h, lo, c, rate, changed, weights, rules, acc, equity, cash, exposure,  # noqa: C901
-          position, fees, slippage, funding, trades, rejected):
+          position, fees, slippage, funding, liquidation_fees, insurance, trades, rejected):
     t_n, s_n = o.shape
-    st = np.zeros((s_n, 10))
+    st = np.zeros((s_n, 12))
     st[:, LASTC] = np.nan
     for t in range(t_n):
         for s in range(s_n):  # funding on the position held into the open
@@ -735,7 +833,7 @@ def _loop(o, h, lo, c, rate, changed, weights, rules, acc, equity, cash, exposur
             if q == 0.0 or np.isnan(px):
                 continue
             if px <= st[s, LIQ] if q > 0 else px >= st[s, LIQ]:
-                _liquidate(t, s, st, rules, acc, fees, trades)
+                _liquidate(t, s, st, rules, acc, fees, liquidation_fees, insurance, trades)
             elif px <= st[s, STOP] if q > 0 else px >= st[s, STOP]:
                 _fill(t, s, 0.0, px, R_STOP, st, rules, acc, fees, slippage, trades)
             elif px >= st[s, TAKE] if q > 0 else px <= st[s, TAKE]:
@@ -753,7 +851,7 @@ def _loop(o, h, lo, c, rate, changed, weights, rules, acc, equity, cash, exposur
         for s in range(s_n):  # orders decided at the close of t-1
             if t > 0 and changed[t - 1, s]:
                 if acc[BLOWN_BAR] >= 0:
-                    rejected[2] += 1
+                    rejected[REJ_BLOWN] += 1
                 else:
                     _order(t, s, weights[t - 1, s], eq, o[t, s], st, rules, acc, fees,
                            slippage, trades, rejected)
@@ -763,7 +861,8 @@ def _loop(o, h, lo, c, rate, changed, weights, rules, acc, equity, cash, exposur
                 continue
             if q > 0:
                 if lo[t, s] <= st[s, LIQ]:
-                    _liquidate(t, s, st, rules, acc, fees, trades)
+                    _liquidate(t, s, st, rules, acc, fees, liquidation_fees, insurance,
+                               trades)
                 elif lo[t, s] <= st[s, STOP]:
                     _fill(t, s, 0.0, min(op, st[s, STOP]), R_STOP, st, rules, acc, fees,
                           slippage, trades)
@@ -771,7 +870,7 @@ def _loop(o, h, lo, c, rate, changed, weights, rules, acc, equity, cash, exposur
                     _fill(t, s, 0.0, max(op, st[s, TAKE]), R_TAKE, st, rules, acc, fees,
                           slippage, trades)
             elif h[t, s] >= st[s, LIQ]:
-                _liquidate(t, s, st, rules, acc, fees, trades)
+                _liquidate(t, s, st, rules, acc, fees, liquidation_fees, insurance, trades)
             elif h[t, s] >= st[s, STOP]:
                 _fill(t, s, 0.0, max(op, st[s, STOP]), R_STOP, st, rules, acc, fees,
                       slippage, trades)
@@ -787,17 +886,15 @@ def _loop(o, h, lo, c, rate, changed, weights, rules, acc, equity, cash, exposur
         if acc[BLOWN_BAR] < 0 and acc[CASH] + held <= 0:
             _blow(t, st[:, LASTC].copy(), st, rules, acc, fees, slippage, trades)
             held = 0.0
-        gross, lev = 0.0, 0.0
+        gross = 0.0
         for s in range(s_n):
             q = st[s, Q]
             position[min(t, position.shape[0] - 1), s] = q
             if q != 0.0:
                 gross += abs(q * st[s, LASTC])
-            lev += abs(weights[t, s])
         equity[t] = acc[CASH] + held
         cash[min(t, cash.shape[0] - 1)] = acc[CASH]
         exposure[t] = gross / equity[t] if gross != 0.0 else 0.0
-        acc[LEV] = max(1.0, lev)  # leverage of the fills at the next open
     for s in range(s_n):  # trades still open, marked at the last close
         if st[s, Q] != 0.0:
             st[s, TFLOW] += st[s, Q] * st[s, LASTC]
@@ -820,11 +917,26 @@ def _order(t, s, w, eq, op, st, rules, acc, fees, slippage, trades, rejected):
             qty = old + cap
     if qty == old:
         if w != 0:
-            rejected[0] += 1
-    elif qty != 0 and abs(qty - old) * _fill_price(rules, s, op, qty > old) < rules[s, MINN]:
-        rejected[1] += 1
+            rejected[REJ_ZERO_QTY] += 1
+        return
+    px = _fill_price(rules, s, op, qty > old)
+    if qty != 0 and abs(qty - old) * px < rules[s, MINN]:
+        rejected[REJ_MIN_NOTIONAL] += 1
+    elif (not np.isnan(rules[s, MMR]) and qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
+          and abs(qty) * px / rules[s, LEV] > _available(s, eq, st) + MARGIN_TOL * eq):
+        rejected[REJ_MARGIN] += 1
     else:
         _fill(t, s, qty, op, R_SIGNAL, st, rules, acc, fees, slippage, trades)
+
+
+@numba.njit(cache=True)
+def _available(s, eq, st):
+    """Available balance for symbol s: ``eq`` less the margin the other symbols posted."""
+    posted = 0.0
+    for i in range(st.shape[0]):
+        if i != s:
+            posted += st[i, MARGIN]
+    return eq - posted
 
 
 @numba.njit(cache=True)
@@ -855,9 +967,10 @@ def _fill(t, s, new_qty, price, reason, st, rules, acc, fees, slippage, trades):
         st[s, TFLOW] += old * px - fee_out
         _close_trade(t, s, px, reason, st, acc, trades)
     if new_qty != 0.0:
+        mmr = rules[s, MMR]
         st[s, Q], st[s, ENTRY], st[s, EBAR] = new_qty, px, t
-        st[s, LIQ] = _liquidation_price(px, acc[LEV], rules[s, MMR],
-                                        1.0 if new_qty > 0 else -1.0)
+        st[s, LIQ] = _liquidation_price(px, rules[s, LEV], mmr, 1.0 if new_qty > 0 else -1.0)
+        st[s, MARGIN] = 0.0 if np.isnan(mmr) else abs(new_qty) * px / rules[s, LEV]
         if new_qty > 0:
             st[s, STOP], st[s, TAKE] = px * (1 - acc[SL]), px * (1 + acc[TP])
         else:
@@ -869,15 +982,20 @@ def _fill(t, s, new_qty, price, reason, st, rules, acc, fees, slippage, trades):
 
 
 @numba.njit(cache=True)
-def _liquidate(t, s, st, rules, acc, fees, trades):
-    """Close at the liquidation price; the fee and the rest of the maintenance margin are
-    charged, so the loss is the posted margin plus the liquidation fee."""
-    q, px = st[s, Q], st[s, LIQ]
-    charge = (rules[s, LIQFEE] + rules[s, MMR]) * abs(q) * px
-    acc[CASH] += q * px - charge
-    fees[min(t, fees.shape[0] - 1), s] += charge
-    st[s, TFEES] += charge
-    st[s, TFLOW] += q * px - charge
+def _liquidate(t, s, st, rules, acc, fees, liquidation_fees, insurance, trades):
+    """Close at the liquidation price: the trader loses exactly the posted margin; what is
+    left of it there is the clearance fee, then the insurance fund's (module docstring)."""
+    q, px, margin = st[s, Q], st[s, LIQ], st[s, MARGIN]
+    remaining = min(max(margin + q * (px - st[s, ENTRY]), 0.0), margin)
+    clearance = min(rules[s, LIQFEE] * abs(q) * px, remaining)
+    back = q * st[s, ENTRY] - margin
+    acc[CASH] += back
+    fees[min(t, fees.shape[0] - 1), s] += clearance
+    liquidation_fees[min(t, liquidation_fees.shape[0] - 1), s] += clearance
+    insurance[min(t, insurance.shape[0] - 1), s] += remaining - clearance
+    st[s, TFEES] += clearance
+    st[s, TINS] = remaining - clearance
+    st[s, TFLOW] += back
     _close_trade(t, s, px, R_LIQ, st, acc, trades)
 
 
@@ -895,6 +1013,6 @@ def _close_trade(t, s, px, reason, st, acc, trades):
     trades[n, 0], trades[n, 1], trades[n, 2] = s, st[s, EBAR], t
     trades[n, 3], trades[n, 4], trades[n, 5] = st[s, Q], st[s, ENTRY], px
     trades[n, 6], trades[n, 7], trades[n, 8] = st[s, TFEES], st[s, TFUND], st[s, TFLOW]
-    trades[n, 9] = reason
+    trades[n, 9], trades[n, 10] = reason, st[s, TINS]
     acc[NTRADES] = n + 1
-    st[s, Q] = 0.0
+    st[s, Q], st[s, MARGIN], st[s, TINS] = 0.0, 0.0, 0.0

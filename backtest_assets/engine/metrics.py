@@ -1,9 +1,10 @@
 """Performance metrics of a backtest (pure numpy/polars; no Dagster).
 
 Input contract: a :class:`~backtest_assets.engine.core.Result` (per-bar ``equity``,
-``exposure``, ``position`` (T, S), ``fees``/``slippage``/``funding`` (T, S) and ``trades``),
-the close prices used to run it, the starting cash, and the number of bars in a year (crypto
-trades 24/7: 525,600 one-minute bars, DESIGN.md).
+``exposure``, ``position`` (T, S), ``fees``/``slippage``/``funding``/``liquidation_fees``/
+``insurance`` (T, S) and ``trades``; at least one bar), the close prices used to run it, the
+starting cash, and the number of bars in a year (crypto trades 24/7: 525,600 one-minute
+bars, DESIGN.md).
 
 Definitions (``E_t`` equity at the close of bar t, ``E_{-1}`` the starting cash,
 ``r_t = E_t / E_{t-1} - 1``, ``B`` bars per year, ``T`` bars):
@@ -20,15 +21,18 @@ Definitions (``E_t`` equity at the close of bar t, ``E_{-1}`` the starting cash,
 - turnover: traded notional (``|change of position| * close``, summed over symbols and bars)
   over mean equity, per year; exposure: mean gross exposure and the share of bars with any
   position; fee drag, slippage drag and funding P&L as fractions of the starting cash
-  (funding P&L is what was received minus what was paid).
+  (funding P&L is what was received minus what was paid);
+- liquidations: the number of liquidated trades; liquidation fee drag (the clearance fees,
+  also counted in the fee drag) and insurance drag (the rest of the liquidated margins,
+  forfeited to the insurance fund) as fractions of the starting cash.
 
-Margin (instruments with a maintenance margin rate, given ``weights`` and ``instruments``):
-each trade posts ``qty * entry / L`` with ``L = max(1, sum |weight|)`` of the bar its order
-was decided at, and its liquidation price is the engine's (core.py, Isolated margin). At each
-close with such a position held: margin usage = posted margin / equity (mean and max over
-those bars) and distance to liquidation = ``(close - liq) / close`` for a long,
-``(liq - close) / close`` for a short (the minimum over symbols and bars). NaN when no
-margined position is ever held at a close.
+Margin (instruments with a maintenance margin rate, given ``instruments``): each trade posts
+``qty * entry / L`` with ``L`` the symbol's leverage setting (``Instrument.max_leverage``),
+and its liquidation price is the engine's (core.py, Isolated margin). At each close with
+such a position held: margin usage = posted margin / equity (mean and max over those bars)
+and distance to liquidation = ``(close - liq) / close`` for a long, ``(liq - close) / close``
+for a short (the minimum over symbols and bars). NaN when no margined position is ever held
+at a close.
 
 A ratio whose denominator is zero is NaN (e.g. Sharpe of a flat curve, profit factor without
 a losing trade).
@@ -77,49 +81,47 @@ def _drawdown(equity: np.ndarray, init_cash: float) -> tuple[float, int]:
     return (float(depth.min()) if depth.size else 0.0), longest
 
 
-def margin_path(trades: pl.DataFrame, weights: np.ndarray,
-                instruments: Sequence[Instrument]) -> tuple[np.ndarray, np.ndarray]:
+def margin_path(trades: pl.DataFrame, instruments: Sequence[Instrument],
+                bars: int) -> tuple[np.ndarray, np.ndarray]:
     """Posted margin and liquidation price of the position held at each close.
 
     Parameters
     ----------
     trades : polars.DataFrame
         ``Result.trades``.
-    weights : np.ndarray
-        (T, S) target weights in force after each bar (forward-filled target, 0 before).
     instruments : sequence of Instrument
-        One per column.
+        One per column; ``max_leverage`` is the leverage setting the margin is posted at.
+    bars : int
+        T, the number of bars of the run.
 
     Returns
     -------
     margin, liquidation : (T, S) float64
         0 / NaN where no margined position is held at the close.
     """
-    weights = np.asarray(weights, dtype=np.float64).reshape(len(weights), -1)
-    t_n, s_n = weights.shape
-    margin = np.zeros((t_n, s_n))
-    level = np.full((t_n, s_n), np.nan)
+    s_n = len(instruments)
+    margin = np.zeros((bars, s_n))
+    level = np.full((bars, s_n), np.nan)
     index = {inst.symbol: s for s, inst in enumerate(instruments)}
     mmr = np.array([np.nan if i.maintenance_margin_rate is None else i.maintenance_margin_rate
                     for i in instruments])
     if trades.is_empty() or np.isnan(mmr).all():
         return margin, level
-    gross = np.abs(weights).sum(axis=1)
     # One slice per trade: trades are few next to bars, and a symbol holds one at a time.
     for sym, entry, exit_, side, qty, px in trades.select(
-            "symbol", "entry_bar", pl.col("exit_bar").fill_null(t_n), "side", "qty",
+            "symbol", "entry_bar", pl.col("exit_bar").fill_null(bars), "side", "qty",
             "entry_price").iter_rows():
         s, m = index[sym], mmr[index[sym]]
         if np.isnan(m) or exit_ <= entry:  # no margin, or not held at any close
             continue
-        lev = max(1.0, gross[entry - 1])  # the order was decided at the close before
+        lev = instruments[s].max_leverage
         margin[entry:exit_, s] = qty * px / lev
         level[entry:exit_, s] = liquidation_price(px, lev, m, 1.0 if side == "long" else -1.0)
     return margin, level
 
 
 def metrics(result: Result, close: np.ndarray, *, init_cash: float,
-            bars_per_year: float = BARS_PER_YEAR_1M, weights: np.ndarray | None = None,
+            bars_per_year: float = BARS_PER_YEAR_1M,
             instruments: Sequence[Instrument] | None = None) -> dict[str, float]:
     """Headline metrics of ``result`` (definitions in the module docstring).
 
@@ -133,26 +135,33 @@ def metrics(result: Result, close: np.ndarray, *, init_cash: float,
         Starting cash.
     bars_per_year : float
         Bars in a year at the run's interval (525,600 for 1-minute bars).
-    weights, instruments : optional
-        The weights in force after each bar and the instruments: adds the margin metrics.
+    instruments : sequence of Instrument, optional
+        The run's instruments: adds the margin metrics.
 
     Returns
     -------
     dict[str, float]
         Every metric by name; NaN where a ratio is undefined.
+
+    Raises
+    ------
+    ValueError
+        A result without bars (the engine refuses to run on none).
     """
     eq = np.asarray(result.equity, dtype=np.float64)
     n = eq.size
+    if not n:
+        raise ValueError("no bars: the result has an empty equity curve")
     r = bar_returns(eq, init_cash)
-    growth = eq[-1] / init_cash if n else 1.0
+    growth = eq[-1] / init_cash
     total = growth - 1.0
-    if n and growth > 0:  # via logs: a short, lucky run's annualized growth is inf, not an error
+    if growth > 0:  # via logs: a short, lucky run's annualized growth is inf, not an error
         log_annual = math.log(growth) * bars_per_year / n
         annual = math.expm1(log_annual) if log_annual < 700 else math.inf
     else:
         annual = -1.0
     sd = float(r.std(ddof=1)) if n > 1 else float("nan")
-    downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2))) if n else float("nan")
+    downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
     mdd, mdd_bars = _drawdown(eq, init_cash)
 
     closed = result.trades.filter(pl.col("exit_reason") != "open")
@@ -164,10 +173,10 @@ def metrics(result: Result, close: np.ndarray, *, init_cash: float,
     position = np.asarray(result.position, dtype=np.float64).reshape(n, -1)
     prices = np.nan_to_num(np.asarray(close, dtype=np.float64).reshape(n, -1))
     traded = np.abs(np.diff(position, axis=0, prepend=0.0)) * prices
-    mean_equity = float(eq.mean()) if n else float("nan")
+    mean_equity = float(eq.mean())
     margin_metrics = {}
-    if weights is not None and instruments is not None:
-        margin, liq = margin_path(result.trades, weights, instruments)
+    if instruments is not None:
+        margin, liq = margin_path(result.trades, instruments, n)
         posted = margin.sum(axis=1)
         on = posted > 0
         usage = posted[on] / np.where(eq[on] > 0, eq[on], np.nan)
@@ -195,11 +204,13 @@ def metrics(result: Result, close: np.ndarray, *, init_cash: float,
         "profit_factor": _ratio(gains, losses),
         "expectancy": float(pnl.mean()) if pnl.size else float("nan"),
         "avg_holding_bars": float(holding.mean()) if holding.size else float("nan"),
-        "turnover_per_year": _ratio(float(traded.sum()), mean_equity) * bars_per_year / n
-        if n else float("nan"),
-        "exposure": float(np.mean(result.exposure)) if n else float("nan"),
-        "time_in_market": float(np.mean(np.any(position != 0, axis=1))) if n else float("nan"),
+        "turnover_per_year": _ratio(float(traded.sum()), mean_equity) * bars_per_year / n,
+        "exposure": float(np.mean(result.exposure)),
+        "time_in_market": float(np.mean(np.any(position != 0, axis=1))),
         "fee_drag": float(np.sum(result.fees)) / init_cash,
         "slippage_drag": float(np.sum(result.slippage)) / init_cash,
         "funding_pnl": -float(np.sum(result.funding)) / init_cash,
+        "liquidations": float((result.trades["exit_reason"] == "liquidation").sum()),
+        "liquidation_fee_drag": float(np.sum(result.liquidation_fees)) / init_cash,
+        "insurance_drag": float(np.sum(result.insurance)) / init_cash,
     }

@@ -11,11 +11,13 @@ Everything at bar t is resolved before bar t+1, in this order:
    level: filled at the open), time stop (the position is ``time_stop`` bars old);
 3. blown check on the equity at the open;
 4. orders decided at the close of t-1, all sized from the equity of step 3 (with
-   ``long_sizing="cash"`` a buy is then capped by the cash left at that point);
+   ``long_sizing="cash"`` a buy is then capped by the cash left at that point); an order
+   opening or adding to an isolated position must find its initial margin in that equity
+   less the margin the other symbols' positions hold at that point;
 5. intrabar exits of every position (new ones included): liquidation at the extreme, then
-   stop-loss, then take-profit;
+   stop-loss, then take-profit; a liquidation takes the position's whole posted margin;
 6. marks at the close, blown check on the equity at the close;
-7. targets decided at the close of t (orders for t+1) and the leverage those fills use.
+7. targets decided at the close of t (orders for t+1).
 
 Slow by design (several microseconds per bar and symbol): use it on small inputs.
 """
@@ -31,6 +33,7 @@ import numpy as np
 from backtest_assets.engine.core import (
     EXIT_REASONS,
     GRID_TOL,
+    MARGIN_TOL,
     REJECT_REASONS,
     Inputs,
     Result,
@@ -46,14 +49,16 @@ NAN = float("nan")
 class _Position:
     """An open trade: constant signed quantity since ``bar``."""
 
-    __slots__ = ("bar", "entry", "fees", "flow", "funding", "liq", "qty", "stop", "take")
+    __slots__ = ("bar", "entry", "fees", "flow", "funding", "insurance", "liq", "margin",
+                 "qty", "stop", "take")
 
-    def __init__(self, bar: int, qty: float, entry: float, liq: float, stop: float,
-                 take: float) -> None:
+    def __init__(self, bar: int, qty: float, entry: float, liq: float, margin: float,
+                 stop: float, take: float) -> None:
         self.bar, self.qty, self.entry = bar, qty, entry
-        self.liq, self.stop, self.take = liq, stop, take
+        self.liq, self.margin, self.stop, self.take = liq, margin, stop, take
         self.fees = 0.0
         self.funding = 0.0
+        self.insurance = 0.0
         self.flow = -qty * entry  # cash flows of this trade: its P&L once closed
 
 
@@ -93,21 +98,23 @@ class _Loop:
         self.last_close = [NAN] * self.S
         self.weight = [0.0] * self.S
         self.pending = [False] * self.S
-        self.lev = 1.0
         self.blown_bar: int | None = None
         self.rejected = dict.fromkeys(REJECT_REASONS, 0)
         self.trades: list[tuple] = []
         self.fee_row = [0.0] * self.S
         self.slip_row = [0.0] * self.S
         self.fund_row = [0.0] * self.S
+        self.liq_fee_row = [0.0] * self.S
+        self.insurance_row = [0.0] * self.S
 
     # ---- one bar ------------------------------------------------------------------------
     def run(self) -> Result:
         out = {k: [] for k in ("equity", "cash", "position", "exposure", "fees", "slippage",
-                               "funding")}
+                               "funding", "liquidation_fees", "insurance")}
         for t in range(self.T):
             self.fee_row, self.slip_row, self.fund_row = [0.0] * self.S, [0.0] * self.S, \
                 [0.0] * self.S
+            self.liq_fee_row, self.insurance_row = [0.0] * self.S, [0.0] * self.S
             self.bar(t)
             held = [p.qty if p is not None else 0.0 for p in self.pos]
             equity = self.equity(self.last_close)
@@ -119,6 +126,8 @@ class _Loop:
             out["fees"].append(self.fee_row)
             out["slippage"].append(self.slip_row)
             out["funding"].append(self.fund_row)
+            out["liquidation_fees"].append(self.liq_fee_row)
+            out["insurance"].append(self.insurance_row)
         arrays = {k: np.array(v, dtype=np.float64) for k, v in out.items()}
         return Result(**arrays, trades=self.trades_table(), rejected=self.rejected,
                       blown_bar=self.blown_bar, path="reference")
@@ -168,7 +177,6 @@ class _Loop:
             if not math.isnan(w) and w != self.weight[s]:
                 self.weight[s] = w
                 self.pending[s] = True
-        self.lev = max(1.0, sum(abs(w) for w in self.weight))
 
     def equity(self, marks: list[float]) -> float:
         return self.cash + sum(p.qty * marks[s] for s, p in enumerate(self.pos)
@@ -199,6 +207,14 @@ class _Loop:
         if qty != 0 and abs(qty - old) * price < inst.min_notional:
             self.rejected["min_notional"] += 1
             return
+        opens = qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
+        if inst.maintenance_margin_rate is not None and opens:
+            # Isolated margin: the new position's initial margin must be available in the
+            # equity this open sizes from, less what the other symbols' positions hold now.
+            others = sum(p.margin for i, p in enumerate(self.pos) if p is not None and i != s)
+            if abs(qty) * price / inst.max_leverage > equity - others + MARGIN_TOL * equity:
+                self.rejected["insufficient_margin"] += 1
+                return
         self.fill(t, s, qty, o, SIGNAL)
 
     def open_exit(self, t: int, s: int, p: _Position, o: float) -> None:
@@ -267,31 +283,40 @@ class _Loop:
             self.open_trade(t, s, new_qty, px, fee - fee_out)
 
     def open_trade(self, t: int, s: int, qty: float, px: float, fee: float) -> None:
-        mmr = self.insts[s].maintenance_margin_rate
-        lev = self.lev
+        inst = self.insts[s]
+        mmr, lev = inst.maintenance_margin_rate, inst.max_leverage
+        margin = 0.0 if mmr is None else abs(qty) * px / lev
         if qty > 0:
             liq = NAN if mmr is None else px * (1 - 1 / lev) / (1 - mmr)
-            p = _Position(t, qty, px, liq, px * (1 - self.sl), px * (1 + self.tp))
+            p = _Position(t, qty, px, liq, margin, px * (1 - self.sl), px * (1 + self.tp))
         else:
             liq = NAN if mmr is None else px * (1 + 1 / lev) / (1 + mmr)
-            p = _Position(t, qty, px, liq, px * (1 + self.sl), px * (1 - self.tp))
+            p = _Position(t, qty, px, liq, margin, px * (1 + self.sl), px * (1 - self.tp))
         p.fees = fee
         p.flow -= fee
         self.pos[s] = p
 
     def liquidate(self, t: int, s: int, p: _Position) -> None:
+        """Closed at the liquidation price; the trader loses the posted margin, no more: what
+        is left of it there (the maintenance margin) pays the clearance fee, and the rest goes
+        to the insurance fund."""
         inst = self.insts[s]
-        assert inst.maintenance_margin_rate is not None  # a liquidation price implies it
-        charge = (inst.liquidation_fee_rate + inst.maintenance_margin_rate) * abs(p.qty) * p.liq
-        self.cash += p.qty * p.liq - charge
-        self.fee_row[s] += charge
-        p.fees += charge
-        p.flow += p.qty * p.liq - charge
+        left = p.margin + p.qty * (p.liq - p.entry)  # margin + unrealized PnL at the level
+        left = min(max(left, 0.0), p.margin)
+        clearance = min(inst.liquidation_fee_rate * abs(p.qty) * p.liq, left)
+        back = p.qty * p.entry - p.margin  # = qty * liq - left: the position less its margin
+        self.cash += back
+        self.fee_row[s] += clearance
+        self.liq_fee_row[s] += clearance
+        self.insurance_row[s] += left - clearance
+        p.fees += clearance
+        p.insurance = left - clearance
+        p.flow += back
         self.close_trade(t, s, p, p.liq, LIQUIDATION)
 
     def close_trade(self, t: int, s: int, p: _Position, px: float, reason: int) -> None:
-        self.trades.append((s, p.bar, t, p.qty, p.entry, px, p.fees, p.funding, p.flow,
-                            reason))
+        self.trades.append((s, p.bar, t, p.qty, p.entry, px, p.fees, p.funding, p.insurance,
+                            p.flow, reason))
         self.pos[s] = None
 
     def trades_table(self):
@@ -300,13 +325,14 @@ class _Loop:
             if p is not None:
                 mark = self.last_close[s]
                 rows.append((s, p.bar, -1, p.qty, p.entry, mark, p.fees, p.funding,
-                             p.flow + p.qty * mark, OPEN))
-        cols = list(zip(*rows, strict=True)) if rows else [()] * 10
-        sym, entry_bar, exit_bar, qty, entry, exit_, fees, fund, pnl, reason = (
+                             p.insurance, p.flow + p.qty * mark, OPEN))
+        cols = list(zip(*rows, strict=True)) if rows else [()] * 11
+        sym, entry_bar, exit_bar, qty, entry, exit_, fees, fund, insurance, pnl, reason = (
             np.array(c) for c in cols)
         qty = qty.astype(np.float64)
         return trades_frame(self.symbols, sym.astype(np.int64), entry_bar.astype(np.int64),
                             exit_bar.astype(np.int64), np.sign(qty), np.abs(qty),
                             entry.astype(np.float64), exit_.astype(np.float64),
                             fees.astype(np.float64), fund.astype(np.float64),
-                            pnl.astype(np.float64), reason.astype(np.int64))
+                            insurance.astype(np.float64), pnl.astype(np.float64),
+                            reason.astype(np.int64))

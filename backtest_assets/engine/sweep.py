@@ -25,6 +25,8 @@ import polars as pl
 
 from backtest_assets.engine.core import (
     R_OPEN,
+    REJECT_REASONS,
+    TRADE_COLS,
     _loop,
     _rules,
     check_inputs,
@@ -38,6 +40,7 @@ from backtest_assets.engine.venue import ExitRules, Instrument
 SWEEP_METRICS = ("total_return", "sharpe", "sortino", "max_drawdown", "trades", "win_rate",
                  "fee_drag", "slippage_drag", "funding_pnl", "exposure", "final_equity",
                  "rejected", "blown_bar")
+N_REJECT = len(REJECT_REASONS)
 
 
 def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
@@ -152,10 +155,11 @@ def _sweep_kernel(o, h, lo, c, rate, changed, weights, rules, accs, equity, expo
     for j in numba.prange(k_n):
         acc = accs[j].copy()
         fees, slippage, funding = np.zeros((1, s_n)), np.zeros((1, s_n)), np.zeros((1, s_n))
-        trades = np.empty((max(1, int(changed[j].sum())), 10))
-        rejected = np.zeros(3, dtype=np.int64)
+        trades = np.empty((max(1, int(changed[j].sum())), TRADE_COLS))
+        rejected = np.zeros(N_REJECT, dtype=np.int64)
         _loop(o, h, lo, c, rate, changed[j], weights[j], rules, acc, equity[j], np.empty(1),
-              exposure[j], np.empty((1, s_n)), fees, slippage, funding, trades, rejected)
+              exposure[j], np.empty((1, s_n)), fees, slippage, funding, np.zeros((1, s_n)),
+              np.zeros((1, s_n)), trades, rejected)
         _summarize(equity[j], exposure[j], fees, slippage, funding, trades[:int(acc[1])],
                    rejected, acc[2], accs[j, 0], out[j])
         ret = exposure[j]  # _summarize left the bar returns there

@@ -33,12 +33,19 @@ class Instrument:
     min_notional : float
         Orders with ``|qty * fill price|`` below it are rejected (closing orders are exempt).
     max_leverage : float
-        Largest gross exposure / equity a target may ask for while this symbol is held.
+        The symbol's leverage setting L: the largest gross exposure / equity a target may
+        ask for while this symbol is held and, with a maintenance margin rate, the leverage
+        its isolated positions post margin at (``notional / L``; the target only sets the
+        notional). ``from_venue`` takes the venue's cap unless given (Binance's default
+        setting is 20x); a setting above the target's gross leaves headroom for slippage
+        and fees, which the initial margin check would otherwise refuse.
     maintenance_margin_rate : float or None
-        Isolated-margin maintenance rate; None means the position is never liquidated
-        (spot, or a study that ignores margin).
+        Isolated-margin maintenance rate; None means the position posts no margin and is
+        never liquidated (spot, or a study that ignores margin). Must be below
+        ``1 / max_leverage`` (the venues cap a tier's leverage so).
     liquidation_fee_rate : float
-        Fraction of the notional at the liquidation price charged on liquidation.
+        Clearance fee on liquidation, as a fraction of the notional at the liquidation
+        price; it is paid from what is left of the margin, never more.
     """
 
     symbol: str
@@ -105,6 +112,9 @@ class Instrument:
         mmr = self.maintenance_margin_rate
         if mmr is not None and not (math.isfinite(mmr) and 0 <= mmr < 1):
             raise bad("maintenance_margin_rate", "is out of range [0, 1)")
+        if mmr is not None and mmr * self.max_leverage >= 1:
+            raise bad("maintenance_margin_rate", f"is not below 1 / max_leverage "
+                      f"({self.max_leverage:g}): the position would be liquidated at entry")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -354,6 +354,10 @@ class VenueSpec:
         mmr = self.maintenance_margin_rate
         if mmr is not None and not 0 <= mmr < 0.5:
             raise ValueError(f"maintenance_margin_rate: {mmr} is out of range [0, 0.5)")
+        if mmr is not None and mmr * self.max_leverage >= 1:
+            raise ValueError(f"maintenance_margin_rate: {mmr} is not below 1 / max_leverage "
+                             f"({self.max_leverage}): a position at the cap would be "
+                             "liquidated at entry")
         if not 0 <= self.liquidation_fee_rate < 0.1:
             raise ValueError(f"liquidation_fee_rate: {self.liquidation_fee_rate} is out of "
                              "range [0, 0.1)")
@@ -536,7 +540,10 @@ class StrategySpec:
     ``direction``: ``continuation`` / ``mean_reversion`` follow / fade the event's direction
     (or the sign of the entry condition's feature), ``long`` / ``short`` are fixed.
     ``target_weight``: the position per symbol as a fraction of equity; ``leverage`` caps
-    the gross exposure over all symbols and must be within the venue's cap.
+    the gross exposure over all symbols, must be within the venue's cap, and is each
+    symbol's leverage setting: an isolated position posts ``notional / leverage`` of margin,
+    so a gross weight equal to it leaves no room for slippage and fees (the engine rejects
+    such entries: insufficient_margin).
     """
 
     name: str

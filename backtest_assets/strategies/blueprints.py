@@ -49,6 +49,10 @@ _FOLLOW = {"continuation": 1.0, "mean_reversion": -1.0}
 _FIXED = {"long": 1.0, "short": -1.0}
 # Stop-losses a Phase-2 survivor's walk-forward grid tries (from_survivor).
 SURVIVOR_STOPS = (0.01, 0.02, 0.04)
+# A survivor's leverage setting over its gross weight (from_survivor): its isolated positions
+# post notional / leverage, and a setting equal to the gross weight would ask for the whole
+# equity plus the slippage as margin, which the engine refuses (insufficient_margin).
+SURVIVOR_LEVERAGE_HEADROOM = 2.0
 
 
 def _naive_utc(d: dt.datetime) -> dt.datetime:
@@ -380,7 +384,10 @@ def from_survivor(row: Mapping, *, universe_symbols: Sequence[str],
     horizon_bars : mapping of str to int
         Horizon -> bars, keyed ``"15m"`` or ``"fwd_ret_15m"`` (``SpecRegistry.label_bars``).
     weight_budget : float
-        Gross weight shared equally by the symbols; the leverage is ``max(1, budget)``.
+        Gross weight shared equally by the symbols. The leverage setting is
+        ``SURVIVOR_LEVERAGE_HEADROOM x max(1, budget)`` (2x for the default budget of 1): a
+        venue-true isolated setting whose margin (notional / leverage) leaves room for the
+        slippage, fees and price moves that a setting equal to the gross weight would not.
 
     Returns
     -------
@@ -413,7 +420,7 @@ def from_survivor(row: Mapping, *, universe_symbols: Sequence[str],
         grid={"exits.time_stop_bars": tuple(float(b) for b in sorted(
                   {max(1, int(bars) // 2), int(bars), 2 * int(bars)})),
               "exits.stop_loss": SURVIVOR_STOPS},
-        leverage=max(1.0, weight_budget))
+        leverage=SURVIVOR_LEVERAGE_HEADROOM * max(1.0, weight_budget))
     bp.validate()
     bp.entry.validate()
     bp.exits.validate()

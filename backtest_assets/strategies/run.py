@@ -11,7 +11,12 @@ engine (refusing bad input before simulating) and returns three frames:
   the running peak (the starting cash is the first peak), and the fees, slippage and funding
   paid in the bar over all symbols;
 - metrics: one row, every metric of :func:`backtest_assets.engine.metrics.metrics` (margin
-  included) plus the rejected orders per reason, the blown bar and the run's size.
+  and liquidations included) plus the rejected orders per reason (``rejected_<reason>`` for
+  each of ``REJECT_REASONS``, ``insufficient_margin`` among them), the blown bar and the
+  run's size.
+
+The blueprint's ``leverage`` is each symbol's leverage setting (``Instrument.max_leverage``):
+its isolated positions post ``notional / leverage`` (core.py, Isolated margin).
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import numpy as np
 import polars as pl
 
 from backtest_assets.engine import REJECT_REASONS, Instrument, backtest
-from backtest_assets.engine.core import forward_fill
 from backtest_assets.engine.metrics import drawdown_path, metrics
 from backtest_assets.specs.models import StrategySpec, VenueSpec
 from backtest_assets.strategies.blueprints import Panel, exit_rules, flat_start, targets
@@ -42,7 +46,8 @@ class BlueprintRun:
 
 
 def instruments_for(bp: StrategySpec, venue: VenueSpec) -> list[Instrument]:
-    """The blueprint's symbols on its venue, with the blueprint's leverage as the cap.
+    """The blueprint's symbols on its venue, with the blueprint's leverage as the cap and
+    the leverage setting its isolated positions post margin at.
 
     Raises ``ValueError`` when the blueprint asks for more leverage than the venue allows.
     """
@@ -87,9 +92,8 @@ def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.n
     res = backtest(panel.open, panel.high, panel.low, panel.close, target, insts,
                    funding=rates, exits=exit_rules(bp), init_cash=init_cash)
     bars_per_year = MINUTES_PER_YEAR / panel.interval_minutes
-    weights = forward_fill(target)
     m = metrics(res, panel.close, init_cash=init_cash, bars_per_year=bars_per_year,
-                weights=weights, instruments=insts)
+                instruments=insts)
 
     step = np.timedelta64(panel.interval_minutes, "m")
     tr = res.trades

@@ -39,7 +39,6 @@ import numpy as np
 import polars as pl
 
 from backtest_assets.engine import backtest
-from backtest_assets.engine.core import forward_fill
 from backtest_assets.engine.metrics import bar_returns, drawdown_path, metrics
 from backtest_assets.engine.sweep import SWEEP_METRICS, sweep
 from backtest_assets.specs.models import CostStress, StrategySpec, VenueSpec, WalkForwardSpec
@@ -255,8 +254,7 @@ class _Simulator:
         bars = self._bars(a, b)
         res = backtest(**bars, target=tgt, instruments=insts, exits=self.exits[k])
         return metrics(res, bars["close"], init_cash=self.m.init_cash,
-                       bars_per_year=self.annual ** 2, weights=forward_fill(tgt),
-                       instruments=insts), res
+                       bars_per_year=self.annual ** 2, instruments=insts), res
 
     def describe(self, split: F.Split, sample: str, k: int | None, a: int, b: int) -> dict:
         ts, step = self.m.panel.ts, np.timedelta64(self.m.panel.interval_minutes, "m")

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from backtest_assets.engine.core import forward_fill
 from backtest_assets.specs.models import Condition, Entry, Exits, StrategySpec
 from backtest_assets.specs.registry import load_registry
-from backtest_assets.strategies import Panel, targets
+from backtest_assets.strategies import Panel
+from backtest_assets.strategies.blueprints import from_survivor
 from backtest_assets.strategies.catalog import catalog, load_blueprint, problems
 from backtest_assets.strategies.run import instruments_for, run_blueprint
 
@@ -75,10 +75,13 @@ def test_run_frames_reconcile():
     # Funding was exchanged (8-hourly rates on held positions), and fees at venue rates.
     assert equity["funding"].abs().sum() > 0
     assert m["fee_drag"] > 0 and m["rejected_min_notional"] == 0
-    # Margin: 0.5 + 0.5 at 1x posts the entry notional, about the equity (over it when the
-    # positions lose); a 1x long cannot be liquidated (its level is 0).
+    # Margin: 0.5 + 0.5 at a 1x setting posts the entry notional, about the equity (over it
+    # when the positions lose); a 1x long cannot be liquidated (its level is 0). With both
+    # symbols signalling, the second entry's margin (its notional, slippage included) is
+    # more than the first left: refused.
     assert 0.9 < m["margin_usage_max"] < 1.1
     assert m["min_liquidation_distance"] > 0
+    assert m["rejected_insufficient_margin"] > 0 and m["liquidations"] == 0
 
 
 def test_a_symbol_that_never_signals_stays_flat_and_pays_no_funding():
@@ -125,14 +128,15 @@ def test_instruments_take_the_venue_filters_and_the_blueprint_leverage():
 
 def test_leveraged_run_reports_margin_and_liquidation_distance():
     panel, funding = market(seed=3)
-    bp = momentum(leverage=6.0, target_weight=3.0)
+    bp = momentum(leverage=8.0, target_weight=3.0)
     features = {"ret_12": ret_12(panel)}
     run = run_blueprint(bp, panel, features=features, events=None, funding=funding,
                         venue=VENUE, init_cash=100_000.0)
     m = run.metrics.row(0, named=True)
-    # Independently: a fill posts qty * entry / L, L = the gross target weight when the order
-    # was decided (3 with one symbol in, 6 with both), and its level is the engine's.
-    weights = forward_fill(targets(bp, panel, features, None))
+    assert m["rejected_insufficient_margin"] == 0  # 3 + 3 at a setting of 8: headroom
+    # Independently: a fill posts qty * entry / L, L = the blueprint's leverage (the
+    # symbol's setting, whatever the target), and its level is the engine's.
+    lev = 8.0
     usage, distance = [], []
     for t in range(N):
         posted, dist = 0.0, np.inf
@@ -140,7 +144,6 @@ def test_leveraged_run_reports_margin_and_liquidation_distance():
             exit_bar = N if row["exit_bar"] is None else row["exit_bar"]
             if not row["entry_bar"] <= t < exit_bar:
                 continue
-            lev = max(1.0, np.abs(weights[row["entry_bar"] - 1]).sum())
             posted += row["qty"] * row["entry_price"] / lev
             c = panel.close[t, bp.symbols.index(row["symbol"])]
             if row["side"] == "long":
@@ -154,9 +157,41 @@ def test_leveraged_run_reports_margin_and_liquidation_distance():
     assert m["margin_usage_mean"] == pytest.approx(np.mean(usage), rel=1e-9)
     assert m["margin_usage_max"] == pytest.approx(max(usage), rel=1e-9)
     assert m["min_liquidation_distance"] == pytest.approx(min(distance), rel=1e-9)
-    # At 3x to 6x a level sits 1/6 .. 1/3 of the entry away, less the maintenance margin.
-    assert 0 < m["min_liquidation_distance"] < 1 / 3
+    # At 8x a level sits 1/8 of the entry away, less the maintenance margin.
+    assert 0 < m["min_liquidation_distance"] < 1 / 8
 
+
+def test_a_gross_weight_at_the_leverage_setting_has_entries_refused_for_margin():
+    # 3 + 3 at a setting of 6: with one symbol in (margin 3/6 of the equity, plus slippage),
+    # the other's entry asks for more than is left; the engine refuses it, as the venue would.
+    panel, funding = market(seed=3)
+    bp = momentum(leverage=6.0, target_weight=3.0)
+    run = run_blueprint(bp, panel, features={"ret_12": ret_12(panel)}, events=None,
+                        funding=funding, venue=VENUE, init_cash=100_000.0)
+    m = run.metrics.row(0, named=True)
+    assert m["rejected_insufficient_margin"] > 0
+    assert m["rejected_zero_qty"] == m["rejected_min_notional"] == m["rejected_blown"] == 0
+
+
+
+@pytest.mark.parametrize("name", sorted(REG.strategies))
+def test_baseline_blueprints_keep_trading_under_the_margin_check(name):
+    # 0.3 on each of 3 symbols at a 1x setting posts at most 0.9 of the equity (plus
+    # slippage): every entry finds its margin. Entries are made to fire often here.
+    panel, funding = market(symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT"), seed=5)
+    rng = np.random.default_rng(0)
+    features = {"ret_48": rng.normal(0, 0.02, panel.open.shape),
+                "ret_1_z": rng.normal(0, 2.5, panel.open.shape)}
+    events = pl.DataFrame({"event_type": "vol_compression_breakout",
+                           "symbol": rng.choice(panel.symbols, 60),
+                           "ts": panel.ts[rng.integers(0, N, 60)],
+                           "direction": rng.choice([-1, 1], 60)}).unique(["symbol", "ts"])
+    run = run_blueprint(REG.strategies[name], panel, features=features, events=events,
+                        funding=funding, venue=VENUE, init_cash=100_000.0)
+    m = run.metrics.row(0, named=True)
+    assert m["trades"] >= 20
+    assert m["rejected_insufficient_margin"] == 0 and m["liquidations"] == 0
+    assert 0.5 < m["margin_usage_max"] < 0.95
 
 def survivors() -> pl.DataFrame:
     return pl.DataFrame({
@@ -193,8 +228,32 @@ def test_catalog_problems_name_the_blueprint_and_field():
         f"{name}: entry.event: unknown event type 'oi_crash'"]
     assert problems(REG, edited('"ETHUSDT"', '"DOGEUSDT"')) == [
         f"{name}: symbols[0]: DOGEUSDT is not in universe.yaml"]
-    assert problems(REG, edited('"leverage":1.0', '"leverage":40.0')) == [
+    assert problems(REG, edited('"leverage":2.0', '"leverage":40.0')) == [
         f"{name}: leverage: 40.0 is above binance_usdm_vip0's cap of 20.0"]
     assert problems(REG, pl.concat([row, row])) == [f"{name}: 2 blueprints share this name"]
     assert problems(REG, edited('"target_weight":1.0', '"target_weight":-1.0'))[0].startswith(
         f"{name}: ")
+
+
+def test_a_survivor_trades_its_full_weight_thanks_to_the_leverage_headroom():
+    # A single-symbol survivor puts its whole budget (weight 1) on one symbol; its setting of
+    # 2 posts half the notional. At a setting of 1 a long entry's margin is its notional at
+    # the open plus the slippage, less what the lot rounding cut: more than the equity unless
+    # the rounding cut more than the slippage added, so entries are refused at random. (The
+    # events fall, so the mean reversion buys; a short sells below the open and fits.)
+    panel, funding = market(symbols=("ETHUSDT",), seed=2)
+    row = survivors().row(1, named=True)  # oi_flush mean reversion 15m on ETHUSDT
+    bp = from_survivor(row, universe_symbols=("ETHUSDT",), horizon_bars={"15m": 3})
+    rng = np.random.default_rng(1)
+    events = pl.DataFrame({"event_type": "oi_flush", "symbol": "ETHUSDT",
+                           "ts": np.unique(panel.ts[rng.integers(0, N, 40)]),
+                           "direction": -1})
+    args = dict(features={}, events=events, funding=funding, venue=VENUE, init_cash=1e5)
+    m = run_blueprint(bp, panel, **args).metrics.row(0, named=True)
+    assert bp.leverage == 2.0 and m["trades"] >= 20
+    assert m["rejected_insufficient_margin"] == 0
+    assert m["margin_usage_max"] == pytest.approx(0.5, abs=0.01)
+    at_1x = run_blueprint(dataclasses.replace(bp, leverage=1.0), panel, **args)
+    m1 = at_1x.metrics.row(0, named=True)
+    assert m1["rejected_insufficient_margin"] >= 5
+    assert m1["trades"] + m1["rejected_insufficient_margin"] == m["trades"]

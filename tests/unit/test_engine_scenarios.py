@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backtest_assets.engine import ExitRules, Instrument, backtest, backtest_reference
+from backtest_assets.engine import (
+    REJECT_REASONS,
+    ExitRules,
+    Instrument,
+    backtest,
+    backtest_reference,
+)
 from backtest_assets.specs.loader import build, read_yaml
 from backtest_assets.specs.models import FeesSpec
 
@@ -169,8 +175,8 @@ def test_funding_a_long_pays_and_a_short_receives(run):
 
 
 def test_liquidation_at_the_bar_extreme_before_the_stop(run):
-    # No taker fee or slippage; maintenance 1%, liquidation fee 0.5%, max leverage 3.
-    # A: 1.5 and B: 0.5 of equity, so gross leverage 2 and each position posts notional / 2.
+    # No taker fee or slippage; maintenance 1%, liquidation fee 0.5%, leverage setting 3:
+    # every isolated position posts notional / 3, whatever the target.
     a = Instrument(symbol="AUSDT", max_leverage=3, maintenance_margin_rate=0.01,
                    liquidation_fee_rate=0.005)
     b = Instrument(symbol="BUSDT", max_leverage=3, maintenance_margin_rate=0.01,
@@ -179,19 +185,25 @@ def test_liquidation_at_the_bar_extreme_before_the_stop(run):
     high = o + 1
     low = np.array([[99, 49], [95, 49], [50, 49], [59, 49]], dtype=float)
     target = np.array([[1.5, 0.5], [NAN, NAN], [NAN, NAN], [NAN, NAN]])
-    # Bar 1: buy A 150 @ 100 (margin 7,500) and B 100 @ 50; cash -10,000.
-    # A's liquidation price: 100 * (1 - 1/2) / (1 - 0.01) = 50.5050...; its stop (45%) is 55.
-    # Bar 2: low 50 reaches both: liquidated at 50.5050 (before the stop): cash += 150 * liq
-    # = 7,575.76, charged (0.005 + 0.01) * 7,575.76 = 113.64; cash -2,537.88, equity
-    # -2,537.88 + 100 * 50 = 2,462.12: the loss is the margin 7,500 + fee 0.005 * 7,575.76.
+    # Bar 1: buy A 150 @ 100 (margin 5,000 of 10,000 available) and B 100 @ 50 (margin
+    # 1,666.67 of the 5,000 left); cash -10,000.
+    # A's liquidation price: 100 * (1 - 1/3) / (1 - 0.01) = 67.3400...; its stop (45%) is 55.
+    # Bar 2: low 50 reaches both: liquidated at 67.34 (before the stop). Left of the margin
+    # there: 5,000 + 150 * (67.34 - 100) = 101.01 = 1% of 150 * 67.34; clearance fee 0.5% =
+    # 50.505, the other 50.505 to the insurance fund. Cash += 150 * 100 - 5,000 = 10,000:
+    # cash 0, equity 0 + 100 * 50 = 5,000: the loss is the margin, 5,000, and no more.
     r = run(o, high, low, o, target, [a, b], exits=ExitRules(stop_loss=0.45), init_cash=CASH)
-    liq = 50 / 0.99
+    liq = 200 / 3 / 0.99
     trades = r.trades.filter(symbol="AUSDT").row(0, named=True)
     assert (trades["exit_bar"], trades["exit_reason"]) == (2, "liquidation")
     assert trades["exit_price"] == approx(liq)
-    assert r.fees[2, 0] == approx(0.015 * 150 * liq)
-    assert r.equity[2] == approx(10_000 - 7_500 - 0.005 * 150 * liq)
-    assert trades["pnl"] == approx(-7_500 - 0.005 * 150 * liq)
+    assert r.fees[2, 0] == approx(0.005 * 150 * liq)
+    assert r.liquidation_fees[2].tolist() == approx([0.005 * 150 * liq, 0])
+    assert r.insurance[2].tolist() == approx([0.005 * 150 * liq, 0])
+    assert r.cash[2] == approx(0)
+    assert r.equity[2] == approx(10_000 - 5_000)
+    assert [trades["fees"], trades["insurance"], trades["pnl"]] == approx(
+        [0.005 * 150 * liq, 0.005 * 150 * liq, -5_000])
     assert r.position[2].tolist() == [0, 100]
     assert r.blown_bar is None
 
@@ -224,7 +236,8 @@ def test_min_notional_rejection_is_counted_never_resized(run):
     ])
     r = run(**bars, instruments=inst, init_cash=CASH)
     assert r.position[:, 0].tolist() == [0, 0, 0, 2, 0]
-    assert r.rejected == {"zero_qty": 0, "min_notional": 1, "blown": 0}
+    assert r.rejected == {"zero_qty": 0, "min_notional": 1, "insufficient_margin": 0,
+                          "blown": 0}
 
 
 def test_lot_and_tick_rounding(run):
@@ -244,7 +257,8 @@ def test_lot_and_tick_rounding(run):
     assert r.cash.tolist() == approx([CASH, CASH, -15.665, 4_985.985, 4_985.985])
     assert r.trades["entry_price"].to_list() == approx([30.05, 29.95])
     assert r.trades["exit_price"][0] == approx(29.95)
-    assert r.rejected == {"zero_qty": 2, "min_notional": 0, "blown": 0}
+    assert r.rejected == {"zero_qty": 2, "min_notional": 0, "insufficient_margin": 0,
+                          "blown": 0}
 
 
 def test_blown_account_closes_everything_and_stops_trading(run):
@@ -299,7 +313,7 @@ def test_no_change_of_target_no_trade(run):
     r = run(**bars, instruments=COSTS, init_cash=CASH)
     assert r.equity.tolist() == [CASH] * 3
     assert r.trades.is_empty() and r.trades.columns[-1] == "exit_reason"
-    assert r.rejected == {"zero_qty": 0, "min_notional": 0, "blown": 0}
+    assert r.rejected == dict.fromkeys(REJECT_REASONS, 0)
 
 
 def test_closed_form_is_taken_when_asked_and_no_rule_is_path_dependent():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backtest_assets.engine import Instrument, backtest, backtest_reference
+from backtest_assets.engine import REJECT_REASONS, Instrument, backtest, backtest_reference
 from tests.unit.test_engine_parity import assert_invariants, assert_same, synthetic_case
 
 PEERS = Path(__file__).resolve().parents[2].parent / "shared" / "bench" / "peers"
@@ -52,7 +52,7 @@ def _check_against_exact(p: dict, n: int, engine) -> float:
     want, n_trades = bench.equity_exact(o, c, p["tgt"][:n])
     got = engine(o, h, lo, c, p["target"][:n], p["inst"], init_cash=bench.INIT_CASH,
                  long_sizing="cash")
-    assert got.rejected == {"zero_qty": 0, "min_notional": 0, "blown": 0}
+    assert got.rejected == dict.fromkeys(REJECT_REASONS, 0)
     assert len(got.trades) == n_trades - int((p["tgt"][:n][np.flatnonzero(
         np.diff(np.concatenate([[0.0], p["tgt"][:n]])))] == 0).sum())
     rel = float(np.max(np.abs(got.equity / want - 1)))

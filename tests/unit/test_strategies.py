@@ -283,7 +283,7 @@ def test_from_survivor_pooled():
     assert bp.entry == Entry(event="funding_spike")
     assert bp.direction == "mean_reversion"
     assert bp.target_weight == pytest.approx(1 / 3)
-    assert bp.leverage == 1.0
+    assert bp.leverage == 2.0  # the setting its isolated margin is posted at: 2x headroom
     assert bp.exits == Exits(time_stop_bars=12)
     assert bp.venue is None
     assert bp.description == ("Phase-2 survivor h42: mean_reversion after funding_spike over "
@@ -295,10 +295,10 @@ def test_from_survivor_single_symbol_and_budget():
                                 horizon="15m"),
                        universe_symbols=UNIVERSE, horizon_bars={"15m": 3}, weight_budget=2.0)
     assert (bp.name, bp.symbols) == ("p2_funding_spike_continuation_15m_ethusdt", ("ETHUSDT",))
-    assert (bp.target_weight, bp.leverage, bp.exits.time_stop_bars) == (2.0, 2.0, 3)
+    assert (bp.target_weight, bp.leverage, bp.exits.time_stop_bars) == (2.0, 4.0, 3)
     half = from_survivor(survivor(), universe_symbols=UNIVERSE, horizon_bars=HORIZONS,
                          weight_budget=0.6)
-    assert (half.target_weight, half.leverage) == (pytest.approx(0.2), 1.0)
+    assert (half.target_weight, half.leverage) == (pytest.approx(0.2), 2.0)
 
 
 def test_from_survivor_shortens_long_names_deterministically():

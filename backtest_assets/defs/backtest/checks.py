@@ -66,6 +66,10 @@ METRICS_MODEL = pa.DataFrameSchema({
     "fee_drag": pa.Column(pl.Float64, pa.Check.ge(0)),
     "margin_usage_max": pa.Column(pl.Float64, nullable=True),
     "min_liquidation_distance": pa.Column(pl.Float64, nullable=True),
+    "liquidations": pa.Column(pl.Float64, pa.Check.ge(0)),
+    "liquidation_fee_drag": pa.Column(pl.Float64, pa.Check.ge(0)),
+    "insurance_drag": pa.Column(pl.Float64, pa.Check.ge(0)),
+    "rejected_insufficient_margin": pa.Column(pl.Int64, pa.Check.ge(0)),
 })
 
 
