@@ -1,76 +1,170 @@
-"""Calibration of the Phase 2 tests on simulated markets: null p-values, FDR and power.
+"""Calibration of Phase 2's test on simulated markets: family FDR under adversarial nulls,
+FDR with true effects, and power.
 
-One simulated dataset is a market of ``N_SYMBOLS`` symbols over ``N_BARS`` base bars whose
-bar returns share a common factor (correlation ``RHO``) and a stochastic volatility
-(log-volatility AR(1), volatility clustering as in GARCH; ``vol_of_vol=0`` gives iid bars).
-Each of ``N_EVENT_TYPES`` event types fires in clusters: a Poisson number of cluster centres,
-a random direction per cluster, and at each centre every symbol joins with probability
-``P_JOIN`` with 1 + Poisson(1) events within ``SPREAD`` bars -- so the symbols' events share
-bars, as pooled cross-symbol events do. The forward return of an event at bar t for horizon
-h is the sum of the bar returns t+1..t+h (DESIGN.md: entry at the next bar), overlapping for
-events closer than h; the signed return is direction x forward return ("continuation").
-Under the null the bar returns have zero mean and nothing to do with the events.
+What Phase 2 does to one hypothesis (discovery/phase2.py): leave out the events inside the
+horizon of an earlier kept event (``non_overlapping``), cluster the rest by gaps of at most
+2 x the horizon, and test the mean with ``cluster_mean_test`` (the cluster sign flip and
+CR2 / Bell-McCaffrey must both reject). ``test_phase2_runs_the_calibrated_test`` holds
+Phase 2's own p-values to that path, so the rest may call it directly (the markets below are
+ten times faster through it than through polars frames).
 
-A family is (event type, horizon) as in specs/multiplicity/families.yaml, with one hypothesis
-per symbol plus the pooled ALL: 10 hypotheses. The template is left out on purpose: the
-mean-reversion return is minus the continuation return, so its two-sided p-value is the
-same and its family an exact copy.
+Null markets (tests/support/null_markets.py, written for these tests): self-triggered
+events on GARCH-t(4) and Gaussian GARCH markets, Hawkes-clustered events, simultaneous
+cross-symbol events, regime switches. A family is (event type, horizon) with the 3 symbols
+and the pooled ALL; every hypothesis is null, so the family FDR is P(any discovery).
 
-Run the full versions with ``pytest tests/unit/test_calibration.py -m slow -s`` to see the
-figures (they are also in the assertion messages).
+Measured (bench/calibration.py --datasets 1000, the whole table is in its output and the
+issue note): the old Newey-West test with G - 1 df reached 0.115 [0.097, 0.136] on the Hawkes
+60m family and 0.072-0.081 on self-triggered GARCH-t 60m; the null t there had mean -0.3 and
+sd 1.14, because a later event's direction is the sign of a return inside the earlier
+event's forward window. Leaving those events out puts the t back at the centre; the sign
+flip alone is exact for symmetric cluster sums but measured 0.054-0.059 on the Gaussian
+GARCH families, CR2 alone up to 0.060; requiring both keeps every family at or below about
+0.05 and costs little power.
+
+The planted-effect market (``clustered market``) is the first calibration's: 9 symbols whose
+bar returns share a factor and a stochastic volatility, event clusters joined by several
+symbols. Run the long versions with ``pytest tests/unit/test_calibration.py -m slow -s``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass
+import os
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
-from scipy import signal, stats
+from scipy import signal
 
-from backtest_assets.stats.inference import hac_mean_test, naive_mean_test
+from backtest_assets.discovery import phase2
+from backtest_assets.specs import load_registry
+from backtest_assets.stats.inference import cluster_mean_test, non_overlapping
 from backtest_assets.stats.multiplicity import bh_qvalues, discoveries
+from tests.support import null_markets as nm
+
+FDR_Q = 0.05
+PHASE2 = "signflip+cr2+thin"  # null_markets.METHODS: what Phase 2 does
+
+
+def wilson_ci(k: int, n: int) -> tuple[float, float, float]:
+    """Share k/n and its Wilson 95% interval."""
+    z = 1.96
+    share = k / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return share, centre - half, centre + half
+
+
+# ---- Phase 2 runs the calibrated path ----------------------------------------------------------
+
+def test_phase2_runs_the_calibrated_test():
+    """phase2.pvalues on a null market (through samples, overlap marks and polars) gives the
+    p-values of non_overlapping + cluster_mean_test on the same events."""
+    p2 = load_registry().phase2()
+    for k, generator in enumerate(nm.GENERATORS):
+        market = nm.MAKERS[generator](np.random.default_rng([42, k]))
+        table = nm.phase2_discoveries(market, p2.families, p2.gate, p2.fees)
+        assert p2.families.inference == "signflip+cr2"
+        for h in nm.HORIZONS:
+            expected = nm.family_pvalues(market, h, PHASE2)
+            got = table.filter((table["horizon"] == f"{h}m")
+                               & (table["rule_template"] == "continuation"))
+            by_symbol = dict(zip(got["symbol"], got["p"].fill_null(1.0), strict=True))
+            assert [by_symbol[s] for s in (*nm.SYMBOL_NAMES, phase2.POOLED)] == \
+                pytest.approx(expected.tolist(), rel=1e-12), (generator, h)
+
+
+# ---- adversarial nulls -------------------------------------------------------------------------
+
+def family_hits(generator: str, method: str, seeds: range) -> np.ndarray:
+    """(datasets, horizons) booleans: the family made a discovery (every hypothesis null)."""
+    out = np.zeros((len(seeds), len(nm.HORIZONS)), dtype=bool)
+    for i, k in enumerate(seeds):
+        market = nm.MAKERS[generator](np.random.default_rng([nm.GENERATORS.index(generator),
+                                                             k]))
+        for c, h in enumerate(nm.HORIZONS):
+            out[i, c] = discoveries(bh_qvalues(nm.family_pvalues(market, h, method)),
+                                    FDR_Q).any()
+    return out
+
+
+def _chunk(args: tuple[str, str, int, int]) -> np.ndarray:
+    generator, method, start, stop = args
+    return family_hits(generator, method, range(start, stop))
+
+
+def parallel_hits(generator: str, method: str, n: int) -> np.ndarray:
+    jobs = os.cpu_count() or 1
+    edges = np.linspace(0, n, 4 * jobs + 1).astype(int)
+    with ProcessPoolExecutor(jobs) as pool:
+        parts = pool.map(_chunk, [(generator, method, int(a), int(b))
+                                  for a, b in itertools.pairwise(edges)])
+        return np.concatenate(list(parts))
+
+
+def fdr_report(generator: str, method: str, hits: np.ndarray) -> tuple[list, str]:
+    cis = [wilson_ci(int(hits[:, c].sum()), hits.shape[0]) for c in range(len(nm.HORIZONS))]
+    text = f"{generator} {method}, {hits.shape[0]} datasets: " + "; ".join(
+        f"{h}m FDR {s:.3f} [{lo:.3f}, {hi:.3f}]" for h, (s, lo, hi) in zip(nm.HORIZONS, cis,
+                                                                         strict=True))
+    print(text)
+    return cis, text
+
+
+@pytest.mark.parametrize("generator", nm.GENERATORS)
+def test_phase2_fdr_on_adversarial_nulls_fast(generator):
+    """150 datasets: no family's FDR is detectably above q (the Wilson interval reaches it)."""
+    cis, text = fdr_report(generator, PHASE2, family_hits(generator, PHASE2, range(150)))
+    assert all(lo <= FDR_Q for _, lo, _ in cis), text
+
+
+def test_the_newey_west_test_fails_on_hawkes_events():
+    """What the calibration caught: the old test (Newey-West, G - 1 df, every event) over-
+    discovers on Hawkes-clustered events at 60m, detectably, in 800 datasets."""
+    cis, text = fdr_report("hawkes", "hac", family_hits("hawkes", "hac", range(800)))
+    _, lo_60m, _ = cis[nm.HORIZONS.index(60)]
+    assert lo_60m > FDR_Q, text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("generator", nm.GENERATORS)
+def test_phase2_fdr_on_adversarial_nulls(generator):
+    """3,000 datasets per generator: every family's FDR interval contains or lies below q,
+    and its upper end is at most 0.065."""
+    cis, text = fdr_report(generator, PHASE2, parallel_hits(generator, PHASE2, 3000))
+    assert all(lo <= FDR_Q and hi <= 0.065 for _, lo, hi in cis), text
+
+
+# ---- the planted-effect market: FDR with true effects, power ---------------------------------
 
 N_BARS = 20_000
 N_SYMBOLS = 9
 N_EVENT_TYPES = 2
-HORIZONS = (5, 15, 60)  # bars; families.yaml's 5m/15m/60m on 1-minute bars
-LAG_MULTIPLE = 2  # families.yaml hac_lag_multiple
-RHO = 0.7  # correlation of two symbols' bar returns
-BAR_SIGMA = 1e-3  # unconditional sd of a bar return
-VOL_OF_VOL = 0.5  # sd of the stationary log-volatility
-VOL_PERSISTENCE = 0.995  # AR(1) coefficient of the log-volatility
+HORIZONS = (5, 15, 60)
+RHO = 0.7
+BAR_SIGMA = 1e-3
+VOL_OF_VOL = 0.5
+VOL_PERSISTENCE = 0.995
 N_CLUSTERS = 400  # mean number of cluster centres per event type and dataset
 P_JOIN = 0.5  # probability that a symbol has events at a cluster
 SPREAD = 4  # a symbol's events at a cluster fall within centre .. centre + SPREAD bars
-FDR_Q = 0.05
 EFFECT = 0.3  # planted mean signed return, in sd of the h-bar return (BAR_SIGMA * sqrt(h))
-ALL = N_SYMBOLS  # index of the pooled hypothesis within a family
+ALL = N_SYMBOLS
 
 
-@dataclass(frozen=True)
-class Family:
-    """The 10 hypotheses of one (event type, horizon): p-values and which are truly null."""
-
-    hac_p: np.ndarray
-    naive_p: np.ndarray
-    is_null: np.ndarray
-    n_events: np.ndarray
-
-
-def bar_returns(rng: np.random.Generator, vol_of_vol: float) -> np.ndarray:
+def bar_returns(rng: np.random.Generator) -> np.ndarray:
     """(N_SYMBOLS, N_BARS) bar log returns: common factor, stochastic volatility, zero mean."""
     common = rng.standard_normal(N_BARS)
     shocks = math.sqrt(RHO) * common + math.sqrt(1 - RHO) * rng.standard_normal(
         (N_SYMBOLS, N_BARS))
     burn_in = 2_000
-    innovations = rng.standard_normal(N_BARS + burn_in) * vol_of_vol * math.sqrt(
+    innovations = rng.standard_normal(N_BARS + burn_in) * VOL_OF_VOL * math.sqrt(
         1 - VOL_PERSISTENCE**2)
     log_vol = signal.lfilter([1.0], [1.0, -VOL_PERSISTENCE], innovations)[burn_in:]
     # exp(x - var) with x ~ N(0, var) has E[vol^2] = 1: BAR_SIGMA stays the unconditional sd.
-    vol = np.exp(log_vol - vol_of_vol**2)
-    return BAR_SIGMA * vol * shocks
+    return BAR_SIGMA * np.exp(log_vol - VOL_OF_VOL**2) * shocks
 
 
 def clustered_events(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,200 +177,91 @@ def clustered_events(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, 
     cluster = np.repeat(np.repeat(np.arange(n_clusters), N_SYMBOLS), counts)
     symbol = np.repeat(np.tile(np.arange(N_SYMBOLS), n_clusters), counts)
     times = centres[cluster] + rng.integers(0, SPREAD + 1, size=cluster.size)
-    # One event per symbol and bar, as an event table has.
     _, first = np.unique(symbol * N_BARS + times, return_index=True)
     return times[first].astype(np.int64), symbol[first], direction[cluster[first]]
 
 
-def simulate_families(rng: np.random.Generator, *, vol_of_vol: float = VOL_OF_VOL,
-                      planted: dict[tuple[int, int], np.ndarray] | None = None) -> list[Family]:
-    """All families of one dataset.
+def phase2_p(signed: np.ndarray, times: np.ndarray, h: int) -> tuple[float, int]:
+    """Phase 2's p-value of one hypothesis and the number of events it tested."""
+    order = np.argsort(times, kind="stable")
+    signed, times = signed[order], times[order]
+    keep = non_overlapping(times, np.full(times.size, h), np.zeros(times.size, np.int64))
+    if keep.sum() < nm.MIN_SAMPLE:
+        return 1.0, int(keep.sum())
+    p = cluster_mean_test(signed[keep], times[keep], lag=nm.LAG_MULTIPLE * h).p
+    return (p if math.isfinite(p) else 1.0), int(keep.sum())
 
-    ``planted`` maps (event type, horizon) to the symbols whose signed forward return gets
-    ``EFFECT * BAR_SIGMA * sqrt(h)`` added; the pooled ALL is non-null when any symbol is.
-    """
-    planted = planted or {}
-    returns = bar_returns(rng, vol_of_vol)
-    # cum[s, t] = sum of bar returns before bar t, so bars t+1..t+h sum to cum[t+h+1] - cum[t+1].
+
+def planted_family(rng: np.random.Generator, h: int, true_symbols: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, int]:
+    """p-values of one family (N_SYMBOLS + ALL), which are null, and symbol 0's tested n."""
+    returns = bar_returns(rng)
     cum = np.concatenate([np.zeros((N_SYMBOLS, 1)), np.cumsum(returns, axis=1)], axis=1)
-    families = []
-    for event_type in range(N_EVENT_TYPES):
-        times, symbol, direction = clustered_events(rng)
-        for h in HORIZONS:
-            signed = direction * (cum[symbol, times + h + 1] - cum[symbol, times + 1])
-            true_symbols = planted.get((event_type, h), np.array([], dtype=np.int64))
-            signed = signed + np.isin(symbol, true_symbols) * EFFECT * BAR_SIGMA * math.sqrt(h)
-            families.append(_family(signed, times, symbol, h, true_symbols))
-    return families
-
-
-def _family(signed: np.ndarray, times: np.ndarray, symbol: np.ndarray, h: int,
-            true_symbols: np.ndarray) -> Family:
+    times, symbol, direction = clustered_events(rng)
+    signed = direction * (cum[symbol, times + h + 1] - cum[symbol, times + 1])
+    signed = signed + np.isin(symbol, true_symbols) * EFFECT * BAR_SIGMA * math.sqrt(h)
     masks = [symbol == s for s in range(N_SYMBOLS)] + [np.ones(symbol.size, dtype=bool)]
-    tests = [(hac_mean_test(signed[m], times[m], lag=LAG_MULTIPLE * h), naive_mean_test(signed[m]))
-             for m in masks]
+    tests = [phase2_p(signed[m], times[m], h) for m in masks]
     is_null = ~np.isin(np.arange(N_SYMBOLS + 1), true_symbols)
     is_null[ALL] = true_symbols.size == 0
-    return Family(hac_p=np.array([hac.p for hac, _ in tests]),
-                  naive_p=np.array([naive.p for _, naive in tests]),
-                  is_null=is_null, n_events=np.array([int(m.sum()) for m in masks]))
-
-
-def mean_ci(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and normal-approximation 95% CI over independent datasets."""
-    mean = float(x.mean())
-    half = 1.96 * float(x.std(ddof=1)) / math.sqrt(x.size)
-    return mean, mean - half, mean + half
-
-
-def wilson_ci(k: int, n: int) -> tuple[float, float, float]:
-    """Share k/n and its Wilson 95% interval."""
-    z = 1.96
-    share = k / n
-    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return share, centre - half, centre + half
-
-
-def fdr_by_dataset(datasets: list[list[Family]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per dataset: mean over families of V / max(R, 1), and whether any family has V >= 1."""
-    fdp, any_false = [], []
-    for families in datasets:
-        ratios, false_found = [], False
-        for fam in families:
-            found = discoveries(bh_qvalues(getattr(fam, key)), FDR_Q)
-            v = int((found & fam.is_null).sum())
-            ratios.append(v / max(int(found.sum()), 1))
-            false_found |= v > 0
-        fdp.append(np.mean(ratios))
-        any_false.append(false_found)
-    return np.array(fdp), np.array(any_false)
-
-
-def simulate(seed: int, n_datasets: int, **kwargs) -> list[list[Family]]:
-    rng = np.random.default_rng(seed)
-    return [simulate_families(rng, **kwargs) for _ in range(n_datasets)]
-
-
-def random_plants(rng: np.random.Generator, n_true: int) -> dict[tuple[int, int], np.ndarray]:
-    """``n_true`` random symbols per family carry the effect."""
-    return {(e, h): rng.choice(N_SYMBOLS, size=n_true, replace=False)
-            for e in range(N_EVENT_TYPES) for h in HORIZONS}
-
-
-def check_null_calibration(seed: int, n_datasets: int, vol_of_vol: float, *,
-                           naive_per_symbol: bool) -> None:
-    """HAC p-values are uniform under the null, naive ones are not; BH keeps the FDR.
-
-    KS needs independent samples, so it takes one pooled (ALL) and one single-symbol p-value
-    per dataset, from a family rotating over event types and horizons. With few datasets the
-    naive single-symbol p-values (too small, but less so than pooled ones) are not asserted.
-
-    Measured (1,000 iid datasets): the HAC p-values are slightly small -- 5.7% below 0.05,
-    1.3% below 0.01 -- because Student's t with n - 1 df ignores how few effective degrees
-    of freedom the HAC variance has (~150 clusters, fewer after the kernel's cross terms).
-    The all-null family FDR is then 0.058 [0.051, 0.065], so the FDR assertion can fail.
-    """
-    datasets = simulate(seed, n_datasets, vol_of_vol=vol_of_vol)
-    lines = [f"null, {n_datasets} datasets, vol_of_vol={vol_of_vol}, seed {seed}:"]
-    ks = {}
-    chosen = [d[i % len(d)] for i, d in enumerate(datasets)]
-    for label, hyp in (("ALL", ALL), ("symbol 0", 0)):
-        n_events = np.mean([f.n_events[hyp] for f in chosen])
-        for key, name in (("hac_p", "HAC"), ("naive_p", "naive")):
-            ks[label, name] = stats.kstest([getattr(f, key)[hyp] for f in chosen],
-                                           "uniform").pvalue
-        lines.append(f"  KS vs uniform, {label} (mean n={n_events:.0f}): HAC p="
-                     f"{ks[label, 'HAC']:.3g}, naive p={ks[label, 'naive']:.3g}")
-    below_05 = {}
-    fdr_lo = {}
-    for key, name in (("hac_p", "HAC"), ("naive_p", "naive")):
-        below_05[name] = float((np.concatenate([getattr(f, key) for d in datasets for f in d])
-                                < 0.05).mean())
-        fdp, any_false = fdr_by_dataset(datasets, key)
-        fdr, fdr_lo[name], hi = mean_ci(fdp)
-        share, s_lo, s_hi = wilson_ci(int(any_false.sum()), any_false.size)
-        lines.append(f"  {name}: share p < 0.05 over all hypotheses {below_05[name]:.4f}; "
-                     f"+ BH(q={FDR_Q}) in {len(datasets[0])} families of {N_SYMBOLS + 1}: "
-                     f"FDR = P(family has a discovery) = {fdr:.4f} [95% CI "
-                     f"{fdr_lo[name]:.4f}, {hi:.4f}]; datasets with any false discovery "
-                     f"{share:.3f} [{s_lo:.3f}, {s_hi:.3f}]")
-    report = "\n".join(lines)
-    print(report)
-    assert ks["ALL", "HAC"] > 0.01 and ks["symbol 0", "HAC"] > 0.01, report
-    assert ks["ALL", "naive"] < 0.01, report
-    if naive_per_symbol:
-        assert ks["symbol 0", "naive"] < 0.01, report
-    assert fdr_lo["HAC"] <= FDR_Q, report
-    assert fdr_lo["naive"] > FDR_Q, report  # what the iid test would let through
-    # Size at 5%: a broken HAC variance (e.g. the overlap ignored) lands near the naive one.
-    assert below_05["HAC"] < 0.08 < below_05["naive"], report
+    return np.array([p for p, _ in tests]), is_null, tests[0][1]
 
 
 def check_mixed_fdr(seed: int, n_datasets: int, n_true: int) -> None:
     """FDR = E[V / max(R, 1)] with ``n_true`` planted symbols (and so ALL) per family."""
     rng = np.random.default_rng(seed)
-    datasets = [simulate_families(rng, planted=random_plants(rng, n_true))
-                for _ in range(n_datasets)]
-    fdp, any_false = fdr_by_dataset(datasets, "hac_p")
-    fdr, lo, hi = mean_ci(fdp)
-    share, s_lo, s_hi = wilson_ci(int(any_false.sum()), any_false.size)
-    found_true = np.mean([discoveries(bh_qvalues(f.hac_p), FDR_Q)[~f.is_null].mean()
-                          for d in datasets for f in d])
+    fdp, found_true = [], []
+    for _ in range(n_datasets):
+        h = HORIZONS[int(rng.integers(len(HORIZONS)))]
+        p, is_null, _ = planted_family(rng, h, rng.choice(N_SYMBOLS, n_true, replace=False))
+        found = discoveries(bh_qvalues(p), FDR_Q)
+        fdp.append((found & is_null).sum() / max(int(found.sum()), 1))
+        found_true.append(found[~is_null].mean())
+    fdr = float(np.mean(fdp))
+    half = 1.96 * float(np.std(fdp, ddof=1)) / math.sqrt(n_datasets)
     message = (f"mixed, {n_datasets} datasets, seed {seed}: {n_true} planted symbols + ALL "
                f"non-null of {N_SYMBOLS + 1} per family (bound (m0/m) q = "
-               f"{(N_SYMBOLS - n_true) / (N_SYMBOLS + 1) * FDR_Q:.3f}): "
-               f"HAC + BH FDR = {fdr:.4f} [95% CI {lo:.4f}, {hi:.4f}]; datasets with any "
-               f"false discovery {share:.3f} [{s_lo:.3f}, {s_hi:.3f}]; "
-               f"share of non-nulls found {found_true:.3f}")
+               f"{(N_SYMBOLS - n_true) / (N_SYMBOLS + 1) * FDR_Q:.3f}): FDR = {fdr:.4f} "
+               f"[95% CI {fdr - half:.4f}, {fdr + half:.4f}]; share of non-nulls found "
+               f"{np.mean(found_true):.3f}")
     print(message)
-    assert lo <= FDR_Q, message
+    assert fdr - half <= FDR_Q, message
 
 
 def check_power(seed: int, n_runs: int, min_power: float) -> None:
-    """One planted symbol in family (event type 0, h=15) of 10; found by HAC + BH at 0.05?"""
+    """One planted symbol in a family of 10 at h = 15: found by Phase 2's test at q = 0.05?"""
     rng = np.random.default_rng(seed)
-    found, n_events = [], []
+    found, n_tested = [], []
     for _ in range(n_runs):
-        family = simulate_families(rng, planted={(0, 15): np.array([0])})[HORIZONS.index(15)]
-        found.append(bool(discoveries(bh_qvalues(family.hac_p), FDR_Q)[0]))
-        n_events.append(family.n_events[0])
+        p, _, n = planted_family(rng, 15, np.array([0]))
+        found.append(bool(discoveries(bh_qvalues(p), FDR_Q)[0]))
+        n_tested.append(n)
     power, lo, hi = wilson_ci(sum(found), n_runs)
     message = (f"power, {n_runs} runs, seed {seed}: effect {EFFECT} sd of the 15-bar return "
-               f"on symbol 0 (mean n = {np.mean(n_events):.0f} events in ~"
-               f"{N_CLUSTERS * P_JOIN:.0f} clusters), alone in a family of 10: "
-               f"discovered in {power:.3f} [95% CI {lo:.3f}, {hi:.3f}]")
+               f"on symbol 0 (mean {np.mean(n_tested):.0f} non-overlapping events tested in "
+               f"~{N_CLUSTERS * P_JOIN:.0f} clusters), alone in a family of 10: discovered in "
+               f"{power:.3f} [95% CI {lo:.3f}, {hi:.3f}]")
     print(message)
     assert power >= min_power, message
 
 
-def test_null_calibration_fast():
-    check_null_calibration(101, 40, VOL_OF_VOL, naive_per_symbol=False)
-
-
 def test_mixed_fdr_fast():
-    check_mixed_fdr(102, 40, n_true=3)
+    check_mixed_fdr(102, 60, n_true=3)
 
 
 def test_power_fast():
-    """Effect 0.3 sd of the 15-bar return, ~340 events of one symbol: power >= 0.7 in 40 runs."""
     check_power(103, 40, min_power=0.7)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("vol_of_vol", [0.0, VOL_OF_VOL], ids=["iid", "stochastic_vol"])
-def test_null_calibration(vol_of_vol):
-    check_null_calibration(201, 300, vol_of_vol, naive_per_symbol=True)
-
-
-@pytest.mark.slow
 def test_mixed_fdr():
-    check_mixed_fdr(202, 300, n_true=3)
+    check_mixed_fdr(202, 600, n_true=3)
 
 
 @pytest.mark.slow
 def test_power():
-    """Effect 0.3 sd of the 15-bar return on one symbol (~340 events, ~200 clusters of ~1.7
-    overlapping events, so ~200 effective observations: expected |t| ~ 0.3 * sqrt(200) ~ 4),
-    the only true hypothesis of its family of 10: discovered in >= 80% of 300 runs."""
+    """Effect 0.3 sd of the 15-bar return on one symbol (~175 non-overlapping events in ~200
+    clusters, so expected |t| ~ 0.3 * sqrt(175) ~ 4), the only true hypothesis of its family
+    of 10: discovered in >= 80% of 300 runs."""
     check_power(203, 300, min_power=0.8)
+
