@@ -66,6 +66,8 @@ METRICS_MODEL = pa.DataFrameSchema({
     "fee_drag": pa.Column(pl.Float64, pa.Check.ge(0)),
     "margin_usage_max": pa.Column(pl.Float64, nullable=True),
     "min_liquidation_distance": pa.Column(pl.Float64, nullable=True),
+    "funding_missing": pa.Column(pl.Int64, pa.Check.ge(0)),
+    "funding_constant_runs": pa.Column(pl.Int64, pa.Check.ge(0)),
 })
 
 
