@@ -325,9 +325,11 @@ def _summary(inputs: ReportInputs) -> str:
             ("event types studied", _int(event_types))]
     funding = inputs.funding
     if not funding.is_empty():
-        rows += [("funding prints missing (run as no payment)",
-                  _int(funding["funding_missing"].sum())),
-                 ("constant funding runs", _int(funding["funding_constant_runs"].sum()))]
+        rows += [(label, f"{_int(funding[col].sum())} in {_int((funding[col] > 0).sum())} of "
+                         f"{_int(funding.height)} runs")
+                 for label, col in (("funding prints missing (run as no payment)",
+                                     "funding_missing"),
+                                    ("constant funding runs", "funding_constant_runs"))]
     table = _table([("", False, lambda r: _esc(r[0])), ("", True, lambda r: r[1])],
                    [dict(enumerate(r)) for r in rows], css="keyvalue")
     chart = (_img(summary_png(inputs), "oos-sharpe", "out-of-sample Sharpe per blueprint")
