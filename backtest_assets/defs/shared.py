@@ -82,7 +82,8 @@ CHECK_DESCRIPTIONS = {
     "unique_keys": "no two rows share the key",
     "monotonic_time": "time strictly increases within each symbol (and market)",
     "row_count": "rows per day on the time grid and no more than its slots",
-    "complete_days": "no missing slots (a gap is kept and flagged, never filled): warning",
+    "complete_days": "no missing slots; funding: no print missing at the symbol's interval "
+                     "from its prints (a gap is kept and flagged, never filled): warning",
     "source_bars_reconcile": "n_source_bars per day adds up to the 1m bars behind it",
 }
 
@@ -95,9 +96,14 @@ def checked_output(
     *,
     extra: Sequence[CheckOutcome] = (),
     metadata: Mapping[str, Any] | None = None,
+    keys: Sequence[tuple[dt.date, str]] | None = None,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Evaluate the contract's checks; write ``value`` only when no blocking check failed."""
-    outcomes = [*evaluate(frame, contract), *extra]
+    """Evaluate the contract's checks; write ``value`` only when no blocking check failed.
+
+    ``keys``: the (date, symbol) partitions ``frame`` should cover (see
+    :func:`backtest_assets.schemas.checks.evaluate`).
+    """
+    outcomes = [*evaluate(frame, contract, keys=keys), *extra]
     yield from guarded_output(context, value, [_result(o) for o in outcomes],
                               metadata={"rows": frame.height, **(metadata or {})})
 

@@ -19,6 +19,10 @@ fractions (``-0.1`` is -10%), drawdowns ``<= 0``.
   (String, or a list of String), ``deflated_sharpe``, ``pbo``, ``oos_sharpe``,
   ``oos_max_drawdown``, ``trades``. A ``decision`` starting with ``promot`` counts as
   promoted, one starting with ``archiv`` as archived (case-insensitive).
+- ``funding`` (optional): ``blueprint``, ``run`` (``backtest`` / ``walk-forward``),
+  ``funding_missing`` (prints missing, run as no payment because allowed),
+  ``funding_constant_runs`` (runs of one rate longer than the study's limit): shown in the
+  summary.
 
 Output
 ------
@@ -39,7 +43,7 @@ import html
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -71,6 +75,7 @@ class ReportInputs:
     event_curves: pl.DataFrame
     funnel: pl.DataFrame
     promotions: pl.DataFrame
+    funding: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 # ---- formatting: every function returns HTML-safe text -----------------------------------
@@ -318,11 +323,38 @@ def _summary(inputs: ReportInputs) -> str:
             ("archived", _int(counts["archived"])),
             ("out-of-sample folds", _int(inputs.folds.height)),
             ("event types studied", _int(event_types))]
+    funding = inputs.funding
+    if not funding.is_empty():
+        rows += [(label, f"{_int(funding[col].sum())} in {_int((funding[col] > 0).sum())} of "
+                         f"{_int(funding.height)} runs")
+                 for label, col in (("funding prints missing (run as no payment)",
+                                     "funding_missing"),
+                                    ("constant funding runs", "funding_constant_runs"))]
     table = _table([("", False, lambda r: _esc(r[0])), ("", True, lambda r: r[1])],
                    [dict(enumerate(r)) for r in rows], css="keyvalue")
     chart = (_img(summary_png(inputs), "oos-sharpe", "out-of-sample Sharpe per blueprint")
              if _oos_sharpe(inputs) is not None else _nothing("No out-of-sample results."))
-    return _section("summary", "Summary", table, chart)
+    return _section("summary", "Summary", table, *_funding(funding), chart)
+
+
+def _funding(funding: pl.DataFrame) -> list[str]:
+    """The runs whose funding prints were missing or stuck at one rate, if any."""
+    if funding.is_empty():
+        return []
+    flagged = funding.filter((pl.col("funding_missing") > 0)
+                             | (pl.col("funding_constant_runs") > 0))
+    if flagged.is_empty():
+        return [_note("No funding print was missing and no rate stuck beyond the study's "
+                      "limit in any backtest or walk-forward.")]
+    note = _note("Funding data: prints missing at the times each symbol's funding interval "
+                 "expects were run as no payment (allow_missing_funding); a constant run "
+                 "is one rate repeated for more than constant_funding_max_prints prints.")
+    return [note, _table([
+        ("blueprint", False, _text("blueprint")),
+        ("run", False, _text("run")),
+        ("funding prints missing", True, lambda r: _int(r.get("funding_missing"))),
+        ("constant funding runs", True, lambda r: _int(r.get("funding_constant_runs"))),
+    ], flagged.sort("blueprint", "run").to_dicts())]
 
 
 def _equity(inputs: ReportInputs) -> str:

@@ -4,10 +4,16 @@ Each :class:`FrameContract` says what a frame must satisfy: its pandera model, i
 the column whose time must increase within each group, and its slot grid. :func:`evaluate`
 returns one :class:`CheckOutcome` per named check, with counts and the first failing row so
 an error names the partition and the row.
+
+Funding prints have no fixed grid: their ``complete_days`` expects each partition's prints
+at the symbol's funding interval as its prints show it (:mod:`backtest_assets.core.funding`)
+and lists the missing times.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -15,6 +21,7 @@ import pandera.polars as pa
 import polars as pl
 
 from backtest_assets.core.bars import day_coverage
+from backtest_assets.core.funding import missing_prints
 
 VALUE_CHECKS = ("positive_prices", "non_negative_volumes", "ohlc_sanity")
 
@@ -30,6 +37,8 @@ class FrameContract:
     slot_minutes: int | None  # the time grid; None when rows are irregular
     value_checks: tuple[str, ...] = VALUE_CHECKS
     max_rows_per_day: int | None = None  # for irregular rows (funding): an upper bound
+    # complete_days expects funding prints at each symbol's interval (core.funding)
+    funding_prints: bool = False
 
     @property
     def check_names(self) -> list[str]:
@@ -50,8 +59,14 @@ class CheckOutcome:
         return not self.passed and self.severity == "ERROR"
 
 
-def evaluate(frame: pl.DataFrame, contract: FrameContract) -> list[CheckOutcome]:
-    """Every named check of ``contract`` on ``frame``, in ``contract.check_names`` order."""
+def evaluate(frame: pl.DataFrame, contract: FrameContract, *,
+             keys: Sequence[tuple[dt.date, str]] | None = None) -> list[CheckOutcome]:
+    """Every named check of ``contract`` on ``frame``, in ``contract.check_names`` order.
+
+    ``keys``: the (date, symbol) partitions the frame holds, where a funding contract's
+    prints are expected (default: the days and symbols of the frame's rows, so a partition
+    without any row is not checked).
+    """
     outcomes = _model_checks(frame, contract)
     if not outcomes["schema"].passed:
         # Without the right columns and dtypes the other checks cannot be trusted.
@@ -60,6 +75,8 @@ def evaluate(frame: pl.DataFrame, contract: FrameContract) -> list[CheckOutcome]
     outcomes["unique_keys"] = _unique_keys(frame, contract)
     outcomes["monotonic_time"] = _monotonic(frame, contract)
     outcomes["row_count"], outcomes["complete_days"] = _row_counts(frame, contract)
+    if contract.funding_prints:
+        outcomes["complete_days"] = _funding_complete(frame, contract, keys)
     return [outcomes[n] for n in contract.check_names]
 
 
@@ -163,3 +180,29 @@ def _row_counts(frame: pl.DataFrame, contract: FrameContract
         f"{gaps.height} day(s) with missing {contract.slot_minutes}m slots "
         f"({meta['missing_slots']} in all), kept as gaps; first: {gaps.head(3).to_dicts()}")
     return row_count, complete
+
+
+MAX_LISTED = 100  # missing funding times listed in a check's metadata
+
+
+def _funding_complete(frame: pl.DataFrame, contract: FrameContract,
+                      keys: Sequence[tuple[dt.date, str]] | None) -> CheckOutcome:
+    """``complete_days`` of funding prints: each partition's expected prints are there."""
+    if keys is None:
+        keys = frame.select(pl.col(contract.time_col).dt.date(), "symbol").unique().rows()
+    day = dt.timedelta(days=1)
+    windows = sorted((s, dt.datetime.combine(d, dt.time()), dt.datetime.combine(d + day,
+                                                                                 dt.time()))
+                     for d, s in set(keys))
+    missing = missing_prints(frame.rename({contract.time_col: "ts"}), windows)
+    listed = [f"{r['symbol']} {r['ts']:%Y-%m-%d %H:%M}" for r in
+              missing.head(MAX_LISTED).iter_rows(named=True)]
+    more = f" and {missing.height - MAX_LISTED} more" if missing.height > MAX_LISTED else ""
+    meta = {"partitions": len(windows), "rows": frame.height,
+            "missing_prints": missing.height, "missing_times": ", ".join(listed) + more}
+    return CheckOutcome(
+        name="complete_days", passed=missing.is_empty(), severity="WARN", metadata=meta,
+        description="" if missing.is_empty() else
+        f"{missing.height} funding print(s) missing at the times the symbol's interval (from "
+        f"its prints) expects, kept as gaps: {', '.join(listed[:5])}"
+        + (f" and {missing.height - 5} more" if missing.height > 5 else ""))

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from backtest_assets.core.funding import MAX_CONSTANT_PRINTS
 from backtest_assets.core.keys import InvalidKeyError, validate_symbol
 
 Interval = Literal["1m", "5m", "15m", "30m", "60m", "1h"]
@@ -272,6 +273,13 @@ class StudySpec:
     symbols: tuple[str, ...]
     event_types: tuple[str, ...] = ()  # empty: every event type in specs/events
     capital: float = 100_000.0  # starting cash of every backtest of the study (USDT)
+    # Funding strictness of the study's perp backtests and walk-forwards
+    # (backtest_assets.core.funding): missing prints refuse a run unless allowed here or in
+    # the blueprint; a rate repeated for more than constant_funding_max_prints prints is
+    # counted, and refused when allow_constant_funding is false.
+    allow_missing_funding: bool = False
+    allow_constant_funding: bool = True
+    constant_funding_max_prints: int = MAX_CONSTANT_PRINTS  # a week of 8-hourly prints
 
     def validate(self) -> None:
         if self.end < self.start:
@@ -280,6 +288,9 @@ class StudySpec:
             raise ValueError("symbols: at least one symbol")
         if not (math.isfinite(self.capital) and self.capital > 0):
             raise ValueError(f"capital: {self.capital} is not a finite number > 0")
+        if not 1 <= self.constant_funding_max_prints <= 100_000:
+            raise ValueError(f"constant_funding_max_prints: {self.constant_funding_max_prints} "
+                             "is out of range [1, 100000]")
 
 
 # ---- phase 2: multiplicity families, fees, gates -----------------------------------------
@@ -558,6 +569,9 @@ class StrategySpec:
     # Parameter path -> values tried by the walk-forward sweep (GRID_PARAMS); None: only
     # the blueprint as written.
     grid: dict[str, tuple[float, ...]] | None = None
+    # Run over missing funding prints (as no payment) even when the study does not allow
+    # them (StudySpec.allow_missing_funding: either one allowing is enough).
+    allow_missing_funding: bool = False
 
     def validate(self) -> None:
         if not re.fullmatch(_NAME, self.name):

@@ -202,6 +202,18 @@ class Panel:
         out[rows, cols] = f[value].cast(pl.Float64).to_numpy()
         return out
 
+    def priced_spans(self) -> list[tuple[str, dt.datetime, dt.datetime]]:
+        """(symbol, open of its first bar with a price, close of its last) per symbol: where
+        a position can be held, so where its funding prints are expected."""
+        step = np.timedelta64(self.interval_minutes, "m")
+        spans = []
+        for s, symbol in enumerate(self.symbols):
+            priced = np.flatnonzero(~np.isnan(self.open[:, s]))
+            if priced.size:
+                spans.append((symbol, self.ts[priced[0]].astype("datetime64[us]").item(),
+                              (self.ts[priced[-1]] + step).astype("datetime64[us]").item()))
+        return spans
+
     def funding(self, frame: pl.DataFrame) -> np.ndarray:
         """Funding rates on the bar at whose open each payment is exchanged.
 

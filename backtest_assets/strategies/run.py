@@ -12,11 +12,19 @@ engine (refusing bad input before simulating) and returns three frames:
   paid in the bar over all symbols;
 - metrics: one row, every metric of :func:`backtest_assets.engine.metrics.metrics` (margin
   and liquidations included) plus the rejected orders per reason (``rejected_<reason>`` for
-  each of ``REJECT_REASONS``, ``insufficient_margin`` among them), the blown bar and the
-  run's size.
+  each of ``REJECT_REASONS``, ``insufficient_margin`` among them), the blown bar, the run's
+  size and the funding audit: ``funding_missing`` (prints missing at the times each symbol's
+  interval expects, run as no payment) and ``funding_constant_runs`` (runs of one rate
+  longer than the policy's limit), both 0 without funding.
 
 The blueprint's ``leverage`` is each symbol's leverage setting (``Instrument.max_leverage``):
 its isolated positions post ``notional / leverage`` (core.py, Isolated margin).
+
+Funding strictness (:mod:`backtest_assets.core.funding`): a perp backtest (``funding`` given,
+even empty) refuses, before simulating, missing prints unless its policy allows them, and a
+constant run when the policy does not allow those; a backtest without funding (``None``:
+spot) is not audited. :func:`funding_policy` combines the study's and the blueprint's
+settings.
 """
 
 from __future__ import annotations
@@ -28,9 +36,16 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from backtest_assets.core.funding import (
+    DEFAULT_POLICY,
+    FundingAudit,
+    FundingPolicy,
+    audit_funding,
+    enforce,
+)
 from backtest_assets.engine import REJECT_REASONS, Instrument, backtest
 from backtest_assets.engine.metrics import drawdown_path, metrics
-from backtest_assets.specs.models import StrategySpec, VenueSpec
+from backtest_assets.specs.models import StrategySpec, StudySpec, VenueSpec
 from backtest_assets.strategies.blueprints import Panel, exit_rules, flat_start, targets
 
 MINUTES_PER_YEAR = 525_600  # DESIGN.md: crypto trades 24/7
@@ -58,9 +73,45 @@ def instruments_for(bp: StrategySpec, venue: VenueSpec) -> list[Instrument]:
             for s in bp.symbols]
 
 
+def funding_policy(study: StudySpec, bp: StrategySpec) -> FundingPolicy:
+    """The funding strictness of ``bp``'s runs in ``study``.
+
+    Missing prints are allowed when either spec allows them (``allow_missing_funding``: the
+    one that allows wins, neither can forbid what the other allows); the constant-rate rule
+    (``allow_constant_funding``, ``constant_funding_max_prints``) is the study's alone.
+    """
+    return FundingPolicy(allow_missing=study.allow_missing_funding or bp.allow_missing_funding,
+                         allow_constant=study.allow_constant_funding,
+                         constant_max_prints=study.constant_funding_max_prints)
+
+
+def check_funding(panel: Panel, funding: pl.DataFrame | None, policy: FundingPolicy
+                  ) -> FundingAudit:
+    """The audit of the funding of a backtest on ``panel``, refusing what ``policy`` does
+    not allow.
+
+    Prints are expected, at each symbol's interval, from the open of its first bar with a
+    price to the close of its last (:meth:`Panel.priced_spans`). ``funding`` None: a
+    backtest without funding (spot), nothing expected (an empty audit).
+
+    Raises
+    ------
+    ValueError
+        Naming the symbols and the missing times (first few and the count), or the symbol,
+        rate and first and last time of a constant run (:func:`core.funding.enforce`).
+    """
+    if funding is None:
+        return FundingAudit.empty()
+    own = funding.filter(pl.col("symbol").cast(pl.String).is_in(panel.symbols))
+    audit = audit_funding(own, panel.priced_spans(), max_prints=policy.constant_max_prints)
+    enforce(audit, policy)
+    return audit
+
+
 def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.ndarray],
                   events: pl.DataFrame | None, funding: pl.DataFrame | None,
-                  venue: VenueSpec, init_cash: float) -> BlueprintRun:
+                  venue: VenueSpec, init_cash: float,
+                  funding_policy: FundingPolicy = DEFAULT_POLICY) -> BlueprintRun:
     """Backtest ``bp`` on ``panel`` and return its trades, equity and metrics frames.
 
     Parameters
@@ -74,21 +125,27 @@ def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.n
     events : polars.DataFrame or None
         Events (event_type, symbol, ts, direction) for an event entry.
     funding : polars.DataFrame or None
-        Funding rates (symbol, ts, funding_rate) of the traded symbols only.
+        Funding rates (symbol, ts, funding_rate) of the traded symbols only; None for a
+        backtest without funding (spot).
     venue : VenueSpec
         Fees, slippage, margin rules and order filters.
     init_cash : float
         Starting cash.
+    funding_policy : FundingPolicy
+        What the run accepts of its funding prints (default: no missing print; constant
+        runs counted, not refused); :func:`funding_policy` of the study and blueprint.
 
     Raises
     ------
     ValueError
         Before any simulation: bad bars, an unknown feature, funding for a symbol not traded,
-        leverage above the venue's cap (each message names what and where).
+        funding prints missing or constant beyond what ``funding_policy`` allows, leverage
+        above the venue's cap (each message names what and where).
     """
     insts = instruments_for(bp, venue)
     target = flat_start(targets(bp, panel, features, events))
     rates = panel.funding(funding) if funding is not None and funding.height else None
+    audit = check_funding(panel, funding, funding_policy)
     res = backtest(panel.open, panel.high, panel.low, panel.close, target, insts,
                    funding=rates, exits=exit_rules(bp), init_cash=init_cash)
     bars_per_year = MINUTES_PER_YEAR / panel.interval_minutes
@@ -119,7 +176,9 @@ def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.n
     })
     row = {"blueprint": bp.name, "init_cash": init_cash, "bars": len(res.equity),
            "window_start": _datetime(panel.ts[0]), "window_end": _datetime(panel.ts[-1] + step),
-           **m, **{f"rejected_{k}": res.rejected[k] for k in REJECT_REASONS},
+           **m, "funding_missing": audit.missing.height,
+           "funding_constant_runs": audit.constant.height,
+           **{f"rejected_{k}": res.rejected[k] for k in REJECT_REASONS},
            "blown_bar": -1 if res.blown_bar is None else res.blown_bar, "engine_path": res.path}
     return BlueprintRun(trades=trades, equity=equity, metrics=pl.DataFrame([row]))
 

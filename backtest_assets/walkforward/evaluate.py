@@ -25,7 +25,10 @@ the deflated-Sharpe inputs are per bar, as the statistics are defined.
 
 Signals are computed once on the whole panel per entry rule and sliced per window: a
 feature condition at a window's first bar reads its (point-in-time) value from before the
-window, as a live strategy would. Funding is placed on the whole panel and sliced likewise.
+window, as a live strategy would. Funding is placed on the whole panel and sliced likewise;
+it is audited once on the whole panel (:func:`backtest_assets.strategies.run.check_funding`),
+refusing before any simulation what ``Market.funding_policy`` does not allow, and the
+summary records ``funding_missing`` and ``funding_constant_runs``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from backtest_assets.core.funding import DEFAULT_POLICY, FundingPolicy
 from backtest_assets.engine import backtest
 from backtest_assets.engine.metrics import bar_returns, drawdown_path, metrics
 from backtest_assets.engine.sweep import SWEEP_METRICS, sweep
@@ -58,7 +62,7 @@ from backtest_assets.strategies.blueprints import (
     shape_targets,
     signals,
 )
-from backtest_assets.strategies.run import MINUTES_PER_YEAR, instruments_for
+from backtest_assets.strategies.run import MINUTES_PER_YEAR, check_funding, instruments_for
 from backtest_assets.walkforward import folds as F
 from backtest_assets.walkforward.grid import params_json, variants
 
@@ -67,7 +71,8 @@ RESULT_METRICS = SWEEP_METRICS
 
 @dataclass(frozen=True)
 class Market:
-    """What a blueprint's simulation reads: bars, features, events, funding, venue, cash."""
+    """What a blueprint's simulation reads: bars, features, events, funding (None: none, as
+    on spot), venue, cash, and what it accepts of the funding prints."""
 
     panel: Panel
     features: Mapping[str, np.ndarray]
@@ -75,6 +80,7 @@ class Market:
     funding: pl.DataFrame | None
     venue: VenueSpec
     init_cash: float
+    funding_policy: FundingPolicy = DEFAULT_POLICY
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,9 @@ def evaluate(bp: StrategySpec, market: Market, spec: WalkForwardSpec, *,
     Raises
     ------
     ValueError
-        A study too short for the folds, an invalid grid combination, or bad inputs (each
-        naming what and where).
+        A study too short for the folds, an invalid grid combination, bad inputs, or funding
+        prints missing or constant beyond what ``market.funding_policy`` allows (each naming
+        what and where), before any simulation.
     """
     sim = _Simulator(bp, market)
     n = len(market.panel.ts)
@@ -177,6 +184,8 @@ def evaluate(bp: StrategySpec, market: Market, spec: WalkForwardSpec, *,
         "blueprint": bp.name, "combinations": sim.k, "trials_phase2": trials_phase2,
         "trials": sim.k + trials_phase2, "purge_bars": purge, "embargo_bars": spec.embargo_bars,
         "objective": spec.objective, "folds": len(wf), "folds_traded": len(oos),
+        "funding_missing": sim.funding.missing.height,
+        "funding_constant_runs": sim.funding.constant.height,
         **_deflated(sim, full, spec, trials_phase2),
         **_pbo(stats, bounds, groups),
         **_oos("oos", equity, oos_returns, sim.annual, market.init_cash),
@@ -217,6 +226,7 @@ class _Simulator:
         self.insts = instruments_for(bp, market.venue)
         self.rates = (p.funding(market.funding) if market.funding is not None
                       and market.funding.height else None)
+        self.funding = check_funding(p, market.funding, market.funding_policy)
         cache: dict = {}
         self.signal = []
         for _, v in self.combos:  # one signal per distinct entry rule

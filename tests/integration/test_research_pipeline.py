@@ -5,6 +5,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -274,6 +275,9 @@ def test_backtests_of_every_blueprint_with_chart_and_reconciled_accounting(backt
         assert rows["pnl"].sum() == pytest.approx(final - m["init_cash"], rel=1e-9, abs=1e-6)
         assert m["trades"] == rows.filter(pl.col("exit_reason") != "open").height
     assert (trades["entry_ts"] >= dt.datetime(2024, 1, 1)).all()
+    # Synthetic funding is complete, and sits at exactly 1e-4 for weeks (BTCUSDT: 80 prints).
+    assert (metrics["funding_missing"] == 0).all()
+    assert metrics.filter(pl.col("blueprint") == "momentum_v1")["funding_constant_runs"][0] >= 1
     assert (trades["exit_ts"].drop_nulls() < dt.datetime(2024, 2, 1)).all()
     # The planted effect Phase 2 found pays after costs when traded: the pooled survivor
     # enters after each event and leaves 60 minutes later by the time stop.
@@ -383,6 +387,9 @@ def test_promotions_and_the_research_report(evaluated):
         assert f'<section id="{section}"' in html
     assert "http://" not in html and "https://" not in html
     assert row["promoted"] == promoted.height
+    summary = html[html.index('<section id="summary">'):html.index("</section>")]
+    assert "funding prints missing (run as no payment)" in summary
+    assert "constant funding runs" in summary
     event = instance.get_latest_materialization_event(dg.AssetKey("research_report"))
     assert "base64," in event.asset_materialization.metadata["chart"].value
 
@@ -403,3 +410,46 @@ def test_a_promotion_decision_is_reproducible(evaluated):
     assert report(instance=instance, quiet=True, resources_config=config)
     third = wh.read("promotion_decisions", PartitionLayout()).sort("blueprint")
     assert third.equals(second)
+
+
+def test_missing_funding_refuses_the_backtest_and_walk_forward_unless_the_study_allows(
+        evaluated, tmp_path):
+    """A funding print gone from the warehouse: both runs refuse naming it, nothing written;
+    a study allowing missing funding backtests over it and counts it. Runs last: it rewrites
+    momentum_v1's metrics."""
+    root, instance = evaluated
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    where = "symbol = 'BTCUSDT' AND ts = TIMESTAMP '2024-01-10 08:00:00'"
+    with wh.connect(read_only=True) as conn:
+        gone = conn.sql(f"SELECT * FROM raw_funding_rates WHERE {where}").pl()  # noqa: S608
+    assert gone.height == 1
+    before = wh.read("backtest_metrics", PartitionLayout()).filter(
+        pl.col("blueprint") == "momentum_v1")
+    with wh.connect() as conn:
+        conn.execute(f"DELETE FROM raw_funding_rates WHERE {where}")  # noqa: S608
+    try:
+        runner = Runner(instance, warehouse_config(root), quiet=True)
+        for job in ("backtest_job", "walkforward_job"):
+            assert not runner.execute(job, "gap", partition_key="momentum_v1")
+            failure = _step_failure(instance)
+            assert "funding: 1 funding print(s) missing" in failure, failure
+            assert "BTCUSDT 1 missing (2024-01-10 08:00)" in failure, failure
+        after = wh.read("backtest_metrics", PartitionLayout()).filter(
+            pl.col("blueprint") == "momentum_v1")
+        assert after.equals(before)  # nothing written
+
+        specs = tmp_path / "specs"
+        shutil.copytree(REGISTRY.specs_dir, specs)
+        study = specs / "studies" / "default.yaml"
+        study.write_text(study.read_text().replace("allow_missing_funding: false",
+                                                   "allow_missing_funding: true"))
+        allowed = Runner(instance, {**warehouse_config(root),
+                                    "specs": {"config": {"specs_dir": str(specs)}}}, quiet=True)
+        assert allowed.execute("backtest_job", "allowed", partition_key="momentum_v1")
+        m = wh.read("backtest_metrics", PartitionLayout()).filter(
+            pl.col("blueprint") == "momentum_v1").row(0, named=True)
+        assert m["funding_missing"] == 1
+    finally:
+        with wh.connect() as conn:
+            conn.register("gone", gone.to_arrow())
+            conn.execute("INSERT INTO raw_funding_rates BY NAME SELECT * FROM gone")

@@ -95,3 +95,35 @@ def test_bars_contract_and_reconcile(good):
     assert not source_bars_reconcile(bad_n, one, 5).passed
     assert "schema" in failing(five.with_columns(pl.lit("futures").alias("market")),
                                bars_contract(5))
+
+
+def test_funding_complete_days_warns_with_the_missing_times():
+    day = SRC.funding_rates("BTCUSDT", DAY).frame
+    outcomes = {o.name: o for o in evaluate(day.filter(pl.col("ts").dt.hour() != 8),
+                                            FUNDING_CONTRACT)}
+    gap = outcomes["complete_days"]
+    assert not gap.passed and gap.severity == "WARN" and not gap.blocking_failure
+    assert gap.metadata["missing_prints"] == 1
+    assert gap.metadata["missing_times"] == "BTCUSDT 2024-01-02 08:00"
+    assert "BTCUSDT 2024-01-02 08:00" in gap.description
+    assert {o.name for o in outcomes.values() if not o.passed} == {"complete_days"}
+    # A print a few ms late is on time.
+    late = day.with_columns(pl.col("ts") + pl.duration(milliseconds=3))
+    assert failing(late, FUNDING_CONTRACT) == set()
+
+
+def test_funding_complete_days_of_the_partitions_asked_for():
+    days = [DAY, DAY + dt.timedelta(days=1)]
+    two = pl.concat([SRC.funding_rates(s, d).frame for s in ("BTCUSDT", "ETHUSDT")
+                     for d in days])
+    keys = [(d, s) for s in ("BTCUSDT", "ETHUSDT") for d in days]
+    assert {o.name: o.passed for o in evaluate(two, FUNDING_CONTRACT, keys=keys)}[
+        "complete_days"]
+    # ETHUSDT's second day delivered nothing: its three 8-hourly prints are missing.
+    short = two.filter(~((pl.col("symbol") == "ETHUSDT") & (pl.col("ts").dt.day() == 3)))
+    gap = {o.name: o for o in evaluate(short, FUNDING_CONTRACT, keys=keys)}["complete_days"]
+    assert gap.metadata["missing_times"] == ("ETHUSDT 2024-01-03 00:00, "
+                                             "ETHUSDT 2024-01-03 08:00, "
+                                             "ETHUSDT 2024-01-03 16:00")
+    # Without the keys only the days the rows show are checked.
+    assert failing(short, FUNDING_CONTRACT) == set()

@@ -45,8 +45,9 @@ def test_asset_graph_is_pinned():
                   "strategy_blueprints", "walkforward_folds"] for name in WALKFORWARD_ASSETS},
         "promotion_decisions": ["backtest_metrics", "strategy_blueprints",
                                 "walkforward_summary"],
-        "research_report": ["backtest_equity", "bars_5m", "event_table", "phase2_fdr",
-                            "promotion_decisions", "walkforward_equity", "walkforward_results"],
+        "research_report": ["backtest_equity", "backtest_metrics", "bars_5m", "event_table",
+                            "phase2_fdr", "promotion_decisions", "walkforward_equity",
+                            "walkforward_results", "walkforward_summary"],
     }
 
 

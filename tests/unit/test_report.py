@@ -258,3 +258,26 @@ def test_edge_cases_render_every_chart(case):
         assert "<td class=num>\u2014</td>" in folds and "nan" not in folds.lower()
     if case == "reasons as a list":
         assert "a &lt; b; c &amp; d" in section(page, "promotion")
+
+
+def test_summary_records_the_funding_gaps_run_over():
+    funding = pl.DataFrame({"blueprint": ["bp_0", "bp_0", "bp_1"],
+                            "run": ["backtest", "walk-forward", "backtest"],
+                            "funding_missing": [3, 3, 0], "funding_constant_runs": [0, 0, 2]})
+    text = section(render_report(dataclasses.replace(synthetic_inputs(), funding=funding)),
+                   "summary")
+    assert ("funding prints missing (run as no payment)</td><td class=num>6 in 2 of 3 runs"
+            "</td>") in text
+    assert "constant funding runs</td><td class=num>2 in 1 of 3 runs</td>" in text
+    assert "allow_missing_funding" in text
+    table = re.findall(r"<tr><td>(bp_\d)</td><td>([a-z-]+)</td><td class=num>(\d+)</td>"
+                       r"<td class=num>(\d+)</td></tr>", text)
+    assert table == [("bp_0", "backtest", "3", "0"), ("bp_0", "walk-forward", "3", "0"),
+                     ("bp_1", "backtest", "0", "2")]
+    clean = funding.with_columns(pl.lit(0).alias("funding_missing"),
+                                 pl.lit(0).alias("funding_constant_runs"))
+    text = section(render_report(dataclasses.replace(synthetic_inputs(), funding=clean)),
+                   "summary")
+    assert "No funding print was missing" in text
+    # Reports of studies without the counts say nothing about funding.
+    assert "funding" not in section(render_report(synthetic_inputs()), "summary")

@@ -94,6 +94,24 @@ CASES = {
                             "name: momentum_v1", "name", "duplicate strategy 'momentum_v1'"),
     "blueprint-overweight": ("strategies/vol_compression_v1.yaml", "target_weight: 0.3",
                              "target_weight: 0.5", "target_weight", "exceeds the leverage"),
+    "study-allow-missing-funding-not-bool": ("studies/default.yaml",
+                                             "allow_missing_funding: false",
+                                             "allow_missing_funding: sometimes",
+                                             "allow_missing_funding", "expected bool"),
+    "study-allow-constant-funding-not-bool": ("studies/default.yaml",
+                                              "allow_constant_funding: true",
+                                              "allow_constant_funding: 1",
+                                              "allow_constant_funding", "expected bool"),
+    "study-constant-funding-prints-out-of-range": ("studies/default.yaml",
+                                                   "constant_funding_max_prints: 21",
+                                                   "constant_funding_max_prints: 0",
+                                                   "constant_funding_max_prints",
+                                                   "out of range [1, 100000]"),
+    "blueprint-allow-missing-funding-not-bool": ("strategies/momentum_v1.yaml",
+                                                 "leverage: 1.0",
+                                                 "leverage: 1.0\nallow_missing_funding: yes "
+                                                 "please", "allow_missing_funding",
+                                                 "expected bool"),
 }
 
 
@@ -126,3 +144,25 @@ def test_lint_command_exit_codes(specs):
                      bad.stdout)
     assert re.search(r"gates\.yaml: e1\.join_rate_min: ", bad.stdout)
     assert "2 problem(s)" in bad.stderr
+
+
+def test_funding_strictness_fields_load(specs):
+    """The study's and the blueprint's funding fields: defaults, and the YAML values."""
+    from backtest_assets.specs.registry import SpecRegistry
+
+    reg = SpecRegistry.load(specs)
+    study = reg.default_study
+    assert (study.allow_missing_funding, study.allow_constant_funding,
+            study.constant_funding_max_prints) == (False, True, 21)
+    assert not reg.strategies["momentum_v1"].allow_missing_funding
+    edit(specs / "studies/default.yaml", "allow_constant_funding: true",
+         "allow_constant_funding: false")
+    edit(specs / "studies/default.yaml", "constant_funding_max_prints: 21",
+         "constant_funding_max_prints: 42")
+    edit(specs / "strategies/momentum_v1.yaml", "leverage: 1.0",
+         "leverage: 1.0\nallow_missing_funding: true")
+    reg = SpecRegistry.load(specs)
+    study = reg.default_study
+    assert (study.allow_constant_funding, study.constant_funding_max_prints) == (False, 42)
+    assert reg.strategies["momentum_v1"].allow_missing_funding
+    assert lint(specs) == []

@@ -25,7 +25,7 @@ from backtest_assets.partitions import (
 from backtest_assets.reporting.charts import equity_drawdown_png, markdown_image
 from backtest_assets.resources import SpecRegistryResource, WarehouseResource
 from backtest_assets.strategies.catalog import catalog, problems
-from backtest_assets.strategies.run import run_blueprint
+from backtest_assets.strategies.run import funding_policy, run_blueprint
 from backtest_assets.warehouse import PartitionLayout, WarehouseError
 
 _ALL = dg.AllPartitionMapping()
@@ -100,7 +100,8 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
         try:
             panel, features, own_funding = data.for_blueprint(bp, reg.base_minutes)
             run = run_blueprint(bp, panel, features=features, events=data.events,
-                                funding=own_funding, venue=venue, init_cash=study.capital)
+                                funding=own_funding, venue=venue, init_cash=study.capital,
+                                funding_policy=funding_policy(study, bp))
         except ValueError as exc:
             raise dg.Failure(description=f"blueprint {bp.name}: refused before simulating: "
                                          f"{exc}") from None

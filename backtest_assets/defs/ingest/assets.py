@@ -60,7 +60,8 @@ def _ingest_asset(name: str, description: str, *, market: str, call: Call,
                 return SourceBatch(frame=empty(schema))
             return call(source, symbol, day)
 
-        got = collect(name, date_symbol_keys(context), fetch, schema)
+        keys = date_symbol_keys(context)
+        got = collect(name, keys, fetch, schema)
         write = WarehouseWrite(got.frame, side=[
             SideWrite(QUARANTINE_TABLE, got.quarantine, got.keys),
             SideWrite(FILES_TABLE, got.files, got.keys),
@@ -75,7 +76,10 @@ def _ingest_asset(name: str, description: str, *, market: str, call: Call,
             "raw_files": got.files.height,
             "side_tables": f"{QUARANTINE_TABLE}, {FILES_TABLE}",
         }
-        yield from checked_output(context, write, got.frame, contract, metadata=metadata)
+        # Where rows are expected: a symbol without this market has none.
+        traded = [(d, s) for d, s in keys if market in UNIVERSE.markets_of(s)]
+        yield from checked_output(context, write, got.frame, contract, metadata=metadata,
+                                  keys=traded)
 
     return _asset
 

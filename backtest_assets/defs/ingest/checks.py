@@ -12,6 +12,7 @@ KLINES_CONTRACT = FrameContract(
 FUNDING_CONTRACT = FrameContract(
     schema=RAW_FUNDING, key_cols=("symbol", "ts"), time_col="ts", group_cols=("symbol",),
     slot_minutes=None, value_checks=(), max_rows_per_day=24,  # 1-hour funding at the most
+    funding_prints=True,
 )
 OPEN_INTEREST_CONTRACT = FrameContract(
     schema=RAW_OPEN_INTEREST, key_cols=("symbol", "ts"), time_col="ts", group_cols=("symbol",),

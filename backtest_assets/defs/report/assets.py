@@ -108,8 +108,9 @@ def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryRe
 @dg.asset(
     **_STUDY,
     deps=[dg.AssetDep(a, partition_mapping=_ALL)
-          for a in ("backtest_equity", "walkforward_results", "walkforward_equity",
-                    "phase2_fdr", "event_table", BASE_BARS)]
+          for a in ("backtest_equity", "backtest_metrics", "walkforward_results",
+                    "walkforward_equity", "walkforward_summary", "phase2_fdr", "event_table",
+                    BASE_BARS)]
     + [dg.AssetDep("promotion_decisions")],
     check_specs=[c for c in REPORT_CHECKS if c.asset_key.path[-1] == "research_report"],
 )
@@ -190,7 +191,18 @@ def _report_inputs(reg, study, wh) -> ReportInputs:
         study=study.name, window=(study.start, study.end), spec_hashes=reg.spec_hashes,
         dataset_hash=data_hash, code_commit=code_commit(),
         equity=_curves(table("backtest_equity")), oos_equity=table("walkforward_equity"),
-        folds=folds, event_curves=curves, funnel=funnel, promotions=promotions)
+        folds=folds, event_curves=curves, funnel=funnel, promotions=promotions,
+        funding=_funding(table("backtest_metrics"), table("walkforward_summary")))
+
+
+def _funding(metrics: pl.DataFrame, summary: pl.DataFrame) -> pl.DataFrame:
+    """Each run's funding audit counts (``ReportInputs.funding``); tables written before
+    the counts existed have none."""
+    cols = ("blueprint", "funding_missing", "funding_constant_runs")
+    frames = [f.select(*cols).with_columns(pl.lit(run).alias("run"))
+              for f, run in ((metrics, "backtest"), (summary, "walk-forward"))
+              if set(cols) <= set(f.columns)]
+    return pl.concat(frames).select("blueprint", "run", *cols[1:]) if frames else pl.DataFrame()
 
 
 def _curves(equity: pl.DataFrame) -> pl.DataFrame:

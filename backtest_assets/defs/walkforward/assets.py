@@ -25,6 +25,7 @@ from backtest_assets.discovery.phase2 import TESTED, frame_hash
 from backtest_assets.partitions import BASE_BARS, blueprint_partitions_def
 from backtest_assets.reporting.charts import equity_drawdown_png, markdown_image
 from backtest_assets.resources import SpecRegistryResource, WarehouseResource
+from backtest_assets.strategies.run import funding_policy
 from backtest_assets.walkforward import folds as F
 from backtest_assets.walkforward.evaluate import Market, evaluate, purge_bars, windows
 from backtest_assets.warehouse import PartitionLayout, WarehouseError
@@ -108,7 +109,8 @@ def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistr
         try:
             panel, features, funding = data.for_blueprint(bp, reg.base_minutes)
             wf = evaluate(bp, Market(panel, features, data.events, funding, venue,
-                                     study.capital), reg.walkforward,
+                                     study.capital, funding_policy(study, bp)),
+                          reg.walkforward,
                           stress=reg.gates.promotion.cost_stress,
                           trials_phase2=trials_phase2 if rows[bp.name]["source"] == "phase2"
                           else 0)

@@ -72,6 +72,8 @@ SUMMARY_MODEL = pa.DataFrameSchema({
     "deflated_sharpe": pa.Column(pl.Float64, **_PROB), "pbo": pa.Column(pl.Float64, **_PROB),
     "oos_sharpe": pa.Column(pl.Float64, nullable=True),
     "oos_total_return": pa.Column(pl.Float64, nullable=True),
+    "funding_missing": pa.Column(pl.Int64, pa.Check.ge(0)),
+    "funding_constant_runs": pa.Column(pl.Int64, pa.Check.ge(0)),
     "spec_hash": pa.Column(pl.String), "dataset_hash": pa.Column(pl.String),
     "code_commit": pa.Column(pl.String),
 })
