@@ -162,16 +162,28 @@ def samples(inputs: Phase2Inputs, families: FamiliesSpec, gate: Phase2Gate) -> p
 
 
 def mark_overlapping(sample: pl.DataFrame, interval_minutes: int) -> pl.DataFrame:
-    """The sample sorted by (hypothesis, ts, event symbol) with ``overlapping`` set: True for
-    an event inside the horizon of an earlier kept event of its hypothesis
-    (stats.inference.non_overlapping; events at one bar are kept or left together)."""
-    sample = sample.sort("hypothesis_id", "ts", "event_symbol")
+    """The sample with ``overlapping`` set: True for an event inside the horizon of an
+    earlier kept event of its hypothesis (stats.inference.non_overlapping; events at one bar
+    are kept or left together). Sorted by (hypothesis, ts, event symbol) unless it already
+    is by (hypothesis, ts)."""
+    bar_us = interval_minutes * 60_000_000
+    if not _grouped_in_time(sample):  # samples() already are: a sort of millions
+        sample = sample.sort("hypothesis_id", "ts", "event_symbol")  # of rows costs seconds
     bars = {h: interval_minutes_of(h) // interval_minutes for h in sample["horizon"].unique()}
     keep = non_overlapping(
-        sample["ts"].dt.epoch("us").to_numpy() // (interval_minutes * 60_000_000),
+        sample["ts"].dt.epoch("us").to_numpy() // bar_us,
         sample["horizon"].replace_strict(bars, return_dtype=pl.Int64).to_numpy(),
         sample["hypothesis_id"].rle_id().to_numpy())
     return sample.with_columns(pl.Series("overlapping", ~keep))
+
+
+def _grouped_in_time(sample: pl.DataFrame) -> bool:
+    """Whether the hypotheses are sorted and each one's events are in time order."""
+    if not sample["hypothesis_id"].is_sorted():
+        return False
+    ts = sample["ts"].dt.epoch("us").to_numpy()
+    same = np.diff(sample["hypothesis_id"].rle_id().to_numpy()) == 0
+    return not np.any(same & (np.diff(ts) < 0))
 
 
 def pvalues(sample: pl.DataFrame, hyps: pl.DataFrame, families: FamiliesSpec,

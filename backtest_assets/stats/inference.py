@@ -28,13 +28,13 @@ The tests
   larger p-value of the next two, so a hypothesis is rejected only when both reject.
 - :func:`cluster_signflip_test` (``inference: signflip``): a wild cluster
   bootstrap with the null imposed, i.e. a randomization test that flips the sign of whole
-  cluster sums (Rademacher weights). The statistic is the cluster-robust t. Its p-value is
-  the share of the 2^G sign patterns whose |t| is at least the observed one: enumerated
-  exactly for ``G <= EXACT_MAX_CLUSTERS``, else drawn (at most ``draws``) with Besag-Clifford
-  sequential stopping (a draw sequence ends after ``stop_after`` exceedances, p = h / L), both
-  exact p-values when the cluster sums are independent and symmetric about 0. The p-value can
-  never be below ``1 / 2^(G-1)``: a sample of 5 clusters cannot reach 0.05 -- few clusters
-  are little evidence, however many events they hold.
+  cluster sums (Rademacher weights). Its p-value is the share of the 2^G sign patterns whose
+  |sum| reaches the observed one: enumerated exactly for ``G <= EXACT_MAX_CLUSTERS``, else
+  drawn (at most ``draws``) with Besag-Clifford sequential stopping (a draw sequence ends
+  after ``stop_after`` exceedances, p = h / L), or Hoeffding's bound where the draws could
+  not resolve it; valid p-values when the cluster sums are independent and symmetric about
+  0. The p-value can never be below ``1 / 2^(G-1)``: a sample of 5 clusters cannot reach
+  0.05 -- few clusters are little evidence, however many events they hold.
 - :func:`cr2_mean_test` (``inference: cr2``): the CR2 (Bell-McCaffrey) cluster-robust
   variance with the Bell-McCaffrey / Imbens-Kolesar degrees of freedom (G - 1 for equal
   clusters, fewer when a few clusters hold most events), p from Student's t.
@@ -63,6 +63,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -199,7 +200,7 @@ def event_clusters(times: np.ndarray, lag: int) -> np.ndarray:
     t = np.asarray(times, dtype=np.int64)
     if t.size == 0:
         return np.empty(0, dtype=np.int64)
-    return np.r_[0, np.cumsum(np.diff(t) > lag)].astype(np.int64)
+    return np.concatenate(([0], np.cumsum(np.diff(t) > lag)))
 
 
 def non_overlapping(times: np.ndarray, horizon: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -252,11 +253,23 @@ def _non_overlapping(t, h, g):
     return keep
 
 
-def _cluster_sums(x: np.ndarray, t: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per cluster of canonically ordered events: the sum of the values and the event count."""
-    labels = event_clusters(t, lag)
-    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
-    return np.add.reduceat(x, starts), np.diff(np.r_[starts, x.size]).astype(np.float64)
+class _Clusters(NamedTuple):
+    """A sample in canonical order with its cluster sums: what every cluster test reads."""
+
+    x: np.ndarray
+    lag: int
+    mean: float
+    sums: np.ndarray  # (G,) sum of the values of each cluster
+    sizes: np.ndarray  # (G,) float64 event count of each cluster
+
+
+def _clusters(values: np.ndarray, times: np.ndarray, lag: int) -> _Clusters:
+    x, t, lag = _canonical(values, times, lag)
+    if x.size < 2:
+        return _Clusters(x, lag, float(x[0]) if x.size else math.nan, x[:0], x[:0])
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(event_clusters(t, lag))) + 1))
+    sizes = np.diff(np.concatenate((starts, [x.size]))).astype(np.float64)
+    return _Clusters(x, lag, float(x.mean()), np.add.reduceat(x, starts), sizes)
 
 
 def cr2_mean_test(values: np.ndarray, times: np.ndarray, *, lag: int) -> MeanTest:
@@ -273,36 +286,39 @@ def cr2_mean_test(values: np.ndarray, times: np.ndarray, *, lag: int) -> MeanTes
     ``u_g = n_g^2 / (1 - p_g)``: G - 1 for equal clusters, fewer when a few clusters hold most
     events. Parameters, returns and errors as :func:`hac_mean_test`.
     """
-    x, t, lag = _canonical(values, times, lag)
-    n = x.size
+    return _cr2(_clusters(values, times, lag))
+
+
+def _cr2(c: _Clusters) -> MeanTest:
+    n, g = c.x.size, c.sums.size
     if n < 2:
-        return _undefined(x, lag, "cr2")
-    sums, sizes = _cluster_sums(x, t, lag)
-    g = sums.size
-    mean = float(x.mean())
+        return _undefined(c.x, c.lag, "cr2")
     if g < 2:
-        return _single_cluster(x, mean, lag, "cr2")
-    share = sizes / n
-    resid = sums - sizes * mean
+        return _single_cluster(c.x, c.mean, c.lag, "cr2")
+    share = c.sizes / n
+    resid = c.sums - c.sizes * c.mean
     se = np.sqrt(float((resid * resid / (1.0 - share)).sum())) / n
-    u = sizes * sizes / (1.0 - share)
+    u = c.sizes * c.sizes / (1.0 - share)
     df = 1.0 / (float((share * share).sum()) + (u.sum() ** 2 - (u * u).sum()) / n**4)
-    return _result(n, mean, se, x, lag, df=df, clusters=g, method="cr2")
+    return _result(n, c.mean, se, c.x, c.lag, df=df, clusters=g, method="cr2")
 
 
 def cluster_signflip_test(values: np.ndarray, times: np.ndarray, *, lag: int,
                           draws: int = DRAWS, stop_after: int = STOP_AFTER) -> MeanTest:
     """Randomization test of a zero mean that flips the signs of whole clusters.
 
-    The statistic is the cluster-robust t, ``mean / se`` with
-    ``se^2 = G / (G - 1) * sum_g (S_g - n_g * mean)^2 / n^2`` (CR1); under the null each
-    cluster sum ``S_g`` is as likely to be ``-S_g``, so the p-value is the share of sign
-    patterns ``eps`` (the observed one included) whose t, recomputed from the sums
-    ``eps_g * S_g``, is at least as large in absolute value. With at most
-    ``EXACT_MAX_CLUSTERS`` clusters every pattern is enumerated (a Gray code flips one sign per
-    step); with more, patterns are drawn from a generator seeded by the sample itself (the
-    same sample gives the same p in every run and order), stopping after ``stop_after``
-    exceedances (p = stop_after / draws made) or ``draws`` draws (p = (k + 1) / (draws + 1)).
+    Under the null each cluster sum ``S_g`` is as likely to be ``-S_g`` (cluster sums of
+    non-overlapping events are symmetric when returns are conditionally symmetric), so the
+    p-value is the share of sign patterns ``eps`` (the observed one included) with
+    ``|sum eps_g S_g| >= |sum S_g|``: the wild cluster bootstrap of the sum with the null
+    imposed (Rademacher weights), i.e. of the score statistic ``sum S_g / sqrt(sum S_g^2)``,
+    whose denominator no sign pattern changes. With at most ``EXACT_MAX_CLUSTERS`` clusters
+    every pattern is enumerated (a Gray code flips one sign per step). With more, Hoeffding's
+    bound ``2 exp(-S^2 / (2 sum S_g^2))`` is taken when it is below ``1 / (draws + 1)`` (it
+    bounds the exact p-value from above, and the draws could not resolve less); else patterns
+    are drawn from a generator seeded by the sample itself (the same sample gives the same p
+    in every run and order), stopping after ``stop_after`` exceedances (Besag-Clifford:
+    p = stop_after / draws made) or ``draws`` draws (p = (k + 1) / (draws + 1)).
 
     Parameters
     ----------
@@ -316,26 +332,27 @@ def cluster_signflip_test(values: np.ndarray, times: np.ndarray, *, lag: int,
     Returns
     -------
     MeanTest
-        ``se`` the CR1 standard error, ``t`` the observed statistic, ``df`` = G - 1,
-        ``method`` "signflip"; see the module docstring for degenerate samples.
+        ``se`` the CR1 standard error and ``t = mean / se`` (for reading; the p-value is the
+        randomization's), ``df`` = G - 1, ``method`` "signflip"; see the module docstring
+        for degenerate samples.
     """
-    x, t, lag = _canonical(values, times, lag)
     if draws < 1 or stop_after < 1:
         raise ValueError(f"draws ({draws}) and stop_after ({stop_after}) must be >= 1")
-    n = x.size
+    return _signflip(_clusters(values, times, lag), draws, stop_after)
+
+
+def _signflip(c: _Clusters, draws: int, stop_after: int) -> MeanTest:
+    n, g = c.x.size, c.sums.size
     if n < 2:
-        return _undefined(x, lag, "signflip")
-    sums, sizes = _cluster_sums(x, t, lag)
-    g = sums.size
-    mean = float(x.mean())
+        return _undefined(c.x, c.lag, "signflip")
     if g < 2:
-        return _single_cluster(x, mean, lag, "signflip")
-    resid = sums - sizes * mean
+        return _single_cluster(c.x, c.mean, c.lag, "signflip")
+    resid = c.sums - c.sizes * c.mean
     se = np.sqrt(g / (g - 1) * float((resid * resid).sum())) / n
-    seed = np.array([sums.sum(), float(n), float(g)]).view(np.uint64)
-    p = _signflip_p(sums, sizes, float(n), int(draws), int(stop_after),
+    seed = np.array([c.sums.sum(), float(n), float(g)]).view(np.uint64)
+    p = _signflip_p(c.sums, int(draws), int(stop_after),
                     np.uint64(seed[0] ^ (seed[1] << np.uint64(1)) ^ seed[2]))
-    return _result(n, mean, se, x, lag, df=g - 1, clusters=g, method="signflip", p=p)
+    return _result(n, c.mean, se, c.x, c.lag, df=g - 1, clusters=g, method="signflip", p=p)
 
 
 def cluster_mean_test(values: np.ndarray, times: np.ndarray, *, lag: int) -> MeanTest:
@@ -349,8 +366,8 @@ def cluster_mean_test(values: np.ndarray, times: np.ndarray, *, lag: int) -> Mea
     calibration table in tests/unit/test_calibration.py). ``se``, ``t`` and ``df`` are
     CR2's; parameters and errors as :func:`hac_mean_test`.
     """
-    flip = cluster_signflip_test(values, times, lag=lag)
-    cr2 = cr2_mean_test(values, times, lag=lag)
+    clusters = _clusters(values, times, lag)
+    flip, cr2 = _signflip(clusters, DRAWS, STOP_AFTER), _cr2(clusters)
     p = max(flip.p, cr2.p) if not (math.isnan(flip.p) or math.isnan(cr2.p)) else math.nan
     return dataclasses.replace(cr2, p=p, method="signflip+cr2")
 
@@ -363,31 +380,17 @@ def _single_cluster(x: np.ndarray, mean: float, lag: int, method: str) -> MeanTe
 
 
 @numba.njit(cache=True)
-def _abs_t(s: float, w: float, a2: float, n2: float, n: float) -> float:
-    """|t| of the cluster-robust t from S = sum eps*a, W = sum eps*a*n_g, A2 = sum a^2 and
-    N2 = sum n_g^2 (the constant G / (G - 1) and 1 / n^2 factors cancel in comparisons)."""
-    if n < 0.0:
-        return abs(s)
-    m = s / n
-    var = a2 - 2.0 * m * w + m * m * n2
-    if var <= 0.0:
-        return np.inf if s != 0.0 else 0.0
-    return abs(s) / np.sqrt(var)
-
-
-@numba.njit(cache=True)
-def _signflip_p(a, sizes, n, draws, stop_after, seed):
+def _signflip_p(a, draws, stop_after, seed):
+    """Share of sign patterns eps with |sum eps * a| >= |sum a| (see cluster_signflip_test)."""
     g = a.size
-    an = a * sizes
     a2 = (a * a).sum()
-    n2 = (sizes * sizes).sum()
-    s_obs, w_obs = a.sum(), an.sum()
-    # Patterns whose statistic equals the observed one up to rounding count as reaching it.
-    obs = _abs_t(s_obs, w_obs, a2, n2, n) * (1.0 - 1e-9)
+    s_obs = abs(a.sum())
+    # Patterns whose sum equals the observed one up to rounding count as reaching it.
+    obs = s_obs - 1e-9 * np.sqrt(a2)
     if g <= EXACT_MAX_CLUSTERS:
-        # Half the patterns suffice: flipping every sign leaves |t| unchanged.
+        # Half the patterns suffice: flipping every sign leaves |sum| unchanged.
         sign = np.ones(g)
-        s, w = s_obs, w_obs
+        s = a.sum()
         count = 1
         total = 1 << (g - 1)
         for k in range(1, total):
@@ -397,15 +400,19 @@ def _signflip_p(a, sizes, n, draws, stop_after, seed):
                 kk >>= 1
                 j += 1
             s -= 2.0 * sign[j] * a[j]
-            w -= 2.0 * sign[j] * an[j]
             sign[j] = -sign[j]
-            if _abs_t(s, w, a2, n2, n) >= obs:
+            if abs(s) >= obs:
                 count += 1
         return count / total
+    # Hoeffding: P(|sum eps * a| >= s) <= 2 exp(-s^2 / (2 sum a^2)), an upper bound of the
+    # exact p-value; when it is below what the draws could resolve, it is the p-value.
+    bound = 2.0 * np.exp(-s_obs * s_obs / (2.0 * a2)) if a2 > 0.0 else 1.0
+    if bound <= 1.0 / (draws + 1):
+        return bound
     state = seed
     hits = 0
     for d in range(1, draws + 1):
-        s, w = 0.0, 0.0
+        s = 0.0
         bits = np.uint64(0)
         for j in range(g):
             if j % 64 == 0:  # splitmix64: 64 signs per draw of the generator
@@ -414,14 +421,9 @@ def _signflip_p(a, sizes, n, draws, stop_after, seed):
                 z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
                 z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
                 bits = z ^ (z >> np.uint64(31))
-            if bits & np.uint64(1):
-                s += a[j]
-                w += an[j]
-            else:
-                s -= a[j]
-                w -= an[j]
+            s += a[j] if bits & np.uint64(1) else -a[j]
             bits >>= np.uint64(1)
-        if _abs_t(s, w, a2, n2, n) >= obs:
+        if abs(s) >= obs:
             hits += 1
             if hits == stop_after:
                 return stop_after / d

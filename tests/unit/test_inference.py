@@ -257,20 +257,10 @@ def test_cr2_df_is_g_minus_1_for_equal_clusters_and_fewer_for_unequal():
 
 
 def brute_force_signflip(values: np.ndarray, times: np.ndarray, lag: int) -> float:
-    """Share of all 2^G sign patterns whose CR1 |t| reaches the observed one."""
-    d = _cluster_design(values, times, lag)
-    sums, sizes = values @ d, d.sum(axis=0)
-    n, g = values.size, sums.size
-
-    def abs_t(s: np.ndarray) -> float:
-        mean = s.sum() / n
-        var = g / (g - 1) * ((s - sizes * mean) ** 2).sum() / n**2
-        return abs(mean) / math.sqrt(var) if var > 0 else math.inf
-
-    observed = abs_t(sums)
-    signs = 1 - 2 * ((np.arange(2**g)[:, None] >> np.arange(g)) & 1)
-    reached = [abs_t(e * sums) >= observed * (1 - 1e-9) for e in signs]
-    return float(np.mean(reached))
+    """Share of all 2^G sign patterns whose |sum of cluster sums| reaches the observed one."""
+    sums = values @ _cluster_design(values, times, lag)
+    signs = 1 - 2 * ((np.arange(2**sums.size)[:, None] >> np.arange(sums.size)) & 1)
+    return float(np.mean(np.abs(signs @ sums) >= abs(sums.sum()) * (1 - 1e-9)))
 
 
 def test_signflip_enumerates_every_sign_pattern_exactly():
@@ -323,14 +313,29 @@ def test_signflip_sampled_p_agrees_with_the_t_reference_for_many_clusters():
         assert flip.p == pytest.approx(t_ref, abs=0.01 + 0.1 * t_ref), shift
 
 
+def test_a_far_tail_takes_hoeffdings_bound():
+    # 200 clusters of a strong effect: the exact p is far below 1 / 10,000, which the draws
+    # cannot resolve; Hoeffding's bound 2 exp(-S^2 / (2 sum S_g^2)) bounds it from above.
+    rng = np.random.default_rng(19)
+    values = rng.standard_normal(200) + 0.5
+    times = np.arange(200) * 100
+    res = cluster_signflip_test(values, times, lag=10)
+    assert res.p == pytest.approx(2 * math.exp(-values.sum() ** 2 / (2 * (values**2).sum())),
+                                  rel=1e-12)
+    assert res.p < 1e-4
+
+
 def test_sampled_p_stops_early_only_for_large_p():
     rng = np.random.default_rng(17)
     values = rng.standard_normal(400)
     times = np.arange(400) * 100
     null = cluster_signflip_test(values, times, lag=10, stop_after=10)
     assert null.p > 0.05  # a null sample: 10 exceedances come quickly
-    strong = cluster_signflip_test(values + 1.0, times, lag=10, draws=999)
-    assert strong.p == pytest.approx(1 / 1000, rel=1e-12)  # none of the 999 draws reach it
+    strong = cluster_signflip_test(values + 0.2, times, lag=10, draws=999)
+    # Hoeffding's bound is above 1/1000 here, so the draws run: none of the 999 reach it.
+    assert 2 * math.exp(-(values + 0.2).sum() ** 2 / (2 * ((values + 0.2) ** 2).sum())) > 1e-3
+    assert strong.p < 0.01
+    assert strong.p * 1000 == pytest.approx(round(strong.p * 1000), abs=1e-9)  # (k + 1) / 1000
 
 
 def test_single_cluster_has_no_test():
