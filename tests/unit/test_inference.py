@@ -313,6 +313,20 @@ def test_signflip_sampled_p_agrees_with_the_t_reference_for_many_clusters():
         assert flip.p == pytest.approx(t_ref, abs=0.01 + 0.1 * t_ref), shift
 
 
+def test_a_sample_and_its_mirror_get_the_same_p():
+    # continuation and mean_reversion are x and -x: the same hypothesis, the same p-value.
+    rng = np.random.default_rng(20)
+    for n in (40, 600):  # exact enumeration and sampled draws
+        values, times = _clustered_sample(rng, n, span=40 * n)
+        values = values + 0.002
+        flip, mirror = (cluster_signflip_test(v, times, lag=30) for v in (values, -values))
+        assert flip.p == mirror.p, n  # the same sign patterns drawn
+        for test in (cluster_mean_test, cr2_mean_test):  # sums in another order: to rounding
+            a, b = test(values, times, lag=30), test(-values, times, lag=30)
+            assert a.p == pytest.approx(b.p, rel=1e-12), (n, test.__name__)
+            assert a.t == pytest.approx(-b.t, rel=1e-12), (n, test.__name__)
+
+
 def test_a_far_tail_takes_hoeffdings_bound():
     # 200 clusters of a strong effect: the exact p is far below 1 / 10,000, which the draws
     # cannot resolve; Hoeffding's bound 2 exp(-S^2 / (2 sum S_g^2)) bounds it from above.
