@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import os
 import sys
 import time
@@ -28,48 +27,25 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backtest_assets.stats.multiplicity import bh_qvalues, discoveries
 from tests.support import null_markets as nm
 
 Q = 0.05
 EFFECT = 0.3
 
 
-def wilson(k: int, n: int) -> tuple[float, float, float]:
-    z = 1.96
-    share = k / n
-    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return share, centre - half, centre + half
-
-
 def null_chunk(args: tuple[str, list[str], int, int]) -> np.ndarray:
     """(datasets, methods, horizons) booleans: any discovery in the family."""
     generator, methods, start, stop = args
-    out = np.zeros((stop - start, len(methods), len(nm.HORIZONS)), dtype=bool)
-    for i, k in enumerate(range(start, stop)):
-        market = nm.MAKERS[generator](np.random.default_rng([nm.GENERATORS.index(generator),
-                                                             k]))
-        for j, method in enumerate(methods):
-            for c, h in enumerate(nm.HORIZONS):
-                out[i, j, c] = discoveries(bh_qvalues(nm.family_pvalues(market, h, method)),
-                                           Q).any()
-    return out
+    return np.array([nm.family_discoveries(nm.dataset(generator, k), methods, Q)
+                     for k in range(start, stop)])
 
 
 def power_chunk(args: tuple[str, list[str], int, int]) -> np.ndarray:
     """(runs, methods, horizons) booleans: the planted symbol 0 discovered."""
     generator, methods, start, stop = args
-    out = np.zeros((stop - start, len(methods), len(nm.HORIZONS)), dtype=bool)
-    planted = np.array([0])
-    for i, k in enumerate(range(start, stop)):
-        market = nm.MAKERS[generator](np.random.default_rng([99, nm.GENERATORS.index(
-            generator), k]))
-        for j, method in enumerate(methods):
-            for c, h in enumerate(nm.HORIZONS):
-                p = nm.family_pvalues(market, h, method, effect=EFFECT, planted=planted)
-                out[i, j, c] = discoveries(bh_qvalues(p), Q)[0]
-    return out
+    return np.array([nm.family_discoveries(nm.dataset(generator, k, stream=99), methods, Q,
+                                           effect=EFFECT, planted=np.array([0]))
+                     for k in range(start, stop)])
 
 
 def run(pool: ProcessPoolExecutor, fn, generator: str, methods: list[str], n: int,
@@ -83,7 +59,7 @@ def run(pool: ProcessPoolExecutor, fn, generator: str, methods: list[str], n: in
 def cells(hits: np.ndarray, j: int) -> str:
     out = []
     for c in range(len(nm.HORIZONS)):
-        share, lo, hi = wilson(int(hits[:, j, c].sum()), hits.shape[0])
+        share, lo, hi = nm.wilson_ci(int(hits[:, j, c].sum()), hits.shape[0])
         out.append(f"{share:6.3f} [{lo:.3f}, {hi:.3f}]")
     return "  ".join(out)
 

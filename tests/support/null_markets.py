@@ -41,7 +41,7 @@ import polars as pl
 from backtest_assets.discovery import phase2
 from backtest_assets.discovery.phase2 import Phase2Inputs
 from backtest_assets.specs.models import FamiliesSpec, FeesSpec, Phase2Gate
-from backtest_assets.stats import inference
+from backtest_assets.stats import inference, multiplicity
 
 N_SYMBOLS = 3
 N_BARS = 20_000  # two weeks of 1-minute bars
@@ -250,6 +250,34 @@ def family_pvalues(market: Market, h: int, method: str, *, effect: float = 0.0,
     p = np.array([test(signed[m], market.times[m], h) if m.sum() >= MIN_SAMPLE else 1.0
                   for m in masks])
     return np.where(np.isfinite(p), p, 1.0)
+
+
+def dataset(generator: str, k: int, stream: int | None = None) -> Market:
+    """Dataset ``k`` of a generator, seeded by ([stream,] generator, k): reproducible alone."""
+    key = [GENERATORS.index(generator), k]
+    return MAKERS[generator](np.random.default_rng(key if stream is None else [stream, *key]))
+
+
+def family_discoveries(market: Market, methods: list[str], q: float, *, effect: float = 0.0,
+                       planted: np.ndarray | None = None) -> np.ndarray:
+    """(methods, horizons) bool: BH at ``q`` found something in the family (with
+    ``planted``: found the first planted symbol)."""
+    out = np.zeros((len(methods), len(HORIZONS)), dtype=bool)
+    for j, method in enumerate(methods):
+        for c, h in enumerate(HORIZONS):
+            found = multiplicity.discoveries(multiplicity.bh_qvalues(
+                family_pvalues(market, h, method, effect=effect, planted=planted)), q)
+            out[j, c] = found.any() if planted is None else found[planted[0]]
+    return out
+
+
+def wilson_ci(k: int, n: int) -> tuple[float, float, float]:
+    """Share k/n and its Wilson 95% interval."""
+    z = 1.96
+    share = k / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return share, centre - half, centre + half
 
 
 # ---- the same market through Phase 2's own code ----------------------------------------------

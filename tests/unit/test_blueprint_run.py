@@ -15,6 +15,7 @@ from backtest_assets.strategies import Panel
 from backtest_assets.strategies.blueprints import from_survivor
 from backtest_assets.strategies.catalog import catalog, load_blueprint, problems
 from backtest_assets.strategies.run import instruments_for, run_blueprint
+from tests.support.bars import random_walk_frame
 
 REG = load_registry()
 VENUE = REG.fees.venues["binance_usdm_vip0"]
@@ -28,11 +29,7 @@ def market(symbols=("BTCUSDT", "ETHUSDT"), seed=0) -> tuple[Panel, pl.DataFrame]
     frames, funding = [], []
     ts = [T0 + dt.timedelta(minutes=5 * k) for k in range(N)]
     for i, s in enumerate(symbols):
-        close = (40_000 / (i + 1)) * np.exp(np.cumsum(rng.normal(0, 0.004, N)))
-        open_ = np.concatenate([[close[0]], close[:-1]])
-        frames.append(pl.DataFrame({"symbol": s, "ts_open": ts, "open": open_,
-                                    "high": np.maximum(open_, close) * 1.001,
-                                    "low": np.minimum(open_, close) * 0.999, "close": close}))
+        frames.append(random_walk_frame(rng, s, ts, 40_000 / (i + 1)))
         funding.append(pl.DataFrame({"symbol": s, "ts": ts[::96],
                                      "funding_rate": rng.normal(1e-4, 1e-4, N // 96)}))
     panel = Panel.from_bars(pl.concat(frames), symbols, T0, T0 + dt.timedelta(days=2), 5)

@@ -53,15 +53,6 @@ FDR_Q = 0.05
 PHASE2 = "signflip+cr2+thin"  # null_markets.METHODS: what Phase 2 does
 
 
-def wilson_ci(k: int, n: int) -> tuple[float, float, float]:
-    """Share k/n and its Wilson 95% interval."""
-    z = 1.96
-    share = k / n
-    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return share, centre - half, centre + half
-
-
 # ---- Phase 2 runs the calibrated path ----------------------------------------------------------
 
 def test_phase2_runs_the_calibrated_test():
@@ -85,14 +76,8 @@ def test_phase2_runs_the_calibrated_test():
 
 def family_hits(generator: str, method: str, seeds: range) -> np.ndarray:
     """(datasets, horizons) booleans: the family made a discovery (every hypothesis null)."""
-    out = np.zeros((len(seeds), len(nm.HORIZONS)), dtype=bool)
-    for i, k in enumerate(seeds):
-        market = nm.MAKERS[generator](np.random.default_rng([nm.GENERATORS.index(generator),
-                                                             k]))
-        for c, h in enumerate(nm.HORIZONS):
-            out[i, c] = discoveries(bh_qvalues(nm.family_pvalues(market, h, method)),
-                                    FDR_Q).any()
-    return out
+    return np.array([nm.family_discoveries(nm.dataset(generator, k), [method], FDR_Q)[0]
+                     for k in seeds])
 
 
 def _chunk(args: tuple[str, str, int, int]) -> np.ndarray:
@@ -110,7 +95,7 @@ def parallel_hits(generator: str, method: str, n: int) -> np.ndarray:
 
 
 def fdr_report(generator: str, method: str, hits: np.ndarray) -> tuple[list, str]:
-    cis = [wilson_ci(int(hits[:, c].sum()), hits.shape[0]) for c in range(len(nm.HORIZONS))]
+    cis = [nm.wilson_ci(int(hits[:, c].sum()), hits.shape[0]) for c in range(len(nm.HORIZONS))]
     text = f"{generator} {method}, {hits.shape[0]} datasets: " + "; ".join(
         f"{h}m FDR {s:.3f} [{lo:.3f}, {hi:.3f}]" for h, (s, lo, hi) in zip(nm.HORIZONS, cis,
                                                                          strict=True))
@@ -241,7 +226,7 @@ def check_power(seed: int, n_runs: int, min_power: float) -> None:
         p, _, n = planted_family(rng, 15, np.array([0]))
         found.append(bool(discoveries(bh_qvalues(p), FDR_Q)[0]))
         n_tested.append(n)
-    power, lo, hi = wilson_ci(sum(found), n_runs)
+    power, lo, hi = nm.wilson_ci(sum(found), n_runs)
     message = (f"power, {n_runs} runs, seed {seed}: effect {EFFECT} sd of the 15-bar return "
                f"on symbol 0 (mean {np.mean(n_tested):.0f} non-overlapping events tested in "
                f"~{N_CLUSTERS * P_JOIN:.0f} clusters), alone in a family of 10: discovered in "

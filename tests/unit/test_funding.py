@@ -31,6 +31,7 @@ from backtest_assets.specs.registry import load_registry
 from backtest_assets.strategies import Panel
 from backtest_assets.strategies.run import funding_policy, run_blueprint
 from backtest_assets.walkforward.evaluate import Market, evaluate
+from tests.support.bars import random_walk_frame
 
 D = dt.datetime(2024, 1, 1)
 H = dt.timedelta(hours=1)
@@ -184,13 +185,7 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 def panel(seed: int = 0) -> Panel:
     rng = np.random.default_rng(seed)
     ts = [D + dt.timedelta(minutes=5 * k) for k in range(N)]
-    frames = []
-    for i, s in enumerate(SYMBOLS):
-        close = (40_000 / (i + 1)) * np.exp(np.cumsum(rng.normal(0, 0.004, N)))
-        open_ = np.concatenate([[close[0]], close[:-1]])
-        frames.append(pl.DataFrame({"symbol": s, "ts_open": ts, "open": open_,
-                                    "high": np.maximum(open_, close) * 1.001,
-                                    "low": np.minimum(open_, close) * 0.999, "close": close}))
+    frames = [random_walk_frame(rng, s, ts, 40_000 / (i + 1)) for i, s in enumerate(SYMBOLS)]
     return Panel.from_bars(pl.concat(frames), SYMBOLS, D, D + 3 * DAY, 5)
 
 
