@@ -73,15 +73,16 @@ def _e1_table(warehouse: Warehouse) -> str:
 
 def _phase2_table(warehouse: Warehouse) -> str:
     fdr = warehouse.read("phase2_fdr", PartitionLayout())
-    lines = ["Phase 2 (hypotheses, tested, discovered at the family's FDR, survivors of costs "
-             "and stability):"]
+    lines = ["Phase 2 (hypotheses, tested, untestable, discovered at the family's FDR, "
+             "survivors of costs and stability):"]
     for (event_type,), t in sorted(fdr.group_by("event_type"), key=lambda g: g[0]):
         lines.append(f"  {event_type:<26} {t.height:>3} hypotheses, "
                      f"{int((t['status'] == 'tested').sum()):>3} tested, "
+                     f"{int((t['status'] == 'untestable').sum()):>3} untestable, "
                      f"{int(t['discovered'].sum()):>3} discovered, "
                      f"{int(t['survivor'].sum()):>3} survivors")
         for r in t.filter(pl.col("survivor")).sort("horizon", "symbol").iter_rows(named=True):
             lines.append(f"      survivor: {r['rule_template']} {r['horizon']} {r['symbol']}: "
-                         f"n {r['n']}, mean {1e4 * r['mean']:.1f} bps, t {r['t']:.1f}, "
-                         f"q {r['q']:.2g}")
+                         f"n {r['n']} in {r['clusters']} clusters, mean "
+                         f"{1e4 * r['mean']:.1f} bps, t {r['t']:.1f}, q {r['q']:.2g}")
     return "\n".join(lines)
