@@ -84,9 +84,10 @@ position's; the old one's is released). Margin is a claim on the equity, not a c
 cash stays spot-like (above), and the posted margin only limits new orders and fixes what a
 liquidation takes. A position without a maintenance margin rate posts none.
 Initial margin check: an order that opens, increases or reverses an isolated position is
-rejected (``insufficient_margin``) when ``|new qty| * fill / L`` exceeds the available
-balance, ``E`` (the equity every order of this open is sized from) minus the margin posted
-by the other symbols' positions; orders of one open fill in symbol order, so a later order
+rejected (``insufficient_margin``) when ``|new qty| * fill / L`` plus the order's taker fee
+(the venue takes it from the same balance) exceeds the available balance, ``E`` (the equity
+every order of this open is sized from) minus the margin posted by the other symbols'
+positions; orders of one open fill in symbol order, so a later order
 sees the margin posted (or released) by the earlier ones. The zero-quantity and min-notional
 rules are checked first; an order that only reduces a position is never rejected for margin.
 With slippage > 0 a target of gross leverage L (notional L x equity) asks for more margin
@@ -686,7 +687,8 @@ def _margin_at_edge(rules: np.ndarray, fills: _Fills, traded: np.ndarray,
               + before.sum(axis=1, keepdims=True) - np.cumsum(before, axis=1))
     q_before = np.vstack([zero_row, qty[:-1]])
     adds = posts & (qty != 0) & ((q_before * qty <= 0) | (np.abs(qty) > np.abs(q_before)))
-    short = im - (equity[:, None] - others) > -MARGIN_EDGE * equity[:, None]
+    cost = im + rules[:, TAKER] * np.abs(fills.delta) * fills.price  # margin + the order's fee
+    short = cost - (equity[:, None] - others) > -MARGIN_EDGE * equity[:, None]
     return bool((adds & short).any())
 
 
@@ -923,7 +925,8 @@ def _order(t, s, w, eq, op, st, rules, acc, fees, slippage, trades, rejected):
     if qty != 0 and abs(qty - old) * px < rules[s, MINN]:
         rejected[REJ_MIN_NOTIONAL] += 1
     elif (not np.isnan(rules[s, MMR]) and qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
-          and abs(qty) * px / rules[s, LEV] > _available(s, eq, st) + MARGIN_TOL * eq):
+          and abs(qty) * px / rules[s, LEV] + rules[s, TAKER] * abs(qty - old) * px
+          > _available(s, eq, st) + MARGIN_TOL * eq):
         rejected[REJ_MARGIN] += 1
     else:
         _fill(t, s, qty, op, R_SIGNAL, st, rules, acc, fees, slippage, trades)

@@ -209,10 +209,12 @@ class _Loop:
             return
         opens = qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
         if inst.maintenance_margin_rate is not None and opens:
-            # Isolated margin: the new position's initial margin must be available in the
-            # equity this open sizes from, less what the other symbols' positions hold now.
+            # Isolated margin: the new position's initial margin and the order's fee must be
+            # available in the equity this open sizes from, less what the other symbols'
+            # positions hold now.
             others = sum(p.margin for i, p in enumerate(self.pos) if p is not None and i != s)
-            if abs(qty) * price / inst.max_leverage > equity - others + MARGIN_TOL * equity:
+            cost = abs(qty) * price / inst.max_leverage + inst.taker * abs(qty - old) * price
+            if cost > equity - others + MARGIN_TOL * equity:
                 self.rejected["insufficient_margin"] += 1
                 return
         self.fill(t, s, qty, o, SIGNAL)

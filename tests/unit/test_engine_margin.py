@@ -105,8 +105,8 @@ VENUE = load_registry().fees.venues["binance_usdm_vip0"]
     # Before issue 13 (the loss was margin + 1.25% clearance fee, L the gross target):
     # 10x long -118,063.60, 10x short -141,838.00, 9x long -105,012.10, 9x short -128,889.09.
     (10.0, 1_000_000.0, 1, None),    # buy 250 @ 40,004: margin 1,000,100 > 1,000,000: refused
-    (-10.0, -4_899.5, 0, 2),         # sell 250 @ 39,996: margin 999,900, fee 4,999.5; the loss
-                                     # is both, the account is blown at that close
+    (-10.0, 1_000_000.0, 1, None),   # sell 250 @ 39,996: margin 999,900 + fee 4,999.5 >
+                                     # 1,000,000: refused (the fee is due from the balance too)
     (9.0, 95_409.55, 0, None),       # 225 @ 40,004: margin 900,090, fee 4,500.45
     (-9.0, 95_590.45, 0, None),      # 225 @ 39,996: margin 899,910, fee 4,499.55
 ])
