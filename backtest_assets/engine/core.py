@@ -45,9 +45,9 @@ An order that rounds to zero quantity while the target is not zero is rejected
 (``zero_qty``); an order whose ``|qty| * fill`` is below the min notional is rejected
 (``min_notional``) unless it closes the position (exchanges accept reduce-only closes).
 An order that opens, increases or reverses an isolated position is rejected
-(``insufficient_margin``) when its initial margin exceeds the available balance (Isolated
-margin, below). A rejected order is counted, never resized, and not retried: the next order
-needs the next change of target. A target whose gross leverage (sum of |target| over
+(``insufficient_margin``) when its initial margin and fee exceed the available balance
+(Isolated margin, below). A rejected order is counted, never resized, and not retried: the
+next order needs the next change of target. A target whose gross leverage (sum of |target| over
 symbols) exceeds the max leverage of a symbol it gives a non-zero target is refused before
 simulating.
 

@@ -12,8 +12,8 @@ Everything at bar t is resolved before bar t+1, in this order:
 3. blown check on the equity at the open;
 4. orders decided at the close of t-1, all sized from the equity of step 3 (with
    ``long_sizing="cash"`` a buy is then capped by the cash left at that point); an order
-   opening or adding to an isolated position must find its initial margin in that equity
-   less the margin the other symbols' positions hold at that point;
+   opening or adding to an isolated position must find its initial margin and its fee in
+   that equity less the margin the other symbols' positions hold at that point;
 5. intrabar exits of every position (new ones included): liquidation at the extreme, then
    stop-loss, then take-profit; a liquidation takes the position's whole posted margin;
 6. marks at the close, blown check on the equity at the close;
