@@ -31,12 +31,13 @@ Statistics and gates
   symbols are never counted as independent; ``clusters`` is their number G.
 - the test (``inference``, stats/inference.py). ``signflip``: the cluster sign-flip
   randomization test of a zero mean -- the two-sided p-value is the share of the 2^G sign
-  patterns of the cluster sums whose cluster-robust |t| reaches the observed one,
-  enumerated for G <= 14 and drawn (at most 9,999, sequentially stopped) above; it cannot be
-  below 1 / 2^(G - 1). ``cr2``: CR2 standard error, p from Student t with Bell-McCaffrey
-  degrees of freedom (``df``, fractional). ``signflip+cr2`` (the default): p is the larger
-  of the two, so both must reject; ``se``, ``t`` and ``df`` are then CR2's. The calibration
-  behind the choice is in tests/unit/test_calibration.py.
+  patterns of the cluster sums whose |sum| reaches the observed one, enumerated for G <= 14,
+  drawn above (at most 9,999, sequentially stopped) or bounded by Hoeffding where the draws
+  could not resolve it; it cannot be below 1 / 2^(G - 1). ``cr2``: CR2 standard error, p
+  from Student t with Bell-McCaffrey degrees of freedom (``df``, fractional).
+  ``signflip+cr2`` (the default): p is the larger of the two, so both must reject; ``se``,
+  ``t`` and ``df`` are then CR2's. The calibration behind the choice is in
+  tests/unit/test_calibration.py.
 - ``insufficient_sample``: fewer events than ``min_sample``. ``untestable``: every event in
   one cluster (no independent replication), or no variation left (standard error 0). Both
   are recorded, never dropped, with their reason, and counted in their family with p = 1 (so
@@ -168,8 +169,8 @@ def mark_overlapping(sample: pl.DataFrame, interval_minutes: int) -> pl.DataFram
     are kept or left together). Sorted by (hypothesis, ts, event symbol) unless it already
     is by (hypothesis, ts)."""
     bar_us = interval_minutes * 60_000_000
-    if not _grouped_in_time(sample):  # samples() already are: a sort of millions
-        sample = sample.sort("hypothesis_id", "ts", "event_symbol")  # of rows costs seconds
+    if not _grouped_in_time(sample):  # sorting millions of rows costs seconds: only if needed
+        sample = sample.sort("hypothesis_id", "ts", "event_symbol")
     bars = {h: interval_minutes_of(h) // interval_minutes for h in sample["horizon"].unique()}
     keep = non_overlapping(
         sample["ts"].dt.epoch("us").to_numpy() // bar_us,
