@@ -23,7 +23,7 @@ Statistics and gates
   gates (``n`` counts the tested events, ``n_overlapping`` the others). A self-triggered
   event's direction is the sign of a return inside the earlier event's forward window, so
   with both in a sample the null t is off-centre (measured on self-triggered GARCH-t events
-  at 60m: mean -0.30, sd 1.14, family FDR 0.064-0.080 at q = 0.05 whatever the variance
+  at 60m: mean -0.30, sd 1.14, family FDR 0.064-0.085 at q = 0.05 whatever the variance
   estimator; see tests/unit/test_calibration.py). Which events are kept depends on event
   times only.
 - clusters: events chained by gaps of at most ``cluster_lag_multiple`` x the horizon in bars

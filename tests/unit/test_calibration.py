@@ -17,10 +17,10 @@ Measured (``python bench/calibration.py``, 1,000 datasets per generator; the who
 each generator x each method with Wilson intervals and power, is bench/results/
 calibration.txt): the old test (Newey-West, G - 1 df, every event) reached a family FDR of
 0.079 [0.064, 0.097] on the Hawkes 60m family and 0.064 [0.050, 0.081] on self-triggered
-GARCH-t 60m; the cluster tests on every event did no better there (sign flip 0.080, CR2
+GARCH-t 60m; the cluster tests on every event did no better there (sign flip 0.085, CR2
 0.071): a later event's direction is the sign of a return inside the earlier event's
 forward window, which leaves the null t off-centre (mean -0.30, sd 1.14 on that market).
-Leaving those events out puts it back; after that the sign flip alone measured up to 0.052
+Leaving those events out puts it back; after that the sign flip alone measured up to 0.049
 and CR2 alone up to 0.052, and requiring both kept every family at 0.046 or below (upper
 ends <= 0.061). With 3,000 datasets (the slow test) every family was at 0.044 or below.
 The price is power where events crowd: on the dense GARCH-t market the 60m power on a 0.3
