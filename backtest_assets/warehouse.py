@@ -216,6 +216,22 @@ class Warehouse:
                 raise
         return incoming.num_rows
 
+    def replace_side(self, side: SideWrite) -> int:
+        """Replace the rows of ``side.keys`` in ``side.table`` by ``side.frame``, on its own.
+
+        For records that must outlive a step that writes nothing else (a rejected file's
+        manifest row before the step fails). Returns the number of rows inserted.
+        """
+        with self.connect() as conn:
+            conn.begin()
+            try:
+                self._replace_side(conn, side, 0)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return side.frame.height
+
     def _check_inside(self, conn: duckdb.DuckDBPyConnection, table: str, layout: PartitionLayout
                       ) -> None:
         match = _box_match("i", "k", layout)
@@ -250,6 +266,21 @@ class Warehouse:
                 "nothing was written (drop or migrate the table)"
             )
 
+    def _add_columns(self, conn: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
+        """Add to an existing side table the (nullable) columns ``source`` has and it lacks.
+
+        Side tables (manifests) only ever gain columns, and a warehouse written before a
+        column existed keeps its rows, with nulls there.
+        """
+        have = {r[0] for r in conn.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
+        ).fetchall()}
+        if not have:
+            return
+        for name, dtype, *_ in conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall():  # noqa: S608
+            if name not in have:
+                conn.execute(f"ALTER TABLE {ident(table)} ADD COLUMN {ident(name)} {dtype}")
+
     def _delete(self, conn: duckdb.DuckDBPyConnection, table: str, layout: PartitionLayout,
                 boxes: Sequence[Box] | None) -> None:
         if boxes is None:
@@ -265,6 +296,7 @@ class Warehouse:
         rows, keys = f"_side_rows_{i}", f"_side_keys_{i}"
         conn.register(rows, sw.frame.to_arrow())
         conn.register(keys, sw.keys.unique().to_arrow())
+        self._add_columns(conn, sw.table, rows)
         self._ensure_table(conn, sw.table, rows)
         match = " AND ".join(f"{ident(sw.table)}.{ident(c)} = k.{ident(c)}" for c in sw.key_cols)
         conn.execute(f"DELETE FROM {ident(sw.table)} USING {keys} k WHERE {match}")  # noqa: S608

@@ -3,6 +3,11 @@
 No Dagster here: ``fetch(symbol, day)`` is any source method returning a ``SourceBatch``.
 The side tables are keyed by ``(asset, symbol, date)`` so that re-materializing a partition
 replaces its quarantine and manifest rows along with its data.
+
+A file the source refuses whole (:class:`SourceDataError` with a ``rejected`` record) does not
+stop the collection: every key is still fetched, so one pass records every rejected file of
+a range in ``Collected.rejected`` (with the error in ``errors``) for the caller to record and
+fail on.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from backtest_assets.core.frames import QUARANTINE_SCHEMA, conform
-from backtest_assets.sources.base import SourceBatch
+from backtest_assets.sources.base import SourceBatch, SourceDataError
 
 SIDE_KEY_SCHEMA: dict[str, pl.DataType] = {
     "asset": pl.String(), "symbol": pl.String(), "date": pl.Date(),
@@ -22,7 +27,7 @@ SIDE_KEY_SCHEMA: dict[str, pl.DataType] = {
 FILES_SCHEMA: dict[str, pl.DataType] = {
     **SIDE_KEY_SCHEMA,
     "url": pl.String(), "path": pl.String(), "sha256": pl.String(), "size": pl.Int64(),
-    "status": pl.String(),
+    "status": pl.String(), "reason": pl.String(),
 }
 QUARANTINE_TABLE_SCHEMA: dict[str, pl.DataType] = {**SIDE_KEY_SCHEMA, **QUARANTINE_SCHEMA}
 
@@ -34,6 +39,8 @@ class Collected:
     files: pl.DataFrame  # FILES_SCHEMA
     keys: pl.DataFrame  # SIDE_KEY_SCHEMA: every partition asked for
     missing: list[str]  # "SYMBOL date" of days the source does not have
+    rejected: pl.DataFrame  # FILES_SCHEMA: files refused whole (status "rejected")
+    errors: list[str]  # why, one per rejected file, naming file and partition
 
 
 def collect(
@@ -43,11 +50,18 @@ def collect(
     schema: dict[str, pl.DataType],
 ) -> Collected:
     """Fetch every (date, symbol) key and stack the batches (sorted by symbol, then time)."""
-    frames, quarantine, files, missing = [], [], [], []
+    frames, quarantine, files, missing, rejected, errors = [], [], [], [], [], []
     for day, symbol in sorted(keys, key=lambda k: (k[1], k[0])):
-        batch = fetch(symbol, day)
-        frames.append(conform(batch.frame, schema))
         side_key = {"asset": asset, "symbol": symbol, "date": day}
+        try:
+            batch = fetch(symbol, day)
+        except SourceDataError as exc:
+            if exc.rejected is None:
+                raise
+            rejected.append({**side_key, **asdict(exc.rejected)})
+            errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        frames.append(conform(batch.frame, schema))
         quarantine += [{**side_key, **asdict(q)} for q in batch.quarantine]
         files += [{**side_key, **asdict(f)} for f in batch.files]
         if batch.missing:
@@ -59,4 +73,6 @@ def collect(
         files=pl.DataFrame(files, schema=FILES_SCHEMA),
         keys=pl.DataFrame(key_rows, schema=SIDE_KEY_SCHEMA),
         missing=missing,
+        rejected=pl.DataFrame(rejected, schema=FILES_SCHEMA),
+        errors=errors,
     )

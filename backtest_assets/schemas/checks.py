@@ -63,9 +63,10 @@ def evaluate(frame: pl.DataFrame, contract: FrameContract, *,
              keys: Sequence[tuple[dt.date, str]] | None = None) -> list[CheckOutcome]:
     """Every named check of ``contract`` on ``frame``, in ``contract.check_names`` order.
 
-    ``keys``: the (date, symbol) partitions the frame holds, where a funding contract's
-    prints are expected (default: the days and symbols of the frame's rows, so a partition
-    without any row is not checked).
+    ``keys``: the (date, symbol) partitions the frame holds, where rows are expected: a key
+    without any row fails ``complete_days`` (WARN) as a whole missing day, and a funding
+    contract expects its prints there (default: the days and symbols of the frame's rows, so
+    a partition without any row is not checked).
     """
     outcomes = _model_checks(frame, contract)
     if not outcomes["schema"].passed:
@@ -74,7 +75,7 @@ def evaluate(frame: pl.DataFrame, contract: FrameContract, *,
         return [outcomes.get(n) or _renamed(skipped, n) for n in contract.check_names]
     outcomes["unique_keys"] = _unique_keys(frame, contract)
     outcomes["monotonic_time"] = _monotonic(frame, contract)
-    outcomes["row_count"], outcomes["complete_days"] = _row_counts(frame, contract)
+    outcomes["row_count"], outcomes["complete_days"] = _row_counts(frame, contract, keys)
     if contract.funding_prints:
         outcomes["complete_days"] = _funding_complete(frame, contract, keys)
     return [outcomes[n] for n in contract.check_names]
@@ -149,7 +150,8 @@ def _monotonic(frame: pl.DataFrame, contract: FrameContract) -> CheckOutcome:
                     f"{list(contract.group_cols)}; first at row {i}: {_row_text(frame, i)}")
 
 
-def _row_counts(frame: pl.DataFrame, contract: FrameContract
+def _row_counts(frame: pl.DataFrame, contract: FrameContract,
+                keys: Sequence[tuple[dt.date, str]] | None = None
                 ) -> tuple[CheckOutcome, CheckOutcome]:
     if contract.slot_minutes is None:
         per_day = (frame.group_by([*contract.group_cols, pl.col(contract.time_col).dt.date()])
@@ -165,20 +167,36 @@ def _row_counts(frame: pl.DataFrame, contract: FrameContract
                        slot_minutes=contract.slot_minutes)
     bad = cov.filter((pl.col("missing") < 0) | (pl.col("misaligned") > 0))
     gaps = cov.filter(pl.col("missing") > 0)
+    # A partition without any row is a whole day missing: day_coverage cannot see it.
+    present = set(cov.select("date", "symbol").rows()) if "symbol" in cov.columns else set()
+    empty_days = sorted({(d, s) for d, s in keys or ()} - present, key=lambda k: (k[1], k[0]))
+    per_day = 24 * 60 // contract.slot_minutes
+    missing_slots = (int(gaps["missing"].sum()) if gaps.height else 0) + per_day * len(empty_days)
+    listed = [f"{s} {d.isoformat()}" for d, s in empty_days[:MAX_LISTED]]
+    more = f" and {len(empty_days) - MAX_LISTED} more" if len(empty_days) > MAX_LISTED else ""
     meta = {"days": cov.height, "rows": frame.height,
-            "expected_rows": int(cov["expected"].sum()) if cov.height else 0,
-            "missing_slots": int(gaps["missing"].sum()) if gaps.height else 0,
-            "days_with_gaps": gaps.height}
+            "expected_rows": int(cov["expected"].sum()) + per_day * len(empty_days),
+            "missing_slots": missing_slots,
+            "days_with_gaps": gaps.height + len(empty_days),
+            "days_without_rows": len(empty_days),
+            "missing_days": ", ".join(listed) + more}
     row_count = CheckOutcome(
         name="row_count", passed=bad.is_empty(), metadata=meta,
         description="" if bad.is_empty() else
         f"rows off the {contract.slot_minutes}-minute grid or more rows than slots: "
         f"{bad.head(3).to_dicts()}")
+    parts = []
+    if empty_days:
+        parts.append(f"{len(empty_days)} day(s) without any row (missing at the source): "
+                     f"{', '.join(listed[:5])}"
+                     + (f" and {len(empty_days) - 5} more" if len(empty_days) > 5 else ""))
+    if gaps.height:
+        parts.append(f"{gaps.height} day(s) with missing {contract.slot_minutes}m slots "
+                     f"({int(gaps['missing'].sum())} in all), kept as gaps; first: "
+                     f"{gaps.head(3).to_dicts()}")
     complete = CheckOutcome(
-        name="complete_days", passed=gaps.is_empty(), severity="WARN", metadata=meta,
-        description="" if gaps.is_empty() else
-        f"{gaps.height} day(s) with missing {contract.slot_minutes}m slots "
-        f"({meta['missing_slots']} in all), kept as gaps; first: {gaps.head(3).to_dicts()}")
+        name="complete_days", passed=not parts, severity="WARN", metadata=meta,
+        description="; ".join(parts))
     return row_count, complete
 
 

@@ -3,7 +3,11 @@
 A source answers one ``(dataset, symbol, day)`` at a time with a :class:`SourceBatch`: the
 canonical frame (layouts in :mod:`backtest_assets.core.frames`), the raw files it read with
 their sha256, and the rows it refused (quarantine) with the reason. A day the source does
-not have is ``missing=True`` with an empty frame, never an exception.
+not have (no file, or a file without data rows) is ``missing=True`` with an empty frame,
+never an exception. A file that fails verification (checksum, unreadable zip, a structure
+that refuses the whole file) raises a :class:`SourceDataError` whose ``rejected`` is the
+file's record (status ``rejected``, the reason, where its bytes are kept), so the caller can
+record the rejection before it fails.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from typing import Literal, Protocol
 import polars as pl
 
 Market = Literal["perp", "spot"]
+# ok: verified and parsed; missing: the source has no such file (404); empty: a verified file
+# holding no data rows; rest: a REST page; generated: synthetic; rejected: failed
+# verification (bytes kept at ``path``, ``reason`` says why)
+FileStatus = Literal["ok", "missing", "empty", "rest", "generated", "rejected"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,7 +33,8 @@ class RawFileRecord:
     path: str | None  # path relative to the data root where the bytes are kept
     sha256: str | None  # of the bytes kept (verified against CHECKSUM for archive files)
     size: int | None
-    status: Literal["ok", "missing", "rest", "generated"]
+    status: FileStatus
+    reason: str | None = None  # why a file was rejected (None otherwise)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +55,12 @@ class SourceBatch:
     files: list[RawFileRecord] = field(default_factory=list)
     quarantine: list[QuarantineRecord] = field(default_factory=list)
     missing: bool = False
+
+
+class SourceDataError(Exception):
+    """Data a source cannot deliver. ``rejected`` is set when a whole file was refused."""
+
+    rejected: RawFileRecord | None = None
 
 
 class MarketDataSource(Protocol):

@@ -9,7 +9,9 @@ instead, and its raw JSON responses are kept under ``data_root/raw/rest/``.
 
 Raw bytes are never lost: a file replaced upstream keeps its old version as
 ``<name>.superseded-<sha256[:12]>``, and bytes that fail the checksum are kept under
-``data_root/raw/_rejected/``.
+``data_root/raw/_rejected/``. A file refused whole raises with its ``rejected`` record (status
+``rejected``, the reason, the kept bytes' path) for the manifest. A day without data rows
+(no file, or a zip holding an empty CSV) is ``missing``; its file's status says which.
 """
 
 from __future__ import annotations
@@ -39,9 +41,13 @@ from backtest_assets.core.keys import InvalidKeyError, validate_date, validate_s
 from backtest_assets.sources.base import Market, QuarantineRecord, RawFileRecord, SourceBatch
 from backtest_assets.sources.binance_csv import (
     KLINE_INTERVALS,
+    BinanceDataError,
     BinanceFormatError,
     ChecksumMismatchError,
+    CorruptArchiveError,
     FetchError,
+    KeptBytes,
+    csv_is_empty,
     parse_funding_csv,
     parse_funding_json,
     parse_klines_csv,
@@ -344,22 +350,48 @@ class BinanceSource:
     ) -> SourceBatch:
         url = f"{self.base_url}/{rel}"
         checksum = self._checksum(rel, partition)
-        # The archive publishes a zip and its CHECKSUM together: no CHECKSUM, no file.
-        data = None if checksum is None else self._verified_zip(rel, url, checksum, partition)
-        if data is None:
-            if (self._today() - period.last_day).days <= self.rest_fallback_days:
-                log.info("%s not in the archive yet (%s): reading REST", partition, url)
-                return rest()
-            log.info("%s missing from the archive (%s)", partition, url)
-            missing = RawFileRecord(url=url, path=None, sha256=None, size=None, status="missing")
-            return SourceBatch(frame=empty(dict(schema)), files=[missing], missing=True)
         raw_path = f"raw/{rel}"
-        member = read_zip_member(data, source_file=raw_path, partition=partition)
-        frame, quarantine = parse(member, raw_path)
+        try:
+            # The archive publishes a zip and its CHECKSUM together: no CHECKSUM, no file.
+            data = None if checksum is None else self._verified_zip(rel, url, checksum, partition)
+        except ChecksumMismatchError as exc:
+            exc.rejected = _rejected(url, exc, exc.kept)
+            raise
+        if data is None or checksum is None:
+            return self._absent(url, partition, period, schema, rest)
+        try:
+            member = read_zip_member(data, source_file=raw_path, partition=partition)
+            frame, quarantine = parse(member, raw_path)
+        except (CorruptArchiveError, BinanceFormatError) as exc:
+            # The bytes matched their CHECKSUM: they are the kept file itself.
+            exc.rejected = _rejected(url, exc, KeptBytes(raw_path, checksum[0], len(data)))
+            raise
+        # A day without data rows is missing whatever the file looks like; "empty" says the
+        # file itself held none (a verified zip with a header or nothing inside).
+        status = "empty" if frame.is_empty() and csv_is_empty(member) else "ok"
+        if status == "empty":
+            log.warning("%s: %s holds no data rows: recorded as missing", partition, url)
         record = RawFileRecord(
-            url=url, path=raw_path, sha256=checksum[0], size=len(data), status="ok"
+            url=url, path=raw_path, sha256=checksum[0], size=len(data), status=status
         )
-        return SourceBatch(frame=frame, files=[record], quarantine=quarantine)
+        return SourceBatch(
+            frame=frame, files=[record], quarantine=quarantine, missing=frame.is_empty()
+        )
+
+    def _absent(
+        self,
+        url: str,
+        partition: str,
+        period: _Period,
+        schema: Mapping[str, pl.DataType],
+        rest: Callable[[], SourceBatch],
+    ) -> SourceBatch:
+        if (self._today() - period.last_day).days <= self.rest_fallback_days:
+            log.info("%s not in the archive yet (%s): reading REST", partition, url)
+            return rest()
+        log.info("%s missing from the archive (%s)", partition, url)
+        missing = RawFileRecord(url=url, path=None, sha256=None, size=None, status="missing")
+        return SourceBatch(frame=empty(dict(schema)), files=[missing], missing=True)
 
     def _checksum(self, rel: str, partition: str) -> tuple[str, bytes] | None:
         """The published sha256 of ``rel`` and the CHECKSUM bytes, or None if absent."""
@@ -416,7 +448,8 @@ class BinanceSource:
             _atomic_write(self.data_root / rejected, data)
             raise ChecksumMismatchError(
                 f"{rel} ({partition}): sha256 {actual} does not match the published "
-                f"CHECKSUM {expected}; the downloaded bytes are kept at {rejected}"
+                f"CHECKSUM {expected}; the downloaded bytes are kept at {rejected}",
+                kept=KeptBytes(path=rejected, sha256=actual, size=len(data)),
             )
         return data
 
@@ -634,6 +667,18 @@ def _rest_batch(
     # REST answering nothing for the period means the exchange has no data for it.
     missing = frame.is_empty() and not quarantine
     return SourceBatch(frame=frame, files=files, quarantine=quarantine, missing=missing)
+
+
+def _rejected(url: str, exc: BinanceDataError, kept: KeptBytes | None) -> RawFileRecord:
+    """The record of a file that failed verification: its reason and where its bytes are."""
+    return RawFileRecord(
+        url=url,
+        path=kept.path if kept else None,
+        sha256=kept.sha256 if kept else None,
+        size=kept.size if kept else None,
+        status="rejected",
+        reason=f"{type(exc).__name__}: {exc}",
+    )
 
 
 def _epoch_ms(value: dt.datetime) -> int:

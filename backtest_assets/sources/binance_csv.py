@@ -25,15 +25,32 @@ import re
 import zipfile
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 import polars as pl
 
 from backtest_assets.core.frames import FUNDING_SCHEMA, KLINE_SCHEMA, OPEN_INTEREST_SCHEMA, TS
-from backtest_assets.sources.base import QuarantineRecord
+from backtest_assets.sources.base import QuarantineRecord, SourceDataError
 
 
-class BinanceDataError(Exception):
-    """Base class of every error raised while reading Binance data."""
+@dataclass(frozen=True)
+class KeptBytes:
+    """Where the bytes of a refused file are kept (relative to the data root)."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+class BinanceDataError(SourceDataError):
+    """Base class of every error raised while reading Binance data.
+
+    ``kept``: where the offending bytes were kept, when the error saved them.
+    """
+
+    def __init__(self, message: str, *, kept: KeptBytes | None = None) -> None:
+        super().__init__(message)
+        self.kept = kept
 
 
 class BinanceFormatError(BinanceDataError):
@@ -154,6 +171,17 @@ def read_zip_member(data: bytes, *, source_file: str, partition: str) -> bytes:
         raise CorruptArchiveError(
             f"{source_file} ({partition}): unreadable zip ({len(data)} bytes): {exc}"
         ) from exc
+
+
+def csv_is_empty(data: bytes) -> bool:
+    """Whether a CSV holds no data row: nothing, blank lines, or a header line alone."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    lines = (line for line in data.splitlines() if line.strip())
+    first = next(lines, None)
+    if first is None:
+        return True
+    return _is_header(first.decode("utf8", errors="replace")) and next(lines, None) is None
 
 
 def parse_klines_csv(

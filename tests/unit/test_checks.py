@@ -83,6 +83,25 @@ def test_gaps_are_warnings_not_errors(good):
     assert outcomes["row_count"].passed
 
 
+def test_a_partition_without_rows_is_a_missing_day_warning(good):
+    """Every file of a day 404ing leaves its partition empty: a whole day missing, not a pass."""
+    next_day = DAY + dt.timedelta(days=1)
+    keys = [(DAY, "BTCUSDT"), (next_day, "BTCUSDT"), (next_day, "ETHUSDT")]
+    outcomes = {o.name: o for o in evaluate(good, KLINES_CONTRACT, keys=keys)}
+    gap = outcomes["complete_days"]
+    assert not gap.passed and gap.severity == "WARN" and not gap.blocking_failure
+    assert gap.metadata["days_without_rows"] == 2
+    assert gap.metadata["missing_slots"] == 2 * 1440
+    assert gap.metadata["missing_days"] == "BTCUSDT 2024-01-03, ETHUSDT 2024-01-03"
+    assert "BTCUSDT 2024-01-03" in gap.description and "ETHUSDT 2024-01-03" in gap.description
+    assert outcomes["row_count"].passed
+    empty = good.clear()
+    (only,) = [o for o in evaluate(empty, KLINES_CONTRACT, keys=[(DAY, "BTCUSDT")])
+               if o.name == "complete_days"]
+    assert not only.passed and only.metadata["missing_days"] == "BTCUSDT 2024-01-02"
+    assert failing(good, KLINES_CONTRACT) == set()  # without keys: only the frame's days
+
+
 def test_bars_contract_and_reconcile(good):
     one = bars.bars_1m(good, "perp")
     five = bars.resample(one, 5)

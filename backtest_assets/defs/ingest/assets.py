@@ -1,8 +1,15 @@
 """Raw market data, one (date, symbol) partition per source day, as the source delivered it.
 
 Refused rows go to ``ingest_quarantine`` with their reason and the raw files behind each
-partition (url, path under the data root, sha256, status) to ``ingest_files``, both replaced
-in the same transaction as the partition's rows.
+partition (url, path under the data root, sha256, status, reason) to ``ingest_files``, both
+replaced in the same transaction as the partition's rows.
+
+A file refused whole (checksum mismatch, unreadable zip, malformed CSV) fails the step, which
+writes no data: a silent gap where the previous good rows were would be worse than a stop.
+Its ``rejected`` manifest row (reason, kept bytes' path) is written first, in a transaction
+of its own that touches only the manifest, beside the rows of the previous good files, which
+still describe the data the table holds. The next successful write of that partition
+replaces the partition's manifest rows as usual.
 """
 
 
@@ -62,6 +69,8 @@ def _ingest_asset(name: str, description: str, *, market: str, call: Call,
 
         keys = date_symbol_keys(context)
         got = collect(name, keys, fetch, schema)
+        if got.errors:
+            _refuse_rejected(context, warehouse, got.rejected, got.errors)
         write = WarehouseWrite(got.frame, side=[
             SideWrite(QUARANTINE_TABLE, got.quarantine, got.keys),
             SideWrite(FILES_TABLE, got.files, got.keys),
@@ -82,6 +91,21 @@ def _ingest_asset(name: str, description: str, *, market: str, call: Call,
                                   keys=traded)
 
     return _asset
+
+
+def _refuse_rejected(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                     rejected: pl.DataFrame, errors: list[str]) -> None:
+    """Record the rejected files in ``ingest_files`` on their own, then fail the step."""
+    keys = rejected.select("asset", "symbol", "date", "url", "status")
+    warehouse.warehouse().replace_side(SideWrite(FILES_TABLE, rejected, keys))
+    shown = "; ".join(f"{r['symbol']} {r['date']}: {e}"
+                      for r, e in zip(rejected.iter_rows(named=True), errors[:5], strict=False))
+    more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+    raise dg.Failure(
+        description=f"{context.asset_key.to_user_string()}: {len(errors)} file(s) rejected, "
+                    f"nothing written (previous data kept; recorded in {FILES_TABLE} with status "
+                    f"rejected): {shown}{more}",
+        metadata={"rejected_files": len(errors)})
 
 
 raw_perp_klines_1m = _ingest_asset(
