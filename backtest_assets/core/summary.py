@@ -17,11 +17,23 @@ _TABLES = {  # table -> (time column, slot minutes or None for irregular rows)
 }
 
 
+_KLINE_MARKETS = {"raw_perp_klines_1m": "perp", "raw_spot_klines_1m": "spot"}
+_NO_DATA = ("missing", "empty", "rejected")  # manifest statuses of a file without rows
+_LISTED = 10
+
+
 def warehouse_summary(warehouse: Warehouse, start: dt.date, end: dt.date) -> str:
-    """Rows, symbols, missing slots and partial bars per table, and quarantined rows."""
+    """Rows, symbols, missing slots and partial bars per table, and quarantined rows.
+
+    ``missing`` counts the slots of every (symbol[, market]) the ingest manifest
+    (``ingest_files``) has partitions of in the window, so a symbol whose days all came back
+    missing, empty or rejected counts them instead of vanishing from the count.
+    """
     lo = dt.datetime.combine(start, dt.time())
     hi = dt.datetime.combine(end + dt.timedelta(days=1), dt.time())
     have = warehouse.tables()
+    manifest = (warehouse.read("ingest_files", PartitionLayout()).filter(
+        pl.col("date").is_between(start, end)) if "ingest_files" in have else None)
     lines = [f"warehouse: {warehouse.path}", f"window: {start}..{end} (UTC, inclusive)",
              f"{'table':<20} {'rows':>10} {'symbols':>8} {'missing':>9} {'partial':>8}"]
     for table, (tcol, slot) in _TABLES.items():
@@ -34,12 +46,14 @@ def warehouse_summary(warehouse: Warehouse, start: dt.date, end: dt.date) -> str
         missing = partial = "-"
         if slot:
             days = (end - start).days + 1
-            n_groups = frame.select(groups).unique().height
+            n_groups = _expected_groups(table, frame.select(groups), manifest).height
             missing = str(n_groups * days * 24 * 60 // slot - frame.height)
         if "n_source_bars" in frame.columns and slot and slot > 1:
             partial = str(int((frame["n_source_bars"] < slot).sum()))
         lines.append(f"{table:<20} {frame.height:>10,} {frame['symbol'].n_unique():>8} "
                      f"{missing:>9} {partial:>8}")
+    if manifest is not None and (no_data := _no_data_files(manifest)):
+        lines.append(no_data)
     if "event_table" in have:
         events = warehouse.read("event_table", PartitionLayout(time_col="ts", time_dim="date"),
                                 [Box(start=lo, end=hi)])
@@ -55,6 +69,39 @@ def warehouse_summary(warehouse: Warehouse, start: dt.date, end: dt.date) -> str
         lines.append(f"quarantined rows: {q.height}"
                      + "".join(f"\n  {r['asset']} {r['symbol']} {r['date']} line "
                                f"{r['line_no']}: {r['reason']}" for r in q.head(10).to_dicts()))
+    return "\n".join(lines)
+
+
+def _expected_groups(table: str, present: pl.DataFrame, manifest: pl.DataFrame | None
+                     ) -> pl.DataFrame:
+    """The groups ``table`` should hold: those with rows plus those the manifest names."""
+    if manifest is None:
+        return present.unique()
+    if table.startswith("raw_"):
+        named = manifest.filter(pl.col("asset") == table).select("symbol")
+    elif "market" in present.columns:  # bars: one group per kline market ingested
+        named = (manifest.filter(pl.col("asset").is_in(list(_KLINE_MARKETS)))
+                 .select("symbol", pl.col("asset").replace_strict(_KLINE_MARKETS)
+                         .alias("market")))
+    else:
+        return present.unique()
+    return pl.concat([present, named.select(present.columns)]).unique()
+
+
+def _no_data_files(manifest: pl.DataFrame) -> str:
+    """Manifest rows of files without data (missing, empty, rejected), the first listed;
+    empty when there are none."""
+    bad = manifest.filter(pl.col("status").is_in(_NO_DATA)).sort("asset", "symbol", "date")
+    if bad.is_empty():
+        return ""
+    counts = ", ".join(f"{s} {n}" for s, n in
+                       bad.group_by("status").len().sort("status").iter_rows())
+    lines = [f"files without data: {bad.height} ({counts})"]
+    for r in bad.head(_LISTED).iter_rows(named=True):
+        why = f": {r['reason'][:160]}" if r.get("reason") else ""
+        lines.append(f"  {r['asset']} {r['symbol']} {r['date']} {r['status']}{why}")
+    if bad.height > _LISTED:
+        lines.append(f"  and {bad.height - _LISTED} more")
     return "\n".join(lines)
 
 

@@ -19,11 +19,12 @@ import pytest
 
 from backtest_assets.cli import run
 from backtest_assets.core.bars import day_coverage
+from backtest_assets.core.summary import warehouse_summary
 from backtest_assets.resources import WarehouseResource
 from backtest_assets.sources.binance import BinanceSource
 from backtest_assets.sources.synthetic import SyntheticSource
 from tests.conftest import REPO, subprocess_env
-from tests.support.archive import daily_klines_path, write_klines_day
+from tests.support.archive import KLINE_HEADER, daily_klines_path, write_klines_day, write_zip
 from tests.support.http_server import ArchiveServer
 from tests.support.specs import specs_with_universe
 
@@ -218,6 +219,94 @@ def test_unreadable_input_fails_with_file_and_partition_and_keeps_previous_data(
     # Raw bytes are never lost: the good zip stays, a rejected download is kept beside it.
     kept = list((data_root / "raw").rglob("BTCUSDT-1m-2024-01-02.zip*"))
     assert any(p.name == "BTCUSDT-1m-2024-01-02.zip" for p in kept)
+    # The manifest tells it: the rejected file with its reason and kept bytes, beside the
+    # previous good file's row (the data the table still holds).
+    files = table("ingest_files").filter(pl.col("asset") == "raw_perp_klines_1m")
+    assert sorted(files["status"]) == ["ok", "rejected"], files
+    rejected = files.filter(pl.col("status") == "rejected").row(0, named=True)
+    assert rejected["url"].endswith(REL) and rejected["date"] == DAY
+    assert message in rejected["reason"] and PARTITION in rejected["reason"], rejected
+    bytes_kept = data_root / rejected["path"]
+    assert bytes_kept.is_file() and (rejected["sha256"] is None or rejected["sha256"]
+                                     == hashlib.sha256(bytes_kept.read_bytes()).hexdigest())
+    assert "rejected" in msg
+
+
+def test_rejected_file_on_a_first_run_is_recorded_and_nothing_else_written(
+        archive, data_root, instance):
+    root, server = archive
+    tamper(root, REL)
+    assert not ingest(server, instance)
+    assert "ChecksumMismatchError" in failure_message(instance)
+    files = table("ingest_files")
+    (row,) = files.filter(pl.col("asset") == "raw_perp_klines_1m").iter_rows(named=True)
+    assert (row["symbol"], row["date"], row["status"]) == ("BTCUSDT", DAY, "rejected")
+    assert row["path"].startswith("raw/_rejected/") and "ChecksumMismatchError" in row["reason"]
+    kept = (data_root / row["path"]).read_bytes()
+    assert kept == (root / REL).read_bytes()
+    assert hashlib.sha256(kept).hexdigest() == row["sha256"]
+    assert "raw_perp_klines_1m" not in WarehouseResource().warehouse().tables()
+
+
+def check_evaluations(instance):
+    """(asset, check) -> evaluation of the last run."""
+    (last, *_) = instance.get_runs(limit=1)
+    out = {}
+    for r in instance.get_records_for_run(last.run_id).records:
+        event = r.event_log_entry.dagster_event
+        if event and event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            out[(data.asset_key.to_user_string(), data.check_name)] = data
+    return out
+
+
+def summary_row(name):
+    text = warehouse_summary(WarehouseResource().warehouse(), DAY, DAY)
+    (line,) = [x for x in text.splitlines() if x.startswith(f"{name} ")]
+    return dict(zip(["table", "rows", "symbols", "missing", "partial"], line.split(),
+                    strict=True)), text
+
+
+def no_perp_file(root, rel):
+    """Every file of the day 404s (the fixture serves only the perp klines zip)."""
+    (root / rel).unlink()
+    (root / f"{rel}.CHECKSUM").unlink()
+
+
+def empty_csv(root, rel):
+    write_zip(root, rel, "")
+
+
+def header_only(root, rel):
+    write_zip(root, rel, KLINE_HEADER + "\n")
+
+
+@pytest.mark.parametrize(("make", "status"),
+                         [(no_perp_file, "missing"), (empty_csv, "empty"),
+                          (header_only, "empty")],
+                         ids=["every-file-404", "empty-csv", "header-only-csv"])
+def test_a_day_without_data_is_missing_in_manifest_summary_and_check(
+        archive, data_root, instance, make, status):
+    root, server = archive
+    make(root, REL)
+    assert ingest(server, instance)
+    files = {r["asset"]: r for r in table("ingest_files").iter_rows(named=True)}
+    assert files["raw_perp_klines_1m"]["status"] == status
+    assert {files[a]["status"] for a in ("raw_spot_klines_1m", "raw_funding_rates",
+                                         "raw_open_interest")} == {"missing"}
+    assert table("raw_perp_klines_1m").is_empty()
+
+    row, text = summary_row("raw_perp_klines_1m")
+    assert row["missing"] == "1440", text
+    assert summary_row("bars_1m")[0]["missing"] == str(2 * 1440), text  # perp and spot
+    assert f"raw_perp_klines_1m BTCUSDT {DAY} {status}" in text, text
+
+    checks = check_evaluations(instance)
+    for asset in ("raw_perp_klines_1m", "raw_spot_klines_1m", "raw_open_interest"):
+        check = checks[(asset, "complete_days")]
+        assert (check.passed, check.severity.value) == (False, "WARN"), asset
+        assert check.metadata["missing_days"].value == f"BTCUSDT {DAY}", asset
+        assert f"BTCUSDT {DAY}" in check.description
 
 
 def nan_close(x):
