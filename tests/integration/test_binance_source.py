@@ -22,6 +22,7 @@ from backtest_assets.sources.binance_csv import (
     CorruptArchiveError,
     FetchError,
 )
+from tests.support.archive import KLINE_HEADER
 from tests.support.http_server import ArchiveServer
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "binance"
@@ -287,6 +288,12 @@ def test_tampered_zip_is_rejected_and_kept(
     rejected = tmp_path / "data" / "raw" / "_rejected" / f"{PERP_DAY}.{actual}"
     assert rejected.read_bytes() == bytes(tampered)
     assert not (tmp_path / "data" / "raw" / PERP_DAY).exists()
+    # The error carries the manifest's record of the rejection.
+    record = excinfo.value.rejected
+    assert record is not None and record.status == "rejected"
+    assert record.path == f"raw/_rejected/{PERP_DAY}.{actual}" and record.sha256 == actual
+    assert record.size == len(tampered) and record.url.endswith(PERP_DAY)
+    assert record.reason == f"ChecksumMismatchError: {message}"
 
 
 # ------------------------------------------------------------------------ generated files
@@ -315,9 +322,24 @@ def test_corrupt_zip_with_matching_checksum(site, make_source, tmp_path: Path) -
     server, root = site
     rel = "data/futures/um/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2024-01-15.zip"
     garbage = publish_bytes(root, rel, b"PK\x03\x04 this is not really a zip")
-    with pytest.raises(CorruptArchiveError, match=r"ETHUSDT-1m-2024-01-15\.zip"):
+    with pytest.raises(CorruptArchiveError, match=r"ETHUSDT-1m-2024-01-15\.zip") as excinfo:
         make_source(server).klines_1m("perp", "ETHUSDT", dt.date(2024, 1, 15))
     assert (tmp_path / "data" / "raw" / rel).read_bytes() == garbage
+    record = excinfo.value.rejected
+    assert record is not None and (record.status, record.path) == ("rejected", f"raw/{rel}")
+    assert record.sha256 == sha256(garbage) and record.reason.startswith("CorruptArchiveError: ")
+
+
+@pytest.mark.parametrize("csv", [b"", b"\n\n", KLINE_HEADER.encode() + b"\n"],
+                         ids=["empty", "blank-lines", "header-only"])
+def test_zip_holding_no_rows_is_a_missing_day(site, make_source, tmp_path: Path, csv) -> None:
+    server, root = site
+    rel = "data/futures/um/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2024-01-15.zip"
+    data = publish(root, rel, csv)
+    batch = make_source(server).klines_1m("perp", "ETHUSDT", dt.date(2024, 1, 15))
+    assert batch.missing and batch.frame.is_empty() and not batch.quarantine
+    (record,) = batch.files
+    assert (record.status, record.path, record.sha256) == ("empty", f"raw/{rel}", sha256(data))
 
 
 def _rest_klines(rows: list[list[object]], cap: int) -> Callable[[dict[str, str]], object]:

@@ -147,3 +147,19 @@ def test_identifiers_are_checked_and_values_are_parameters(wh):
     evil = frame(D[:1], symbols=["BTC'; DROP TABLE t; --"])
     wh.replace("t", evil, LAYOUT, LAYOUT.boxes(keys(D[:1], ["BTC'; DROP TABLE t; --"])))
     assert wh.read("t", LAYOUT)["symbol"].unique().to_list() == ["BTC'; DROP TABLE t; --"]
+
+
+def test_side_rows_replaced_on_their_own_and_a_new_column_added(wh):
+    """A rejected file's manifest row is written without the data table; a manifest written
+    before the ``reason`` column existed gains it (nulls for the old rows)."""
+    old = pl.DataFrame({"symbol": ["BTCUSDT", "ETHUSDT"], "status": ["ok", "ok"]})
+    wh.replace_side(SideWrite("files", old, old.select("symbol", "status")))
+    rejected = pl.DataFrame({"symbol": ["BTCUSDT"], "status": ["rejected"],
+                             "reason": ["ChecksumMismatchError: x"]})
+    for _ in range(2):  # the same rejection recorded again replaces its row
+        wh.replace_side(SideWrite("files", rejected, rejected.select("symbol", "status")))
+    got = wh.read("files", PartitionLayout(), order_by=["symbol", "status"])
+    assert got.rows() == [("BTCUSDT", "ok", None),
+                          ("BTCUSDT", "rejected", "ChecksumMismatchError: x"),
+                          ("ETHUSDT", "ok", None)]
+    assert wh.tables() == {"files"}
