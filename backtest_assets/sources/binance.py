@@ -185,7 +185,9 @@ class BinanceSource:
         InvalidKeyError
             A market, symbol, interval or period that is not a plain key (before any I/O).
         BinanceDataError
-            Checksum mismatch, corrupt zip, malformed file or failed download.
+            Checksum mismatch, corrupt zip, malformed file or failed download. For the first
+            three its ``rejected`` is the file's manifest record (status ``rejected``, the
+            reason, where the bytes are kept); a failed download has none.
         """
         symbol = validate_symbol(symbol)
         market = _validate_market(market)
