@@ -27,9 +27,10 @@ test: env ## the CI suite (slow tests excluded)
 test-all: env
 	$(PY) -m pytest -m ""
 
-ui: env ## the Dagster UI and daemon on http://127.0.0.1:3000
+UI_PORT ?= 3000
+ui: env ## the Dagster UI and daemon on http://127.0.0.1:3000 (UI_PORT=... for another port)
 	$(VENV)/bin/dagster instance concurrency set duckdb 1
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(VENV)/bin/dg dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 lint: env
 	$(VENV)/bin/ruff check .
