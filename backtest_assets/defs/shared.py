@@ -12,6 +12,7 @@ import polars as pl
 
 from backtest_assets.core.keys import InvalidKeyError, validate_date, validate_symbol
 from backtest_assets.partitions import date_symbol_partitions_def
+from backtest_assets.resources.io_manager import WarehouseWrite
 from backtest_assets.schemas.checks import CheckOutcome, FrameContract, evaluate
 from backtest_assets.warehouse import Box, PartitionLayout
 
@@ -122,8 +123,27 @@ def guarded_output(
     """
     yield from refuse_failed(results, f"{context.asset_key.to_user_string()} "
                                       f"{_describe_keys(context)}", " (previous data kept)")
-    yield dg.Output(value, metadata=dict(metadata or {}))
+    frame = value.frame if isinstance(value, WarehouseWrite) else value
+    table = table_metadata(frame) if isinstance(frame, pl.DataFrame) else {}
+    yield dg.Output(value, metadata={**table, **(metadata or {})})
     yield from results
+
+
+PREVIEW_ROWS = 5
+
+
+def table_metadata(frame: pl.DataFrame) -> dict[str, Any]:
+    """Dagster's standard table metadata of a frame a materialization writes, so the catalog
+    shows rows and columns: ``dagster/row_count`` (the rows this materialization wrote: its
+    partitions), ``dagster/column_schema`` (each column's name and polars dtype, and whether
+    it holds nulls) and a Markdown ``preview`` of its first rows."""
+    schema = dg.TableSchema(columns=[
+        dg.TableColumn(name, str(dtype), constraints=dg.TableColumnConstraints(
+            nullable=frame[name].null_count() > 0))
+        for name, dtype in frame.schema.items()])
+    return {"dagster/row_count": frame.height,
+            "dagster/column_schema": dg.MetadataValue.table_schema(schema),
+            "preview": dg.MetadataValue.md(markdown_table(frame.head(PREVIEW_ROWS)))}
 
 
 def refuse_failed(results: Sequence[dg.AssetCheckResult], what: str, note: str = ""

@@ -58,6 +58,17 @@ def test_single_run_backfill_over_days_and_symbols(data_root, instance):
     assert bar["high"] == raw["high"].max() and bar["low"] == raw["low"].min()
     assert bar["volume"] == pytest.approx(raw["volume"].sum(), rel=1e-12)
     assert bar["n_source_bars"] == 5
+    # The catalog's rows and columns: Dagster's standard table metadata on the materialization.
+    event = instance.get_latest_materialization_event(dg.AssetKey("bars_5m"))
+    meta = event.asset_materialization.metadata
+    assert meta["dagster/row_count"].value == snap["bars_5m"].height  # the run wrote them all
+    columns = meta["dagster/column_schema"].value.columns
+    assert [c.name for c in columns] == snap["bars_5m"].columns
+    by_name = {c.name: c for c in columns}
+    assert by_name["close"].type == "Float64" and by_name["symbol"].type == "String"
+    assert by_name["close"].constraints.nullable is False
+    preview = meta["preview"].value.splitlines()
+    assert preview[0].startswith("| symbol |") and len(preview) == 2 + 5
 
 
 def test_rematerializing_gives_identical_rows(data_root, instance):
