@@ -87,6 +87,13 @@ SAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "slice": pl.Date(), "regime": pl.String(), "overlapping": pl.Boolean(),
 }
 
+PVALS_SCHEMA: dict[str, pl.DataType] = {
+    **HYPOTHESIS_SCHEMA, "n": pl.Int64(), "n_overlapping": pl.Int64(), "mean": pl.Float64(),
+    "se": pl.Float64(), "t": pl.Float64(), "p": pl.Float64(), "clusters": pl.Int64(),
+    "df": pl.Float64(), "cluster_lag": pl.Int64(), "inference": pl.String(),
+    "status": pl.String(),
+}
+
 
 @dataclass(frozen=True, kw_only=True)
 class Phase2Inputs:
@@ -217,12 +224,7 @@ def pvalues(sample: pl.DataFrame, hyps: pl.DataFrame, families: FamiliesSpec,
         elif part is not None and n:
             row["mean"] = float(part["signed_return"].mean())
         rows.append(row)
-    return pl.DataFrame(rows, schema={**HYPOTHESIS_SCHEMA, "n": pl.Int64,
-                                      "n_overlapping": pl.Int64, "mean": pl.Float64,
-                                      "se": pl.Float64, "t": pl.Float64, "p": pl.Float64,
-                                      "clusters": pl.Int64, "df": pl.Float64,
-                                      "cluster_lag": pl.Int64, "inference": pl.String,
-                                      "status": pl.String})
+    return pl.DataFrame(rows, schema=PVALS_SCHEMA)
 
 
 def _finite(x: float) -> float | None:

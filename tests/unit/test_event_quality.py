@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from backtest_assets.events import EVENT_SCHEMA, REPORT_SCHEMA, event_quality, quality_json
+from backtest_assets.schemas.research import E1_REPORT
 from backtest_assets.specs import load_registry
 from backtest_assets.specs.models import E1Gate, Range
 
@@ -45,6 +46,7 @@ def judge(ev: pl.DataFrame, b: pl.DataFrame, *, features=None, labels=None,
         feature_cols=FEATURES, label_cols=LABELS, gate=GATE, symbols=list(symbols))
     assert list(out.schema.items()) == list(REPORT_SCHEMA.items())
     assert out["symbol"].to_list() == [*symbols, "ALL"]
+    E1_REPORT.validate(out)  # the model the asset's blocking schema check applies
     return out
 
 

@@ -5,10 +5,12 @@ import datetime as dt
 import hashlib
 
 import numpy as np
+import pandera.polars as pa
 import polars as pl
 import pytest
 
 from backtest_assets.discovery import phase2
+from backtest_assets.schemas.research import PHASE2_CANDIDATES, PHASE2_FDR, PHASE2_PVALS
 from backtest_assets.specs import load_registry
 from backtest_assets.specs.models import FeesSpec, Phase2Gate, StabilityGate, VenueSpec
 
@@ -245,3 +247,18 @@ def test_frame_hash_sees_content_not_row_order():
     assert phase2.frame_hash({"a": a}) != phase2.frame_hash({"b": a})
     assert phase2.frame_hash({"a": a}) != phase2.frame_hash(
         {"a": a.with_columns(pl.col("s").replace("x", "xy"))})
+
+
+def test_the_frames_satisfy_their_pandera_models():
+    events, fwd = _weekly_events(4, 12)
+    sample, pvals, fdr = run(inputs(events, fwd=fwd))
+    PHASE2_CANDIDATES.validate(sample)
+    PHASE2_PVALS.validate(pvals)
+    PHASE2_FDR.validate(fdr)
+    # What the models refuse: a p outside [0, 1], an unknown status, a direction of 0.
+    with pytest.raises(pa.errors.SchemaError, match="p"):
+        PHASE2_PVALS.validate(pvals.with_columns(pl.col("p") * 3 + 1))
+    with pytest.raises(pa.errors.SchemaError, match="status"):
+        PHASE2_FDR.validate(fdr.with_columns(pl.lit("maybe").alias("status")))
+    with pytest.raises(pa.errors.SchemaError, match="direction"):
+        PHASE2_CANDIDATES.validate(sample.with_columns(pl.lit(0, pl.Int8).alias("direction")))

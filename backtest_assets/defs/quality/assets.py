@@ -13,13 +13,16 @@ import polars as pl
 from backtest_assets.defs.shared import (
     markdown_table,
     report_folder,
+    schema_result,
     study_boxes,
     symbol_layout,
+    table_metadata,
     warehouse_asset,
 )
 from backtest_assets.events.quality import event_quality, quality_json
 from backtest_assets.partitions import BASE_BARS, REGISTRY, event_type_partitions_def
 from backtest_assets.resources import SpecRegistryResource, WarehouseResource
+from backtest_assets.schemas.research import E1_REPORT
 
 REPORT_FILE = "event_quality_report.json"
 _SCHEMA_CHECK = "schema"
@@ -38,7 +41,9 @@ _ALL = dg.AllPartitionMapping()
                           description="prevalence and join rate within specs/gates.yaml e1"),
         dg.AssetCheckSpec(_SCHEMA_CHECK, asset="event_quality_report", blocking=True,
                           partitions_def=event_type_partitions_def,
-                          description="one row per study symbol plus ALL"),
+                          description="columns, dtypes and values of the E-1 report model "
+                                      "(schemas/research.py); one row per study symbol "
+                                      "plus ALL"),
     ],
     **warehouse_asset("quality", "event_type", partitions_def=event_type_partitions_def,
                       backfill_policy=dg.BackfillPolicy.multi_run(1)),
@@ -72,6 +77,7 @@ def event_quality_report(context: dg.AssetExecutionContext, specs: SpecRegistryR
     path.write_text(json.dumps(doc, indent=2, sort_keys=True))
     pooled = report.filter(pl.col("symbol") == "ALL").row(0, named=True)
     yield dg.Output(report, metadata={
+        **table_metadata(report),
         "report_json": dg.MetadataValue.path(str(path)),
         "study": study.name, "window": f"{study.start}..{study.end}",
         "events": pooled["events"], "bars": pooled["bars"],
@@ -80,10 +86,13 @@ def event_quality_report(context: dg.AssetExecutionContext, specs: SpecRegistryR
         "table": dg.MetadataValue.md(markdown_table(report.select(
             "symbol", "bars", "events", "prevalence_per_10k", "join_rate", "passed", "reasons"))),
     })
+    schema = schema_result("event_quality_report", report, E1_REPORT)
+    rows_ok = report["symbol"].to_list() == [*study.symbols, "ALL"]
     yield dg.AssetCheckResult(
-        check_name=_SCHEMA_CHECK,
-        passed=report["symbol"].to_list() == [*study.symbols, "ALL"],
-        description=f"rows for {report['symbol'].to_list()}")
+        check_name=_SCHEMA_CHECK, passed=bool(schema.passed and rows_ok),
+        description="; ".join([*([] if schema.passed else [schema.description]),
+                               *([] if rows_ok else
+                                 [f"rows for {report['symbol'].to_list()}"])]) or None)
     yield dg.AssetCheckResult(
         check_name=E1_CHECK, passed=bool(pooled["passed"]),
         description=pooled["reasons"] or "passed",
