@@ -226,12 +226,27 @@ def report_folder(warehouse: Any, study: str, context: dg.AssetExecutionContext)
     return warehouse.root / "reports" / study / context.run.run_id
 
 
-def markdown_table(frame: pl.DataFrame) -> str:
-    """A frame as a Markdown table for the UI's metadata (floats to 4 significant digits)."""
+def markdown_table(frame: pl.DataFrame, formats: Mapping[str, str] | None = None) -> str:
+    """A frame as a Markdown table for the UI's metadata.
+
+    ``formats`` maps a column to a format spec (``".2%"``, ``",.0f"``, ``".2f"``); floats of
+    other columns get 4 significant digits, and a float within 1e-12 of 0 prints as 0 (no
+    ``-1.999e-07`` for a sum that is zero up to rounding).
+    """
+    formats = formats or {}
+
+    def cell(name: str, v: Any) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            v = 0.0 if abs(v) < 1e-12 else v
+            return format(v, formats.get(name, ".4g"))
+        return format(v, formats[name]) if name in formats else str(v)
+
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     for row in frame.iter_rows():
-        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v)
-                                       for v in row) + " |")
+        lines.append("| " + " | ".join(cell(n, v) for n, v in zip(frame.columns, row,
+                                                                   strict=True)) + " |")
     return "\n".join(lines)
 
 

@@ -31,6 +31,11 @@ from backtest_assets.warehouse import PartitionLayout, WarehouseError
 _ALL = dg.AllPartitionMapping()
 HEADLINE = ("blueprint", "total_return", "sharpe", "max_drawdown", "trades", "win_rate",
             "fee_drag", "funding_pnl", "margin_usage_max", "min_liquidation_distance")
+# How the UI shows them: fractions as percent, counts as integers.
+HEADLINE_FORMATS = {"total_return": ".2%", "sharpe": ".2f", "max_drawdown": ".2%",
+                    "trades": ",.0f", "win_rate": ".1%", "fee_drag": ".3%",
+                    "funding_pnl": ",.2f", "margin_usage_max": ".1%",
+                    "min_liquidation_distance": ".1%"}
 
 
 @dg.asset(
@@ -123,7 +128,7 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
             trades.group_by("exit_reason").len().sort("exit_reason")))})
     yield dg.Output(equity, output_name="backtest_equity", metadata={
         "chart": dg.MetadataValue.md(markdown_image(chart, "equity and drawdown")),
-        "headline": dg.MetadataValue.md(markdown_table(headline)),
+        "headline": dg.MetadataValue.md(markdown_table(headline, HEADLINE_FORMATS)),
         **({k: float(headline[k][0]) for k in HEADLINE[1:]
             if headline[k][0] is not None and math.isfinite(headline[k][0])}
            if len(names) == 1 else {})})

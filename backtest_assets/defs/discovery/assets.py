@@ -116,7 +116,24 @@ def phase2_fdr(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
         context, table, list(check_fdr(table, phase2_pvals, p2.families.fdr_q)),
         metadata={"discovered": int(table["discovered"].sum()),
                   "survivors": int(table["survivor"].sum()),
+                  "survivors_table": dg.MetadataValue.md(survivors_markdown(table)),
+                  # read by the blueprint partitions sensor (defs/automation.py)
                   "survivor_rows": dg.MetadataValue.json(survivor_rows(table))})
+
+
+SURVIVOR_COLUMNS = ("rule_template", "horizon", "symbol", "n", "clusters", "mean", "t", "p",
+                    "q")
+
+
+def survivors_markdown(table: pl.DataFrame) -> str:
+    """The survivors as a table for the UI: mean in bps, q and p to 2 significant digits."""
+    survivors = table.filter(pl.col("survivor")).sort("rule_template", "horizon", "symbol")
+    if survivors.is_empty():
+        return "no survivor"
+    return markdown_table(survivors.select(*SURVIVOR_COLUMNS[:5],
+                                           (pl.col("mean") * 1e4).alias("mean_bps"),
+                                           *SURVIVOR_COLUMNS[6:]),
+                          {"mean_bps": ".1f", "t": ".2f", "p": ".2g", "q": ".2g"})
 
 
 @dg.asset(
