@@ -35,11 +35,13 @@ def test_next_cli_run_reclaims_the_slot_of_a_killed_one(tmp_path):
     env = subprocess_env(DAGSTER_HOME=str(home), BACKTEST_DATA_ROOT=str(data))
     env.pop("BACKTEST_MARKET_SOURCE", None)
     first_log = tmp_path / "first.log"
-    with first_log.open("w") as log:
-        first = cli(env, log, "--market-data-only", "--start", "2024-01-01",
-                    "--end", "2024-01-31", "--symbols", "BTCUSDT,ETHUSDT")
-    try:
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+    # The instance's storage is created here first: two processes creating a fresh SQLite
+    # schema at once race ("table ... already exists").
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        with first_log.open("w") as log:
+            first = cli(env, log, "--market-data-only", "--start", "2024-01-01",
+                        "--end", "2024-01-31", "--symbols", "BTCUSDT,ETHUSDT")
+        try:
             def holding() -> str | None:
                 assert first.poll() is None, f"the first run ended\n{tail(first_log)}"
                 info = instance.event_log_storage.get_concurrency_info(POOL)
@@ -74,7 +76,7 @@ def test_next_cli_run_reclaims_the_slot_of_a_killed_one(tmp_path):
             assert "is gone" in failure.message
             info = instance.event_log_storage.get_concurrency_info(POOL)
             assert not info.claimed_slots and not info.pending_steps
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait(timeout=30)
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+                first.wait(timeout=30)
