@@ -3,6 +3,9 @@ the same instance fails it (saying so in one line), frees the slot and finishes.
 
 Without the reclaim, the dead run stays STARTED with the only slot and the next run waits
 forever ("Step still blocked by limit for pool duckdb"), printing nothing.
+
+A run the daemon launched whose worker is killed: the code server fails it at once, and the
+run monitoring of ``dagster_home/dagster.yaml`` frees its slot (``slow``: up to a minute).
 """
 
 import os
@@ -11,12 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from backtest_assets.recovery import HOST_TAG, PID_TAG
 from tests.conftest import REPO, subprocess_env
-from tests.support.dagster_servers import tail, wait_for
+from tests.support.dagster_servers import DagsterServers, group_members, tail, wait_for
 
 POOL = "duckdb"
 SECOND_RUN_TIMEOUT = 120
@@ -80,3 +85,50 @@ def test_next_cli_run_reclaims_the_slot_of_a_killed_one(tmp_path):
             if first.poll() is None:
                 os.killpg(first.pid, signal.SIGKILL)
                 first.wait(timeout=30)
+
+
+# ------------------------------------------------------------------ runs the daemon launches
+
+def run_workers(pgid: int) -> list[int]:
+    """Run worker processes of a process group (the default launcher's code server starts
+    each run as a multiprocessing child)."""
+    out = []
+    for pid in group_members(pgid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            out.append(pid)
+    return out
+
+
+@pytest.mark.slow  # the monitoring daemon polls every 30 s and frees slots 30 s after a run ends
+def test_daemon_run_whose_worker_is_killed_is_failed_and_its_slot_freed(tmp_path):
+    with DagsterServers(tmp_path / "servers") as servers:
+        servers.start()
+        servers.launch_backfill(
+            ["raw_perp_klines_1m", "raw_spot_klines_1m", "raw_funding_rates",
+             "raw_open_interest", "bars_1m", "bars_5m", "bars_15m"],
+            [f"2024-01-{d:02d}|BTCUSDT" for d in range(1, 32)], "killed worker")
+        daemon = servers.processes["dagster-daemon"]
+        with dg.DagsterInstance.from_config(str(servers.home)) as instance:
+            def holding() -> str | None:
+                info = instance.event_log_storage.get_concurrency_info(POOL)
+                return next(iter(info.active_run_ids), None)
+
+            run_id = wait_for(holding, timeout=120, interval=0.1,
+                              what="a daemon-launched run holding the duckdb slot",
+                              details=servers.log_tails)
+            (worker,) = wait_for(lambda: run_workers(daemon.pgid), timeout=10,
+                                 what="the run worker", details=servers.log_tails)
+            os.kill(worker, signal.SIGKILL)
+
+            def failed_and_freed() -> bool:
+                run = instance.get_run_by_id(run_id)
+                info = instance.event_log_storage.get_concurrency_info(POOL)
+                return run.status == dg.DagsterRunStatus.FAILURE and run_id not in {
+                    s.run_id for s in info.claimed_slots}
+
+            wait_for(failed_and_freed, timeout=150, interval=1,
+                     what="the run failed and its slot freed", details=servers.log_tails)
