@@ -7,9 +7,11 @@ for pool duckdb"), and the schedule and archive sensor count its keys as pending
 watches such a run (run monitoring covers daemon-launched runs only), so the CLI tags each run
 with its host, pid and the pid's start time (``owner_tags``), and before each run, like the
 schedule and sensor before they count pending keys, ``reclaim_dead_runs`` fails the runs of
-this host whose process no longer exists and frees their slots.
+this host whose process no longer exists and frees their slots. It also frees the slots of
+runs that have ended but still hold them (a daemon-launched run failed by its code server when
+its worker died keeps its slot until the monitoring daemon frees it; without a daemon, never).
 
-A run of another host is never touched: its process cannot be checked from here.
+A run of another host is never failed from here: its process cannot be checked.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ PID_START_TAG = "backtest/pid_start"
 # The statuses of a run that has not ended. QUEUED runs wait for the daemon, not a CLI.
 _NOT_ENDED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+_ENDED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+          dg.DagsterRunStatus.CANCELED]
 
 
 def process_start(pid: int) -> str | None:
@@ -72,20 +76,24 @@ def process_gone(tags: dict[str, str], host: str | None = None) -> bool:
 
 @dataclass(frozen=True)
 class Reclaimed:
-    """A run of a dead process, marked failed, and the pool slots it held."""
+    """A run of a dead process, marked failed, and the pool slots it held; or (``pid`` None)
+    a run that had ended already but still held slots."""
 
     run_id: str
-    host: str
-    pid: int
+    host: str | None
+    pid: int | None
     started: dt.datetime | None
     pools: tuple[str, ...]
+    status: str = "FAILURE"
 
     def line(self) -> str:
+        slots = f"{', '.join(self.pools)} slot{'s' if len(self.pools) > 1 else ''}"
+        if self.pid is None:
+            return f"run {self.run_id[:8]} ended ({self.status}) holding its {slots}: freed"
         when = f", started {self.started:%Y-%m-%d %H:%M:%S} UTC" if self.started else ""
-        slots = (f"its {', '.join(self.pools)} slot{'s' if len(self.pools) > 1 else ''} freed"
-                 if self.pools else "it held no pool slot")
+        freed = f"its {slots} freed" if self.pools else "it held no pool slot"
         return (f"run {self.run_id[:8]} (pid {self.pid} on host {self.host}{when}) is gone: "
-                f"marked failed, {slots}")
+                f"marked failed, {freed}")
 
 
 def _claimed_pools(instance: dg.DagsterInstance, run_id: str) -> tuple[str, ...]:
@@ -99,7 +107,34 @@ def _claimed_pools(instance: dg.DagsterInstance, run_id: str) -> tuple[str, ...]
 
 def reclaim_dead_runs(instance: dg.DagsterInstance) -> list[Reclaimed]:
     """Fail every not-ended run of this host whose process is gone, with the reason, and free
-    its pool slots (and drop its pending steps); the runs reclaimed, oldest first."""
+    its pool slots (and drop its pending steps); then free the slots still held by runs of
+    any host that have ended. The runs reclaimed, oldest first."""
+    return [*_fail_dead_runs(instance), *_free_slots_of_ended_runs(instance)]
+
+
+def _free_slots_of_ended_runs(instance: dg.DagsterInstance) -> list[Reclaimed]:
+    # A run failed from outside its process (by the code server when its worker died, or in
+    # the UI) keeps its slots until the monitoring daemon frees them: with no daemon running,
+    # never. An ended run claims nothing more, so freeing its slots races with nothing.
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    holding = {s.run_id for key in storage.get_concurrency_keys()
+               for s in storage.get_concurrency_info(key).claimed_slots}
+    if not holding:
+        return []
+    out = []
+    records = instance.get_run_records(dg.RunsFilter(run_ids=sorted(holding),
+                                                     statuses=_ENDED))
+    for record in sorted(records, key=lambda r: r.create_timestamp):
+        run = record.dagster_run
+        pools = _claimed_pools(instance, run.run_id)
+        storage.free_concurrency_slots_for_run(run.run_id)
+        out.append(Reclaimed(run.run_id, None, None, None, pools, run.status.value))
+    return out
+
+
+def _fail_dead_runs(instance: dg.DagsterInstance) -> list[Reclaimed]:
     host = socket.gethostname()
     records = instance.get_run_records(dg.RunsFilter(statuses=_NOT_ENDED,
                                                      tags={HOST_TAG: host}))

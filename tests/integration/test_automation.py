@@ -124,6 +124,18 @@ def test_schedule_fails_a_dead_cli_run_instead_of_waiting_for_it(instance):
     assert again.run_key == req.run_key
 
 
+def test_reclaim_frees_the_slot_an_ended_run_still_holds(instance):
+    # failed from outside its process (the code server, when its worker died): slot kept
+    ended = cli_run(instance, dt.date(2024, 3, 1), "BTCUSDT", os.getpid(), host="daemon-host")
+    instance.report_run_failed(instance.get_run_by_id(ended), "worker killed")
+    alive = cli_run(instance, dt.date(2024, 3, 1), "ETHUSDT", os.getpid())
+    (freed,) = recovery.reclaim_dead_runs(instance)
+    assert freed.line() == f"run {ended[:8]} ended (FAILURE) holding its duckdb slot: freed"
+    info = instance.event_log_storage.get_concurrency_info("duckdb")
+    assert [s.run_id for s in info.claimed_slots] == [alive]
+    assert recovery.reclaim_dead_runs(instance) == []
+
+
 def test_archive_sensor_does_not_count_a_dead_cli_run_as_pending(tmp_path, instance,
                                                                   data_root):
     root = tmp_path / "archive"
