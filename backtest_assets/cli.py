@@ -60,7 +60,11 @@ def _check_failure(event) -> bool:
 
 @dataclass
 class Runner:
-    """Executes jobs in process on one instance, tallying runs and check results."""
+    """Executes jobs in process on one instance, tallying runs and check results.
+
+    Each run is tagged with this host and pid; before each, runs of this host whose process
+    is gone are failed and their pool slots freed (``backtest_assets.recovery``).
+    """
 
     instance: DagsterInstance | None = None
     resources_config: dict | None = None
@@ -80,13 +84,19 @@ class Runner:
         import dagster as dg
 
         from backtest_assets.definitions import defs
+        from backtest_assets.recovery import owner_tags, reclaim_dead_runs
 
+        # A run of this host whose process was killed would keep the duckdb slot and block
+        # this one forever: fail it first (and say so).
+        for dead in reclaim_dead_runs(self.instance):
+            print(dead.line(), file=sys.stderr if self.quiet else sys.stdout)
         run_config = dict(_QUIET_LOGS)
         if self.resources_config:
             run_config["resources"] = self.resources_config
         t0 = time.perf_counter()
         result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=self.instance, tags=tags, partition_key=partition_key,
+            instance=self.instance, tags={**owner_tags(), **(tags or {})},
+            partition_key=partition_key,
             raise_on_error=False, run_config=run_config,
             asset_selection=[dg.AssetKey(a) for a in assets] if assets else None)
         failed_checks = []

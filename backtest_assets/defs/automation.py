@@ -21,6 +21,7 @@ keys neither materialized nor in a queued or running run).
 import datetime as dt
 import hashlib
 import json
+import logging
 
 import dagster as dg
 
@@ -33,6 +34,7 @@ from backtest_assets.defs.jobs import (
 )
 from backtest_assets.defs.shared import root_cause
 from backtest_assets.partitions import BLUEPRINT_PARTITIONS, UNIVERSE, last_partition_day
+from backtest_assets.recovery import reclaim_dead_runs
 from backtest_assets.resources import MarketSourceResource, SpecRegistryResource, WarehouseResource
 from backtest_assets.strategies.catalog import blueprint_names
 
@@ -47,8 +49,17 @@ _PENDING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
             dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def ingested_or_pending(instance: dg.DagsterInstance) -> set[tuple[dt.date, str]]:
-    """Keys every ingest asset has materialized, plus keys of queued or running ingest runs."""
+def ingested_or_pending(instance: dg.DagsterInstance,
+                        log: logging.Logger | None = None) -> set[tuple[dt.date, str]]:
+    """Keys every ingest asset has materialized, plus keys of queued or running ingest runs.
+
+    A run of this host whose process is gone (a CLI run killed with SIGKILL stays STARTED) is
+    not pending: it is failed first and its pool slots freed (``reclaim_dead_runs``), so its
+    keys are requested again and the new run is not blocked by its ``duckdb`` slot.
+    """
+    for dead in reclaim_dead_runs(instance):
+        if log is not None:
+            log.warning(dead.line())
     done: set[str] | None = None
     for name in INGEST_ASSETS:
         have = {str(k) for k in instance.get_materialized_partitions(dg.AssetKey(name))}
@@ -66,9 +77,9 @@ def ingested_or_pending(instance: dg.DagsterInstance) -> set[tuple[dt.date, str]
 
 
 def ingest_requests(instance: dg.DagsterInstance, wanted: list[tuple[dt.date, str]],
-                    origin: str) -> list[dg.RunRequest]:
+                    origin: str, log: logging.Logger | None = None) -> list[dg.RunRequest]:
     """Single runs over ranges for the keys of ``wanted`` not ingested (nor pending)."""
-    missing = set(wanted) - ingested_or_pending(instance)
+    missing = set(wanted) - ingested_or_pending(instance, log)
     return [_ingest_request(r, origin) for r in rectangles(missing, UNIVERSE.symbol_names)]
 
 
@@ -91,7 +102,8 @@ def daily_ingest_schedule(context: dg.ScheduleEvaluationContext):
     if last is None or not UNIVERSE.start_date <= day <= last:
         return dg.SkipReason(f"{day} is outside the universe's partitions")
     requests = ingest_requests(context.instance,
-                               [(day, s) for s in UNIVERSE.symbol_names], "schedule")
+                               [(day, s) for s in UNIVERSE.symbol_names], "schedule",
+                               context.log)
     return requests or dg.SkipReason(f"{day} is already ingested (or being ingested) for "
                                      "every symbol")
 
@@ -122,7 +134,7 @@ def binance_archive_sensor(context: dg.SensorEvaluationContext,
                 published.append((day, symbol))
                 seen[symbol] = day.isoformat()
             day += dt.timedelta(days=1)
-    requests = ingest_requests(context.instance, published, "binance archive")
+    requests = ingest_requests(context.instance, published, "binance archive", context.log)
     cursor = json.dumps(seen, sort_keys=True)
     if not requests:
         return dg.SensorResult(skip_reason=dg.SkipReason(

@@ -4,10 +4,14 @@ and the requests run."""
 
 import datetime as dt
 import json
+import os
+import socket
+import subprocess
 
 import dagster as dg
 import pytest
 
+from backtest_assets import recovery
 from backtest_assets.cli import Runner
 from backtest_assets.core.schedule import range_tags, rectangles
 from backtest_assets.definitions import defs
@@ -78,6 +82,76 @@ def test_schedule_leaves_out_ingested_and_running_keys(instance):
 def test_schedule_skips_days_outside_the_partitions(instance):
     result = tick_schedule(instance, dt.datetime(2023, 12, 31, 3, tzinfo=dt.UTC))
     assert result.run_requests == [] and "outside" in result.skip_message
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def cli_run(instance, day: dt.date, symbol: str, pid: int, host: str | None = None) -> str:
+    """A STARTED market-data run of ``day`` x ``symbol`` tagged as the CLI tags its runs,
+    holding a ``duckdb`` pool slot; its run id."""
+    tags = {**range_tags(day, day, [symbol]), recovery.HOST_TAG: host or socket.gethostname(),
+            recovery.PID_TAG: str(pid)}
+    run = instance.create_run_for_job(defs.resolve_job_def("market_data_job"),
+                                      status=dg.DagsterRunStatus.STARTED, tags=tags)
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("duckdb", 3)  # room for the runs of a test
+    assert storage.claim_concurrency_slot("duckdb", run.run_id, "raw_perp_klines_1m").is_claimed
+    return run.run_id
+
+
+def test_schedule_fails_a_dead_cli_run_instead_of_waiting_for_it(instance):
+    day = dt.date(2024, 3, 1)
+    dead = cli_run(instance, day, "BTCUSDT", dead_pid())
+    alive = cli_run(instance, day, "ETHUSDT", os.getpid())  # this process: still running
+    elsewhere = cli_run(instance, day, "SOLUSDT", dead_pid(), host="another-host")
+    (req,) = tick_schedule(instance, dt.datetime(2024, 3, 2, 3, tzinfo=dt.UTC)).run_requests
+    # the dead run's key is requested again; the live one and another host's stay pending
+    assert (req.tags[START], req.tags[END]) == ("2024-03-01|BTCUSDT", "2024-03-01|BTCUSDT")
+    status = {r: instance.get_run_by_id(r).status for r in (dead, alive, elsewhere)}
+    assert status == {dead: dg.DagsterRunStatus.FAILURE, alive: dg.DagsterRunStatus.STARTED,
+                      elsewhere: dg.DagsterRunStatus.STARTED}
+    (failure,) = instance.all_logs(dead, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert "is gone" in failure.message
+    info = instance.event_log_storage.get_concurrency_info("duckdb")
+    assert sorted(s.run_id for s in info.claimed_slots) == sorted([alive, elsewhere])
+    # repeated tick: nothing more to reclaim, the same request
+    (again,) = tick_schedule(instance, dt.datetime(2024, 3, 2, 3, tzinfo=dt.UTC)).run_requests
+    assert again.run_key == req.run_key
+
+
+def test_reclaim_frees_the_slot_an_ended_run_still_holds(instance):
+    # failed from outside its process (the code server, when its worker died): slot kept
+    ended = cli_run(instance, dt.date(2024, 3, 1), "BTCUSDT", os.getpid(), host="daemon-host")
+    instance.report_run_failed(instance.get_run_by_id(ended), "worker killed")
+    alive = cli_run(instance, dt.date(2024, 3, 1), "ETHUSDT", os.getpid())
+    (freed,) = recovery.reclaim_dead_runs(instance)
+    assert freed.line() == f"run {ended[:8]} ended (FAILURE) holding its duckdb slot: freed"
+    info = instance.event_log_storage.get_concurrency_info("duckdb")
+    assert [s.run_id for s in info.claimed_slots] == [alive]
+    assert recovery.reclaim_dead_runs(instance) == []
+
+
+def test_archive_sensor_does_not_count_a_dead_cli_run_as_pending(tmp_path, instance,
+                                                                  data_root):
+    root = tmp_path / "archive"
+    y = dt.date.fromisoformat(daily_partitions_def.get_last_partition_key())
+    for symbol in SYMBOLS:
+        publish(root, y, symbol)
+        if symbol != "BTCUSDT":
+            mark_ingested(instance, y, symbol)
+    dead = cli_run(instance, y, "BTCUSDT", dead_pid())
+    with ArchiveServer(root) as server:
+        result, _ = tick_archive(instance, server, data_root,
+                                 cursor=json.dumps({s: str(y - dt.timedelta(days=1))
+                                                    for s in SYMBOLS}))
+    (req,) = requests_of(result)
+    assert (req.tags[START], req.tags[END]) == (f"{y}|BTCUSDT", f"{y}|BTCUSDT")
+    assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
 
 
 # ------------------------------------------------------------------ binance archive sensor
