@@ -132,13 +132,21 @@ def guarded_output(
 PREVIEW_ROWS = 5
 
 
+def _type_name(dtype: pl.DataType) -> str:
+    """A column type as a person reads it: ``Datetime[us]`` (``Datetime[us, UTC]``), not
+    ``Datetime(time_unit='us', time_zone=None)``."""
+    if isinstance(dtype, pl.Datetime):
+        return f"Datetime[{dtype.time_unit}{', ' + dtype.time_zone if dtype.time_zone else ''}]"
+    return str(dtype)
+
+
 def table_metadata(frame: pl.DataFrame) -> dict[str, Any]:
     """Dagster's standard table metadata of a frame a materialization writes, so the catalog
     shows rows and columns: ``dagster/row_count`` (the rows this materialization wrote: its
     partitions), ``dagster/column_schema`` (each column's name and polars dtype, and whether
     it holds nulls) and a Markdown ``preview`` of its first rows."""
     schema = dg.TableSchema(columns=[
-        dg.TableColumn(name, str(dtype), constraints=dg.TableColumnConstraints(
+        dg.TableColumn(name, _type_name(dtype), constraints=dg.TableColumnConstraints(
             nullable=frame[name].null_count() > 0))
         for name, dtype in frame.schema.items()])
     return {"dagster/row_count": frame.height,

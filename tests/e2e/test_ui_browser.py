@@ -157,3 +157,16 @@ def test_partitions_page_shows_the_materialized_date_symbol_key(chromium, ui, tm
     assert run["runId"][:8] in text and "market_data_job" in text, text[:3000]
     assert f"rows {rows}" in text, text[:3000]
     print(f"partitions page: {time.monotonic() - t0:.1f} s")
+
+
+def test_asset_page_shows_row_count_and_columns(chromium, ui, tmp_path):
+    """The materialization's standard table metadata: the catalog's row count and columns."""
+    url = f"{ui.base_url}/assets/bars_5m?view=overview"
+    shot, _, text = visit(chromium, tmp_path, url, "overview",
+                          ready=lambda t: "Row count" in t and "Column name" in t)
+    assert_painted(shot)
+    assert_no_error(text)
+    assert "Row count 576" in text, text[:3000]  # 288 perp + 288 spot bars of the key
+    for column in ("symbol String", "ts_open Datetime[us]", "close Float64",
+                   "n_source_bars Int32"):
+        assert column in text, f"{column!r} not on the page: {text[:3000]}"

@@ -33,10 +33,11 @@ def test_survivors_are_a_table_with_their_evidence():
 
 
 def test_table_metadata_names_rows_columns_and_nulls():
-    frame = pl.DataFrame({"symbol": ["A", "B"], "v": [1.0, None]})
+    frame = pl.DataFrame({"symbol": ["A", "B"], "v": [1.0, None],
+                          "ts": pl.Series([0, 1]).cast(pl.Datetime("us"))})
     meta = table_metadata(frame)
     assert meta["dagster/row_count"] == 2
     cols = meta["dagster/column_schema"].value.columns
     assert [(c.name, c.type, c.constraints.nullable) for c in cols] == \
-        [("symbol", "String", False), ("v", "Float64", True)]
-    assert meta["preview"].value.splitlines()[0] == "| symbol | v |"
+        [("symbol", "String", False), ("v", "Float64", True), ("ts", "Datetime[us]", False)]
+    assert meta["preview"].value.splitlines()[0] == "| symbol | v | ts |"
