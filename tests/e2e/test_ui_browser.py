@@ -170,3 +170,47 @@ def test_asset_page_shows_row_count_and_columns(chromium, ui, tmp_path):
     for column in ("symbol String", "ts_open Datetime[us]", "close Float64",
                    "n_source_bars Int32"):
         assert column in text, f"{column!r} not on the page: {text[:3000]}"
+
+
+@pytest.fixture(scope="module")
+def research_ui(chromium, tmp_path_factory):
+    """The webserver over the certification week (specs of ``certify``: Phase 2's minimum
+    sample 5) after ``run`` and ``discover``: oi_flush has Phase-2 survivors."""
+    from backtest_assets.certify import BATCH_END, BATCH_START, SYMBOLS, prepare
+
+    tmp = tmp_path_factory.mktemp("research_ui")
+    specs = prepare(tmp / "batch")["BACKTEST_SPECS_DIR"]
+    servers = DagsterServers(tmp / "servers", {"BACKTEST_SPECS_DIR": specs,
+                                               "BACKTEST_MARKET_SOURCE": "synthetic"})
+    for args in (["run", "--start", str(BATCH_START), "--end", str(BATCH_END), "--symbols",
+                  ",".join(SYMBOLS)], ["discover"]):
+        # discover exits non-zero when an event type's Gate E-1 is closed (funding_extreme
+        # in this week); what the test needs is oi_flush's phase2_fdr, checked below.
+        subprocess.run([sys.executable, "-m", "backtest_assets", *args], cwd=REPO,
+                       env=servers.env, capture_output=True, text=True, timeout=600)
+    try:
+        servers.start_webserver()
+        assert servers.gql("mutation { setNuxSeen }")["setNuxSeen"] is True
+        yield servers
+    finally:
+        servers.stop()
+
+
+FDR_STATS = """{ assetNodeOrError(assetKey: {path: ["phase2_fdr"]}) {
+  ... on AssetNode { partitionStats { numMaterialized } } } }"""
+
+
+def test_phase2_survivors_are_a_table_on_the_fdr_partition(chromium, research_ui, tmp_path):
+    assert research_ui.gql(FDR_STATS)["assetNodeOrError"]["partitionStats"][
+        "numMaterialized"] >= 1
+    url = f"{research_ui.base_url}/assets/phase2_fdr?view=partitions&partition=oi_flush"
+    shot, _, text = visit(chromium, tmp_path, url, "survivors",
+                          ready=lambda t: "survivors_table" in t)
+    assert_painted(shot)
+    assert_no_error(text)
+    # The header and the two survivors of golden/phase2_fdr.csv, as table cells.
+    assert "survivors_table rule_template horizon symbol n clusters mean_bps t p q" in text, \
+        text[:3000]
+    assert "continuation 15m ALL 15 15 25.1 2.61" in text, text[:3000]
+    assert "continuation 15m BTCUSDT 7 7 25.8 4.04 0.016 0.043" in text, text[:3000]
+    assert "dagster/row_count 24" in text, text[:3000]
