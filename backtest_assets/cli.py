@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -94,7 +95,7 @@ class Runner:
         if self.resources_config:
             run_config["resources"] = self.resources_config
         t0 = time.perf_counter()
-        run_id = dg.make_new_run_id()
+        run_id = str(uuid.uuid4())  # known before the run starts, for the progress listener
         with progress(self.instance, run_id, label, enabled=not self.quiet):
             result = defs.resolve_job_def(job_name).execute_in_process(
                 instance=self.instance, tags=tags, partition_key=partition_key,
