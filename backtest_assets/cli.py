@@ -380,7 +380,8 @@ def _next_step(cmd: str, ok: bool, args: argparse.Namespace) -> str:
                 "'make ui' for the runs' logs")
     if cmd in ("demo", "report"):
         path = report_path()
-        return f"open: {path}" if path else f"next: {me} report"
+        return f"open: {path} (the research report), or 'make ui'" if path else \
+            f"next: {me} report"
     window = f"--start {getattr(args, 'start', DEMO_START)} --end {getattr(args, 'end', DEMO_END)}"
     return {
         "run": f"next: {me} discover (Gate E-1 and Phase 2), or 'make ui' to browse the runs"
@@ -391,6 +392,8 @@ def _next_step(cmd: str, ok: bool, args: argparse.Namespace) -> str:
                     f"{me} backtest",
         "backtest": f"next: {me} walkforward (out of sample, deflated Sharpe, PBO)",
         "walkforward": f"next: {me} report (promotion decisions and the HTML report)",
+        "certify": "next: git diff golden/ (the re-pinned artifacts)"
+        if getattr(args, "write", False) else "next: make test",
     }.get(cmd, "next: 'make ui' to browse the runs")
 
 
@@ -438,13 +441,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # one line per cause; the traceback in a log or --verbose
         _report_error(exc, args.verbose)
         return 2
-    if ok is not None:
-        print(_next_step(args.cmd, ok, args))
-    return 0 if ok in (True, None) else 1
+    print(_next_step(args.cmd, ok, args))
+    return 0 if ok else 1
 
 
-def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool | None:
-    """Run ``args.cmd``; True if every run succeeded (None: nothing to say after it)."""
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Run ``args.cmd``; True if every run succeeded."""
     verbose = args.verbose
     if args.cmd == "summary":
         print(summary(args.start, args.end))
@@ -459,10 +461,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool | N
     if args.cmd == "certify":
         from backtest_assets import certify
 
-        code = certify.main(args.workdir, args.golden, args.write)
-        if code:
-            raise SystemExit(code)
-        return None
+        return certify.main(args.workdir, args.golden, args.write) == 0
     demo = args.cmd == "demo"
     if demo:
         args.__dict__.update(start=DEMO_START, end=DEMO_END, symbols=None,

@@ -83,8 +83,8 @@ def progress(instance: DagsterInstance, run_id: str, label: str, *,
                 state["keys"] += 1
             else:
                 return
-            status.update(f"{label}: {state['step']} running; {state['steps']} steps done, "
-                          f"{state['keys']:,} asset partitions materialized")
+            status.update(f"{label} | {state['step']} | {state['steps']} steps done, "
+                          f"{state['keys']:,} partitions materialized")
 
         instance.add_event_listener(run_id, on_event)
         yield
