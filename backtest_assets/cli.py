@@ -380,8 +380,8 @@ def _next_step(cmd: str, ok: bool, args: argparse.Namespace) -> str:
                 "'make ui' for the runs' logs")
     if cmd in ("demo", "report"):
         path = report_path()
-        return f"open: {path} (the research report), or 'make ui'" if path else \
-            f"next: {me} report"
+        # the path last and whole, so a double click copies it
+        return f"open the research report: {path}" if path else f"next: {me} report"
     window = f"--start {getattr(args, 'start', DEMO_START)} --end {getattr(args, 'end', DEMO_END)}"
     return {
         "run": f"next: {me} discover (Gate E-1 and Phase 2), or 'make ui' to browse the runs"

@@ -62,8 +62,8 @@ def test_report_table_prints_the_full_report_path(monkeypatch):
 
 
 @pytest.mark.parametrize(("cmd", "expected"), [
-    ("report", "open: /x/report.html (the research report)"),
-    ("demo", "open: /x/report.html (the research report)"),
+    ("report", "open the research report: /x/report.html"),
+    ("demo", "open the research report: /x/report.html"),
     ("backtest", "python -m backtest_assets walkforward"),
     ("walkforward", "python -m backtest_assets report")])
 def test_the_last_line_names_what_to_open_or_run_next(monkeypatch, cmd, expected):
