@@ -145,10 +145,12 @@ class Runner:
             if self.verbose and ev.step_failure_data.error is not None:
                 print(ev.step_failure_data.error.to_string())
         print(f"  full log: {UI_RUN_URL.format(run_id=run_id)} (make ui), or "
-              f"--verbose for the tracebacks")
+              "--verbose for the tracebacks")
 
     def check_table(self) -> str:
         names = sorted({n for n, _ in self.checks})
+        if not names:
+            return "asset checks: none evaluated"
         lines = ["asset checks (evaluations per check):"]
         for n in names:
             parts = [f"{s} {self.checks[(n, s)]}" for s in ("passed", "warn", "error")
