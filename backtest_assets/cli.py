@@ -18,11 +18,15 @@ import datetime as dt
 import os
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from backtest_assets.console import error_location, exception_location, one_line, progress
+from backtest_assets.core.tables import Col
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -30,7 +34,11 @@ if TYPE_CHECKING:
 # The demo builds the default study window (specs/studies/default.yaml).
 DEMO_START, DEMO_END = dt.date(2024, 1, 1), dt.date(2024, 1, 31)
 REPO = Path(__file__).resolve().parents[1]
-_QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's console logger repeats every failure with its traceback; the CLI prints one line
+# per root cause instead, and the tracebacks with --verbose (or in the log it names).
+_QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+_VERBOSE_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+UI_RUN_URL = "http://127.0.0.1:3000/runs/{run_id}"
 
 
 def symbol_blocks(selected: Sequence[str], universe: Sequence[str]) -> list[list[str]]:
@@ -69,8 +77,10 @@ class Runner:
     instance: DagsterInstance | None = None
     resources_config: dict | None = None
     quiet: bool = False
+    verbose: bool = False
     ok: bool = True
     checks: Counter[tuple[str, str]] = field(default_factory=Counter)
+    failed_runs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.instance is None:
@@ -90,15 +100,17 @@ class Runner:
         # this one forever: fail it first (and say so).
         for dead in reclaim_dead_runs(self.instance):
             print(dead.line(), file=sys.stderr if self.quiet else sys.stdout)
-        run_config = dict(_QUIET_LOGS)
+        run_config = dict(_VERBOSE_LOGS if self.verbose else _QUIET_LOGS)
         if self.resources_config:
             run_config["resources"] = self.resources_config
         t0 = time.perf_counter()
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=self.instance, tags={**owner_tags(), **(tags or {})},
-            partition_key=partition_key,
-            raise_on_error=False, run_config=run_config,
-            asset_selection=[dg.AssetKey(a) for a in assets] if assets else None)
+        run_id = str(uuid.uuid4())  # known before the run starts, for the progress listener
+        with progress(self.instance, run_id, label, enabled=not self.quiet):
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                instance=self.instance, tags={**owner_tags(), **(tags or {})},
+                partition_key=partition_key, raise_on_error=False, run_config=run_config,
+                run_id=run_id,
+                asset_selection=[dg.AssetKey(a) for a in assets] if assets else None)
         failed_checks = []
         for ev in result.get_asset_check_evaluations():
             status = "passed" if ev.passed else ev.severity.value.lower()
@@ -113,20 +125,42 @@ class Runner:
                    and all(_check_failure(ev) for ev in step_failures))
         ok = result.success or bool(verdict)
         self.ok &= ok
+        if not ok:
+            self.failed_runs.append(result.run_id)
         if not self.quiet:
             state = "succeeded" if result.success else "gate closed" if verdict else "FAILED"
             blocked = f" (blocking checks failed: {', '.join(failed_checks)})" \
                 if failed_checks else ""
             print(f"run {result.run_id[:8]} {label}: {state} in "
                   f"{time.perf_counter() - t0:.1f}s{blocked}")
-            from backtest_assets.defs.shared import root_cause
-
-            for ev in [] if verdict else step_failures:
-                print(f"  step {ev.step_key} failed: {root_cause(ev.step_failure_data)}")
+            if not verdict and step_failures:
+                self._report_failures(result.run_id, tags, partition_key, step_failures)
         return ok
+
+    def _report_failures(self, run_id: str, tags: dict[str, str] | None,
+                         partition_key: str | None, failures: list) -> None:
+        """One line per failed step (asset, partitions, file:line, cause), then the log."""
+        from backtest_assets.defs.shared import root_cause
+
+        tags = tags or {}
+        keys = partition_key or (
+            f"{tags['dagster/asset_partition_range_start']}.."
+            f"{tags['dagster/asset_partition_range_end']}"
+            if "dagster/asset_partition_range_start" in tags else None)
+        for ev in failures:
+            where = error_location(ev.step_failure_data.error)
+            print("  " + "; ".join(x for x in (
+                ev.step_key, keys and f"partition {keys}", where,
+                one_line(root_cause(ev.step_failure_data))) if x))
+            if self.verbose and ev.step_failure_data.error is not None:
+                print(ev.step_failure_data.error.to_string())
+        print(f"  full log: {UI_RUN_URL.format(run_id=run_id)} (make ui), or "
+              "--verbose for the tracebacks")
 
     def check_table(self) -> str:
         names = sorted({n for n, _ in self.checks})
+        if not names:
+            return "asset checks: none evaluated"
         lines = ["asset checks (evaluations per check):"]
         for n in names:
             parts = [f"{s} {self.checks[(n, s)]}" for s in ("passed", "warn", "error")
@@ -137,7 +171,8 @@ class Runner:
 
 def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
         resources_config: dict | None = None, quiet: bool = False,
-        instance: DagsterInstance | None = None, research: bool = True) -> bool:
+        instance: DagsterInstance | None = None, research: bool = True,
+        verbose: bool = False) -> bool:
     """Build [start, end] x symbols; True if every run passed.
 
     Events of a day read the features of the day before (cooldowns reach back a day), and
@@ -153,7 +188,7 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
     if last is None or start < first or end > last:
         raise SystemExit(f"{start}..{end} is outside the partitions {first}..{last} (the "
                          "universe's start_date to yesterday UTC, or its end_date)")
-    runner = Runner(instance, resources_config, quiet)
+    runner = Runner(instance, resources_config, quiet, verbose)
     features_start = max(start - dt.timedelta(days=1), first)
     bars_start = max(features_start - dt.timedelta(days=REGISTRY.feature_warmup_days), first)
     bars_end = min(end + dt.timedelta(days=1), last)
@@ -176,7 +211,7 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
 
 def quality(event_types: Sequence[str] | None = None, *, resources_config: dict | None = None,
             quiet: bool = False, instance: DagsterInstance | None = None,
-            discover: bool = True) -> bool:
+            discover: bool = True, verbose: bool = False) -> bool:
     """Gate E-1 and then Phase 2 for each event type (one run each); True if all succeeded.
 
     An event type failing the gate is not a failed run: its blocking ``e1_gate`` check
@@ -184,7 +219,7 @@ def quality(event_types: Sequence[str] | None = None, *, resources_config: dict 
     """
     from backtest_assets.partitions import REGISTRY
 
-    runner = Runner(instance, resources_config, quiet)
+    runner = Runner(instance, resources_config, quiet, verbose)
     job, what = ("discovery_job", "E-1 + Phase 2") if discover else ("event_quality_job", "E-1")
     for event_type in event_types or list(REGISTRY.events):
         runner.execute(job, f"{what} {event_type}", partition_key=event_type)
@@ -193,14 +228,14 @@ def quality(event_types: Sequence[str] | None = None, *, resources_config: dict 
 
 def backtest(blueprints: Sequence[str] | None = None, *, resources_config: dict | None = None,
              quiet: bool = False, instance: DagsterInstance | None = None,
-             job: str = "backtest_job") -> bool:
+             job: str = "backtest_job", verbose: bool = False) -> bool:
     """Catalog the blueprints (registering their partitions), then run ``job`` (backtests,
     or ``walkforward_job``) for ``blueprints`` (default: every one) in one run over the
     default study; True if all succeeded."""
     from backtest_assets.partitions import BLUEPRINT_PARTITIONS
 
     what = job.removesuffix("_job")
-    runner = Runner(instance, resources_config, quiet)
+    runner = Runner(instance, resources_config, quiet, verbose)
     if not runner.execute("blueprints_job", "strategy_blueprints"):
         return False
     known = runner.instance.get_dynamic_partitions(BLUEPRINT_PARTITIONS)
@@ -220,11 +255,11 @@ def backtest(blueprints: Sequence[str] | None = None, *, resources_config: dict 
 
 
 def report(*, resources_config: dict | None = None, quiet: bool = False,
-           instance: DagsterInstance | None = None) -> bool:
+           instance: DagsterInstance | None = None, verbose: bool = False) -> bool:
     """Promotion decisions and the research report of the default study."""
     from backtest_assets.partitions import REGISTRY
 
-    runner = Runner(instance, resources_config, quiet)
+    runner = Runner(instance, resources_config, quiet, verbose)
     ok = runner.execute("report_job", "promotion decisions and research report",
                         partition_key=REGISTRY.default_study.name)
     if not quiet:
@@ -232,48 +267,74 @@ def report(*, resources_config: dict | None = None, quiet: bool = False,
     return ok and runner.ok
 
 
-def _warehouse_table(table: str, title: str, columns: dict[str, str], sort: str) -> str:
-    """``columns`` (name -> header) of a warehouse table, printed for the terminal."""
-    import polars as pl
-
+def _read(table: str):
+    """A warehouse table, or None when it has not been materialized yet."""
     from backtest_assets.resources import WarehouseResource
     from backtest_assets.warehouse import PartitionLayout, WarehouseError
 
     try:
-        m = WarehouseResource().warehouse().read(table, PartitionLayout())
+        return WarehouseResource().warehouse().read(table, PartitionLayout())
     except WarehouseError:
+        return None
+
+
+def _warehouse_table(table: str, title: str, columns: list[Col], sort: str) -> str:
+    """``columns`` of a warehouse table, rendered for a 120-column terminal."""
+    from backtest_assets.core.tables import render_table
+
+    frame = _read(table)
+    if frame is None:
         return f"no {table} yet"
-    out = m.sort(sort).select(*[pl.col(c).alias(a) for c, a in columns.items()])
-    with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, float_precision=3,
-                   tbl_width_chars=160, fmt_str_lengths=60):
-        return f"{title}:\n{out}"
+    return f"{title}:\n{render_table(frame.sort(sort), columns)}"
 
 
 def walkforward_table() -> str:
     """Out-of-sample figures and overfitting statistics of every evaluated blueprint."""
-    return _warehouse_table("walkforward_summary", "walk-forward over the default study", {
-        "blueprint": "blueprint", "trials": "trials", "is_sharpe": "IS sharpe",
-        "deflated_sharpe": "DSR", "pbo": "PBO", "oos_sharpe": "OOS sharpe",
-        "oos_total_return": "OOS return", "oos_max_drawdown": "OOS max dd",
-        "oos_trades": "OOS trades", "stress_sharpe": "2x-cost sharpe"}, "blueprint")
+    table = _warehouse_table("walkforward_summary", "walk-forward over the default study", [
+        Col(name="blueprint", header="blueprint"),
+        Col(name="trials", header="trials", kind="int", optional=True),
+        Col(name="is_sharpe", header="IS SR", kind="float", optional=True),
+        Col(name="deflated_sharpe", header="DSR", kind="prob"),
+        Col(name="pbo", header="PBO", kind="prob"),
+        Col(name="oos_sharpe", header="OOS SR", kind="float"),
+        Col(name="oos_total_return", header="OOS ret", kind="pct"),
+        Col(name="oos_max_drawdown", header="OOS max dd", kind="pct"),
+        Col(name="oos_trades", header="OOS trades", kind="int"),
+        Col(name="stress_sharpe", header="2x-cost SR", kind="float")], "blueprint")
+    return (f"{table}\nSR: annualized Sharpe; DSR: deflated Sharpe (the probability that the "
+            "true Sharpe is above 0\nafter the trials); PBO: probability of backtest overfitting")
+
+
+def report_path() -> str | None:
+    """The full path of the latest research report, or None before the first report."""
+    frame = _read("research_report")
+    return None if frame is None or frame.is_empty() else str(frame.sort("path")["path"][-1])
 
 
 def report_table() -> str:
-    """The promotion decisions and where the research report was written."""
-    decisions = _warehouse_table("promotion_decisions", "promotion decisions", {
-        "blueprint": "blueprint", "from_stage": "from", "to_stage": "to",
-        "reasons": "reasons"}, "blueprint")
-    path = _warehouse_table("research_report", "research report", {"path": "path"}, "path")
-    return f"{decisions}\n{path}"
+    """The promotion decisions (reasons wrapped, never cut) and the research report's path."""
+    decisions = _warehouse_table("promotion_decisions", "promotion decisions", [
+        Col(name="blueprint", header="blueprint"), Col(name="from_stage", header="from"),
+        Col(name="to_stage", header="to"), Col(name="reasons", header="reasons", kind="wrap")],
+        "blueprint")
+    # printed whole on its own line, so it can be copied (a table cell would wrap it)
+    return f"{decisions}\nresearch report: {report_path() or 'not written yet'}"
 
 
 def backtest_table() -> str:
     """Headline metrics of every backtested blueprint in the warehouse."""
-    return _warehouse_table("backtest_metrics", "backtests over the default study", {
-        "blueprint": "blueprint", "total_return": "return", "sharpe": "sharpe",
-        "max_drawdown": "max dd", "trades": "trades", "win_rate": "win", "fee_drag": "fees",
-        "margin_usage_max": "margin max", "liquidations": "liquidated",
-        "rejected_insufficient_margin": "no margin"}, "blueprint")
+    return _warehouse_table("backtest_metrics", "backtests over the default study", [
+        Col(name="blueprint", header="blueprint"),
+        Col(name="total_return", header="return", kind="pct"),
+        Col(name="sharpe", header="sharpe", kind="float"),
+        Col(name="max_drawdown", header="max dd", kind="pct"),
+        Col(name="trades", header="trades", kind="int"),
+        Col(name="win_rate", header="win", kind="pct", digits=1),
+        Col(name="fee_drag", header="fees", kind="pct"),
+        Col(name="margin_usage_max", header="margin", kind="pct", digits=0, optional=True),
+        Col(name="liquidations", header="liq.", kind="int"),
+        Col(name="rejected_insufficient_margin", header="no margin", kind="int")],
+        "blueprint")
 
 
 def summary(start: dt.date, end: dt.date) -> str:
@@ -317,46 +378,122 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--base-url", help="Binance archive base URL")
             p.add_argument("--market-data-only", action="store_true",
                            help="ingest and bars for exactly [start, end], no features")
+    for p in sub.choices.values():
+        p.add_argument("--verbose", action="store_true",
+                       help="print tracebacks and Dagster's own log lines")
     return parser
+
+
+def _next_step(cmd: str, ok: bool, args: argparse.Namespace) -> str:
+    """The last line of a command: what to open or run next."""
+    me = "python -m backtest_assets"
+    if not ok:
+        return ("next: read the causes above; rerun with --verbose for the tracebacks, or "
+                "'make ui' for the runs' logs")
+    if cmd in ("demo", "report"):
+        path = report_path()
+        # the path last and whole, so a double click copies it
+        return f"open the research report: {path}" if path else f"next: {me} report"
+    window = f"--start {getattr(args, 'start', DEMO_START)} --end {getattr(args, 'end', DEMO_END)}"
+    return {
+        "run": f"next: {me} discover (Gate E-1 and Phase 2), or 'make ui' to browse the runs"
+        if not getattr(args, "market_data_only", False) else f"next: {me} run {window}",
+        "summary": f"next: {me} discover, or 'make ui' to browse the assets",
+        "quality": f"next: {me} summary {window} (the verdicts), or {me} discover",
+        "discover": f"next: {me} summary {window} (the verdicts and survivors), then "
+                    f"{me} backtest",
+        "backtest": f"next: {me} walkforward (out of sample, deflated Sharpe, PBO)",
+        "walkforward": f"next: {me} report (promotion decisions and the HTML report)",
+        "certify": "next: git diff golden/ (the re-pinned artifacts)"
+        if getattr(args, "write", False) else "next: make test",
+    }.get(cmd, "next: 'make ui' to browse the runs")
+
+
+def _spec_problems(exc: Exception) -> list[str]:
+    """Every problem of the specs directory (the first error stops the loader), one each."""
+    from backtest_assets.specs import default_specs_dir
+    from backtest_assets.specs.registry import lint
+
+    try:
+        problems = lint(default_specs_dir()) or [exc]
+    except Exception:  # the error being reported is the one to show
+        problems = [exc]
+    return [f"spec error: {one_line(str(p))}" for p in problems]
+
+
+def _report_error(exc: Exception, verbose: bool) -> None:
+    """One line per root cause, then where the traceback is (printed with --verbose)."""
+    import traceback
+
+    from backtest_assets.specs.loader import SpecError
+
+    if isinstance(exc, SpecError):
+        lines = _spec_problems(exc)
+    else:
+        where = exception_location(exc)
+        lines = [f"error: {type(exc).__name__}: {one_line(str(exc))}"
+                 + (f" ({where})" if where else "")]
+    text = "".join(traceback.format_exception(exc))
+    if verbose:
+        print(text, file=sys.stderr)
+    else:
+        log = Path(os.environ.get("DAGSTER_HOME", REPO / "dagster_home")) / "logs" / \
+            f"cli-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(text, encoding="utf-8")
+        lines.append(f"traceback: {log} (or rerun with --verbose)")
+    print("\n".join(lines), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        ok = _main(parser, args)
+    except Exception as exc:  # one line per cause; the traceback in a log or --verbose
+        _report_error(exc, args.verbose)
+        return 2
+    print(_next_step(args.cmd, ok, args))
+    return 0 if ok else 1
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Run ``args.cmd``; True if every run succeeded."""
+    verbose = args.verbose
     if args.cmd == "summary":
         print(summary(args.start, args.end))
-        return 0
+        return True
     if args.cmd in ("quality", "discover"):
-        return 0 if quality(discover=args.cmd == "discover") else 1
+        return quality(discover=args.cmd == "discover", verbose=verbose)
     if args.cmd in ("backtest", "walkforward"):
         names = args.blueprints.split(",") if args.blueprints else None
-        return 0 if backtest(names, job=f"{args.cmd}_job") else 1
+        return backtest(names, job=f"{args.cmd}_job", verbose=verbose)
     if args.cmd == "report":
-        return 0 if report() else 1
+        return report(verbose=verbose)
     if args.cmd == "certify":
         from backtest_assets import certify
 
-        return certify.main(args.workdir, args.golden, args.write)
+        return certify.main(args.workdir, args.golden, args.write) == 0
     demo = args.cmd == "demo"
     if demo:
-        args = argparse.Namespace(start=DEMO_START, end=DEMO_END, symbols=None,
-                                  source="synthetic", base_url=None)
+        args.__dict__.update(start=DEMO_START, end=DEMO_END, symbols=None,
+                             source="synthetic", base_url=None)
     if args.end < args.start:
         parser.error("--end is before --start")
     config = {k: v for k, v in (("market_source", args.source), ("base_url", args.base_url)) if v}
     t0 = time.perf_counter()
     ok = run(args.start, args.end, args.symbols.split(",") if args.symbols else None,
              resources_config={"market_source": {"config": config}} if config else None,
-             research=not getattr(args, "market_data_only", False))
+             research=not getattr(args, "market_data_only", False), verbose=verbose)
     if demo and ok:
-        ok = quality()
+        ok = quality(verbose=verbose)
     print(summary(args.start, args.end))
     if demo and ok:
-        ok = backtest()
+        ok = backtest(verbose=verbose)
     if demo and ok:
-        ok = backtest(job="walkforward_job") and report()
+        ok = backtest(job="walkforward_job", verbose=verbose) and report(verbose=verbose)
     print(f"done in {time.perf_counter() - t0:.1f}s: {'all runs succeeded' if ok else 'FAILED'}")
-    return 0 if ok else 1
+    return ok
 
 
 if __name__ == "__main__":
