@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import re
+import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +30,34 @@ import pyarrow as pa
 
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _LOCK_ERROR = "Could not set lock"
+# DuckDB names the holder: "Conflicting lock is held in /usr/bin/python3 (PID 2563)".
+_LOCK_HOLDER = re.compile(r"held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+# How long a connection waits for another process's lock (seconds; 0 fails at once).
+LOCK_TIMEOUT_ENV = "BACKTEST_LOCK_TIMEOUT_S"
+LOCK_NOTICE_EVERY_S = 10.0
 
 
 class WarehouseError(RuntimeError):
     """A write or read the warehouse refused, naming the table and the offending row."""
+
+
+def _lock_holder(message: str) -> str:
+    """``PID 2563 (python3 -m backtest_assets run ...)`` from DuckDB's lock error: the pid it
+    names and that process's command line (from /proc, when it can be read here)."""
+    found = _LOCK_HOLDER.search(message)
+    if found is None:
+        return "another process"
+    pid = found["pid"]
+    try:
+        cmd = " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().decode(
+            errors="replace").replace("\0", " ").split())  # one line, whatever the arguments
+    except OSError:
+        cmd = found["program"]
+    return f"PID {pid} ({cmd[:120]})"
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def ident(name: str) -> str:
@@ -114,27 +140,47 @@ class SideWrite:
 class Warehouse:
     """One DuckDB file; connections are held only for the read or the write itself."""
 
-    def __init__(self, path: Path | str, *, lock_timeout_s: float = 120.0) -> None:
+    def __init__(self, path: Path | str, *, lock_timeout_s: float | None = None,
+                 notify: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
-        self.lock_timeout_s = lock_timeout_s
+        self.lock_timeout_s = lock_timeout_s if lock_timeout_s is not None else float(
+            os.environ.get(LOCK_TIMEOUT_ENV, "120"))
+        self.notify = notify or _to_stderr
 
     @contextlib.contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the file, waiting for another process's lock for up to ``lock_timeout_s``."""
+        """Open the file, waiting for another process's lock for up to ``lock_timeout_s``.
+
+        While it waits it says, at once and then every ``LOCK_NOTICE_EVERY_S``, which process
+        holds the lock and how long it will still wait (``notify``, stderr by default); when
+        the wait is over it raises ``WarehouseError`` naming the holder.
+        """
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
             raise WarehouseError(f"warehouse {self.path} does not exist yet: materialize first")
-        deadline = time.monotonic() + self.lock_timeout_s
-        delay = 0.05
+        t0 = time.monotonic()
+        delay, next_notice = 0.05, 0.0
         while True:
             try:
                 conn = duckdb.connect(str(self.path), read_only=read_only)
                 break
             except duckdb.IOException as exc:
-                if _LOCK_ERROR not in str(exc) or time.monotonic() > deadline:
+                if _LOCK_ERROR not in str(exc):
                     raise
-                time.sleep(delay)
+                waited = time.monotonic() - t0
+                holder = _lock_holder(str(exc))
+                if waited >= self.lock_timeout_s:
+                    raise WarehouseError(
+                        f"warehouse {self.path} is locked by {holder}: gave up after "
+                        f"{waited:.0f} s (stop that process, or set {LOCK_TIMEOUT_ENV} to "
+                        "wait longer)") from None
+                if waited >= next_notice:
+                    left = self.lock_timeout_s - waited
+                    self.notify(f"warehouse {self.path} is locked by {holder}: waiting, "
+                                f"{left:.0f} s left ({LOCK_TIMEOUT_ENV}=0 fails at once)")
+                    next_notice = waited + LOCK_NOTICE_EVERY_S
+                time.sleep(min(delay, max(self.lock_timeout_s - waited, 0.0)))
                 delay = min(delay * 2, 2.0)
         try:
             # A Python variable must never stand in for a missing table.

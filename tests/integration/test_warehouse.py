@@ -8,7 +8,6 @@ import sys
 import textwrap
 import time
 
-import duckdb
 import polars as pl
 import pytest
 
@@ -120,25 +119,55 @@ def test_killed_writer_leaves_previous_partition_whole(wh, tmp_path):
     assert after.equals(before)
 
 
-def test_writer_waits_for_a_lock_then_fails_clearly(wh):
-    wh.replace("t", frame(D[:1]), LAYOUT, LAYOUT.boxes(keys(D[:1])))
+def _lock_holder(path) -> subprocess.Popen:
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import duckdb, sys, time
-        con = duckdb.connect({str(wh.path)!r})
+        con = duckdb.connect({str(path)!r})
         print("locked", flush=True)
         time.sleep(30)
     """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_writer_waits_for_a_lock_saying_who_holds_it_then_fails_clearly(wh):
+    wh.replace("t", frame(D[:1]), LAYOUT, LAYOUT.boxes(keys(D[:1])))
+    notices: list[str] = []
+    waiting = Warehouse(wh.path, lock_timeout_s=2, notify=notices.append)
+    holder = _lock_holder(wh.path)
     try:
-        assert holder.stdout.readline().strip() == "locked"
         t0 = time.monotonic()
-        with pytest.raises(duckdb.IOException, match="lock"):
-            wh.replace("t", frame(D[:1]), LAYOUT, LAYOUT.boxes(keys(D[:1])))
+        with pytest.raises(WarehouseError) as err:
+            waiting.replace("t", frame(D[:1]), LAYOUT, LAYOUT.boxes(keys(D[:1])))
         assert time.monotonic() - t0 >= 1.9  # it waited lock_timeout_s before giving up
+        # At once, who holds the lock and how long it will wait; then one line to end on.
+        who = f"is locked by PID {holder.pid} ("
+        assert len(notices) == 1 and who in notices[0] and "2 s left" in notices[0], notices
+        assert "BACKTEST_LOCK_TIMEOUT_S=0 fails at once" in notices[0]
+        message = str(err.value)
+        assert who in message and "import duckdb" in message  # the holder's command line
+        assert "gave up after 2 s" in message and "\n" not in message
     finally:
         holder.kill()
         holder.wait()
         holder.stdout.close()
     assert wh.read("t", LAYOUT).height == 48
+
+
+def test_a_lock_timeout_of_0_fails_at_once(wh, monkeypatch):
+    wh.replace("t", frame(D[:1]), LAYOUT, LAYOUT.boxes(keys(D[:1])))
+    monkeypatch.setenv("BACKTEST_LOCK_TIMEOUT_S", "0")
+    fast = Warehouse(wh.path, notify=lambda line: pytest.fail(f"waited: {line}"))
+    holder = _lock_holder(wh.path)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(WarehouseError, match=f"locked by PID {holder.pid}"):
+            fast.read("t", LAYOUT)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
 
 
 def test_identifiers_are_checked_and_values_are_parameters(wh):
