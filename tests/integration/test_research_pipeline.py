@@ -294,6 +294,16 @@ def test_backtests_of_every_blueprint_with_chart_and_reconciled_accounting(backt
     image = np.asarray(PIL.Image.open(io.BytesIO(png)).convert("L"), dtype=float)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and image.shape[0] > 300 and image.std() > 10
     assert "max_drawdown" in meta["headline"].value
+    # Each blueprint partition carries its own curve and headline row.
+    for name in ("momentum_v1", "p2_volatility_shock_continuation_60m_all"):
+        (record,) = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("backtest_equity"), asset_partitions=[name]), limit=1).records
+        own = record.asset_materialization.metadata
+        rows = own["headline"].value.splitlines()[2:]
+        assert len(rows) == 1 and rows[0].startswith(f"| {name} |"), rows
+        assert own["total_return"].value == pytest.approx(
+            metrics.filter(pl.col("blueprint") == name)["total_return"][0], rel=1e-12)
+        assert own["chart"].value.startswith("![equity and drawdown](data:image/png;base64,")
     keys = [dg.AssetCheckKey(dg.AssetKey(spec.asset_key.path), spec.name)
             for spec in BACKTEST_CHECKS]
     records = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)

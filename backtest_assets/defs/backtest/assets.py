@@ -120,18 +120,23 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
     results = list(check_backtest(trades, equity, metrics))
     yield from refuse_failed(results, "backtest")
     headline = metrics.select(HEADLINE)
-    title = names[0] if len(names) == 1 else f"{len(names)} blueprints"
-    chart = equity_drawdown_png(equity, title=f"{title}: {study.name} {study.start}..{study.end}")
+    # Each blueprint partition shows its own curve and headline in the UI.
+    for name in names:
+        own = headline.filter(pl.col("blueprint") == name)
+        context.add_asset_metadata({
+            "chart": dg.MetadataValue.md(markdown_image(equity_drawdown_png(
+                equity.filter(pl.col("blueprint") == name),
+                title=f"{name}: {study.name} {study.start}..{study.end}"),
+                "equity and drawdown")),
+            "headline": dg.MetadataValue.md(markdown_table(own, HEADLINE_FORMATS)),
+            **{k: float(own[k][0]) for k in HEADLINE[1:]
+               if own[k][0] is not None and math.isfinite(own[k][0])}},
+            asset_key="backtest_equity", partition_key=name)
     yield dg.Output(trades, output_name="backtest_trades", metadata={
         "trades": trades.height,
         "by_exit_reason": dg.MetadataValue.md(markdown_table(
             trades.group_by("exit_reason").len().sort("exit_reason")))})
-    yield dg.Output(equity, output_name="backtest_equity", metadata={
-        "chart": dg.MetadataValue.md(markdown_image(chart, "equity and drawdown")),
-        "headline": dg.MetadataValue.md(markdown_table(headline, HEADLINE_FORMATS)),
-        **({k: float(headline[k][0]) for k in HEADLINE[1:]
-            if headline[k][0] is not None and math.isfinite(headline[k][0])}
-           if len(names) == 1 else {})})
+    yield dg.Output(equity, output_name="backtest_equity")
     yield dg.Output(metrics, output_name="backtest_metrics", metadata={
         "metrics": dg.MetadataValue.md(markdown_table(metrics.drop(
             "spec_hash", "dataset_hash", "code_commit", "window_start", "window_end"))),
