@@ -56,6 +56,17 @@ def _lock_holder(message: str) -> str:
     return f"PID {pid} ({cmd[:120]})"
 
 
+def _lock_timeout_from_env() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "120")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise WarehouseError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds >= 0")
+    return value
+
+
 def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -143,8 +154,8 @@ class Warehouse:
     def __init__(self, path: Path | str, *, lock_timeout_s: float | None = None,
                  notify: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
-        self.lock_timeout_s = lock_timeout_s if lock_timeout_s is not None else float(
-            os.environ.get(LOCK_TIMEOUT_ENV, "120"))
+        self.lock_timeout_s = lock_timeout_s if lock_timeout_s is not None else \
+            _lock_timeout_from_env()
         self.notify = notify or _to_stderr
 
     @contextlib.contextmanager

@@ -154,6 +154,12 @@ def test_writer_waits_for_a_lock_saying_who_holds_it_then_fails_clearly(wh):
     assert wh.read("t", LAYOUT).height == 48
 
 
+def test_a_bad_lock_timeout_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKTEST_LOCK_TIMEOUT_S", "soon")
+    with pytest.raises(WarehouseError, match="BACKTEST_LOCK_TIMEOUT_S='soon' is not a number"):
+        Warehouse(tmp_path / "w.duckdb")
+
+
 def test_a_lock_timeout_of_0_fails_at_once(wh, monkeypatch):
     wh.replace("t", frame(D[:1]), LAYOUT, LAYOUT.boxes(keys(D[:1])))
     monkeypatch.setenv("BACKTEST_LOCK_TIMEOUT_S", "0")
