@@ -211,7 +211,8 @@ def signed_returns(market: Market, h: int, effect: float = 0.0,
 # returns a two-sided p-value (NaN when there is no test). "+thin" leaves out the events
 # inside the horizon of an earlier kept event (stats.inference.non_overlapping), as Phase 2
 # does; the cluster lag is LAG_MULTIPLE x the horizon throughout.
-def _thinned(x: np.ndarray, t: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
+def thinned(x: np.ndarray, t: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """The events Phase 2 tests: sorted by time, none inside an earlier kept horizon."""
     order = np.argsort(t, kind="stable")
     x, t = x[order], t[order]
     keep = inference.non_overlapping(t, np.full(t.size, h), np.zeros(t.size, dtype=np.int64))
@@ -221,7 +222,7 @@ def _thinned(x: np.ndarray, t: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarr
 def _method(test, thin: bool):
     def p_value(x: np.ndarray, t: np.ndarray, h: int) -> float:
         if thin:
-            x, t = _thinned(x, t, h)
+            x, t = thinned(x, t, h)
         if x.size < MIN_SAMPLE:
             return 1.0
         return test(x, t, lag=LAG_MULTIPLE * h).p

@@ -45,7 +45,7 @@ from scipy import signal
 
 from backtest_assets.discovery import phase2
 from backtest_assets.specs import load_registry
-from backtest_assets.stats.inference import cluster_mean_test, non_overlapping
+from backtest_assets.stats.inference import cluster_mean_test
 from backtest_assets.stats.multiplicity import bh_qvalues, discoveries
 from tests.support import null_markets as nm
 
@@ -173,13 +173,11 @@ def clustered_events(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, 
 
 def phase2_p(signed: np.ndarray, times: np.ndarray, h: int) -> tuple[float, int]:
     """Phase 2's p-value of one hypothesis and the number of events it tested."""
-    order = np.argsort(times, kind="stable")
-    signed, times = signed[order], times[order]
-    keep = non_overlapping(times, np.full(times.size, h), np.zeros(times.size, np.int64))
-    if keep.sum() < nm.MIN_SAMPLE:
-        return 1.0, int(keep.sum())
-    p = cluster_mean_test(signed[keep], times[keep], lag=nm.LAG_MULTIPLE * h).p
-    return (p if math.isfinite(p) else 1.0), int(keep.sum())
+    signed, times = nm.thinned(signed, times, h)
+    if signed.size < nm.MIN_SAMPLE:
+        return 1.0, signed.size
+    p = cluster_mean_test(signed, times, lag=nm.LAG_MULTIPLE * h).p
+    return (p if math.isfinite(p) else 1.0), signed.size
 
 
 def planted_family(rng: np.random.Generator, h: int, true_symbols: np.ndarray
