@@ -106,11 +106,15 @@ class Runner:
         t0 = time.perf_counter()
         run_id = str(uuid.uuid4())  # known before the run starts, for the progress listener
         with progress(self.instance, run_id, label, enabled=not self.quiet):
-            result = defs.resolve_job_def(job_name).execute_in_process(
+            job = defs.resolve_job_def(job_name)
+            if assets:  # these assets and their own checks (not the job's other checks)
+                keys = {dg.AssetKey(a) for a in assets}
+                job = job.get_subset(asset_selection=keys, asset_check_selection={
+                    c for k in keys for c in defs.resolve_assets_def(k).check_keys})
+            result = job.execute_in_process(
                 instance=self.instance, tags={**owner_tags(), **(tags or {})},
                 partition_key=partition_key, raise_on_error=False, run_config=run_config,
-                run_id=run_id,
-                asset_selection=[dg.AssetKey(a) for a in assets] if assets else None)
+                run_id=run_id)
         failed_checks = []
         for ev in result.get_asset_check_evaluations():
             status = "passed" if ev.passed else ev.severity.value.lower()
@@ -169,44 +173,141 @@ class Runner:
         return "\n".join(lines)
 
 
+# The date x symbol assets in dependency order, and the job each one runs in.
+MARKET_ASSETS = ("raw_perp_klines_1m", "raw_spot_klines_1m", "raw_funding_rates",
+                 "raw_open_interest", "bars_1m", "bars_5m", "bars_15m")
+RESEARCH_ASSETS = ("pit_features", "forward_labels", "event_table")
+
+
+def _job_of(asset: str) -> str:
+    return "market_data_job" if asset in MARKET_ASSETS else "research_job"
+
+
 def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
         resources_config: dict | None = None, quiet: bool = False,
         instance: DagsterInstance | None = None, research: bool = True,
-        verbose: bool = False) -> bool:
-    """Build [start, end] x symbols; True if every run passed.
+        verbose: bool = False, rebuild: bool = False) -> bool:
+    """Build what is missing or stale of [start, end] x symbols; True if every run passed.
 
     Events of a day read the features of the day before (cooldowns reach back a day), and
     features read warm-up days of bars before them and labels the day after; so features and
     labels are built from ``start - 1 day`` and market data (ingest, bars) from the warm-up
     before that to one day after ``end``, within the universe's partitions.
     ``research=False`` builds market data for exactly [start, end] and nothing else.
+
+    Each asset's keys are built only when never built, stale (``core.lineage``: an input
+    rebuilt with other rows, specs or source changed, source files missing then) or
+    ``rebuild``; the keys an asset reads are built first. Assets with the same keys to build
+    share a run (one per rectangle of days x symbols). Prints which keys were built and why.
     """
-    from backtest_assets.core.schedule import range_tags
     from backtest_assets.partitions import REGISTRY, UNIVERSE, last_partition_day
 
     first, last = UNIVERSE.start_date, last_partition_day()
     if last is None or start < first or end > last:
         raise SystemExit(f"{start}..{end} is outside the partitions {first}..{last} (the "
                          "universe's start_date to yesterday UTC, or its end_date)")
-    runner = Runner(instance, resources_config, quiet, verbose)
+    chosen = [s for b in symbol_blocks(symbols or UNIVERSE.symbol_names, UNIVERSE.symbol_names)
+              for s in b]
     features_start = max(start - dt.timedelta(days=1), first)
     bars_start = max(features_start - dt.timedelta(days=REGISTRY.feature_warmup_days), first)
     bars_end = min(end + dt.timedelta(days=1), last)
     if not research:
         bars_start, bars_end = start, end
-    for block in symbol_blocks(symbols or UNIVERSE.symbol_names, UNIVERSE.symbol_names):
-        label = ",".join(block)
-        if not runner.execute("market_data_job", f"bars {bars_start}..{bars_end} x {label}",
-                              tags=range_tags(bars_start, bars_end, block)) or not research:
-            continue
-        if runner.execute("research_job", f"features, labels {features_start}..{end} x {label}",
-                          tags=range_tags(features_start, end, block),
-                          assets=["pit_features", "forward_labels"]):
-            runner.execute("research_job", f"events {start}..{end} x {label}",
-                           tags=range_tags(start, end, block), assets=["event_table"])
+    windows = {**dict.fromkeys(MARKET_ASSETS, (bars_start, bars_end))}
+    if research:
+        windows.update(pit_features=(features_start, end), forward_labels=(features_start, end),
+                       event_table=(start, end))
+    requested = {a: [(lo + dt.timedelta(days=i), s) for s in chosen
+                     for i in range((hi - lo).days + 1)] for a, (lo, hi) in windows.items()}
+    runner = Runner(instance, resources_config, quiet, verbose)
+    built = _build_stale(runner, requested, resources_config, rebuild)
     if not quiet:
+        print(_built_table(built, sum(len(k) for k in requested.values()), rebuild))
         print(runner.check_table())
     return runner.ok
+
+
+def _build_stale(runner: Runner, requested: dict[str, list], resources_config: dict | None,
+                 rebuild: bool) -> list[tuple[str, str, list, str]]:
+    """Run the assets of ``requested`` (dependency order) over their keys to build, planning
+    again after each run (a rebuild that gives the same rows leaves what reads it fresh).
+
+    Returns ``(asset, why, keys, outcome)`` rows, outcome ``built``, ``FAILED`` or ``not run``.
+    """
+    from backtest_assets.core.lineage import classify, plan, rectangles
+    from backtest_assets.definitions import defs
+    from backtest_assets.defs.shared import lineage_spec
+    from backtest_assets.partitions import UNIVERSE
+    from backtest_assets.resources import MarketSourceResource, WarehouseResource
+    from backtest_assets.specs import load_registry
+
+    source = MarketSourceResource(**((resources_config or {}).get("market_source") or {})
+                                  .get("config", {})).identity
+    registry, warehouse = load_registry(), WarehouseResource().warehouse()
+    remaining = list(requested)
+    out: list[tuple[str, str, list, str]] = []
+    while remaining:
+        specs = [lineage_spec(defs.resolve_assets_def(a), registry, source) for a in remaining]
+        states = {sp.asset: classify(warehouse.lineage_status(sp, requested[sp.asset]),
+                                     sp.version) for sp in specs}
+        planned = plan(specs, requested, states, rebuild=rebuild)
+        keys = set(planned[remaining[0]])
+        group = [remaining[0]]
+        for asset in remaining[1:]:
+            if _job_of(asset) != _job_of(group[0]) or set(planned[asset]) != keys:
+                break
+            group.append(asset)
+        del remaining[:len(group)]
+        ok = True
+        for rect in rectangles(keys, UNIVERSE.symbol_names) if keys else []:
+            ok &= runner.execute(_job_of(group[0]), f"{_assets_label(group)} {rect.label}",
+                                 tags=rect.tags, assets=group)
+        out += _outcomes(group, planned, "built" if ok else "FAILED")
+        if not ok:  # what reads these keys would read the previous rows: stop here
+            out += _outcomes(remaining, planned, "not run")
+            break
+    return out
+
+
+def _outcomes(assets: Sequence[str], planned: dict[str, dict], outcome: str
+              ) -> list[tuple[str, str, list, str]]:
+    rows = []
+    for asset in assets:
+        by_reason: dict[str, list] = {}
+        for key, why in planned[asset].items():
+            by_reason.setdefault(why, []).append(key)
+        rows += [(asset, why, keys, outcome) for why, keys in sorted(by_reason.items())]
+    return rows
+
+
+def _assets_label(assets: Sequence[str]) -> str:
+    if set(assets) == set(MARKET_ASSETS):
+        return "ingest, bars"
+    return ", ".join(assets) if len(assets) <= 3 else f"{assets[0]} .. {assets[-1]}"
+
+
+def _built_table(built: list[tuple[str, str, list, str]], requested: int, rebuild: bool) -> str:
+    """Which keys were built and why, one row per asset and reason."""
+    import polars as pl
+
+    from backtest_assets.core.lineage import describe_keys
+    from backtest_assets.core.tables import render_table
+    from backtest_assets.partitions import UNIVERSE
+
+    done = sum(len(k) for _, _, k, o in built if o == "built")
+    if not built:
+        return (f"nothing to build: all {requested} asset keys are up to date "
+                "(--rebuild builds them again)")
+    frame = pl.DataFrame({
+        "asset": [a for a, *_ in built], "keys": [len(k) for _, _, k, _ in built],
+        "which": [describe_keys(k, UNIVERSE.symbol_names) for _, _, k, _ in built],
+        "why": [w for _, w, _, _ in built], "outcome": [o for *_, o in built]})
+    title = (f"built {done} of {requested} asset keys"
+             + ("" if rebuild else f"; the other {requested - done} were up to date") + ":")
+    return f"{title}\n" + render_table(frame, [
+        Col(name="asset", header="asset"), Col(name="keys", header="keys", kind="int"),
+        Col(name="which", header="days x symbols", kind="wrap"),
+        Col(name="why", header="why", kind="wrap"), Col(name="outcome", header="result")])
 
 
 def quality(event_types: Sequence[str] | None = None, *, resources_config: dict | None = None,
@@ -378,6 +479,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--base-url", help="Binance archive base URL")
             p.add_argument("--market-data-only", action="store_true",
                            help="ingest and bars for exactly [start, end], no features")
+            p.add_argument("--rebuild", action="store_true",
+                           help="build every key again, even those up to date")
     for p in sub.choices.values():
         p.add_argument("--verbose", action="store_true",
                        help="print tracebacks and Dagster's own log lines")
@@ -484,7 +587,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
     t0 = time.perf_counter()
     ok = run(args.start, args.end, args.symbols.split(",") if args.symbols else None,
              resources_config={"market_source": {"config": config}} if config else None,
-             research=not getattr(args, "market_data_only", False), verbose=verbose)
+             research=not getattr(args, "market_data_only", False), verbose=verbose,
+             rebuild=getattr(args, "rebuild", False))
     if demo and ok:
         ok = quality(verbose=verbose)
     print(summary(args.start, args.end))

@@ -28,6 +28,14 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from backtest_assets.core.lineage import (
+    LINEAGE_SCHEMA,
+    LINEAGE_TABLE,
+    NO_RECORD,
+    LineageSpec,
+    LineageWrite,
+)
+
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _LOCK_ERROR = "Could not set lock"
 # DuckDB names the holder: "Conflicting lock is held in /usr/bin/python3 (PID 2563)".
@@ -246,12 +254,14 @@ class Warehouse:
         boxes: Sequence[Box] | None,
         *,
         side: Sequence[SideWrite] = (),
+        lineage: LineageWrite | None = None,
     ) -> int:
         """Replace the rows of ``boxes`` (the whole table when None) by ``frame``, atomically.
 
-        Returns the number of rows inserted. Raises :class:`WarehouseError` (and writes
-        nothing) when a row of ``frame`` falls outside ``boxes`` or the columns do not match
-        the existing table.
+        ``lineage``: record, in the same transaction, what each key was built from
+        (``core.lineage``). Returns the number of rows inserted. Raises
+        :class:`WarehouseError` (and writes nothing) when a row of ``frame`` falls outside
+        ``boxes`` or the columns do not match the existing table.
         """
         ident(table)
         incoming = frame.to_arrow()
@@ -267,6 +277,8 @@ class Warehouse:
                 self._insert(conn, table, "_incoming")
                 for i, sw in enumerate(side):
                     self._replace_side(conn, sw, i)
+                if lineage is not None:
+                    self._record_lineage(conn, table, lineage)
                 conn.commit()
             except BaseException:
                 conn.rollback()
@@ -288,6 +300,87 @@ class Warehouse:
                 conn.rollback()
                 raise
         return side.frame.height
+
+    def lineage_status(self, spec: LineageSpec, keys: Sequence[tuple[dt.date, str]]
+                       ) -> pl.DataFrame:
+        """Per key of ``spec.asset``: what it was built from (``stored_inputs``,
+        ``stored_version``, ``complete``; ``recorded`` false when never built) and what it
+        would be built from now (``current_inputs``). See ``core.lineage.classify``."""
+        frame = pl.DataFrame({"date": [d for d, _ in keys], "symbol": [s for _, s in keys]},
+                             schema={"date": pl.Date, "symbol": pl.String})
+        if not self.path.exists():
+            with duckdb.connect() as conn:
+                return self._status(conn, spec, frame, have_lineage=False)
+        with self.connect(read_only=True) as conn:
+            return self._status(conn, spec, frame,
+                                have_lineage=LINEAGE_TABLE in _tables(conn))
+
+    def _status(self, conn: duckdb.DuckDBPyConnection, spec: LineageSpec, keys: pl.DataFrame,
+                *, have_lineage: bool) -> pl.DataFrame:
+        conn.register("_lkeys", keys.to_arrow())
+        self._current_inputs(conn, spec, keys, have_lineage=have_lineage)
+        stored = (f"SELECT date, symbol, inputs, version, complete "  # noqa: S608
+                  f"FROM {ident(LINEAGE_TABLE)} WHERE asset = $asset") if have_lineage else \
+            ("SELECT NULL::DATE AS date, NULL::VARCHAR AS symbol, NULL::VARCHAR AS inputs, "
+             "NULL::VARCHAR AS version, NULL::BOOLEAN AS complete LIMIT 0")
+        return conn.execute(
+            f"SELECT k.date, k.symbol, s.inputs AS stored_inputs, "  # noqa: S608
+            f"c.inputs AS current_inputs, s.version AS stored_version, "
+            f"coalesce(s.complete, false) AS complete, s.date IS NOT NULL AS recorded "
+            f"FROM _lkeys k JOIN _current c USING (date, symbol) "
+            f"LEFT JOIN ({stored}) s USING (date, symbol) ORDER BY k.symbol, k.date",
+            {"asset": spec.asset} if have_lineage else {}).pl()
+
+    def _current_inputs(self, conn: duckdb.DuckDBPyConnection, spec: LineageSpec,
+                        keys: pl.DataFrame, *, have_lineage: bool) -> None:
+        """Temp view ``_current(date, symbol, inputs)``: each key's upstream keys with their
+        data versions as recorded now (``asset@day=hash``, sorted; ``-`` for no record)."""
+        needs = spec.needs(keys.iter_rows())
+        conn.register("_needs", needs.to_arrow())
+        version = f"coalesce(l.data_hash, '{NO_RECORD}')" if have_lineage else f"'{NO_RECORD}'"
+        join = (f"LEFT JOIN {ident(LINEAGE_TABLE)} l ON l.asset = n.up_asset "
+                "AND l.date = n.up_date AND l.symbol = n.symbol") if have_lineage else ""
+        conn.execute(
+            "CREATE OR REPLACE TEMP VIEW _current AS "  # noqa: S608
+            "SELECT k.date, k.symbol, coalesce(i.inputs, '') AS inputs FROM _lkeys k "
+            "LEFT JOIN (SELECT n.date, n.symbol, string_agg(n.up_asset || '@' || "
+            f"strftime(n.up_date, '%Y-%m-%d') || '=' || {version}, ',' "
+            f"ORDER BY n.up_asset, n.up_date) AS inputs FROM _needs n {join} "
+            "GROUP BY n.date, n.symbol) i USING (date, symbol)")
+
+    def _record_lineage(self, conn: duckdb.DuckDBPyConnection, table: str,
+                        lineage: LineageWrite) -> None:
+        """Replace the lineage rows of the keys just written (inside the write's transaction):
+        the hash of each key's rows as they now are in ``table``, and its inputs now."""
+        spec = lineage.spec
+        keys = pl.DataFrame({"date": [d for d, _ in lineage.keys],
+                             "symbol": [s for _, s in lineage.keys]},
+                            schema={"date": pl.Date, "symbol": pl.String})
+        conn.register("_lkeys", keys.to_arrow())
+        conn.register("_lincomplete", pl.DataFrame(
+            {"date": [d for d, _ in lineage.incomplete],
+             "symbol": [s for _, s in lineage.incomplete]},
+            schema={"date": pl.Date, "symbol": pl.String}).to_arrow())
+        conn.execute(_create_lineage_sql())
+        self._current_inputs(conn, spec, keys, have_lineage=True)
+        tc, sc = ident(spec.time_col), ident(spec.symbol_col)
+        lt = ident(LINEAGE_TABLE)
+        conn.execute(
+            f"DELETE FROM {lt} USING _lkeys k WHERE {lt}.asset = $asset "  # noqa: S608
+            f"AND {lt}.date = k.date AND {lt}.symbol = k.symbol", {"asset": spec.asset})
+        conn.execute(
+            f"INSERT INTO {ident(LINEAGE_TABLE)} BY NAME "  # noqa: S608
+            "SELECT $asset AS asset, k.date, k.symbol, coalesce(h.n, 0) AS rows, "
+            "coalesce(h.data_hash, 'empty') AS data_hash, c.inputs, $version AS version, "
+            "NOT EXISTS (SELECT 1 FROM _lincomplete x WHERE x.date = k.date "
+            "AND x.symbol = k.symbol) AS complete, $run_id AS run_id, "
+            "timezone('UTC', now()) AS built_at FROM _lkeys k JOIN _current c USING (date, symbol) "
+            f"LEFT JOIN (SELECT CAST(t.{tc} AS DATE) AS date, t.{sc} AS symbol, "
+            "count(*) AS n, left(md5(CAST(sum(hash(t)) AS VARCHAR) || ':' || count(*)), 16) "
+            f"AS data_hash FROM {ident(table)} t JOIN _lkeys k2 "
+            f"ON t.{sc} = k2.symbol AND t.{tc} >= k2.date AND t.{tc} < k2.date + 1 "
+            "GROUP BY ALL) h USING (date, symbol)",
+            {"asset": spec.asset, "version": spec.version, "run_id": lineage.run_id})
 
     def _check_inside(self, conn: duckdb.DuckDBPyConnection, table: str, layout: PartitionLayout
                       ) -> None:
@@ -358,6 +451,17 @@ class Warehouse:
         match = " AND ".join(f"{ident(sw.table)}.{ident(c)} = k.{ident(c)}" for c in sw.key_cols)
         conn.execute(f"DELETE FROM {ident(sw.table)} USING {keys} k WHERE {match}")  # noqa: S608
         self._insert(conn, sw.table, rows)
+
+
+def _create_lineage_sql() -> str:
+    types = {pl.String: "VARCHAR", pl.Date: "DATE", pl.Int64: "BIGINT", pl.Boolean: "BOOLEAN",
+             pl.Datetime("us"): "TIMESTAMP"}
+    cols = ", ".join(f"{ident(n)} {types[t]}" for n, t in LINEAGE_SCHEMA.items())
+    return f"CREATE TABLE IF NOT EXISTS {ident(LINEAGE_TABLE)} ({cols})"
+
+
+def _tables(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
 
 
 def _boxes_arrow(boxes: Sequence[Box], layout: PartitionLayout) -> pa.Table:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
@@ -41,6 +41,7 @@ class Collected:
     missing: list[str]  # "SYMBOL date" of days the source does not have
     rejected: pl.DataFrame  # FILES_SCHEMA: files refused whole (status "rejected")
     errors: list[str]  # why, one per rejected file, naming file and partition
+    missing_keys: list[tuple[dt.date, str]] = field(default_factory=list)  # (day, symbol)
 
 
 def collect(
@@ -51,6 +52,7 @@ def collect(
 ) -> Collected:
     """Fetch every (date, symbol) key and stack the batches (sorted by symbol, then time)."""
     frames, quarantine, files, missing, rejected, errors = [], [], [], [], [], []
+    missing_keys: list[tuple[dt.date, str]] = []
     for day, symbol in sorted(keys, key=lambda k: (k[1], k[0])):
         side_key = {"asset": asset, "symbol": symbol, "date": day}
         try:
@@ -66,6 +68,7 @@ def collect(
         files += [{**side_key, **asdict(f)} for f in batch.files]
         if batch.missing:
             missing.append(f"{symbol} {day.isoformat()}")
+            missing_keys.append((day, symbol))
     key_rows = [{"asset": asset, "symbol": s, "date": d} for d, s in keys]
     return Collected(
         frame=pl.concat(frames) if frames else pl.DataFrame(schema=schema),
@@ -75,4 +78,5 @@ def collect(
         missing=missing,
         rejected=pl.DataFrame(rejected, schema=FILES_SCHEMA),
         errors=errors,
+        missing_keys=missing_keys,
     )

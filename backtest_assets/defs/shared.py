@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,11 @@ import dagster as dg
 import polars as pl
 
 from backtest_assets.core.keys import InvalidKeyError, validate_date, validate_symbol
-from backtest_assets.partitions import date_symbol_partitions_def
+from backtest_assets.core.lineage import Dep, LineageSpec, LineageWrite, digest, version_of
+from backtest_assets.partitions import UNIVERSE, date_symbol_partitions_def, last_partition_day
 from backtest_assets.resources.io_manager import WarehouseWrite
 from backtest_assets.schemas.checks import CheckOutcome, FrameContract, evaluate
+from backtest_assets.specs import SpecRegistry, load_registry
 from backtest_assets.warehouse import Box, PartitionLayout
 
 # Materialize a partition when its upstream partitions land, for every day: Dagster's eager
@@ -25,14 +28,19 @@ LANDED = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest
 def warehouse_asset(group: str, partition_expr: str | Mapping[str, str], *,
                     partitions_def: dg.PartitionsDefinition = date_symbol_partitions_def,
                     backfill_policy: dg.BackfillPolicy | None = None,
-                    automation_condition: dg.AutomationCondition | None = None
+                    automation_condition: dg.AutomationCondition | None = None,
+                    lineage_specs: Sequence[str] = (), lineage_source: bool = False
                     ) -> dict[str, Any]:
     """Decorator settings every asset written to the warehouse shares.
 
     Single-run backfills over ranges by default (DESIGN.md), the ``duckdb`` pool (one writer),
     where the partition dimensions live in its table (``partition_expr``), and when it
     materializes by itself (``automation_condition``, see ``defs.automation``).
+    A date x symbol asset's keys are stale when the spec files under ``lineage_specs``
+    (paths or folders of specs/) change, or the market source when ``lineage_source``
+    (see :func:`lineage_spec`).
     """
+    lineage = {"lineage_specs": list(lineage_specs), "lineage_source": lineage_source}
     return dict(
         automation_condition=automation_condition,
         group_name=group,
@@ -40,7 +48,8 @@ def warehouse_asset(group: str, partition_expr: str | Mapping[str, str], *,
         backfill_policy=backfill_policy or dg.BackfillPolicy.single_run(),
         pool="duckdb",
         kinds={"duckdb", "polars"},
-        metadata={"partition_expr": partition_expr},
+        metadata={"partition_expr": partition_expr,
+                  **(lineage if partitions_def is date_symbol_partitions_def else {})},
     )
 
 
@@ -98,15 +107,66 @@ def checked_output(
     extra: Sequence[CheckOutcome] = (),
     metadata: Mapping[str, Any] | None = None,
     keys: Sequence[tuple[dt.date, str]] | None = None,
+    registry: SpecRegistry | None = None,
+    source: str | None = None,
+    incomplete: Iterable[tuple[dt.date, str]] = (),
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Evaluate the contract's checks; write ``value`` only when no blocking check failed.
+    """Evaluate the contract's checks; write ``value`` (a date x symbol table) only when no
+    blocking check failed, with the lineage of every key of the run (:func:`lineage_spec`:
+    ``registry`` and ``source`` give its version; ``incomplete`` keys lacked source files).
 
     ``keys``: the (date, symbol) partitions ``frame`` should cover (see
     :func:`backtest_assets.schemas.checks.evaluate`).
     """
     outcomes = [*evaluate(frame, contract, keys=keys), *extra]
-    yield from guarded_output(context, value, [_result(o) for o in outcomes],
+    write = value if isinstance(value, WarehouseWrite) else WarehouseWrite(value)
+    lineage = LineageWrite(lineage_spec(context.assets_def, registry or load_registry(), source),
+                           tuple(date_symbol_keys(context)), context.run.run_id,
+                           frozenset(incomplete))
+    yield from guarded_output(context, dataclasses.replace(write, lineage=lineage),
+                              [_result(o) for o in outcomes],
                               metadata={"rows": frame.height, **(metadata or {})})
+
+
+def lineage_deps(assets_def: dg.AssetsDefinition) -> tuple[Dep, ...]:
+    """The upstream date x symbol keys each key of ``assets_def`` reads, from its partition
+    mappings: identity, or :func:`date_window_mapping` (a day window of the same symbol)."""
+    deps = []
+    for up in sorted(assets_def.dependency_keys, key=lambda k: k.to_user_string()):
+        mapping = assets_def.get_partition_mapping(up)  # None: the default, identity here
+        if mapping is None or isinstance(mapping, dg.IdentityPartitionMapping):
+            deps.append(Dep(up.to_user_string()))
+            continue
+        dims = getattr(mapping, "downstream_mappings_by_upstream_dimension", {})
+        date, symbol = dims.get("date"), dims.get("symbol")
+        if not (isinstance(mapping, dg.MultiPartitionMapping) and date and symbol
+                and isinstance(date.partition_mapping, dg.TimeWindowPartitionMapping)
+                and isinstance(symbol.partition_mapping, dg.IdentityPartitionMapping)):
+            raise TypeError(f"{assets_def.key.to_user_string()} reads {up.to_user_string()} "
+                            f"through {mapping!r}: lineage knows identity and day windows")
+        deps.append(Dep(up.to_user_string(), date.partition_mapping.start_offset,
+                        date.partition_mapping.end_offset))
+    return tuple(deps)
+
+
+def lineage_spec(assets_def: dg.AssetsDefinition, registry: SpecRegistry,
+                 source: str | None = None) -> LineageSpec:
+    """What the keys of a date x symbol asset are built from: its upstream keys (partition
+    mappings), the hashes of the spec files its metadata names, and the market source."""
+    meta = assets_def.metadata_by_key[assets_def.key]
+    parts = {}
+    for prefix in meta.get("lineage_specs", []):
+        files = {f: h for f, h in registry.hashes.items() if f == prefix or
+                 f.startswith(prefix.rstrip("/") + "/")}
+        parts[f"specs/{prefix}"] = digest(version_of(files), 8)
+    if meta.get("lineage_source"):
+        if source is None:
+            raise ValueError(f"{assets_def.key.to_user_string()}: its lineage needs the source")
+        parts["source"] = source
+    return LineageSpec(
+        asset=assets_def.key.to_user_string(), time_col=meta["partition_expr"]["date"],
+        deps=lineage_deps(assets_def), version=version_of(parts),
+        first_day=UNIVERSE.start_date, last_day=last_partition_day())
 
 
 def guarded_output(

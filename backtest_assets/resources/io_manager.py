@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
+from backtest_assets.core.lineage import LineageWrite
 from backtest_assets.resources.warehouse import WAREHOUSE_FILE, resolve_data_root
 from backtest_assets.warehouse import Box, PartitionLayout, SideWrite, Warehouse
 
@@ -25,10 +26,12 @@ _SINGLE = "_key"
 
 @dataclass(frozen=True)
 class WarehouseWrite:
-    """An asset's frame plus side-table rows to replace in the same transaction."""
+    """An asset's frame plus side-table rows to replace in the same transaction, and the
+    lineage of its keys (``core.lineage``)."""
 
     frame: pl.DataFrame
     side: Sequence[SideWrite] = ()
+    lineage: LineageWrite | None = None
 
 
 def layout_for(metadata: Mapping[str, object] | None) -> PartitionLayout:
@@ -74,7 +77,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         layout = layout_for(context.definition_metadata)
         warehouse = self._warehouse()
         rows = warehouse.replace(table, write.frame, layout, self._boxes(context, layout),
-                                 side=write.side)
+                                 side=write.side, lineage=write.lineage)
         context.add_output_metadata({
             "table": table,
             "warehouse": str(warehouse.path),

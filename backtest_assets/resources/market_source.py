@@ -35,6 +35,13 @@ class MarketSourceResource(dg.ConfigurableResource):
             raise dg.Failure(f"market_source must be 'synthetic' or 'binance', got {kind!r}")
         return kind
 
+    @property
+    def identity(self) -> str:
+        """What the ingested rows come from, for their lineage: a switch of source (or of
+        the synthetic seed) makes every ingested key stale. Binance mirrors serve the same
+        archive, so the base URL is not part of it."""
+        return f"synthetic seed {self.seed}" if self.kind == "synthetic" else self.kind
+
     def source(self, data_root: Path) -> MarketDataSource:
         """The configured source; raw files are kept under ``data_root``."""
         if self.kind == "synthetic":

@@ -143,7 +143,9 @@ def archive(tmp_path):
 
 
 def ingest(server, instance):
+    # rebuild: each call asks the archive again (a key ingested before is up to date)
     return run(DAY, DAY, ["BTCUSDT"], instance=instance, quiet=True, research=False,
+               rebuild=True,
                resources_config={"market_source": {"config": {
                    "market_source": "binance", "base_url": server.base_url}}})
 

@@ -100,7 +100,9 @@ def test_blocking_check_failure_keeps_previous_data_and_stops_downstream(
         return batch
 
     monkeypatch.setattr(SyntheticSource, "klines_1m", broken)
-    assert not run(D1, D1, ["BTCUSDT"], instance=instance, quiet=True, research=False)
+    # every key is up to date: only --rebuild asks the source again
+    assert not run(D1, D1, ["BTCUSDT"], instance=instance, quiet=True, research=False,
+                   rebuild=True)
     failed_run = instance.get_runs(limit=1)[0]
     assert failed_run.status == dg.DagsterRunStatus.FAILURE
     records = instance.get_records_for_run(failed_run.run_id).records

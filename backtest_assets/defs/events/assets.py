@@ -29,7 +29,8 @@ LOOKBACK_DAYS = 1
     ins={"features": dg.AssetIn(
         "pit_features", partition_mapping=date_window_mapping(start_offset=-LOOKBACK_DAYS))},
     check_specs=check_specs("event_table", EVENTS_CONTRACT),
-    **warehouse_asset("events", TS_PARTITION_EXPR, automation_condition=LANDED),
+    **warehouse_asset("events", TS_PARTITION_EXPR, automation_condition=LANDED,
+                      lineage_specs=["events"]),
 )
 def event_table(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                 features: pl.DataFrame):
@@ -43,7 +44,7 @@ def event_table(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                                   days=sorted({d for d, _ in keys}))
     events = keep_keys(events, keys, "ts")
     counts = events.group_by("event_type").len().sort("event_type")
-    yield from checked_output(context, events, events, EVENTS_CONTRACT, metadata={
+    yield from checked_output(context, events, events, EVENTS_CONTRACT, registry=reg, metadata={
         "events_by_type": dg.MetadataValue.json(dict(counts.iter_rows()))})
 
 

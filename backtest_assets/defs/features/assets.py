@@ -30,7 +30,9 @@ from backtest_assets.partitions import (
 from backtest_assets.resources import SpecRegistryResource
 
 WARMUP_DAYS = REGISTRY.feature_warmup_days
-_COMMON = warehouse_asset("features", BARS_PARTITION_EXPR, automation_condition=LANDED)
+def _common(spec: str) -> dict:
+    return warehouse_asset("features", BARS_PARTITION_EXPR, automation_condition=LANDED,
+                           lineage_specs=[spec])
 
 
 def _warmup(upstream: str) -> dg.AssetIn:
@@ -41,7 +43,7 @@ def _warmup(upstream: str) -> dg.AssetIn:
     ins={"bars": _warmup(BASE_BARS), "funding": _warmup("raw_funding_rates"),
          "oi": _warmup("raw_open_interest")},
     check_specs=check_specs("pit_features", FEATURES_CONTRACT),
-    **_COMMON,
+    **_common("features"),
 )
 def pit_features(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                  bars: pl.DataFrame, funding: pl.DataFrame, oi: pl.DataFrame):
@@ -56,7 +58,7 @@ def pit_features(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
     frame = keep_keys(frame, keys, "ts_open")
     null_share = {n: round(float(frame[n].null_count()) / max(frame.height, 1), 4)
                   for n in reg.features}
-    yield from checked_output(context, frame, frame, FEATURES_CONTRACT, metadata={
+    yield from checked_output(context, frame, frame, FEATURES_CONTRACT, registry=reg, metadata={
         "features": len(reg.features), "warmup_days": WARMUP_DAYS,
         "null_share": dg.MetadataValue.json(null_share)})
 
@@ -64,7 +66,7 @@ def pit_features(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
 @dg.asset(
     ins={"bars": dg.AssetIn(BASE_BARS, partition_mapping=date_window_mapping(end_offset=1))},
     check_specs=check_specs("forward_labels", LABELS_CONTRACT),
-    **_COMMON,
+    **_common("labels.yaml"),
 )
 def forward_labels(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                    bars: pl.DataFrame):
@@ -73,7 +75,8 @@ def forward_labels(context: dg.AssetExecutionContext, specs: SpecRegistryResourc
     require_upstream(context, BASE_BARS, keys, first_day=UNIVERSE.start_date)
     frame = compute_labels(bars.filter(pl.col("market") == "perp"), specs.registry().label_bars())
     frame = keep_keys(frame, keys, "ts_open")
-    yield from checked_output(context, frame, frame, LABELS_CONTRACT, metadata={
+    yield from checked_output(context, frame, frame, LABELS_CONTRACT,
+                              registry=specs.registry(), metadata={
         "horizons_bars": dg.MetadataValue.json(specs.registry().label_bars()),
         "rows_without_label": int(frame.select(pl.any_horizontal(
             pl.exclude("symbol", "ts_open").is_null())).to_series().sum())})

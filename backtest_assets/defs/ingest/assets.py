@@ -56,7 +56,7 @@ def _ingest_asset(name: str, description: str, *, market: str, call: Call,
         name=name,
         description=description,
         check_specs=check_specs(name, contract),
-        **warehouse_asset("ingest", partition_expr),
+        **warehouse_asset("ingest", partition_expr, lineage_source=True),
     )
     def _asset(context: dg.AssetExecutionContext, market_source: MarketSourceResource,
                warehouse: WarehouseResource):
@@ -88,7 +88,8 @@ def _ingest_asset(name: str, description: str, *, market: str, call: Call,
         # Where rows are expected: a symbol without this market has none.
         traded = [(d, s) for d, s in keys if market in UNIVERSE.markets_of(s)]
         yield from checked_output(context, write, got.frame, contract, metadata=metadata,
-                                  keys=traded)
+                                  keys=traded, source=market_source.identity,
+                                  incomplete=got.missing_keys)
 
     return _asset
 
