@@ -241,9 +241,11 @@ def _build_stale(runner: Runner, requested: dict[str, list], resources_config: d
     from backtest_assets.resources import MarketSourceResource, WarehouseResource
     from backtest_assets.specs import load_registry
 
-    source = MarketSourceResource(**((resources_config or {}).get("market_source") or {})
-                                  .get("config", {})).identity
-    registry, warehouse = load_registry(), WarehouseResource().warehouse()
+    def config(resource: str) -> dict:
+        return ((resources_config or {}).get(resource) or {}).get("config", {})
+
+    source = MarketSourceResource(**config("market_source")).identity
+    registry, warehouse = load_registry(), WarehouseResource(**config("warehouse")).warehouse()
     remaining = list(requested)
     out: list[tuple[str, str, list, str]] = []
     while remaining:

@@ -10,6 +10,9 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from backtest_assets.core.keys import InvalidKeyError, validate_date, validate_symbol
 from backtest_assets.core.lineage import Dep, LineageSpec, LineageWrite, digest, version_of
@@ -214,19 +217,65 @@ def table_metadata(frame: pl.DataFrame) -> dict[str, Any]:
             "preview": dg.MetadataValue.md(markdown_table(frame.head(PREVIEW_ROWS)))}
 
 
-def refuse_failed(results: Sequence[dg.AssetCheckResult], what: str, note: str = ""
-                  ) -> Iterator[dg.AssetCheckResult]:
+def refuse_failed(results: Sequence[dg.AssetCheckResult | dg.AssetCheckEvaluation], what: str,
+                  note: str = "") -> Iterator[dg.AssetCheckResult | dg.AssetCheckEvaluation]:
     """When a blocking (ERROR) check failed: report every check, then fail the step before
-    anything is written, naming each failed check. Yields nothing otherwise."""
+    anything is written, naming each failed check (and its partition, for
+    :func:`partition_evaluations`). Yields nothing otherwise."""
     failed = [r for r in results
               if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR]
     if failed:
         yield from results
         details = "; ".join(
-            f"{r.asset_key.to_user_string() + ' ' if r.asset_key else ''}{r.check_name}: "
+            f"{r.asset_key.to_user_string() + ' ' if r.asset_key else ''}{r.check_name}"
+            f"{' of ' + r.partition if getattr(r, 'partition', None) else ''}: "
             f"{r.description}" for r in failed)
         raise dg.Failure(description=f"{what}: blocking checks failed, nothing written"
                                      f"{note}: {details}")
+
+
+def partition_evaluations(context: dg.AssetExecutionContext,
+                          results: Sequence[tuple[str, dg.AssetCheckResult]], *,
+                          outputs: bool = True) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    """Each ``(partition, result)`` as that partition's check evaluation.
+
+    Dagster attributes a partitioned check's result to a partition only in a step of one
+    partition; a range step (``BackfillPolicy.single_run``) would store it for no partition,
+    and the partition's check panel would say "Skipped". Yield these after the outputs: each
+    evaluation then names the partition's materialization of this run as its target. Then
+    (``outputs``) each check's empty output, which blocked assets downstream wait for.
+    """
+    selected = context.selected_asset_check_keys
+    for partition, r in results:
+        key = dg.AssetKey.from_coercible(r.asset_key) if r.asset_key else context.asset_key
+        check_key = dg.AssetCheckKey(key, r.check_name)
+        if check_key not in selected:
+            continue
+        spec = context.assets_def.get_spec_for_check_key(check_key)
+        found = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+        target = AssetCheckEvaluationTargetMaterializationData(
+            run_id=found[0].event_log_entry.run_id, storage_id=found[0].storage_id,
+            timestamp=found[0].timestamp) if found else None
+        yield dg.AssetCheckEvaluation(
+            asset_key=key, check_name=r.check_name, passed=r.passed, metadata=r.metadata,
+            severity=r.severity, description=r.description, blocking=spec.blocking,
+            partition=partition, target_materialization_data=target)
+    if not outputs:
+        return
+    for check_key in sorted({dg.AssetCheckKey(dg.AssetKey.from_coercible(r.asset_key)
+                                              if r.asset_key else context.asset_key,
+                                              r.check_name) for _, r in results} & selected,
+                            key=str):
+        yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(
+            check_key))
+
+
+def refuse_failed_partitions(context: dg.AssetExecutionContext,
+                             results: Sequence[tuple[str, dg.AssetCheckResult]], what: str
+                             ) -> Iterator[dg.AssetCheckEvaluation]:
+    """:func:`refuse_failed` for ``(partition, result)`` pairs, reported per partition."""
+    yield from refuse_failed(list(partition_evaluations(context, results, outputs=False)), what)
 
 
 def _describe_keys(context: dg.AssetExecutionContext) -> str:

@@ -175,7 +175,8 @@ def test_asset_page_shows_row_count_and_columns(chromium, ui, tmp_path):
 @pytest.fixture(scope="module")
 def research_ui(chromium, tmp_path_factory):
     """The webserver over the certification week (specs of ``certify``: Phase 2's minimum
-    sample 5) after ``run`` and ``discover``: oi_flush has Phase-2 survivors."""
+    sample 5) after ``run``, ``discover`` and ``backtest`` (every blueprint partition in one
+    range run): oi_flush has Phase-2 survivors."""
     from backtest_assets.certify import BATCH_END, BATCH_START, SYMBOLS, prepare
 
     tmp = tmp_path_factory.mktemp("research_ui")
@@ -183,7 +184,7 @@ def research_ui(chromium, tmp_path_factory):
     servers = DagsterServers(tmp / "servers", {"BACKTEST_SPECS_DIR": specs,
                                                "BACKTEST_MARKET_SOURCE": "synthetic"})
     for args in (["run", "--start", str(BATCH_START), "--end", str(BATCH_END), "--symbols",
-                  ",".join(SYMBOLS)], ["discover"]):
+                  ",".join(SYMBOLS)], ["discover"], ["backtest"]):
         # discover exits non-zero when an event type's Gate E-1 is closed (funding_extreme
         # in this week); what the test needs is oi_flush's phase2_fdr, checked below.
         subprocess.run([sys.executable, "-m", "backtest_assets", *args], cwd=REPO,
@@ -214,3 +215,46 @@ def test_phase2_survivors_are_a_table_on_the_fdr_partition(chromium, research_ui
     assert "continuation 15m ALL 15 15 25.1 2.61" in text, text[:3000]
     assert "continuation 15m BTCUSDT 7 7 25.8 4.04 0.016 0.043" in text, text[:3000]
     assert "dagster/row_count 24" in text, text[:3000]
+
+
+CHECK_STATUSES = """{ assetNodeOrError(assetKey: {path: ["backtest_equity"]}) {
+  ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks { name
+    partitionStatuses { ... on AssetCheckDefaultPartitionStatuses {
+      succeededPartitions failedPartitions skippedPartitions executionFailedPartitions
+    } } } } } } } }"""
+
+
+def test_backtest_checks_pass_per_blueprint_partition_of_a_range_run(
+        chromium, research_ui, tmp_path):
+    """The checks of a range run over every blueprint are stored per blueprint partition:
+    the partition's check panel says passed, not "Skipped"."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(research_ui.home)) as instance:
+        names = instance.get_dynamic_partitions("blueprint")
+        runs = instance.get_runs(filters=dg.RunsFilter(job_name="backtest_job"))
+    assert len(names) >= 3 and len(runs) == 1  # every blueprint in one run
+    assert runs[0].tags["dagster/asset_partition_range_start"] == names[0]
+    checks = research_ui.gql(CHECK_STATUSES)["assetNodeOrError"]["assetChecksOrError"]["checks"]
+    assert sorted(c["name"] for c in checks) == ["pnl_reconciles", "schema"]
+    for c in checks:
+        statuses = c["partitionStatuses"]
+        assert sorted(statuses["succeededPartitions"]) == sorted(names), (c["name"], statuses)
+        assert not (statuses["skippedPartitions"] or statuses["failedPartitions"]
+                    or statuses["executionFailedPartitions"]), (c["name"], statuses)
+
+    # the asset's check panel: the latest evaluation of each check, with its partition
+    url = f"{research_ui.base_url}/assets/backtest_equity?view=checks"
+    shot, _, text = visit(chromium, tmp_path, url, "backtest-checks",
+                          ready=lambda t: "Evaluation result" in t and "Loading..." not in t)
+    assert_painted(shot)
+    assert_no_error(text)
+    assert "Evaluation result Passed" in text, text[:3000]
+    assert re.search(r"Partition (\S+)", text)[1] in names, text[:3000]
+    assert "Skipped" not in text, text[:3000]
+    # the overview's status: the latest check results, all passed
+    url = f"{research_ui.base_url}/assets/backtest_equity?view=overview"
+    shot, _, text = visit(chromium, tmp_path, url, "backtest-overview",
+                          ready=lambda t: "Latest check results" in t and "Loading..." not in t)
+    assert_painted(shot)
+    assert "Latest check results 2" in text and "Skipped" not in text, text[:3000]

@@ -15,7 +15,11 @@ import polars as pl
 from backtest_assets.core.traceability import code_commit
 from backtest_assets.defs.backtest.checks import BACKTEST_CHECKS, BLUEPRINT_CHECKS, check_backtest
 from backtest_assets.defs.backtest.market import StudyData, selected_blueprints
-from backtest_assets.defs.shared import markdown_table, refuse_failed
+from backtest_assets.defs.shared import (
+    markdown_table,
+    partition_evaluations,
+    refuse_failed_partitions,
+)
 from backtest_assets.discovery.phase2 import frame_hash
 from backtest_assets.partitions import (
     BASE_BARS,
@@ -117,8 +121,10 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
     metrics = pl.concat([r.metrics.with_columns(spec_hash=pl.lit(h), dataset_hash=pl.lit(d),
                                                 code_commit=pl.lit(code_commit()))
                          for r, h, d in runs], how="diagonal_relaxed")
-    results = list(check_backtest(trades, equity, metrics))
-    yield from refuse_failed(results, "backtest")
+    # each blueprint partition's checks on its own rows, stored as that partition's
+    checks = [(name, r) for name in names for r in check_backtest(
+        *(f.filter(pl.col("blueprint") == name) for f in (trades, equity, metrics)))]
+    yield from refuse_failed_partitions(context, checks, "backtest")
     headline = metrics.select(HEADLINE)
     # Each blueprint partition shows its own curve and headline in the UI.
     for name in names:
@@ -141,7 +147,7 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
         "metrics": dg.MetadataValue.md(markdown_table(metrics.drop(
             "spec_hash", "dataset_hash", "code_commit", "window_start", "window_end"))),
         "code_commit": code_commit()})
-    yield from results
+    yield from partition_evaluations(context, checks)
 
 
 defs = dg.Definitions(assets=[strategy_blueprints, backtest_blueprints])

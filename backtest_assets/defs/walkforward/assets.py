@@ -14,7 +14,11 @@ import polars as pl
 
 from backtest_assets.core.traceability import code_commit
 from backtest_assets.defs.backtest.market import StudyData, selected_blueprints
-from backtest_assets.defs.shared import markdown_table, refuse_failed
+from backtest_assets.defs.shared import (
+    markdown_table,
+    partition_evaluations,
+    refuse_failed_partitions,
+)
 from backtest_assets.defs.walkforward.checks import (
     FOLD_CHECKS,
     WALKFORWARD_CHECKS,
@@ -67,15 +71,17 @@ def walkforward_folds(context: dg.AssetExecutionContext, specs: SpecRegistryReso
                                     pl.lit(purge, pl.Int64).alias("purge_bars"),
                                     pl.lit(spec.embargo_bars, pl.Int64).alias("embargo_bars")))
     folds = pl.concat(frames).select("blueprint", pl.exclude("blueprint"))
-    results = list(check_folds(folds))
-    yield from refuse_failed(results, "walkforward_folds")
+    names = [bp.name for bp in blueprints]
+    checks = [(n, r) for n in names
+              for r in check_folds(folds.filter(pl.col("blueprint") == n))]
+    yield from refuse_failed_partitions(context, checks, "walkforward_folds")
     yield dg.Output(folds, metadata={
         "rows": folds.height, "scheme": spec.scheme,
         "splits": dg.MetadataValue.md(markdown_table(
             folds.group_by("blueprint", "kind").agg(pl.col("fold").n_unique().alias("splits"),
                                                     pl.col("purge_bars").first())
             .sort("blueprint", "kind")))})
-    yield from results
+    yield from partition_evaluations(context, checks)
 
 
 @dg.multi_asset(
@@ -130,8 +136,10 @@ def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistr
     equity = pl.concat([wf.equity.select("blueprint", "fold", "ts", "equity", "drawdown")
                         for wf, _ in outs])
     summary = pl.concat([s for _, s in outs], how="diagonal_relaxed")
-    checks = list(check_walkforward(results, equity, summary, study.capital))
-    yield from refuse_failed(checks, "walkforward")
+    checks = [(n, r) for n in names for r in check_walkforward(
+        *(f.filter(pl.col("blueprint") == n) for f in (results, equity, summary)),
+        study.capital)]
+    yield from refuse_failed_partitions(context, checks, "walkforward")
     headline = summary.select(HEADLINE)
     yield dg.Output(results, output_name="walkforward_results", metadata={
         "rows": results.height,
@@ -149,7 +157,7 @@ def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistr
         **({k: float(headline[k][0]) for k in HEADLINE[1:]
             if headline[k][0] is not None and np.isfinite(headline[k][0])}
            if len(names) == 1 else {})})
-    yield from checks
+    yield from partition_evaluations(context, checks)
 
 
 def _phase2_trials(wh) -> int:
