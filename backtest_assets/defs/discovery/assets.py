@@ -14,14 +14,17 @@ from backtest_assets.core.traceability import code_commit
 from backtest_assets.defs.discovery.checks import (
     FDR_CHECKS,
     PVALS_CHECKS,
+    REPORT_CHECKS,
     SAMPLE_CHECKS,
     check_fdr,
     check_pvals,
+    check_report,
     check_sample,
 )
 from backtest_assets.defs.shared import (
     guarded_output,
     markdown_table,
+    refuse_failed,
     report_folder,
     study_boxes,
     symbol_layout,
@@ -138,11 +141,12 @@ def survivors_markdown(table: pl.DataFrame) -> str:
 
 @dg.asset(
     deps=[dg.AssetDep("phase2_candidates_raw")],
+    check_specs=REPORT_CHECKS,
     **{**_COMMON, "kinds": {"duckdb", "polars", "json", "parquet"}},
 )
 def phase2_report(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                   warehouse: WarehouseResource, phase2_pvals: pl.DataFrame,
-                  phase2_fdr: pl.DataFrame) -> dg.MaterializeResult:
+                  phase2_fdr: pl.DataFrame):
     """Survivors, counts per family, spec hashes, dataset hash and code commit; also as files."""
     event_type, p2 = _specs(context, specs)
     reg = specs.registry()
@@ -172,13 +176,15 @@ def phase2_report(context: dg.AssetExecutionContext, specs: SpecRegistryResource
         "dataset_hash": inputs["dataset_hash"].item() if inputs.height else None,
         "code_commit": code_commit(),
     }
+    checks = list(check_report(doc, phase2_fdr))
+    yield from refuse_failed(checks, f"phase2_report {event_type}", " (no report files)")
     folder = report_folder(warehouse, study.name, context) / "phase2" / event_type
     folder.mkdir(parents=True, exist_ok=True)
     sample.write_parquet(folder / "candidates_raw.parquet")
     phase2_pvals.write_parquet(folder / "pvals.parquet")
     phase2_fdr.write_parquet(folder / "fdr.parquet")
     (folder / "report.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
-    return dg.MaterializeResult(metadata={
+    yield dg.MaterializeResult(check_results=checks, metadata={
         "report_json": dg.MetadataValue.path(str(folder / "report.json")),
         "hypotheses": phase2_fdr.height, "survivors": survivors.height,
         "dataset_hash": doc["dataset_hash"], "code_commit": doc["code_commit"],

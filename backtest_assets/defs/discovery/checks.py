@@ -6,7 +6,14 @@ import dagster as dg
 import polars as pl
 
 from backtest_assets.defs.shared import schema_result
-from backtest_assets.schemas.research import PHASE2_CANDIDATES, PHASE2_FDR, PHASE2_PVALS
+from backtest_assets.schemas.research import (
+    PHASE2_CANDIDATES,
+    PHASE2_FDR,
+    PHASE2_PVALS,
+    PHASE2_REPORT,
+    PHASE2_REPORT_SURVIVORS,
+    phase2_report_frames,
+)
 
 _ASSETS = ("phase2_candidates_raw", "phase2_pvals", "phase2_fdr")
 
@@ -33,6 +40,12 @@ FDR_CHECKS = _specs("phase2_fdr", {
     "schema": "columns, dtypes and values of the FDR table's model (schemas/research.py)",
     "all_hypotheses_recorded": "one row per hypothesis of phase2_pvals, none dropped",
     "q_values_valid": "q in [0, 1], q >= p, survivors discovered, discovered within the q",
+})
+
+REPORT_CHECKS = _specs("phase2_report", {
+    "schema": "report.json against the report's models (schemas/research.py): what was "
+              "tested and how, one row per survivor",
+    "survivors_match": "the report's survivors are exactly phase2_fdr's, with the same q",
 })
 
 
@@ -76,3 +89,27 @@ def check_fdr(table: pl.DataFrame, pvals: pl.DataFrame, fdr_q: float
         | (pl.col("discovered") & (pl.col("q") > fdr_q)))
     yield _result("q_values_valid", bad.is_empty(),
                   f"{bad.height} rows break q-value rules, e.g. {bad.head(2).to_dicts()}")
+
+
+def check_report(doc: dict, fdr: pl.DataFrame) -> Iterator[dg.AssetCheckResult]:
+    """The report document against its models, and its survivors against the FDR table."""
+    try:
+        header, survivors = phase2_report_frames(doc)
+    except (KeyError, IndexError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+        yield _result("schema", False, f"report.json is malformed: {type(exc).__name__}: {exc}")
+        yield _result("survivors_match", False, "not compared: report.json is malformed")
+        return
+    header_ok = schema_result("phase2_report", header, PHASE2_REPORT)
+    # every survivor row carries its net_<m>x returns; no survivors, no rows to check
+    results = [header_ok, *([schema_result("phase2_report", survivors, PHASE2_REPORT_SURVIVORS)]
+                            if survivors.height else [])]
+    yield _result("schema", all(r.passed for r in results),
+                  "; ".join(r.description for r in results if not r.passed))
+    want = fdr.filter(pl.col("survivor")).select("hypothesis_id", "q").sort("hypothesis_id")
+    got = survivors.select("hypothesis_id", "q").sort("hypothesis_id") if survivors.height \
+        else want.clear()
+    same = want["hypothesis_id"].to_list() == got["hypothesis_id"].to_list() and bool(
+        ((want["q"] - got["q"]).abs() <= 1e-8).all())
+    yield _result("survivors_match", same,
+                  f"report survivors {got['hypothesis_id'].to_list()[:5]} vs phase2_fdr's "
+                  f"{want['hypothesis_id'].to_list()[:5]}")
