@@ -260,25 +260,28 @@ def _build_stale(runner: Runner, requested: dict[str, list], resources_config: d
                 break
             group.append(asset)
         del remaining[:len(group)]
-        ok = True
+        failed: set = set()
         for rect in rectangles(keys, UNIVERSE.symbol_names) if keys else []:
-            ok &= runner.execute(_job_of(group[0]), f"{_assets_label(group)} {rect.label}",
-                                 tags=rect.tags, assets=group)
-        out += _outcomes(group, planned, "built" if ok else "FAILED")
-        if not ok:  # what reads these keys would read the previous rows: stop here
-            out += _outcomes(remaining, planned, "not run")
+            if not runner.execute(_job_of(group[0]), f"{_assets_label(group)} {rect.label}",
+                                  tags=rect.tags, assets=group):
+                failed.update(rect.pairs())
+        out += _outcomes(group, planned, lambda key, bad=failed: "FAILED" if key in bad
+                         else "built")
+        if failed:  # what reads these keys would read the previous rows: stop here
+            out += _outcomes(remaining, planned, lambda key: "not run")
             break
     return out
 
 
-def _outcomes(assets: Sequence[str], planned: dict[str, dict], outcome: str
+def _outcomes(assets: Sequence[str], planned: dict[str, dict], outcome
               ) -> list[tuple[str, str, list, str]]:
+    """One row per asset, reason and ``outcome(key)``, with its keys."""
     rows = []
     for asset in assets:
-        by_reason: dict[str, list] = {}
+        groups: dict[tuple[str, str], list] = {}
         for key, why in planned[asset].items():
-            by_reason.setdefault(why, []).append(key)
-        rows += [(asset, why, keys, outcome) for why, keys in sorted(by_reason.items())]
+            groups.setdefault((why, outcome(key)), []).append(key)
+        rows += [(asset, why, keys, result) for (why, result), keys in sorted(groups.items())]
     return rows
 
 
@@ -289,25 +292,34 @@ def _assets_label(assets: Sequence[str]) -> str:
 
 
 def _built_table(built: list[tuple[str, str, list, str]], requested: int, rebuild: bool) -> str:
-    """Which keys were built and why, one row per asset and reason."""
+    """Which keys were built and why: one row per set of keys, reason and result, naming
+    the assets it holds for."""
     import polars as pl
 
     from backtest_assets.core.lineage import describe_keys
     from backtest_assets.core.tables import render_table
     from backtest_assets.partitions import UNIVERSE
 
-    done = sum(len(k) for _, _, k, o in built if o == "built")
     if not built:
         return (f"nothing to build: all {requested} asset keys are up to date "
                 "(--rebuild builds them again)")
+    done = sum(len(k) for _, _, k, o in built if o == "built")
+    rows: dict[tuple[str, str, str], list[str]] = {}
+    counts: dict[tuple[str, str, str], int] = {}
+    for asset, why, keys, outcome in built:
+        which = describe_keys(keys, UNIVERSE.symbol_names)
+        rows.setdefault((which, why, outcome), []).append(asset)
+        counts[(which, why, outcome)] = len(keys)
     frame = pl.DataFrame({
-        "asset": [a for a, *_ in built], "keys": [len(k) for _, _, k, _ in built],
-        "which": [describe_keys(k, UNIVERSE.symbol_names) for _, _, k, _ in built],
-        "why": [w for _, w, _, _ in built], "outcome": [o for *_, o in built]})
+        "assets": [", ".join(a) for a in rows.values()],
+        "keys": [counts[k] * len(a) for k, a in rows.items()],
+        "which": [k[0] for k in rows], "why": [k[1] for k in rows],
+        "outcome": [k[2] for k in rows]})
     title = (f"built {done} of {requested} asset keys"
              + ("" if rebuild else f"; the other {requested - done} were up to date") + ":")
     return f"{title}\n" + render_table(frame, [
-        Col(name="asset", header="asset"), Col(name="keys", header="keys", kind="int"),
+        Col(name="assets", header="assets", kind="wrap"),
+        Col(name="keys", header="keys", kind="int"),
         Col(name="which", header="days x symbols", kind="wrap"),
         Col(name="why", header="why", kind="wrap"), Col(name="outcome", header="result")])
 

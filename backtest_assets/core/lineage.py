@@ -105,6 +105,8 @@ def digest(text: str, n: int = 16) -> str:
 # ---- staleness ------------------------------------------------------------------------------
 
 FRESH, MISSING, STALE = "fresh", "missing", "stale"
+# No lineage record: never built, or built by a version that did not record lineage yet.
+NEVER_BUILT = "not built yet"
 
 
 def _parse_inputs(inputs: str | None) -> dict[str, str]:
@@ -156,7 +158,7 @@ def classify(status: pl.DataFrame, version: str) -> pl.DataFrame:
     states, reasons = [], []
     for row in status.iter_rows(named=True):
         if not row["recorded"]:
-            state, reason = MISSING, "never built (or before lineage was recorded)"
+            state, reason = MISSING, NEVER_BUILT
         elif row["stored_version"] != version:
             change = _version_change(row["stored_version"], version)
             state, reason = STALE, f"version changed: {change}"
@@ -206,7 +208,7 @@ def plan(specs: Sequence[LineageSpec], requested: Mapping[str, Iterable[Key]],
                           for r in needs.iter_rows(named=True)
                           if (r["up_date"], r["symbol"]) in planned.get(r["up_asset"], {})}
         for key in keys:
-            st, reason = state.get(key, (MISSING, "never built (or before lineage was recorded)"))
+            st, reason = state.get(key, (MISSING, NEVER_BUILT))
             if rebuild:
                 out[key] = "--rebuild"
             elif st != FRESH:

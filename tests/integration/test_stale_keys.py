@@ -28,12 +28,23 @@ def read(table: str) -> pl.DataFrame:
 
 
 def built_rows(out: str) -> dict[str, tuple[str, str, str]]:
-    """asset -> (keys, which, why) of the 'built' table of a run's output."""
-    rows = {}
+    """asset -> (its keys, which, why) from the 'built' table of a run's output (a row names
+    the assets sharing its keys and reason, wrapped onto the next lines when long; ``keys``
+    counts them all)."""
+    parsed: list[list] = []
     for line in out.splitlines():
-        m = re.match(r"(\w+)\s+(\d+)\s+(\S+ x \S+)\s+(.+?)\s+(built|FAILED|not run)$", line)
+        m = re.match(r"([\w, ]+?)\s{2,}(\d+)\s{2,}(\S+ x \S+)\s{2,}(.+?)\s{2,}"
+                     r"(built|FAILED|not run)$", line)
         if m:
-            rows[m[1]] = (m[2], m[3], m[4])
+            parsed.append([m[1], int(m[2]), m[3], m[4]])
+        elif parsed and re.fullmatch(r"[a-z_0-9]+(, [a-z_0-9]+)*,?", line.strip()) \
+                and not line.startswith(" "):
+            parsed[-1][0] += " " + line.strip()
+    rows = {}
+    for names, keys, which, why in parsed:
+        assets = [a for a in names.replace(",", " ").split() if a]
+        for asset in assets:
+            rows[asset] = (str(keys // len(assets)), which, why)
     return rows
 
 

@@ -8,6 +8,7 @@ import pytest
 from backtest_assets.core.lineage import (
     FRESH,
     MISSING,
+    NEVER_BUILT,
     STALE,
     Dep,
     LineageSpec,
@@ -52,7 +53,7 @@ def wh(tmp_path):
 
 def test_keys_never_built_are_missing_even_before_the_warehouse_exists(wh):
     assert set(states(wh, DOWN, D[:2]).values()) == {
-        (MISSING, "never built (or before lineage was recorded)")}
+        (MISSING, NEVER_BUILT)}
 
 
 def test_a_key_is_fresh_until_an_input_it_reads_is_rebuilt_with_other_rows(wh):
