@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import sys
 import time
 import uuid
@@ -324,88 +325,200 @@ def _built_table(built: list[tuple[str, str, list, str]], requested: int, rebuil
         Col(name="why", header="why", kind="wrap"), Col(name="outcome", header="result")])
 
 
+def register_study(runner: Runner, study: str) -> bool:
+    """Add ``study`` to the dynamic ``study`` partitions and materialize its record (refused,
+    naming the files, when its specs changed since it was recorded)."""
+    from backtest_assets.partitions import STUDY_PARTITIONS
+    from backtest_assets.specs import load_registry
+
+    known = load_registry().studies
+    if study not in known:
+        raise SystemExit(f"unknown study {study!r}; specs/studies has "
+                         f"{', '.join(known)} (run-all --start/--end creates one)")
+    if not runner.instance.has_dynamic_partition(STUDY_PARTITIONS, study):
+        runner.instance.add_dynamic_partitions(STUDY_PARTITIONS, [study])
+    return runner.execute("study_job", f"study_record {study}", partition_key=study)
+
+
 def quality(event_types: Sequence[str] | None = None, *, resources_config: dict | None = None,
             quiet: bool = False, instance: DagsterInstance | None = None,
-            discover: bool = True, verbose: bool = False) -> bool:
-    """Gate E-1 and then Phase 2 for each event type (one run each); True if all succeeded.
+            discover: bool = True, verbose: bool = False, study: str = "default") -> bool:
+    """Gate E-1 and then Phase 2 for each event type of ``study`` (one run each); True if
+    all succeeded.
 
     An event type failing the gate is not a failed run: its blocking ``e1_gate`` check
     fails and keeps it out of discovery. ``discover=False`` runs Gate E-1 only.
     """
-    from backtest_assets.partitions import REGISTRY
+    from backtest_assets.partitions import study_event_type_key
+    from backtest_assets.specs import load_registry
 
     runner = Runner(instance, resources_config, quiet, verbose)
+    if not register_study(runner, study):
+        return False
     job, what = ("discovery_job", "E-1 + Phase 2") if discover else ("event_quality_job", "E-1")
-    for event_type in event_types or list(REGISTRY.events):
-        runner.execute(job, f"{what} {event_type}", partition_key=event_type)
+    reg = load_registry()
+    types = event_types or reg.study_event_types(reg.studies[study])
+    for event_type in types:
+        runner.execute(job, f"{what} {study} {event_type}",
+                       partition_key=str(study_event_type_key(study, event_type)))
     return runner.ok
+
+
+def _blocks(names: Sequence[str], order: Sequence[str]) -> list[list[str]]:
+    """``names`` split into runs adjacent in ``order`` (a range run cannot skip a key)."""
+    index = {n: i for i, n in enumerate(order)}
+    blocks: list[list[str]] = []
+    for name in sorted(names, key=index.__getitem__):
+        if blocks and index[blocks[-1][-1]] == index[name] - 1:
+            blocks[-1].append(name)
+        else:
+            blocks.append([name])
+    return blocks
 
 
 def backtest(blueprints: Sequence[str] | None = None, *, resources_config: dict | None = None,
              quiet: bool = False, instance: DagsterInstance | None = None,
-             job: str = "backtest_job", verbose: bool = False) -> bool:
-    """Catalog the blueprints (registering their partitions), then run ``job`` (backtests,
-    or ``walkforward_job``) for ``blueprints`` (default: every one) in one run over the
-    default study; True if all succeeded."""
-    from backtest_assets.partitions import BLUEPRINT_PARTITIONS
+             job: str = "backtest_job", verbose: bool = False, study: str = "default") -> bool:
+    """Catalog the blueprints of ``study`` (registering their partitions), then run ``job``
+    (backtests, or ``walkforward_job``) for ``blueprints`` (default: every one of the
+    study), one range run per block of them adjacent in the blueprint partitions; True if
+    all succeeded."""
+    from backtest_assets.partitions import BLUEPRINT_PARTITIONS, study_blueprint_key
 
     what = job.removesuffix("_job")
     runner = Runner(instance, resources_config, quiet, verbose)
-    if not runner.execute("blueprints_job", "strategy_blueprints"):
+    if not register_study(runner, study):
         return False
-    known = runner.instance.get_dynamic_partitions(BLUEPRINT_PARTITIONS)
-    unknown = sorted(set(blueprints or ()) - set(known))
+    if not runner.execute("blueprints_job", f"strategy_blueprints {study}",
+                          partition_key=study):
+        return False
+    frame = _read("strategy_blueprints", resources_config)
+    mine = [] if frame is None else \
+        frame.filter(frame["study"] == study)["blueprint"].to_list()
+    unknown = sorted(set(blueprints or ()) - set(mine))
     if unknown:
-        raise SystemExit(f"unknown blueprints {unknown}; known: {', '.join(known)}")
-    if blueprints:
-        for name in blueprints:
-            runner.execute(job, f"{what} {name}", partition_key=name)
-    else:
-        runner.execute(job, f"{what} {len(known)} blueprints", tags={
-            "dagster/asset_partition_range_start": known[0],
-            "dagster/asset_partition_range_end": known[-1]})
+        raise SystemExit(f"blueprints {unknown} are not in study {study}'s catalog: "
+                         f"{', '.join(mine)}")
+    order = runner.instance.get_dynamic_partitions(BLUEPRINT_PARTITIONS)
+    for block in _blocks(blueprints or mine, order):
+        first, last = (str(study_blueprint_key(study, n)) for n in (block[0], block[-1]))
+        label = f"{what} {study} {block[0]}" if len(block) == 1 else \
+            f"{what} {study} {len(block)} blueprints"
+        runner.execute(job, label, tags={"dagster/asset_partition_range_start": first,
+                                         "dagster/asset_partition_range_end": last})
     if not quiet:
-        print(backtest_table() if job == "backtest_job" else walkforward_table())
+        print(backtest_table(study) if job == "backtest_job" else walkforward_table(study))
     return runner.ok
 
 
 def report(*, resources_config: dict | None = None, quiet: bool = False,
-           instance: DagsterInstance | None = None, verbose: bool = False) -> bool:
-    """Promotion decisions and the research report of the default study."""
-    from backtest_assets.partitions import REGISTRY
-
+           instance: DagsterInstance | None = None, verbose: bool = False,
+           study: str = "default") -> bool:
+    """Promotion decisions and the research report of ``study``."""
     runner = Runner(instance, resources_config, quiet, verbose)
-    ok = runner.execute("report_job", "promotion decisions and research report",
-                        partition_key=REGISTRY.default_study.name)
+    ok = register_study(runner, study) and runner.execute(
+        "report_job", f"promotion decisions and research report {study}", partition_key=study)
     if not quiet:
-        print(report_table())
+        print(report_table(study))
     return ok and runner.ok
 
 
-def _read(table: str):
-    """A warehouse table, or None when it has not been materialized yet."""
+def ensure_study(name: str, *, start: dt.date | None = None, end: dt.date | None = None,
+                 symbols: Sequence[str] | None = None, source: str | None = None):
+    """The spec of study ``name``: the existing one (refused if the arguments given say
+    otherwise), or a new ``specs/studies/<name>.yaml`` written from them."""
+    from backtest_assets.specs import default_specs_dir, load_registry
+    from backtest_assets.specs.registry import _load_cached
+
+    reg = load_registry()
+    asked = {"start": start, "end": end, "symbols": tuple(symbols) if symbols else None,
+             "source": source}
+    if name in reg.studies:
+        st = reg.studies[name]
+        differ = [f"{k} {v} (the study has {getattr(st, k)})" for k, v in asked.items()
+                  if v is not None and v != getattr(st, k)]
+        if differ:
+            raise SystemExit(f"study {name!r} exists with another {'; '.join(differ)}: a "
+                             "study never changes, give the new one another name")
+        return st
+    if start is None or end is None:
+        raise SystemExit(f"no study {name!r} in specs/studies: give --start and --end (and "
+                         "--symbols, --source) to create it")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]{0,62}", name):
+        raise SystemExit(f"study name {name!r}: lower-case letters, digits, - and _ only")
+    path = default_specs_dir() / "studies" / f"{name}.yaml"
+    syms = list(symbols or reg.universe.symbol_names)
+    text = (f"# Created by `python -m backtest_assets run-all --study {name}` on "
+            f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.\nname: {name}\nstart: {start}\n"
+            f"end: {end}\nsymbols: [{', '.join(syms)}]\n"
+            + (f"source: {source}\n" if source else ""))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        os.replace(tmp, path)
+        _load_cached.cache_clear()
+        return load_registry().studies[name]  # checked like any spec file
+    except Exception:
+        path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        _load_cached.cache_clear()
+        raise
+
+
+def run_all(study: str, *, start: dt.date | None = None, end: dt.date | None = None,
+            symbols: Sequence[str] | None = None, source: str | None = None,
+            resources_config: dict | None = None, instance: DagsterInstance | None = None,
+            quiet: bool = False, verbose: bool = False) -> bool:
+    """The whole pipeline for one study: its data days (warm-up and label look-ahead
+    included), its record, Gate E-1 and Phase 2, blueprints, backtests, walk-forward,
+    promotion and the report; what is up to date is not built again."""
+    st = ensure_study(study, start=start, end=end, symbols=symbols, source=source)
+    config = dict(resources_config or {})
+    if st.source:
+        config["market_source"] = {"config": {
+            **((config.get("market_source") or {}).get("config", {})),
+            "market_source": st.source}}
+    args = dict(resources_config=config or None, instance=instance, quiet=quiet,
+                verbose=verbose)
+    ok = run(st.start, st.end, list(st.symbols), **args)
+    ok = ok and quality(study=study, **args)
+    if not quiet:
+        print(summary(st.start, st.end, study))
+    ok = ok and backtest(study=study, **args)
+    ok = ok and backtest(study=study, job="walkforward_job", **args)
+    ok = ok and report(study=study, **args)
+    return ok
+
+
+def _read(table: str, resources_config: dict | None = None, study: str | None = None):
+    """A warehouse table (``study``'s rows), or None when it has not been materialized yet."""
     from backtest_assets.resources import WarehouseResource
     from backtest_assets.warehouse import PartitionLayout, WarehouseError
 
+    config = ((resources_config or {}).get("warehouse") or {}).get("config", {})
     try:
-        return WarehouseResource().warehouse().read(table, PartitionLayout())
+        frame = WarehouseResource(**config).warehouse().read(table, PartitionLayout())
     except WarehouseError:
         return None
+    if study is not None and "study" in frame.columns:
+        frame = frame.filter(frame["study"] == study)
+    return frame
 
 
-def _warehouse_table(table: str, title: str, columns: list[Col], sort: str) -> str:
-    """``columns`` of a warehouse table, rendered for a 120-column terminal."""
+def _warehouse_table(table: str, title: str, columns: list[Col], sort: str,
+                     study: str) -> str:
+    """``columns`` of ``study``'s rows of a warehouse table, for a 120-column terminal."""
     from backtest_assets.core.tables import render_table
 
-    frame = _read(table)
-    if frame is None:
-        return f"no {table} yet"
+    frame = _read(table, study=study)
+    if frame is None or frame.is_empty():
+        return f"no {table} of study {study} yet"
     return f"{title}:\n{render_table(frame.sort(sort), columns)}"
 
 
-def walkforward_table() -> str:
+def walkforward_table(study: str = "default") -> str:
     """Out-of-sample figures and overfitting statistics of every evaluated blueprint."""
-    table = _warehouse_table("walkforward_summary", "walk-forward over the default study", [
+    table = _warehouse_table("walkforward_summary", f"walk-forward over study {study}", [
         Col(name="blueprint", header="blueprint"),
         Col(name="trials", header="trials", kind="int", optional=True),
         Col(name="is_sharpe", header="IS SR", kind="float", optional=True),
@@ -415,30 +528,32 @@ def walkforward_table() -> str:
         Col(name="oos_total_return", header="OOS ret", kind="pct"),
         Col(name="oos_max_drawdown", header="OOS max dd", kind="pct"),
         Col(name="oos_trades", header="OOS trades", kind="int"),
-        Col(name="stress_sharpe", header="2x-cost SR", kind="float")], "blueprint")
+        Col(name="stress_sharpe", header="2x-cost SR", kind="float")], "blueprint", study)
     return (f"{table}\nSR: annualized Sharpe; DSR: deflated Sharpe (the probability that the "
             "true Sharpe is above 0\nafter the trials); PBO: probability of backtest overfitting")
 
 
-def report_path() -> str | None:
-    """The full path of the latest research report, or None before the first report."""
-    frame = _read("research_report")
+def report_path(study: str = "default") -> str | None:
+    """The full path of the study's latest research report, or None before the first."""
+    frame = _read("research_report", study=study)
     return None if frame is None or frame.is_empty() else str(frame.sort("path")["path"][-1])
 
 
-def report_table() -> str:
+def report_table(study: str = "default") -> str:
     """The promotion decisions (reasons wrapped, never cut) and the research report's path."""
-    decisions = _warehouse_table("promotion_decisions", "promotion decisions", [
-        Col(name="blueprint", header="blueprint"), Col(name="from_stage", header="from"),
-        Col(name="to_stage", header="to"), Col(name="reasons", header="reasons", kind="wrap")],
-        "blueprint")
+    decisions = _warehouse_table("promotion_decisions", f"promotion decisions of study {study}",
+                                 [Col(name="blueprint", header="blueprint"),
+                                  Col(name="from_stage", header="from"),
+                                  Col(name="to_stage", header="to"),
+                                  Col(name="reasons", header="reasons", kind="wrap")],
+                                 "blueprint", study)
     # printed whole on its own line, so it can be copied (a table cell would wrap it)
-    return f"{decisions}\nresearch report: {report_path() or 'not written yet'}"
+    return f"{decisions}\nresearch report: {report_path(study) or 'not written yet'}"
 
 
-def backtest_table() -> str:
-    """Headline metrics of every backtested blueprint in the warehouse."""
-    return _warehouse_table("backtest_metrics", "backtests over the default study", [
+def backtest_table(study: str = "default") -> str:
+    """Headline metrics of every backtested blueprint of ``study``."""
+    return _warehouse_table("backtest_metrics", f"backtests over study {study}", [
         Col(name="blueprint", header="blueprint"),
         Col(name="total_return", header="return", kind="pct"),
         Col(name="sharpe", header="sharpe", kind="float"),
@@ -449,32 +564,49 @@ def backtest_table() -> str:
         Col(name="margin_usage_max", header="margin", kind="pct", digits=0, optional=True),
         Col(name="liquidations", header="liq.", kind="int"),
         Col(name="rejected_insufficient_margin", header="no margin", kind="int")],
-        "blueprint")
+        "blueprint", study)
 
 
-def summary(start: dt.date, end: dt.date) -> str:
-    """What the warehouse holds for [start, end]: rows, gaps, quarantine, events, Gate E-1."""
+def summary(start: dt.date, end: dt.date, study: str = "default") -> str:
+    """What the warehouse holds for [start, end]: rows, gaps, quarantine, events; Gate E-1
+    and Phase 2 of ``study``."""
     from backtest_assets.core.summary import warehouse_summary
     from backtest_assets.resources import WarehouseResource
 
-    return warehouse_summary(WarehouseResource().warehouse(), start, end)
+    return warehouse_summary(WarehouseResource().warehouse(), start, end, study)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m backtest_assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("demo", help=f"synthetic data, 3 symbols, {DEMO_START}..{DEMO_END}, "
-                                "E-1, Phase 2 and backtests")
-    sub.add_parser("quality", help="Gate E-1 for every event type over the default study")
-    sub.add_parser("discover", help="Gate E-1 and Phase 2 for every event type")
-    bt = sub.add_parser("backtest", help="catalog the blueprints and backtest them over the "
-                                         "default study")
-    bt.add_argument("--blueprints", help="comma-separated (default: every blueprint)")
-    wf = sub.add_parser("walkforward", help="walk-forward evaluation of the blueprints (grid "
-                                            "sweeps, out of sample, deflated Sharpe, PBO)")
-    wf.add_argument("--blueprints", help="comma-separated (default: every blueprint)")
-    sub.add_parser("report", help="promotion decisions and the HTML research report")
+    sub.add_parser("demo", help=f"synthetic data, 3 symbols, {DEMO_START}..{DEMO_END}: "
+                                "run-all of the default study")
+    ra = sub.add_parser("run-all", help="one study end to end: its data days, Gate E-1, "
+                                        "Phase 2, blueprints, backtests, walk-forward, "
+                                        "promotion and the report (only what is missing or "
+                                        "stale)")
+    ra.add_argument("--study", required=True, help="the study's name (specs/studies); a new "
+                                                   "one is created from --start/--end/...")
+    ra.add_argument("--start", type=dt.date.fromisoformat)
+    ra.add_argument("--end", type=dt.date.fromisoformat, help="last day included")
+    ra.add_argument("--symbols", help="comma-separated (default: the universe's)")
+    ra.add_argument("--source", choices=["synthetic", "binance"])
+    studied = {
+        "quality": sub.add_parser("quality", help="Gate E-1 for every event type of a study"),
+        "discover": sub.add_parser("discover", help="Gate E-1 and Phase 2 for every event "
+                                                    "type of a study"),
+        "backtest": sub.add_parser("backtest", help="catalog a study's blueprints and "
+                                                    "backtest them"),
+        "walkforward": sub.add_parser("walkforward", help="walk-forward evaluation of a "
+                                                          "study's blueprints (grid sweeps, out "
+                                                          "of sample, deflated Sharpe, PBO)"),
+        "report": sub.add_parser("report", help="promotion decisions and the HTML research "
+                                                "report of a study"),
+    }
+    for name in ("backtest", "walkforward"):
+        studied[name].add_argument("--blueprints",
+                                   help="comma-separated (default: every blueprint)")
     cert = sub.add_parser("certify", help="the golden certification batch in a fresh "
                                           "instance: every check must pass and the artifacts "
                                           "match golden/")
@@ -484,6 +616,8 @@ def _parser() -> argparse.ArgumentParser:
     cert.add_argument("--write", action="store_true", help="pin the fresh artifacts")
     for name in ("run", "summary"):
         p = sub.add_parser(name)
+        if name == "summary":
+            studied["summary"] = p
         p.add_argument("--start", type=dt.date.fromisoformat, required=True)
         p.add_argument("--end", type=dt.date.fromisoformat, required=True,
                        help="last day included")
@@ -495,6 +629,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="ingest and bars for exactly [start, end], no features")
             p.add_argument("--rebuild", action="store_true",
                            help="build every key again, even those up to date")
+    for p in studied.values():
+        p.add_argument("--study", default="default", help="the study (default: default)")
     for p in sub.choices.values():
         p.add_argument("--verbose", action="store_true",
                        help="print tracebacks and Dagster's own log lines")
@@ -507,8 +643,8 @@ def _next_step(cmd: str, ok: bool, args: argparse.Namespace) -> str:
     if not ok:
         return ("next: read the causes above; rerun with --verbose for the tracebacks, or "
                 "'make ui' for the runs' logs")
-    if cmd in ("demo", "report"):
-        path = report_path()
+    if cmd in ("demo", "report", "run-all"):
+        path = report_path(getattr(args, "study", None) or "default")
         # the path last and whole, so a double click copies it
         return f"open the research report: {path}" if path else f"next: {me} report"
     window = f"--start {getattr(args, 'start', DEMO_START)} --end {getattr(args, 'end', DEMO_END)}"
@@ -577,39 +713,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
     """Run ``args.cmd``; True if every run succeeded."""
     verbose = args.verbose
+    study = getattr(args, "study", "default")
     if args.cmd == "summary":
-        print(summary(args.start, args.end))
+        print(summary(args.start, args.end, study))
         return True
     if args.cmd in ("quality", "discover"):
-        return quality(discover=args.cmd == "discover", verbose=verbose)
+        return quality(discover=args.cmd == "discover", verbose=verbose, study=study)
     if args.cmd in ("backtest", "walkforward"):
         names = args.blueprints.split(",") if args.blueprints else None
-        return backtest(names, job=f"{args.cmd}_job", verbose=verbose)
+        return backtest(names, job=f"{args.cmd}_job", verbose=verbose, study=study)
     if args.cmd == "report":
-        return report(verbose=verbose)
+        return report(verbose=verbose, study=study)
     if args.cmd == "certify":
         from backtest_assets import certify
 
         return certify.main(args.workdir, args.golden, args.write) == 0
-    demo = args.cmd == "demo"
-    if demo:
-        args.__dict__.update(start=DEMO_START, end=DEMO_END, symbols=None,
-                             source="synthetic", base_url=None)
+    t0 = time.perf_counter()
+    if args.cmd in ("demo", "run-all"):
+        demo = args.cmd == "demo"
+        ok = run_all("default" if demo else args.study,
+                     start=None if demo else args.start, end=None if demo else args.end,
+                     symbols=None if demo or not args.symbols else args.symbols.split(","),
+                     source=None if demo else args.source,
+                     resources_config={"market_source": {"config": {
+                         "market_source": "synthetic"}}} if demo else None, verbose=verbose)
+        print(f"done in {time.perf_counter() - t0:.1f}s: "
+              f"{'all runs succeeded' if ok else 'FAILED'}")
+        return ok
     if args.end < args.start:
         parser.error("--end is before --start")
     config = {k: v for k, v in (("market_source", args.source), ("base_url", args.base_url)) if v}
-    t0 = time.perf_counter()
     ok = run(args.start, args.end, args.symbols.split(",") if args.symbols else None,
              resources_config={"market_source": {"config": config}} if config else None,
              research=not getattr(args, "market_data_only", False), verbose=verbose,
              rebuild=getattr(args, "rebuild", False))
-    if demo and ok:
-        ok = quality(verbose=verbose)
     print(summary(args.start, args.end))
-    if demo and ok:
-        ok = backtest(verbose=verbose)
-    if demo and ok:
-        ok = backtest(job="walkforward_job", verbose=verbose) and report(verbose=verbose)
     print(f"done in {time.perf_counter() - t0:.1f}s: {'all runs succeeded' if ok else 'FAILED'}")
     return ok
 

@@ -13,6 +13,7 @@ from backtest_assets.specs import load_registry
 # look-ahead partition mappings, Gate E-1 results per event-type partition); their beta and
 # preview notices would otherwise print on every import of the code location.
 for _message in ("Parameter `backfill_policy`", "Class `MultiPartitionMapping`",
+                 "Class `MultiToSingleDimensionPartitionMapping`",
                  "Parameter `allow_nonexistent_upstream_partitions`",
                  "Specifying a partitions_def on an AssetCheckSpec"):
     warnings.filterwarnings("ignore", message=_message,
@@ -65,11 +66,32 @@ def date_window_mapping(start_offset: int = 0, end_offset: int = 0) -> dg.MultiP
         "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
     })
 
+# Studies (specs/studies): every layer from Gate E-1 on is computed per study. A study is a
+# dynamic partition, registered when its record is first made (``study_record``).
+STUDY_PARTITIONS = "study"
+study_partitions_def = dg.DynamicPartitionsDefinition(name=STUDY_PARTITIONS)
+
 # Blueprints: the hand-written baselines of specs/strategies plus Phase-2 survivors, added by
-# the strategy_blueprints asset (a sensor or the CLI) as they appear.
+# the strategy_blueprints asset (a sensor or the CLI) as they appear. A blueprint's name is
+# the same in every study.
 BLUEPRINT_PARTITIONS = "blueprint"
 blueprint_partitions_def = dg.DynamicPartitionsDefinition(name=BLUEPRINT_PARTITIONS)
 
-# Studies (specs/studies): promotion decisions and the research report are made per study.
-STUDY_PARTITIONS = "study"
-study_partitions_def = dg.StaticPartitionsDefinition(list(REGISTRY.studies))
+# Gate E-1 and Phase 2: study x event type; blueprints' backtests and walk-forwards: study x
+# blueprint. Dagster orders a multi-partition key's dimensions by name:
+# ``oi_flush|default``, ``momentum_v1|default``.
+study_event_type_partitions_def = dg.MultiPartitionsDefinition(
+    {STUDY_PARTITIONS: study_partitions_def, "event_type": event_type_partitions_def})
+study_blueprint_partitions_def = dg.MultiPartitionsDefinition(
+    {STUDY_PARTITIONS: study_partitions_def, BLUEPRINT_PARTITIONS: blueprint_partitions_def})
+# Where the study dimensions live in a research table (see warehouse.PartitionLayout).
+STUDY_EVENT_TYPE_EXPR = {STUDY_PARTITIONS: "study", "event_type": "event_type"}
+STUDY_BLUEPRINT_EXPR = {STUDY_PARTITIONS: "study", BLUEPRINT_PARTITIONS: "blueprint"}
+
+
+def study_event_type_key(study: str, event_type: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({STUDY_PARTITIONS: study, "event_type": event_type})
+
+
+def study_blueprint_key(study: str, blueprint: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({STUDY_PARTITIONS: study, BLUEPRINT_PARTITIONS: blueprint})

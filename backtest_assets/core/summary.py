@@ -22,8 +22,10 @@ _NO_DATA = ("missing", "empty", "rejected")  # manifest statuses of a file witho
 _LISTED = 10
 
 
-def warehouse_summary(warehouse: Warehouse, start: dt.date, end: dt.date) -> str:
-    """Rows, symbols, missing slots and partial bars per table, and quarantined rows.
+def warehouse_summary(warehouse: Warehouse, start: dt.date, end: dt.date,
+                      study: str = "default") -> str:
+    """Rows, symbols, missing slots and partial bars per table, and quarantined rows; Gate
+    E-1 and Phase 2 of ``study``.
 
     ``missing`` counts the slots of every (symbol[, market]) the ingest manifest
     (``ingest_files``) has partitions of in the window, so a symbol whose days all came back
@@ -60,9 +62,9 @@ def warehouse_summary(warehouse: Warehouse, start: dt.date, end: dt.date) -> str
         counts = events.group_by("event_type").len().sort("event_type").iter_rows()
         lines.append("events: " + ", ".join(f"{t} {n}" for t, n in counts))
     if "event_quality_report" in have:
-        lines.append(_e1_table(warehouse))
+        lines.append(_e1_table(warehouse, study))
     if "phase2_fdr" in have:
-        lines.append(_phase2_table(warehouse))
+        lines.append(_phase2_table(warehouse, study))
     if "ingest_quarantine" in have:
         q = warehouse.read("ingest_quarantine", PartitionLayout()).filter(
             pl.col("date").is_between(start, end))
@@ -105,10 +107,10 @@ def _no_data_files(manifest: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _e1_table(warehouse: Warehouse) -> str:
+def _e1_table(warehouse: Warehouse, study: str) -> str:
     report = warehouse.read("event_quality_report", PartitionLayout()).filter(
-        pl.col("symbol") == "ALL").sort("event_type")
-    lines = ["Gate E-1 (pooled over the default study's symbols):",
+        (pl.col("symbol") == "ALL") & (pl.col("study") == study)).sort("event_type")
+    lines = [f"Gate E-1 of study {study} (pooled over its symbols):",
              f"  {'event type':<26} {'events':>7} {'per 10k':>8} {'join':>7}  verdict"]
     for r in report.iter_rows(named=True):
         per10k = "-" if r["prevalence_per_10k"] is None else f"{r['prevalence_per_10k']:.1f}"
@@ -118,9 +120,10 @@ def _e1_table(warehouse: Warehouse) -> str:
     return "\n".join(lines)
 
 
-def _phase2_table(warehouse: Warehouse) -> str:
-    fdr = warehouse.read("phase2_fdr", PartitionLayout())
-    lines = ["Phase 2 (hypotheses, tested, untestable, discovered at the family's FDR, "
+def _phase2_table(warehouse: Warehouse, study: str) -> str:
+    fdr = warehouse.read("phase2_fdr", PartitionLayout()).filter(pl.col("study") == study)
+    lines = [f"Phase 2 of study {study} (hypotheses, tested, untestable, discovered at the "
+             "family's FDR, "
              "survivors of costs and stability):"]
     for (event_type,), t in sorted(fdr.group_by("event_type"), key=lambda g: g[0]):
         lines.append(f"  {event_type:<26} {t.height:>3} hypotheses, "

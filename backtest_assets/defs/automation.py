@@ -33,7 +33,12 @@ from backtest_assets.defs.jobs import (
     market_data_job,
 )
 from backtest_assets.defs.shared import root_cause
-from backtest_assets.partitions import BLUEPRINT_PARTITIONS, UNIVERSE, last_partition_day
+from backtest_assets.partitions import (
+    BLUEPRINT_PARTITIONS,
+    UNIVERSE,
+    last_partition_day,
+    study_event_type_partitions_def,
+)
 from backtest_assets.recovery import reclaim_dead_runs
 from backtest_assets.resources import MarketSourceResource, SpecRegistryResource, WarehouseResource
 from backtest_assets.strategies.catalog import blueprint_names
@@ -168,26 +173,39 @@ def blueprint_partitions_sensor(context: dg.SensorEvaluationContext,
     if not records or records[0].storage_id <= after:
         return dg.SkipReason("no new phase2_fdr materialization")
     cursor = str(records[0].storage_id)
-    # The latest materialization of every event type decides the survivors.
+    # The latest materialization of every study x event type decides the survivors.
     latest: dict[str, list[dict]] = {}
     for record in records:  # newest first
         mat = record.asset_materialization
         if mat.partition not in latest and "survivor_rows" in mat.metadata:
             latest[mat.partition] = mat.metadata["survivor_rows"].value
-    rows = [row for part in sorted(latest) for row in latest[part]]
-    names = blueprint_names(specs.registry(), rows)
+    reg = specs.registry()
+    by_study: dict[str, list[dict]] = {}
+    for part in sorted(latest):
+        key = study_event_type_partitions_def.get_partition_key_from_str(part)
+        by_study.setdefault(key.keys_by_dimension["study"], []).extend(latest[part])
     known = set(context.instance.get_dynamic_partitions(BLUEPRINT_PARTITIONS))
-    added = [n for n in names if n not in known]
+    added: list[str] = []
+    requests = []
+    for study, rows in sorted(by_study.items()):
+        if study not in reg.studies:
+            continue  # a study whose spec file is gone
+        names = blueprint_names(reg, rows, reg.studies[study].symbols)
+        new = [n for n in names if n not in known and n not in added]
+        if not new:
+            continue
+        added += new
+        digest = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16]
+        requests.append(dg.RunRequest(run_key=f"catalog {study} {digest}",
+                                      job_name=blueprints_job.name, partition_key=study,
+                                      tags={"backtest/origin": "phase2 survivors"}))
     if not added:
         return dg.SensorResult(skip_reason=dg.SkipReason(
-            f"{len(names)} blueprints, all registered already"), cursor=cursor)
-    digest = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16]
+            "every survivor's blueprint is registered already"), cursor=cursor)
     return dg.SensorResult(
         dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(BLUEPRINT_PARTITIONS,
                                                                     added)],
-        run_requests=[dg.RunRequest(run_key=f"catalog {digest}", job_name=blueprints_job.name,
-                                    tags={"backtest/origin": "phase2 survivors"})],
-        cursor=cursor)
+        run_requests=requests, cursor=cursor)
 
 
 def freshness_expectation(now: dt.datetime) -> dt.date:

@@ -29,29 +29,36 @@ research_job = dg.define_asset_job(
     description="Point-in-time features, forward labels and events, per date x symbol "
                 "(needs bars for the warm-up days before and the day after).",
 )
+study_job = dg.define_asset_job(
+    "study_job",
+    selection=dg.AssetSelection.assets("study_record"),
+    description="Record a study (window, symbols, event types, spec hashes), or check that "
+                "its specs are still the recorded ones.",
+)
 event_quality_job = dg.define_asset_job(
     "event_quality_job",
     selection=dg.AssetSelection.assets("event_quality_report"),
-    description="Gate E-1 for one event type over the default study window.",
+    description="Gate E-1 for one study x event type.",
 )
 discovery_job = dg.define_asset_job(
     "discovery_job",
     selection=dg.AssetSelection.assets("event_quality_report")
     | dg.AssetSelection.groups("discovery"),
-    description="Gate E-1, then Phase 2 (blocked by a failed e1_gate) for one event type.",
+    description="Gate E-1, then Phase 2 (blocked by a failed e1_gate) for one study x event "
+                "type.",
 )
 blueprints_job = dg.define_asset_job(
     "blueprints_job",
     selection=dg.AssetSelection.assets("strategy_blueprints"),
-    description="Catalog the baseline blueprints and Phase-2 survivors; register each as a "
-                "blueprint partition.",
+    description="Catalog a study's baseline blueprints and Phase-2 survivors; register each "
+                "as a blueprint partition.",
 )
 backtest_job = dg.define_asset_job(
     "backtest_job",
     selection=dg.AssetSelection.assets("backtest_trades", "backtest_equity",
                                        "backtest_metrics"),
-    description="Backtest blueprint partitions over the default study (trades, equity with "
-                "its chart, metrics).",
+    description="Backtest study x blueprint partitions (trades, equity with its chart, "
+                "metrics).",
 )
 
 walkforward_job = dg.define_asset_job(
@@ -67,7 +74,8 @@ report_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    jobs=[market_data_job, research_job, event_quality_job, discovery_job, blueprints_job,
+    jobs=[market_data_job, research_job, study_job, event_quality_job, discovery_job,
+          blueprints_job,
           backtest_job, walkforward_job, report_job],
     resources={
         "io_manager": WarehouseIOManager(),

@@ -28,6 +28,35 @@ from backtest_assets.warehouse import Box, PartitionLayout
 LANDED = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
 
 
+# A study-partitioned asset reading (or read by) a study x something asset: the same study.
+BY_STUDY_DIM = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="study")
+
+
+def study_and(context: dg.AssetExecutionContext, dim: str) -> tuple[str, str]:
+    """(study, the other dimension's value) of a one-partition step of a study x ``dim``
+    asset."""
+    key = context.partition_key
+    dims = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else \
+        context.assets_def.partitions_def.get_partition_key_from_str(key).keys_by_dimension
+    return dims["study"], dims[dim]
+
+
+def with_study(frame: pl.DataFrame, study: str) -> pl.DataFrame:
+    """``frame`` with the study's name as its first column (every research table has it)."""
+    return frame.select(pl.lit(study, pl.String).alias("study"), pl.exclude("study"))
+
+
+def study_keys(context: dg.AssetExecutionContext, dim: str) -> tuple[str, list[str]]:
+    """(study, values of ``dim``) of a step over study x ``dim`` keys of one study."""
+    pairs = [context.assets_def.partitions_def.get_partition_key_from_str(str(k)).keys_by_dimension
+             for k in context.partition_keys]
+    studies = sorted({p["study"] for p in pairs})
+    if len(studies) != 1:
+        raise dg.Failure(description=f"a run covers one study at a time; these keys span "
+                                     f"{', '.join(studies)}")
+    return studies[0], sorted({p[dim] for p in pairs})
+
+
 def warehouse_asset(group: str, partition_expr: str | Mapping[str, str], *,
                     partitions_def: dg.PartitionsDefinition = date_symbol_partitions_def,
                     backfill_policy: dg.BackfillPolicy | None = None,

@@ -280,8 +280,13 @@ class StudySpec:
     allow_missing_funding: bool = False
     allow_constant_funding: bool = True
     constant_funding_max_prints: int = MAX_CONSTANT_PRINTS  # a week of 8-hourly prints
+    # The market source its data come from (``synthetic`` or ``binance``); None: whatever
+    # the run's market_source resource says. Recorded with the study.
+    source: str | None = None
 
     def validate(self) -> None:
+        if self.source not in (None, "synthetic", "binance"):
+            raise ValueError(f"source: {self.source!r} is not synthetic or binance")
         if self.end < self.start:
             raise ValueError("end: before start")
         if not self.symbols:

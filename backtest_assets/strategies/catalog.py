@@ -9,6 +9,7 @@ readable summary (symbols, entry, direction, exits).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import polars as pl
 
@@ -22,18 +23,21 @@ CATALOG_SCHEMA = {"blueprint": pl.String, "source": pl.String, "hypothesis_id": 
                   "entry": pl.String, "direction": pl.String, "exits": pl.String}
 
 
-def catalog(reg: SpecRegistry, survivors: pl.DataFrame | None) -> pl.DataFrame:
-    """Baseline blueprints of ``reg.strategies`` then one per Phase-2 survivor row.
+def catalog(reg: SpecRegistry, survivors: pl.DataFrame | None,
+            study_symbols: Sequence[str]) -> pl.DataFrame:
+    """The blueprints of a study trading ``study_symbols``: the baselines of
+    ``reg.strategies`` whose symbols it holds, then one per Phase-2 survivor row.
 
     ``survivors``: rows of ``phase2_fdr`` with ``survivor`` true (hypothesis_id, event_type,
-    rule_template, horizon, symbol, n, mean, q), or None before any Phase 2.
+    rule_template, horizon, symbol, n, mean, q), or None before any Phase 2. A pooled
+    survivor (symbol ``ALL``) trades every symbol of the study.
     """
     horizons = reg.phase2().horizon_bars if survivors is not None and survivors.height else {}
-    specs = [("spec", None, bp) for bp in reg.strategies.values()]
+    specs = [("spec", None, bp) for bp in reg.strategies.values()
+             if set(bp.symbols) <= set(study_symbols)]
     for row in (survivors.sort("hypothesis_id").iter_rows(named=True)
                 if survivors is not None else []):
-        bp = from_survivor(row, universe_symbols=reg.default_study.symbols,
-                           horizon_bars=horizons)
+        bp = from_survivor(row, universe_symbols=tuple(study_symbols), horizon_bars=horizons)
         specs.append(("phase2", row["hypothesis_id"], bp))
     rows = [{"blueprint": bp.name, "source": source, "hypothesis_id": hyp,
              "spec_json": canonical_json(bp), "spec_hash": spec_hash(bp),
@@ -55,13 +59,15 @@ def survivor_rows(fdr: pl.DataFrame) -> list[dict]:
         "hypothesis_id").to_dicts()
 
 
-def blueprint_names(reg: SpecRegistry, rows: list[dict]) -> list[str]:
-    """Names of the catalog built from ``rows`` (survivor rows of every event type)."""
+def blueprint_names(reg: SpecRegistry, rows: list[dict], study_symbols: Sequence[str]
+                    ) -> list[str]:
+    """Names of a study's catalog built from ``rows`` (its survivor rows of every event
+    type)."""
     survivors = pl.DataFrame(rows, schema={
         "hypothesis_id": pl.String, "event_type": pl.String, "rule_template": pl.String,
         "horizon": pl.String, "symbol": pl.String, "n": pl.Int64, "mean": pl.Float64,
         "q": pl.Float64}) if rows else None
-    return catalog(reg, survivors)["blueprint"].to_list()
+    return catalog(reg, survivors, study_symbols)["blueprint"].to_list()
 
 
 def problems(reg: SpecRegistry, table: pl.DataFrame) -> list[str]:

@@ -1,10 +1,12 @@
-"""Blueprints and their backtests over the default study window.
+"""Blueprints and their backtests over a study's window.
 
-``strategy_blueprints`` (unpartitioned) catalogs the baseline blueprints of specs/strategies
-and one per Phase-2 survivor, and registers each name as a partition of the dynamic
-``blueprint`` partitions. ``backtest_trades``, ``backtest_equity`` and ``backtest_metrics``
-come from one simulation per blueprint (a multi-asset: the three frames are written together
-or not at all), reading perp bars, features, events and funding from the warehouse.
+``strategy_blueprints`` (per study) catalogs the baseline blueprints of specs/strategies
+that trade the study's symbols and one per Phase-2 survivor of the study, and registers
+each name as a partition of the dynamic ``blueprint`` partitions (a name is the same in
+every study); the backtests are partitioned by study x blueprint. ``backtest_trades``,
+``backtest_equity`` and ``backtest_metrics`` come from one simulation per blueprint (a
+multi-asset: the three frames are written together or not at all), reading perp bars,
+features, events and funding from the warehouse.
 """
 
 import math
@@ -16,15 +18,22 @@ from backtest_assets.core.traceability import code_commit
 from backtest_assets.defs.backtest.checks import BACKTEST_CHECKS, BLUEPRINT_CHECKS, check_backtest
 from backtest_assets.defs.backtest.market import StudyData, selected_blueprints
 from backtest_assets.defs.shared import (
+    BY_STUDY_DIM,
     markdown_table,
     partition_evaluations,
     refuse_failed_partitions,
+    study_keys,
+    with_study,
 )
+from backtest_assets.defs.studies.assets import recorded_study
 from backtest_assets.discovery.phase2 import frame_hash
 from backtest_assets.partitions import (
     BASE_BARS,
     BLUEPRINT_PARTITIONS,
-    blueprint_partitions_def,
+    STUDY_BLUEPRINT_EXPR,
+    study_blueprint_key,
+    study_blueprint_partitions_def,
+    study_partitions_def,
 )
 from backtest_assets.reporting.charts import equity_drawdown_png, markdown_image
 from backtest_assets.resources import SpecRegistryResource, WarehouseResource
@@ -46,19 +55,26 @@ HEADLINE_FORMATS = {"total_return": ".2%", "sharpe": ".2f", "max_drawdown": ".2%
     group_name="backtest",
     pool="duckdb",
     kinds={"duckdb", "polars", "yaml"},
-    deps=[dg.AssetDep("phase2_fdr", partition_mapping=_ALL)],
+    partitions_def=study_partitions_def,
+    metadata={"partition_expr": "study"},
+    deps=[dg.AssetDep("phase2_fdr", partition_mapping=BY_STUDY_DIM),
+          dg.AssetDep("study_record")],
     check_specs=BLUEPRINT_CHECKS,
 )
 def strategy_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                         warehouse: WarehouseResource):
-    """Baseline blueprints plus one per Phase-2 survivor; each name becomes a partition."""
+    """Baseline blueprints plus one per Phase-2 survivor of the study; each name becomes a
+    partition."""
     reg = specs.registry()
+    wh = warehouse.warehouse()
+    study = recorded_study(reg, wh, context.partition_key)
     try:
-        survivors = warehouse.warehouse().read("phase2_fdr", PartitionLayout()).filter(
-            pl.col("survivor"))
+        survivors = wh.read("phase2_fdr", PartitionLayout()).filter(
+            pl.col("survivor") & (pl.col("study") == study.name))
     except WarehouseError:
         survivors = None  # no Phase 2 yet: the baselines alone
-    table = catalog(reg, survivors)
+    table = catalog(reg, survivors, study.symbols).select(
+        pl.lit(study.name).alias("study"), pl.all())
     found = problems(reg, table)
     check = dg.AssetCheckResult(check_name="blueprints_valid", passed=not found,
                                 description="\n".join(found) or None,
@@ -79,27 +95,27 @@ def strategy_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
     yield check
 
 
-_OUT = dict(kinds={"duckdb", "polars"}, metadata={"partition_expr": "blueprint"},
+_OUT = dict(kinds={"duckdb", "polars"}, metadata={"partition_expr": STUDY_BLUEPRINT_EXPR},
             group_name="backtest")
 
 
 @dg.multi_asset(
     outs={name: dg.AssetOut(**_OUT) for name in
           ("backtest_trades", "backtest_equity", "backtest_metrics")},
-    ins={"strategy_blueprints": dg.AssetIn(partition_mapping=_ALL)},
+    ins={"strategy_blueprints": dg.AssetIn(partition_mapping=BY_STUDY_DIM)},
     deps=[dg.AssetDep(a, partition_mapping=_ALL)
           for a in (BASE_BARS, "pit_features", "event_table", "raw_funding_rates")],
-    partitions_def=blueprint_partitions_def,
+    partitions_def=study_blueprint_partitions_def,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="duckdb",
     check_specs=BACKTEST_CHECKS,
 )
 def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                         warehouse: WarehouseResource, strategy_blueprints: pl.DataFrame):
-    """Each blueprint of the run backtested over the default study: trades, equity, metrics."""
+    """Each blueprint of the run backtested over its study: trades, equity, metrics."""
     reg = specs.registry()
-    study = reg.default_study
-    names = list(context.partition_keys)
+    study_name, names = study_keys(context, BLUEPRINT_PARTITIONS)
+    study = recorded_study(reg, warehouse.warehouse(), study_name)
     blueprints, rows = selected_blueprints(reg, strategy_blueprints, names)
 
     data = StudyData.read(warehouse.warehouse(), study, blueprints)
@@ -116,14 +132,15 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
                                          f"{exc}") from None
         runs.append((run, rows[bp.name]["spec_hash"], frame_hash(data.inputs_of(bp))))
 
-    trades = pl.concat([r.trades for r, _, _ in runs])
-    equity = pl.concat([r.equity for r, _, _ in runs])
-    metrics = pl.concat([r.metrics.with_columns(spec_hash=pl.lit(h), dataset_hash=pl.lit(d),
-                                                code_commit=pl.lit(code_commit()))
-                         for r, h, d in runs], how="diagonal_relaxed")
+    trades = with_study(pl.concat([r.trades for r, _, _ in runs]), study.name)
+    equity = with_study(pl.concat([r.equity for r, _, _ in runs]), study.name)
+    metrics = with_study(pl.concat([r.metrics.with_columns(
+        spec_hash=pl.lit(h), dataset_hash=pl.lit(d), code_commit=pl.lit(code_commit()))
+        for r, h, d in runs], how="diagonal_relaxed"), study.name)
     # each blueprint partition's checks on its own rows, stored as that partition's
-    checks = [(name, r) for name in names for r in check_backtest(
-        *(f.filter(pl.col("blueprint") == name) for f in (trades, equity, metrics)))]
+    keys = {n: str(study_blueprint_key(study.name, n)) for n in names}
+    checks = [(keys[n], r) for n in names for r in check_backtest(
+        *(f.filter(pl.col("blueprint") == n) for f in (trades, equity, metrics)))]
     yield from refuse_failed_partitions(context, checks, "backtest")
     headline = metrics.select(HEADLINE)
     # Each blueprint partition shows its own curve and headline in the UI.
@@ -137,7 +154,7 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
             "headline": dg.MetadataValue.md(markdown_table(own, HEADLINE_FORMATS)),
             **{k: float(own[k][0]) for k in HEADLINE[1:]
                if own[k][0] is not None and math.isfinite(own[k][0])}},
-            asset_key="backtest_equity", partition_key=name)
+            asset_key="backtest_equity", partition_key=keys[name])
     yield dg.Output(trades, output_name="backtest_trades", metadata={
         "trades": trades.height,
         "by_exit_reason": dg.MetadataValue.md(markdown_table(
@@ -145,7 +162,8 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
     yield dg.Output(equity, output_name="backtest_equity")
     yield dg.Output(metrics, output_name="backtest_metrics", metadata={
         "metrics": dg.MetadataValue.md(markdown_table(metrics.drop(
-            "spec_hash", "dataset_hash", "code_commit", "window_start", "window_end"))),
+            "study", "spec_hash", "dataset_hash", "code_commit", "window_start",
+            "window_end"))),
         "code_commit": code_commit()})
     yield from partition_evaluations(context, checks)
 

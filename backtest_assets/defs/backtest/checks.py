@@ -9,16 +9,17 @@ import pandera.polars as pa
 import polars as pl
 
 from backtest_assets.defs.shared import blocking_checks, check_result, schema_result
-from backtest_assets.partitions import blueprint_partitions_def
+from backtest_assets.partitions import study_blueprint_partitions_def, study_partitions_def
 
 BLUEPRINT_CHECKS = [dg.AssetCheckSpec(
     "blueprints_valid", asset="strategy_blueprints", blocking=True,
+    partitions_def=study_partitions_def,
     description="every blueprint names known symbols, events and features, a known venue and "
                 "a leverage within its cap; names are unique")]
 
 
 def _specs(asset: str, names: dict[str, str]) -> list[dg.AssetCheckSpec]:
-    return blocking_checks(asset, names, blueprint_partitions_def)
+    return blocking_checks(asset, names, study_blueprint_partitions_def)
 
 
 BACKTEST_CHECKS = [
@@ -36,8 +37,9 @@ BACKTEST_CHECKS = [
     }),
 ]
 
+_STUDY = {"study": pa.Column(pl.String)}
 TRADES_MODEL = pa.DataFrameSchema({
-    "blueprint": pa.Column(pl.String), "symbol": pa.Column(pl.String),
+    **_STUDY, "blueprint": pa.Column(pl.String), "symbol": pa.Column(pl.String),
     "entry_ts": pa.Column(pl.Datetime("us")), "exit_ts": pa.Column(pl.Datetime("us"),
                                                                     nullable=True),
     "entry_bar": pa.Column(pl.Int64), "exit_bar": pa.Column(pl.Int64, nullable=True),
@@ -50,7 +52,7 @@ TRADES_MODEL = pa.DataFrameSchema({
     "exit_reason": pa.Column(pl.String),
 }, strict=True)
 EQUITY_MODEL = pa.DataFrameSchema({
-    "blueprint": pa.Column(pl.String), "ts": pa.Column(pl.Datetime("us")),
+    **_STUDY, "blueprint": pa.Column(pl.String), "ts": pa.Column(pl.Datetime("us")),
     "equity": pa.Column(pl.Float64), "cash": pa.Column(pl.Float64),
     "exposure": pa.Column(pl.Float64, pa.Check.ge(0)),
     "drawdown": pa.Column(pl.Float64, pa.Check.le(0)),
@@ -58,7 +60,7 @@ EQUITY_MODEL = pa.DataFrameSchema({
     "funding": pa.Column(pl.Float64),
 }, strict=True, unique=["blueprint", "ts"])
 METRICS_MODEL = pa.DataFrameSchema({
-    "blueprint": pa.Column(pl.String, unique=True),
+    **_STUDY, "blueprint": pa.Column(pl.String, unique=True),
     "init_cash": pa.Column(pl.Float64, pa.Check.gt(0)),
     "total_return": pa.Column(pl.Float64), "sharpe": pa.Column(pl.Float64, nullable=True),
     "max_drawdown": pa.Column(pl.Float64, pa.Check.le(0)),

@@ -26,25 +26,41 @@ from backtest_assets.defs.shared import (
     markdown_table,
     refuse_failed,
     report_folder,
+    study_and,
     study_boxes,
     symbol_layout,
     warehouse_asset,
+    with_study,
 )
+from backtest_assets.defs.studies.assets import recorded_study
 from backtest_assets.discovery import phase2
-from backtest_assets.partitions import REGISTRY, event_type_partitions_def
+from backtest_assets.partitions import (
+    REGISTRY,
+    STUDY_EVENT_TYPE_EXPR,
+    study_event_type_partitions_def,
+)
 from backtest_assets.resources import SpecRegistryResource, WarehouseResource, WarehouseWrite
 from backtest_assets.strategies.catalog import survivor_rows
 from backtest_assets.warehouse import Box, PartitionLayout, SideWrite
 
 INPUTS_TABLE = "phase2_inputs"
-BY_EVENT_TYPE = PartitionLayout(value_dims={"_key": "event_type"})
-_COMMON = warehouse_asset("discovery", "event_type", partitions_def=event_type_partitions_def,
+BY_STUDY_EVENT_TYPE = PartitionLayout(value_dims=STUDY_EVENT_TYPE_EXPR)
+_COMMON = warehouse_asset("discovery", STUDY_EVENT_TYPE_EXPR,
+                          partitions_def=study_event_type_partitions_def,
                           backfill_policy=dg.BackfillPolicy.multi_run(1))
 _ALL = dg.AllPartitionMapping()
 
 
-def _specs(context: dg.AssetExecutionContext, specs: SpecRegistryResource):
-    return context.partition_key, specs.registry().phase2()
+def _specs(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+           warehouse: WarehouseResource):
+    """(the study's spec, after its record check; the event type; Phase 2's specs)."""
+    name, event_type = study_and(context, "event_type")
+    reg = specs.registry()
+    return recorded_study(reg, warehouse.warehouse(), name), event_type, reg.phase2()
+
+
+def _of_study(box_study: str, event_type: str) -> list[Box]:
+    return [Box(equals=(("event_type", event_type), ("study", box_study)))]
 
 
 @dg.asset(
@@ -57,15 +73,13 @@ def _specs(context: dg.AssetExecutionContext, specs: SpecRegistryResource):
 def phase2_candidates_raw(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                           warehouse: WarehouseResource, e1: pl.DataFrame):
     """Every hypothesis of the event type with its sample: one row per (hypothesis, event)."""
-    event_type = context.partition_key
+    study, event_type, p2 = _specs(context, specs, warehouse)
     verdict = e1.filter(pl.col("symbol") == "ALL")
     if verdict.is_empty() or not verdict["passed"].item():
         reasons = verdict["reasons"].item() if verdict.height else "no E-1 report"
         raise dg.Failure(description=f"{event_type} did not pass Gate E-1 ({reasons}): "
                                      "discovery does not read it")
     reg = specs.registry()
-    p2 = reg.phase2()
-    study = reg.default_study
     wh = warehouse.warehouse()
     boxes = study_boxes(list(study.symbols), study.start, study.end)
     regime = p2.gate.stability.regime_feature
@@ -78,13 +92,14 @@ def phase2_candidates_raw(context: dg.AssetExecutionContext, specs: SpecRegistry
         regimes=wh.read("pit_features", symbol_layout("ts_open"), boxes).select(
             "symbol", "ts_open", regime),
         regime_feature=regime, interval_minutes=reg.base_minutes)
-    sample = phase2.samples(inputs, p2.families, p2.gate)
+    sample = with_study(phase2.samples(inputs, p2.families, p2.gate), study.name)
     dataset_hash = phase2.frame_hash({"events": inputs.events, "labels": inputs.labels,
                                       "regimes": inputs.regimes})
     side = pl.DataFrame({"event_type": [event_type], "study": [study.name],
                          "window_start": [study.start], "window_end": [study.end],
                          "events": [inputs.events.height], "dataset_hash": [dataset_hash]})
-    write = WarehouseWrite(sample, side=[SideWrite(INPUTS_TABLE, side, side.select("event_type"))])
+    write = WarehouseWrite(sample, side=[SideWrite(INPUTS_TABLE, side,
+                                                   side.select("study", "event_type"))])
     yield from guarded_output(
         context, write,
         list(check_sample(sample, phase2.hypotheses(event_type, study.symbols, p2.families))),
@@ -94,13 +109,13 @@ def phase2_candidates_raw(context: dg.AssetExecutionContext, specs: SpecRegistry
 
 @dg.asset(check_specs=PVALS_CHECKS, **_COMMON)
 def phase2_pvals(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
-                 phase2_candidates_raw: pl.DataFrame):
+                 warehouse: WarehouseResource, phase2_candidates_raw: pl.DataFrame):
     """Per hypothesis: n, mean signed return, clusters, cluster-robust t, p, status."""
-    event_type, p2 = _specs(context, specs)
+    study, event_type, p2 = _specs(context, specs, warehouse)
     reg = specs.registry()
-    hyps = phase2.hypotheses(event_type, reg.default_study.symbols, p2.families)
-    table = phase2.pvalues(phase2_candidates_raw, hyps, p2.families, p2.gate, p2.horizon_bars,
-                           reg.base_minutes)
+    hyps = phase2.hypotheses(event_type, study.symbols, p2.families)
+    table = with_study(phase2.pvalues(phase2_candidates_raw.drop("study"), hyps, p2.families,
+                                       p2.gate, p2.horizon_bars, reg.base_minutes), study.name)
     yield from guarded_output(context, table, list(check_pvals(table, hyps)), metadata={
         "hypotheses": table.height,
         "tested": int((table["status"] == phase2.TESTED).sum()),
@@ -111,10 +126,13 @@ def phase2_pvals(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
 
 @dg.asset(check_specs=FDR_CHECKS, **_COMMON)
 def phase2_fdr(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
-               phase2_candidates_raw: pl.DataFrame, phase2_pvals: pl.DataFrame):
+               warehouse: WarehouseResource, phase2_candidates_raw: pl.DataFrame,
+               phase2_pvals: pl.DataFrame):
     """q-values within families, economic and stability gates, survivors and reasons."""
-    _, p2 = _specs(context, specs)
-    table = phase2.fdr(phase2_pvals, phase2_candidates_raw, p2.families, p2.gate, p2.fees)
+    study, _, p2 = _specs(context, specs, warehouse)
+    table = with_study(phase2.fdr(phase2_pvals.drop("study"),
+                                   phase2_candidates_raw.drop("study"), p2.families, p2.gate,
+                                   p2.fees), study.name)
     yield from guarded_output(
         context, table, list(check_fdr(table, phase2_pvals, p2.families.fdr_q)),
         metadata={"discovered": int(table["discovered"].sum()),
@@ -148,13 +166,11 @@ def phase2_report(context: dg.AssetExecutionContext, specs: SpecRegistryResource
                   warehouse: WarehouseResource, phase2_pvals: pl.DataFrame,
                   phase2_fdr: pl.DataFrame):
     """Survivors, counts per family, spec hashes, dataset hash and code commit; also as files."""
-    event_type, p2 = _specs(context, specs)
-    reg = specs.registry()
-    study = reg.default_study
+    study, event_type, p2 = _specs(context, specs, warehouse)
     wh = warehouse.warehouse()
-    this_type = [Box(equals=(("event_type", event_type),))]
-    inputs = wh.read(INPUTS_TABLE, BY_EVENT_TYPE, this_type)
-    sample = wh.read("phase2_candidates_raw", BY_EVENT_TYPE, this_type)
+    this_type = _of_study(study.name, event_type)
+    inputs = wh.read(INPUTS_TABLE, BY_STUDY_EVENT_TYPE, this_type)
+    sample = wh.read("phase2_candidates_raw", BY_STUDY_EVENT_TYPE, this_type)
     counts = phase2.family_counts(phase2_fdr)
     survivors = phase2_fdr.filter(pl.col("survivor")).sort("family", "symbol")
     doc = {

@@ -19,10 +19,10 @@ _ASSETS = ("phase2_candidates_raw", "phase2_pvals", "phase2_fdr")
 
 
 def _specs(asset: str, names: dict[str, str]) -> list[dg.AssetCheckSpec]:
-    from backtest_assets.partitions import event_type_partitions_def
+    from backtest_assets.partitions import study_event_type_partitions_def
 
     return [dg.AssetCheckSpec(n, asset=asset, blocking=True, description=d,
-                              partitions_def=event_type_partitions_def)
+                              partitions_def=study_event_type_partitions_def)
             for n, d in names.items()]
 
 

@@ -11,16 +11,24 @@ import dagster as dg
 import polars as pl
 
 from backtest_assets.defs.shared import (
+    BY_STUDY_DIM,
     markdown_table,
     report_folder,
     schema_result,
+    study_and,
     study_boxes,
     symbol_layout,
     table_metadata,
     warehouse_asset,
 )
+from backtest_assets.defs.studies.assets import recorded_study
 from backtest_assets.events.quality import event_quality, quality_json
-from backtest_assets.partitions import BASE_BARS, REGISTRY, event_type_partitions_def
+from backtest_assets.partitions import (
+    BASE_BARS,
+    REGISTRY,
+    STUDY_EVENT_TYPE_EXPR,
+    study_event_type_partitions_def,
+)
 from backtest_assets.resources import SpecRegistryResource, WarehouseResource
 from backtest_assets.schemas.research import E1_REPORT
 
@@ -33,28 +41,30 @@ _ALL = dg.AllPartitionMapping()
 
 
 @dg.asset(
-    deps=[dg.AssetDep(a, partition_mapping=_ALL)
-          for a in ("event_table", "pit_features", "forward_labels", BASE_BARS)],
+    deps=[*[dg.AssetDep(a, partition_mapping=_ALL)
+            for a in ("event_table", "pit_features", "forward_labels", BASE_BARS)],
+          dg.AssetDep("study_record", partition_mapping=BY_STUDY_DIM)],
     check_specs=[
         dg.AssetCheckSpec(E1_CHECK, asset="event_quality_report", blocking=True,
-                          partitions_def=event_type_partitions_def,
+                          partitions_def=study_event_type_partitions_def,
                           description="prevalence and join rate within specs/gates.yaml e1"),
         dg.AssetCheckSpec(_SCHEMA_CHECK, asset="event_quality_report", blocking=True,
-                          partitions_def=event_type_partitions_def,
+                          partitions_def=study_event_type_partitions_def,
                           description="columns, dtypes and values of the E-1 report model "
                                       "(schemas/research.py); one row per study symbol "
                                       "plus ALL"),
     ],
-    **warehouse_asset("quality", "event_type", partitions_def=event_type_partitions_def,
+    **warehouse_asset("quality", STUDY_EVENT_TYPE_EXPR,
+                      partitions_def=study_event_type_partitions_def,
                       backfill_policy=dg.BackfillPolicy.multi_run(1)),
 )
 def event_quality_report(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                          warehouse: WarehouseResource):
     """Per symbol and pooled: bars, events, prevalence per 10k bars, join rate, gate verdict."""
-    event_type = context.partition_key
+    name, event_type = study_and(context, "event_type")
     reg = specs.registry()
-    study = reg.default_study
     wh = warehouse.warehouse()
+    study = recorded_study(reg, wh, name)
     boxes = study_boxes(list(study.symbols), study.start, study.end)
     spec = reg.events[event_type]
     feature_cols = sorted({f for _, f in spec.features()})
@@ -69,10 +79,10 @@ def event_quality_report(context: dg.AssetExecutionContext, specs: SpecRegistryR
         labels=wh.read("forward_labels", symbol_layout("ts_open"), boxes),
         feature_cols=feature_cols, label_cols=label_cols, gate=reg.gates.e1,
         symbols=list(study.symbols),
-    )
+    ).select(pl.lit(study.name).alias("study"), pl.all())
     path = report_folder(warehouse, study.name, context) / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = quality_json(report, gate=reg.gates.e1, spec_hashes=reg.spec_hashes,
+    doc = quality_json(report.drop("study"), gate=reg.gates.e1, spec_hashes=reg.spec_hashes,
                        window=(study.start, study.end))
     path.write_text(json.dumps(doc, indent=2, sort_keys=True))
     pooled = report.filter(pl.col("symbol") == "ALL").row(0, named=True)

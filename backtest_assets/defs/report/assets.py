@@ -18,12 +18,14 @@ import polars as pl
 from backtest_assets.core.traceability import code_commit
 from backtest_assets.defs.report.checks import REPORT_CHECKS, check_decisions, report_problems
 from backtest_assets.defs.shared import (
+    BY_STUDY_DIM,
     markdown_table,
     refuse_failed,
     report_folder,
     study_boxes,
     symbol_layout,
 )
+from backtest_assets.defs.studies.assets import recorded_study
 from backtest_assets.discovery.phase2 import TESTED, frame_hash
 from backtest_assets.partitions import BASE_BARS, study_partitions_def
 from backtest_assets.reporting.charts import markdown_image
@@ -40,39 +42,35 @@ REPORT_FILE = "research_report.html"
 EVENT_WINDOW = (12, 24)  # event-study curves: bars before and after the entry
 
 
-def _read(wh, table: str) -> pl.DataFrame | None:
+def _read(wh, table: str, study: str) -> pl.DataFrame | None:
+    """The study's rows of ``table`` (None before it is materialized)."""
     try:
-        return wh.read(table, PartitionLayout())
+        frame = wh.read(table, PartitionLayout())
     except WarehouseError:
         return None
-
-
-def _default_study(reg, key: str):
-    if key != reg.default_study.name:
-        raise dg.Failure(description=f"study {key}: only the default study "
-                                     f"({reg.default_study.name}) is backtested and "
-                                     "evaluated walk-forward")
-    return reg.default_study
+    return frame.filter(pl.col("study") == study) if "study" in frame.columns else frame
 
 
 @dg.asset(
     **_STUDY,
-    deps=[dg.AssetDep(a, partition_mapping=_ALL)
-          for a in ("strategy_blueprints", "walkforward_summary", "backtest_metrics")],
+    deps=[dg.AssetDep("strategy_blueprints"),
+          *[dg.AssetDep(a, partition_mapping=BY_STUDY_DIM)
+            for a in ("walkforward_summary", "backtest_metrics")]],
     check_specs=[c for c in REPORT_CHECKS if c.asset_key.path[-1] == "promotion_decisions"],
 )
 def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                         warehouse: WarehouseResource):
     """Each blueprint's promotion gates and lifecycle stage, with the reasons."""
     reg = specs.registry()
-    study = _default_study(reg, context.partition_key)
     wh = warehouse.warehouse()
-    catalog = _read(wh, "strategy_blueprints")
-    if catalog is None:
-        raise dg.Failure(description="materialize strategy_blueprints first")
-    summary = _read(wh, "walkforward_summary")
-    backtested = _read(wh, "backtest_metrics")
-    previous = _read(wh, "promotion_decisions")
+    study = recorded_study(reg, wh, context.partition_key)
+    catalog = _read(wh, "strategy_blueprints", study.name)
+    if catalog is None or catalog.is_empty():
+        raise dg.Failure(description=f"materialize strategy_blueprints for study "
+                                     f"{study.name} first")
+    summary = _read(wh, "walkforward_summary", study.name)
+    backtested = _read(wh, "backtest_metrics", study.name)
+    previous = _read(wh, "promotion_decisions", study.name)
     evidence = {} if summary is None else {r["blueprint"]: r for r in summary.iter_rows(
         named=True)}
     before = {} if previous is None else {
@@ -107,19 +105,19 @@ def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryRe
 
 @dg.asset(
     **_STUDY,
-    deps=[dg.AssetDep(a, partition_mapping=_ALL)
-          for a in ("backtest_equity", "backtest_metrics", "walkforward_results",
-                    "walkforward_equity", "walkforward_summary", "phase2_fdr", "event_table",
-                    BASE_BARS)]
-    + [dg.AssetDep("promotion_decisions")],
+    deps=[*[dg.AssetDep(a, partition_mapping=BY_STUDY_DIM)
+            for a in ("backtest_equity", "backtest_metrics", "walkforward_results",
+                      "walkforward_equity", "walkforward_summary", "phase2_fdr")],
+          *[dg.AssetDep(a, partition_mapping=_ALL) for a in ("event_table", BASE_BARS)],
+          dg.AssetDep("promotion_decisions")],
     check_specs=[c for c in REPORT_CHECKS if c.asset_key.path[-1] == "research_report"],
 )
 def research_report(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                     warehouse: WarehouseResource):
     """The study's self-contained HTML research report (path and sha256 in the row)."""
     reg = specs.registry()
-    study = _default_study(reg, context.partition_key)
     wh = warehouse.warehouse()
+    study = recorded_study(reg, wh, context.partition_key)
     inputs = _report_inputs(reg, study, wh)
     html = render_report(inputs)
     folder = report_folder(warehouse, study.name, context)
@@ -153,12 +151,10 @@ def research_report(context: dg.AssetExecutionContext, specs: SpecRegistryResour
 def _report_inputs(reg, study, wh) -> ReportInputs:
     """The frames of the report, read from the warehouse (empty where not materialized)."""
     def table(name: str) -> pl.DataFrame:
-        frame = _read(wh, name)
-        return pl.DataFrame() if frame is None else frame
+        frame = _read(wh, name, study.name)
+        return pl.DataFrame() if frame is None else frame.drop("study", strict=False)
 
     decisions = table("promotion_decisions")
-    if decisions.height:
-        decisions = decisions.filter(pl.col("study") == study.name)
     results = table("walkforward_results")
     folds = (results.filter(pl.col("sample") == "test").select(
         "blueprint", "fold", "kind", "start", "end", "params", "is_sharpe", "sharpe",

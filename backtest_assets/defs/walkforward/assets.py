@@ -15,10 +15,14 @@ import polars as pl
 from backtest_assets.core.traceability import code_commit
 from backtest_assets.defs.backtest.market import StudyData, selected_blueprints
 from backtest_assets.defs.shared import (
+    BY_STUDY_DIM,
     markdown_table,
     partition_evaluations,
     refuse_failed_partitions,
+    study_keys,
+    with_study,
 )
+from backtest_assets.defs.studies.assets import recorded_study
 from backtest_assets.defs.walkforward.checks import (
     FOLD_CHECKS,
     WALKFORWARD_CHECKS,
@@ -26,7 +30,13 @@ from backtest_assets.defs.walkforward.checks import (
     check_walkforward,
 )
 from backtest_assets.discovery.phase2 import TESTED, frame_hash
-from backtest_assets.partitions import BASE_BARS, blueprint_partitions_def
+from backtest_assets.partitions import (
+    BASE_BARS,
+    BLUEPRINT_PARTITIONS,
+    STUDY_BLUEPRINT_EXPR,
+    study_blueprint_key,
+    study_blueprint_partitions_def,
+)
 from backtest_assets.reporting.charts import equity_drawdown_png, markdown_image
 from backtest_assets.resources import SpecRegistryResource, WarehouseResource
 from backtest_assets.strategies.run import funding_policy
@@ -35,7 +45,7 @@ from backtest_assets.walkforward.evaluate import Market, evaluate, purge_bars, w
 from backtest_assets.warehouse import PartitionLayout, WarehouseError
 
 _ALL = dg.AllPartitionMapping()
-_OUT = dict(kinds={"duckdb", "polars"}, metadata={"partition_expr": "blueprint"},
+_OUT = dict(kinds={"duckdb", "polars"}, metadata={"partition_expr": STUDY_BLUEPRINT_EXPR},
             group_name="walkforward")
 HEADLINE = ("blueprint", "combinations", "trials", "is_sharpe", "deflated_sharpe", "pbo",
             "oos_sharpe", "oos_total_return", "oos_max_drawdown", "oos_trades",
@@ -44,18 +54,19 @@ HEADLINE = ("blueprint", "combinations", "trials", "is_sharpe", "deflated_sharpe
 
 @dg.asset(
     **_OUT,
-    partitions_def=blueprint_partitions_def,
-    ins={"strategy_blueprints": dg.AssetIn(partition_mapping=_ALL)},
+    partitions_def=study_blueprint_partitions_def,
+    ins={"strategy_blueprints": dg.AssetIn(partition_mapping=BY_STUDY_DIM)},
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="duckdb",
     check_specs=FOLD_CHECKS,
 )
 def walkforward_folds(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
-                      strategy_blueprints: pl.DataFrame):
-    """Each blueprint's walk-forward and CPCV splits over the default study, purged."""
+                      warehouse: WarehouseResource, strategy_blueprints: pl.DataFrame):
+    """Each blueprint's walk-forward and CPCV splits over its study, purged."""
     reg = specs.registry()
-    study, spec = reg.default_study, reg.walkforward
-    blueprints, _ = selected_blueprints(reg, strategy_blueprints, list(context.partition_keys))
+    study_name, names = study_keys(context, BLUEPRINT_PARTITIONS)
+    study, spec = recorded_study(reg, warehouse.warehouse(), study_name), reg.walkforward
+    blueprints, _ = selected_blueprints(reg, strategy_blueprints, names)
     n = ((study.end - study.start).days + 1) * reg.bars_per_day
     ts = np.datetime64(study.start, "us") + np.arange(n) * np.timedelta64(reg.base_minutes, "m")
     frames = []
@@ -70,9 +81,10 @@ def walkforward_folds(context: dg.AssetExecutionContext, specs: SpecRegistryReso
                       .with_columns(pl.lit(bp.name).alias("blueprint"),
                                     pl.lit(purge, pl.Int64).alias("purge_bars"),
                                     pl.lit(spec.embargo_bars, pl.Int64).alias("embargo_bars")))
-    folds = pl.concat(frames).select("blueprint", pl.exclude("blueprint"))
-    names = [bp.name for bp in blueprints]
-    checks = [(n, r) for n in names
+    folds = with_study(pl.concat(frames).select("blueprint", pl.exclude("blueprint")),
+                       study.name)
+    keys = {n: str(study_blueprint_key(study.name, n)) for n in names}
+    checks = [(keys[n], r) for n in names
               for r in check_folds(folds.filter(pl.col("blueprint") == n))]
     yield from refuse_failed_partitions(context, checks, "walkforward_folds")
     yield dg.Output(folds, metadata={
@@ -87,12 +99,12 @@ def walkforward_folds(context: dg.AssetExecutionContext, specs: SpecRegistryReso
 @dg.multi_asset(
     outs={name: dg.AssetOut(**_OUT) for name in
           ("walkforward_results", "walkforward_equity", "walkforward_summary")},
-    ins={"strategy_blueprints": dg.AssetIn(partition_mapping=_ALL),
+    ins={"strategy_blueprints": dg.AssetIn(partition_mapping=BY_STUDY_DIM),
          "walkforward_folds": dg.AssetIn()},
     deps=[dg.AssetDep(a, partition_mapping=_ALL)
           for a in (BASE_BARS, "pit_features", "event_table", "raw_funding_rates",
                     "phase2_fdr")],
-    partitions_def=blueprint_partitions_def,
+    partitions_def=study_blueprint_partitions_def,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="duckdb",
     check_specs=WALKFORWARD_CHECKS,
@@ -103,12 +115,12 @@ def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistr
     """Every grid combination in sample, each fold's choice out of sample, and how much of
     the result is luck (deflated Sharpe, PBO), per blueprint."""
     reg = specs.registry()
-    study = reg.default_study
-    names = list(context.partition_keys)
-    blueprints, rows = selected_blueprints(reg, strategy_blueprints, names)
     wh = warehouse.warehouse()
+    study_name, names = study_keys(context, BLUEPRINT_PARTITIONS)
+    study = recorded_study(reg, wh, study_name)
+    blueprints, rows = selected_blueprints(reg, strategy_blueprints, names)
     data = StudyData.read(wh, study, blueprints)
-    trials_phase2 = _phase2_trials(wh)
+    trials_phase2 = _phase2_trials(wh, study.name)
     outs = []
     for bp in blueprints:
         venue = reg.fees.venues[bp.venue or reg.fees.default_venue]
@@ -123,7 +135,7 @@ def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistr
         except ValueError as exc:
             raise dg.Failure(description=f"blueprint {bp.name}: refused: {exc}") from None
         stored = walkforward_folds.filter(pl.col("blueprint") == bp.name).drop(
-            "purge_bars", "embargo_bars")
+            "study", "purge_bars", "embargo_bars")
         if not stored.sort(stored.columns).equals(wf.folds.sort(wf.folds.columns)):
             raise dg.Failure(description=f"blueprint {bp.name}: walkforward_folds differs "
                                          "from the folds of walkforward.yaml now: "
@@ -132,11 +144,13 @@ def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistr
             spec_hash=pl.lit(rows[bp.name]["spec_hash"]),
             dataset_hash=pl.lit(frame_hash(data.inputs_of(bp))),
             code_commit=pl.lit(code_commit()))))
-    results = pl.concat([wf.results for wf, _ in outs], how="diagonal_relaxed")
-    equity = pl.concat([wf.equity.select("blueprint", "fold", "ts", "equity", "drawdown")
-                        for wf, _ in outs])
-    summary = pl.concat([s for _, s in outs], how="diagonal_relaxed")
-    checks = [(n, r) for n in names for r in check_walkforward(
+    results = with_study(pl.concat([wf.results for wf, _ in outs], how="diagonal_relaxed"),
+                         study.name)
+    equity = with_study(pl.concat([wf.equity.select("blueprint", "fold", "ts", "equity",
+                                                    "drawdown") for wf, _ in outs]), study.name)
+    summary = with_study(pl.concat([s for _, s in outs], how="diagonal_relaxed"), study.name)
+    keys = {n: str(study_blueprint_key(study.name, n)) for n in names}
+    checks = [(keys[n], r) for n in names for r in check_walkforward(
         *(f.filter(pl.col("blueprint") == n) for f in (results, equity, summary)),
         study.capital)]
     yield from refuse_failed_partitions(context, checks, "walkforward")
@@ -150,7 +164,7 @@ def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistr
     yield dg.Output(equity, output_name="walkforward_equity", metadata={
         "rows": equity.height,
         "chart": dg.MetadataValue.md(markdown_image(equity_drawdown_png(
-            equity, title=f"out of sample, chained folds: {study.name}"),
+            equity.drop("study"), title=f"out of sample, chained folds: {study.name}"),
             "out-of-sample equity"))})
     yield dg.Output(summary, output_name="walkforward_summary", metadata={
         "summary": dg.MetadataValue.md(markdown_table(headline)),
@@ -160,13 +174,14 @@ def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistr
     yield from partition_evaluations(context, checks)
 
 
-def _phase2_trials(wh) -> int:
-    """Hypotheses Phase 2 tested (all event types): trials behind every survivor."""
+def _phase2_trials(wh, study: str) -> int:
+    """Hypotheses Phase 2 tested for the study (all event types): trials behind every
+    survivor."""
     try:
         fdr = wh.read("phase2_fdr", PartitionLayout())
     except WarehouseError:
         return 0
-    return int((fdr["status"] == TESTED).sum())
+    return int(((fdr["status"] == TESTED) & (fdr["study"] == study)).sum())
 
 
 defs = dg.Definitions(assets=[walkforward_folds, walkforward_blueprints])

@@ -9,12 +9,12 @@ import pandera.polars as pa
 import polars as pl
 
 from backtest_assets.defs.shared import blocking_checks, check_result, schema_result
-from backtest_assets.partitions import blueprint_partitions_def
+from backtest_assets.partitions import study_blueprint_partitions_def
 from backtest_assets.walkforward import folds as F
 
 
 def _specs(asset: str, names: dict[str, str]) -> list[dg.AssetCheckSpec]:
-    return blocking_checks(asset, names, blueprint_partitions_def)
+    return blocking_checks(asset, names, study_blueprint_partitions_def)
 
 
 FOLD_CHECKS = _specs("walkforward_folds", {
@@ -37,8 +37,9 @@ WALKFORWARD_CHECKS = [
     }),
 ]
 
+_STUDY = {"study": pa.Column(pl.String)}
 FOLDS_MODEL = pa.DataFrameSchema({
-    "blueprint": pa.Column(pl.String), "kind": pa.Column(pl.String, pa.Check.isin(
+    **_STUDY, "blueprint": pa.Column(pl.String), "kind": pa.Column(pl.String, pa.Check.isin(
         ["rolling", "anchored", "cpcv"])),
     "fold": pa.Column(pl.Int64, pa.Check.ge(0)),
     "role": pa.Column(pl.String, pa.Check.isin(["train", "test"])),
@@ -61,7 +62,7 @@ RESULTS_MODEL = pa.DataFrameSchema({
     "trades": pa.Column(pl.Int64, nullable=True),
 })
 EQUITY_MODEL = pa.DataFrameSchema({
-    "blueprint": pa.Column(pl.String), "fold": pa.Column(pl.Int64),
+    **_STUDY, "blueprint": pa.Column(pl.String), "fold": pa.Column(pl.Int64),
     "ts": pa.Column(pl.Datetime("us")), "equity": pa.Column(pl.Float64),
     "drawdown": pa.Column(pl.Float64, pa.Check.le(0)),
 }, strict=True, unique=["blueprint", "ts"])
