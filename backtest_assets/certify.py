@@ -3,10 +3,11 @@ every asset check evaluated, and its artifacts compared with those pinned under 
 
 ``python -m backtest_assets certify`` materializes seeded synthetic data for 2024-01-01..07 x
 BTCUSDT, ETHUSDT, SOLUSDT (ingest, bars, features, labels, events), runs Gate E-1 and Phase 2
-for every event type and backtests every blueprint, all over a study of that week, in a new
-``DAGSTER_HOME`` and data root. It fails, listing them, if a run or an asset check failed,
-and if an artifact differs from its pinned copy (a readable diff, floats to a stated
-tolerance). ``--write`` pins the fresh artifacts instead (``make golden``).
+for every event type and backtests every blueprint, all over the ``certify`` study
+(``specs/studies/certify.yaml``, that week), in a new ``DAGSTER_HOME`` and data root. It
+fails, listing them, if a run or an asset check failed, and if an artifact differs from its
+pinned copy (a readable diff, floats to a stated tolerance). ``--write`` pins the fresh
+artifacts instead (``make golden``).
 
 Pinned artifacts (CSV, so a change reads as a diff in review):
 
@@ -18,7 +19,6 @@ Pinned artifacts (CSV, so a change reads as a diff in review):
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import os
 import shutil
@@ -32,8 +32,16 @@ import polars as pl
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "golden"
-BATCH_START, BATCH_END = dt.date(2024, 1, 1), dt.date(2024, 1, 7)
-SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+STUDY = "certify"  # specs/studies/certify.yaml: the batch's week and symbols
+
+
+def _study():
+    from backtest_assets.specs import load_registry
+
+    return load_registry(REPO / "specs").studies[STUDY]
+
+
+BATCH_START, BATCH_END, SYMBOLS = _study().start, _study().end, _study().symbols
 SEED = 7
 # Floats may differ in the last bits where a parallel sum changes its order; nothing else may.
 REL_TOL, ABS_TOL = 1e-9, 1e-12
@@ -58,15 +66,12 @@ ARTIFACTS = (
     Artifact("check_results.csv", None, ("asset", "check")),
 )
 MIN_SAMPLE_LINE, CERT_MIN_SAMPLE = "  min_sample: 30", 5
-STUDY = (f"# The certification study: the golden batch's week (python -m backtest_assets "
-         f"certify).\nname: default\nstart: {BATCH_START}\nend: {BATCH_END}\n"
-         f"symbols: [{', '.join(SYMBOLS)}]\nevent_types: []\ncapital: 100000\n")
 
 
 def prepare(workdir: Path) -> dict[str, str]:
-    """A fresh Dagster home, data root and specs (the repository's, with the certification
-    study and Phase 2's minimum sample lowered to 5) under ``workdir``; returns the
-    environment variables that select them."""
+    """A fresh Dagster home, data root and specs (the repository's, with Phase 2's minimum
+    sample lowered to 5) under ``workdir``; returns the environment variables that select
+    them."""
     workdir.mkdir(parents=True, exist_ok=True)
     for sub in ("dagster_home", "data", "specs"):
         if (workdir / sub).exists():
@@ -76,9 +81,6 @@ def prepare(workdir: Path) -> dict[str, str]:
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home)
     specs = workdir / "specs"
     shutil.copytree(REPO / "specs", specs)
-    shutil.rmtree(specs / "studies")
-    (specs / "studies").mkdir()
-    (specs / "studies" / "default.yaml").write_text(STUDY)
     # A week holds 4-9 events per symbol and type: Phase 2 needs a smaller minimum sample to
     # test hypotheses (p, q, gates, survivors) rather than record them all as too small.
     gates = specs / "gates.yaml"
@@ -105,8 +107,8 @@ def materialize(out: Path) -> list[str]:
     config = {"market_source": {"config": {"market_source": "synthetic", "seed": SEED}}}
     ok = cli.run(BATCH_START, BATCH_END, list(SYMBOLS), resources_config=config,
                  instance=instance)
-    ok &= cli.quality(instance=instance)
-    ok &= cli.backtest(instance=instance)
+    ok &= cli.quality(instance=instance, study=STUDY)
+    ok &= cli.backtest(instance=instance, study=STUDY)
     checks = check_results(instance)
     problems = ([] if ok else ["a run failed (see above)"]) + check_problems(checks)
     out.mkdir(parents=True, exist_ok=True)

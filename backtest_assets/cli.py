@@ -490,6 +490,64 @@ def run_all(study: str, *, start: dt.date | None = None, end: dt.date | None = N
     return ok
 
 
+def compare_studies(a: str, b: str, resources_config: dict | None = None) -> str:
+    """Studies ``a`` and ``b`` side by side (``reporting.compare``), as tables."""
+    from backtest_assets.core.tables import render_table
+    from backtest_assets.reporting.compare import compare
+
+    tables = {name: _read(name, resources_config) for name in (
+        "study_record", "event_quality_report", "phase2_fdr", "backtest_metrics",
+        "walkforward_summary", "promotion_decisions")}
+    if tables["study_record"] is None or not {a, b} <= set(tables["study_record"]["study"]):
+        have = [] if tables["study_record"] is None else \
+            sorted(tables["study_record"]["study"].unique())
+        raise SystemExit(f"compare needs two recorded studies; the warehouse has "
+                         f"{', '.join(have) or 'none'} (python -m backtest_assets run-all "
+                         "--study NAME)")
+    c = compare(a, b, records=tables["study_record"], e1=tables["event_quality_report"],
+                fdr=tables["phase2_fdr"], metrics=tables["backtest_metrics"],
+                summary=tables["walkforward_summary"], decisions=tables["promotion_decisions"])
+
+    def block(title: str, frame, cols: list[Col]) -> str:
+        if frame.is_empty():
+            return f"{title}: none in either study"
+        return f"{title}:\n" + render_table(frame, [col for col in cols
+                                                     if col.name in frame.columns])
+
+    def ab(name: str, header: str, kind: str = "float", **kw) -> list[Col]:
+        return [Col(name=f"a_{name}", header=f"A {header}", kind=kind, **kw),
+                Col(name=f"b_{name}", header=f"B {header}", kind=kind, **kw)]
+
+    return "\n".join([
+        f"A = {a}, B = {b}",
+        block("studies", c.studies, [Col(name="study", header="study"),
+                                     Col(name="start", header="start"),
+                                     Col(name="end", header="end"),
+                                     Col(name="symbols", header="symbols", kind="wrap"),
+                                     Col(name="source", header="source"),
+                                     Col(name="study_hash", header="specs hash")]),
+        block("Gate E-1 (pooled)", c.e1, [Col(name="event_type", header="event type"),
+                                          *ab("events", "events", "int"),
+                                          *ab("prevalence_per_10k", "per 10k", digits=1),
+                                          *ab("passed", "pass", "text")]),
+        block("Phase-2 survivors", c.survivors, [
+            Col(name="event_type", header="event type"),
+            Col(name="rule_template", header="rule"), Col(name="horizon", header="h"),
+            Col(name="symbol", header="symbol"), Col(name="where", header="where"),
+            *ab("q", "q", "prob"), Col(name="q_moved", header="q moved", kind="float", digits=3),
+            *ab("mean", "mean", "bps"), Col(name="mean_moved", header="moved", kind="bps")]),
+        block("backtests", c.backtests, [Col(name="blueprint", header="blueprint"),
+                                         *ab("total_return", "return", "pct"),
+                                         *ab("sharpe", "SR"), *ab("trades", "trades", "int")]),
+        block("walk-forward", c.walkforward, [Col(name="blueprint", header="blueprint"),
+                                              *ab("deflated_sharpe", "DSR", "prob"),
+                                              *ab("pbo", "PBO", "prob"),
+                                              *ab("oos_sharpe", "OOS SR")]),
+        block("promotions", c.promotions, [Col(name="blueprint", header="blueprint"),
+                                           *ab("to_stage", "stage", "text")]),
+    ])
+
+
 def _read(table: str, resources_config: dict | None = None, study: str | None = None):
     """A warehouse table (``study``'s rows), or None when it has not been materialized yet."""
     from backtest_assets.resources import WarehouseResource
@@ -592,6 +650,10 @@ def _parser() -> argparse.ArgumentParser:
     ra.add_argument("--end", type=dt.date.fromisoformat, help="last day included")
     ra.add_argument("--symbols", help="comma-separated (default: the universe's)")
     ra.add_argument("--source", choices=["synthetic", "binance"])
+    cmp = sub.add_parser("compare", help="two studies side by side: E-1 verdicts, Phase-2 "
+                                         "survivors, backtests, walk-forward, promotions")
+    cmp.add_argument("a", help="study A")
+    cmp.add_argument("b", help="study B")
     studied = {
         "quality": sub.add_parser("quality", help="Gate E-1 for every event type of a study"),
         "discover": sub.add_parser("discover", help="Gate E-1 and Phase 2 for every event "
@@ -716,6 +778,9 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
     study = getattr(args, "study", "default")
     if args.cmd == "summary":
         print(summary(args.start, args.end, study))
+        return True
+    if args.cmd == "compare":
+        print(compare_studies(args.a, args.b))
         return True
     if args.cmd in ("quality", "discover"):
         return quality(discover=args.cmd == "discover", verbose=verbose, study=study)

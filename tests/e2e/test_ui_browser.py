@@ -177,14 +177,15 @@ def research_ui(chromium, tmp_path_factory):
     """The webserver over the certification week (specs of ``certify``: Phase 2's minimum
     sample 5) after ``run``, ``discover`` and ``backtest`` (every blueprint partition in one
     range run): oi_flush has Phase-2 survivors."""
-    from backtest_assets.certify import BATCH_END, BATCH_START, SYMBOLS, prepare
+    from backtest_assets.certify import BATCH_END, BATCH_START, STUDY, SYMBOLS, prepare
 
     tmp = tmp_path_factory.mktemp("research_ui")
     specs = prepare(tmp / "batch")["BACKTEST_SPECS_DIR"]
     servers = DagsterServers(tmp / "servers", {"BACKTEST_SPECS_DIR": specs,
                                                "BACKTEST_MARKET_SOURCE": "synthetic"})
     for args in (["run", "--start", str(BATCH_START), "--end", str(BATCH_END), "--symbols",
-                  ",".join(SYMBOLS)], ["discover"], ["backtest"]):
+                  ",".join(SYMBOLS)], ["discover", "--study", STUDY],
+                 ["backtest", "--study", STUDY]):
         # discover exits non-zero when an event type's Gate E-1 is closed (funding_extreme
         # in this week); what the test needs is oi_flush's phase2_fdr, checked below.
         subprocess.run([sys.executable, "-m", "backtest_assets", *args], cwd=REPO,
@@ -204,7 +205,8 @@ FDR_STATS = """{ assetNodeOrError(assetKey: {path: ["phase2_fdr"]}) {
 def test_phase2_survivors_are_a_table_on_the_fdr_partition(chromium, research_ui, tmp_path):
     assert research_ui.gql(FDR_STATS)["assetNodeOrError"]["partitionStats"][
         "numMaterialized"] >= 1
-    url = f"{research_ui.base_url}/assets/phase2_fdr?view=partitions&partition=oi_flush"
+    url = (f"{research_ui.base_url}/assets/phase2_fdr?view=partitions"
+           "&partition=oi_flush%7Ccertify")
     shot, _, text = visit(chromium, tmp_path, url, "survivors",
                           ready=lambda t: "survivors_table" in t)
     assert_painted(shot)
@@ -231,7 +233,7 @@ def test_backtest_checks_pass_per_blueprint_partition_of_a_range_run(
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(research_ui.home)) as instance:
-        names = instance.get_dynamic_partitions("blueprint")
+        names = [f"{n}|certify" for n in instance.get_dynamic_partitions("blueprint")]
         runs = instance.get_runs(filters=dg.RunsFilter(job_name="backtest_job"))
     assert len(names) >= 3 and len(runs) == 1  # every blueprint in one run
     assert runs[0].tags["dagster/asset_partition_range_start"] == names[0]

@@ -198,7 +198,7 @@ def survivors() -> pl.DataFrame:
 
 
 def test_catalog_lists_baselines_then_survivors_and_round_trips():
-    table = catalog(REG, survivors())
+    table = catalog(REG, survivors(), REG.default_study.symbols)
     assert table["blueprint"].to_list() == [*REG.strategies,
                                             "p2_oi_flush_mean_reversion_15m_ethusdt",
                                             "p2_volatility_shock_continuation_60m_all"]
@@ -210,11 +210,20 @@ def test_catalog_lists_baselines_then_survivors_and_round_trips():
     pooled = load_blueprint(table.row(-1, named=True))
     assert pooled.symbols == REG.default_study.symbols and pooled.exits.time_stop_bars == 12
     assert problems(REG, table) == []
-    assert catalog(REG, None).height == len(REG.strategies)
+    assert catalog(REG, None, REG.default_study.symbols).height == len(REG.strategies)
+
+
+def test_a_study_catalogs_only_baselines_it_holds_the_symbols_of_and_pools_over_its_own():
+    btc_only = catalog(REG, survivors(), ("BTCUSDT",))
+    kept = [n for n, bp in REG.strategies.items() if set(bp.symbols) <= {"BTCUSDT"}]
+    assert btc_only.filter(pl.col("source") == "spec")["blueprint"].to_list() == kept
+    pooled = load_blueprint(btc_only.row(-1, named=True))
+    assert pooled.name == "p2_volatility_shock_continuation_60m_all"
+    assert pooled.symbols == ("BTCUSDT",)  # ALL: every symbol of the study
 
 
 def test_catalog_problems_name_the_blueprint_and_field():
-    table = catalog(REG, survivors())
+    table = catalog(REG, survivors(), REG.default_study.symbols)
     row = table.filter(pl.col("source") == "phase2").head(1)
 
     def edited(old: str, new: str) -> pl.DataFrame:

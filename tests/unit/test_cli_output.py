@@ -57,7 +57,7 @@ def test_optional_columns_are_dropped_to_fit_and_named():
 def test_report_table_prints_the_full_report_path(monkeypatch):
     path = "/a/very/long/" + "folder/" * 20 + "report.html"
     monkeypatch.setattr(cli, "_warehouse_table", lambda *a, **k: "promotion decisions:")
-    monkeypatch.setattr(cli, "report_path", lambda: path)
+    monkeypatch.setattr(cli, "report_path", lambda study="default": path)
     assert f"research report: {path}" in cli.report_table().splitlines()
 
 
@@ -67,7 +67,7 @@ def test_report_table_prints_the_full_report_path(monkeypatch):
     ("backtest", "python -m backtest_assets walkforward"),
     ("walkforward", "python -m backtest_assets report")])
 def test_the_last_line_names_what_to_open_or_run_next(monkeypatch, cmd, expected):
-    monkeypatch.setattr(cli, "report_path", lambda: "/x/report.html")
+    monkeypatch.setattr(cli, "report_path", lambda study="default": "/x/report.html")
     assert expected in cli._next_step(cmd, True, cli._parser().parse_args([cmd]))
 
 

@@ -14,7 +14,7 @@ BACKTEST_ASSETS = ["backtest_equity", "backtest_metrics", "backtest_trades"]
 WALKFORWARD_ASSETS = ["walkforward_equity", "walkforward_results", "walkforward_summary"]
 REPORT_ASSETS = ["promotion_decisions", "research_report"]
 ASSETS = sorted([*DATE_SYMBOL_ASSETS, "event_quality_report", *PHASE2_ASSETS, "spec_registry",
-                 "strategy_blueprints", *BACKTEST_ASSETS, "walkforward_folds",
+                 "study_record", "strategy_blueprints", *BACKTEST_ASSETS, "walkforward_folds",
                  *WALKFORWARD_ASSETS, *REPORT_ASSETS])
 BASE_CHECKS = {"schema", "unique_keys", "monotonic_time", "row_count", "complete_days"}
 
@@ -30,14 +30,16 @@ def test_asset_graph_is_pinned():
         "bars_5m": ["bars_1m"], "bars_15m": ["bars_1m"],
         "pit_features": ["bars_5m", "raw_funding_rates", "raw_open_interest"],
         "forward_labels": ["bars_5m"], "event_table": ["pit_features"],
-        "event_quality_report": ["bars_5m", "event_table", "forward_labels", "pit_features"],
+        "study_record": [],
+        "event_quality_report": ["bars_5m", "event_table", "forward_labels", "pit_features",
+                                 "study_record"],
         "phase2_candidates_raw": ["event_quality_report", "event_table", "forward_labels",
                                   "pit_features"],
         "phase2_pvals": ["phase2_candidates_raw"],
         "phase2_fdr": ["phase2_candidates_raw", "phase2_pvals"],
         "phase2_report": ["phase2_candidates_raw", "phase2_fdr", "phase2_pvals"],
         "spec_registry": [],
-        "strategy_blueprints": ["phase2_fdr"],
+        "strategy_blueprints": ["phase2_fdr", "study_record"],
         **{name: ["bars_5m", "event_table", "pit_features", "raw_funding_rates",
                   "strategy_blueprints"] for name in BACKTEST_ASSETS},
         "walkforward_folds": ["strategy_blueprints"],
@@ -87,9 +89,11 @@ def test_every_asset_is_date_symbol_single_run_in_the_duckdb_pool_with_blocking_
         c.name for c in defs.resolve_assets_def("bars_5m").check_specs}
 
 
-def test_e1_report_is_per_event_type_with_a_partitioned_blocking_gate():
+def test_e1_report_is_per_study_and_event_type_with_a_partitioned_blocking_gate():
     report = defs.resolve_assets_def("event_quality_report")
-    assert report.partitions_def.get_partition_keys() == sorted(REGISTRY.events)
+    dims = {d.name: d.partitions_def for d in report.partitions_def.partitions_defs}
+    assert dims["event_type"].get_partition_keys() == sorted(REGISTRY.events)
+    assert dims["study"].name == "study"
     assert report.backfill_policy == dg.BackfillPolicy.multi_run(1)
     (gate,) = [c for c in report.check_specs if c.name == "e1_gate"]
     assert gate.blocking and gate.partitions_def == report.partitions_def
@@ -101,6 +105,7 @@ def test_e1_report_is_per_event_type_with_a_partitioned_blocking_gate():
     ("market_data_job", ["bars_15m", "bars_1m", "bars_5m", "raw_funding_rates",
                          "raw_open_interest", "raw_perp_klines_1m", "raw_spot_klines_1m"]),
     ("research_job", ["event_table", "forward_labels", "pit_features"]),
+    ("study_job", ["study_record"]),
     ("event_quality_job", ["event_quality_report"]),
     ("discovery_job", ["event_quality_report", *PHASE2_ASSETS]),
     ("blueprints_job", ["strategy_blueprints"]),
@@ -116,8 +121,9 @@ def test_jobs_select_their_layers(job, assets):
 def test_backtests_are_one_simulation_per_dynamic_blueprint_partition_with_blocking_checks():
     bt = defs.resolve_assets_def("backtest_equity")
     assert {k.to_user_string() for k in bt.keys} == set(BACKTEST_ASSETS)  # one multi-asset
-    assert isinstance(bt.partitions_def, dg.DynamicPartitionsDefinition)
-    assert bt.partitions_def.name == "blueprint"
+    assert isinstance(bt.partitions_def, dg.MultiPartitionsDefinition)
+    assert {d.name: d.partitions_def.name for d in bt.partitions_def.partitions_defs} == {
+        "study": "study", "blueprint": "blueprint"}  # study x blueprint, both dynamic
     assert bt.backfill_policy == dg.BackfillPolicy.single_run() and bt.op.pool == "duckdb"
     checks = {(c.asset_key.to_user_string(), c.name): c for c in bt.check_specs}
     assert set(checks) == {
@@ -126,19 +132,20 @@ def test_backtests_are_one_simulation_per_dynamic_blueprint_partition_with_block
         ("backtest_metrics", "schema"), ("backtest_metrics", "metrics_reconcile")}
     assert all(c.blocking for c in checks.values())
     catalog = defs.resolve_assets_def("strategy_blueprints")
-    assert catalog.partitions_def is None
+    assert catalog.partitions_def.name == "study"
     assert [c.name for c in catalog.check_specs] == ["blueprints_valid"]
 
 
 def test_walk_forward_and_report_partitions_and_blocking_checks():
     wf = defs.resolve_assets_def("walkforward_summary")
     assert {k.to_user_string() for k in wf.keys} == set(WALKFORWARD_ASSETS)  # one evaluation
-    assert wf.partitions_def.name == "blueprint" and wf.op.pool == "duckdb"
+    assert [d.name for d in wf.partitions_def.partitions_defs] == ["blueprint", "study"]
+    assert wf.op.pool == "duckdb"
     assert wf.backfill_policy == dg.BackfillPolicy.single_run()
     folds = defs.resolve_assets_def("walkforward_folds")
     assert {c.name for c in folds.check_specs} == {"schema", "folds_do_not_leak"}
     assert all(c.blocking for a in (wf, folds) for c in a.check_specs)
     for name in REPORT_ASSETS:
         a = defs.resolve_assets_def(name)
-        assert a.partitions_def.get_partition_keys() == ["default"]  # specs/studies
+        assert a.partitions_def.name == "study"  # dynamic: a study is registered when run
         assert all(c.blocking for c in a.check_specs)

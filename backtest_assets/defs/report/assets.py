@@ -39,6 +39,11 @@ _ALL = dg.AllPartitionMapping()
 _STUDY = dict(partitions_def=study_partitions_def, group_name="report", pool="duckdb",
               kinds={"duckdb", "polars"}, metadata={"partition_expr": "study"})
 REPORT_FILE = "research_report.html"
+# A study without blueprints (none of its symbols' baselines, no survivor) decides nothing.
+DECISION_SCHEMA = {"study": pl.String, "blueprint": pl.String, "spec_hash": pl.String,
+                   "from_stage": pl.String, "to_stage": pl.String, "decision": pl.String,
+                   "passed": pl.Boolean, "reasons": pl.String, "inputs_hash": pl.String,
+                   "gates_hash": pl.String, **dict.fromkeys(EVIDENCE, pl.Float64)}
 EVENT_WINDOW = (12, 24)  # event-study curves: bars before and after the entry
 
 
@@ -65,7 +70,7 @@ def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryRe
     wh = warehouse.warehouse()
     study = recorded_study(reg, wh, context.partition_key)
     catalog = _read(wh, "strategy_blueprints", study.name)
-    if catalog is None or catalog.is_empty():
+    if catalog is None:
         raise dg.Failure(description=f"materialize strategy_blueprints for study "
                                      f"{study.name} first")
     summary = _read(wh, "walkforward_summary", study.name)
@@ -91,7 +96,8 @@ def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryRe
                      "reasons": "; ".join(d.reasons), "inputs_hash": d.inputs_hash,
                      "gates_hash": reg.hashes["gates.yaml"],
                      **{k: None if ev is None else ev.get(k) for k in EVIDENCE}})
-    frame = pl.DataFrame(rows, infer_schema_length=None).with_columns(
+    frame = pl.DataFrame(rows, schema=None if rows else DECISION_SCHEMA,
+                         infer_schema_length=None).with_columns(
         pl.col(k).cast(pl.Float64) for k in EVIDENCE)
     checks = list(check_decisions(frame))
     yield from refuse_failed(checks, "promotion_decisions")
@@ -133,7 +139,8 @@ def research_report(context: dg.AssetExecutionContext, specs: SpecRegistryResour
     if found:
         yield check
         raise dg.Failure(description=f"research_report: {'; '.join(found)}")
-    promoted = inputs.promotions.filter(pl.col("decision") == "promote").height
+    promoted = inputs.promotions.filter(pl.col("decision") == "promote").height \
+        if inputs.promotions.height else 0
     row = pl.DataFrame([{
         "study": study.name, "path": str(path), "sha256": digest, "bytes": len(html.encode()),
         "blueprints": inputs.promotions.height, "promoted": promoted,
@@ -144,7 +151,8 @@ def research_report(context: dg.AssetExecutionContext, specs: SpecRegistryResour
         "chart": dg.MetadataValue.md(markdown_image(summary_png(inputs),
                                                     "out-of-sample Sharpe per blueprint")),
         "promotions": dg.MetadataValue.md(markdown_table(inputs.promotions.select(
-            "blueprint", "to_stage", "decision", "deflated_sharpe", "pbo", "oos_sharpe")))})
+            "blueprint", "to_stage", "decision", "deflated_sharpe", "pbo", "oos_sharpe"))
+            if inputs.promotions.height else "no blueprint in this study")})
     yield check
 
 
