@@ -337,7 +337,13 @@ def register_study(runner: Runner, study: str) -> bool:
                          f"{', '.join(known)} (run-all --start/--end creates one)")
     if not runner.instance.has_dynamic_partition(STUDY_PARTITIONS, study):
         runner.instance.add_dynamic_partitions(STUDY_PARTITIONS, [study])
-    return runner.execute("study_job", f"study_record {study}", partition_key=study)
+    import dagster as dg
+
+    recorded = runner.instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("study_record"), asset_partitions=[study]), limit=1).records
+    # once recorded, every asset of the study checks its specs against the record itself
+    return bool(recorded) or runner.execute("study_job", f"study_record {study}",
+                                            partition_key=study)
 
 
 def quality(event_types: Sequence[str] | None = None, *, resources_config: dict | None = None,
@@ -478,16 +484,128 @@ def run_all(study: str, *, start: dt.date | None = None, end: dt.date | None = N
         config["market_source"] = {"config": {
             **((config.get("market_source") or {}).get("config", {})),
             "market_source": st.source}}
+    instance = instance or Runner(quiet=True).instance
     args = dict(resources_config=config or None, instance=instance, quiet=quiet,
                 verbose=verbose)
     ok = run(st.start, st.end, list(st.symbols), **args)
-    ok = ok and quality(study=study, **args)
+    if not ok:
+        return False
+    layers = StudyLayers(instance, study, config or None)
+    t = layers.data_built_at(st)
+    todo = layers.stale_event_types(t)
+    if todo:
+        ok = quality(todo, study=study, **args)
     if not quiet:
         print(summary(st.start, st.end, study))
-    ok = ok and backtest(study=study, **args)
-    ok = ok and backtest(study=study, job="walkforward_job", **args)
-    ok = ok and report(study=study, **args)
+    t = max(t, layers.latest_of("phase2_report", "event_quality_report"))
+    ran = bool(todo)
+    if ok and layers.stale("strategy_blueprints", ["backtest_metrics"], t):
+        ok, ran = backtest(study=study, **args), True
+    t = max(t, layers.latest_of("strategy_blueprints", "backtest_metrics"))
+    too_short = _walkforward_misfit(st)
+    if too_short and not quiet:
+        print(f"walk-forward skipped: {too_short} (promotion then has no out-of-sample "
+              "evidence)")
+    if ok and not too_short and layers.stale("strategy_blueprints", ["walkforward_summary"], t):
+        ok, ran = backtest(study=study, job="walkforward_job", **args), True
+    t = max(t, layers.latest_of("walkforward_summary"))
+    if ok and layers.stale(None, ["research_report"], t):
+        ok, ran = report(study=study, **args), True
+    if ok and not ran and not quiet:
+        print(f"study {study}: nothing to do, every layer is up to date (its data days, "
+              f"Gate E-1, Phase 2, blueprints, backtests, walk-forward and report)\n"
+              f"{report_table(study)}")
     return ok
+
+
+def _walkforward_misfit(st) -> str | None:
+    """Why specs/walkforward.yaml cannot split study ``st`` (too few days), or None."""
+    from backtest_assets.specs import load_registry
+    from backtest_assets.walkforward.evaluate import windows
+
+    reg = load_registry()
+    n = ((st.end - st.start).days + 1) * reg.bars_per_day
+    try:
+        windows(n, reg.base_minutes, reg.walkforward, purge=0)
+    except ValueError as exc:
+        return f"walkforward.yaml does not fit study {st.name} ({n} bars): {exc}"
+    return None
+
+
+@dataclass
+class StudyLayers:
+    """When each layer of a study was last materialized, to run only what is stale: a layer
+    is stale when a partition of it is missing or older than what it reads."""
+
+    instance: DagsterInstance
+    study: str
+    resources_config: dict | None = None
+
+    def _catalog(self) -> list[str]:
+        frame = _read("strategy_blueprints", self.resources_config, study=self.study)
+        return [] if frame is None else frame["blueprint"].to_list()
+
+    def _partitions(self, asset: str) -> list[str]:
+        from backtest_assets.partitions import study_blueprint_key, study_event_type_key
+        from backtest_assets.specs import load_registry
+
+        if asset in ("event_quality_report", "phase2_report"):
+            reg = load_registry()
+            return [str(study_event_type_key(self.study, e))
+                    for e in reg.study_event_types(reg.studies[self.study])]
+        if asset in ("strategy_blueprints", "research_report", "promotion_decisions"):
+            return [self.study]
+        return [str(study_blueprint_key(self.study, n)) for n in self._catalog()]
+
+    def _record(self, asset: str, partition: str):
+        import dagster as dg
+
+        found = self.instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1).records
+        return found[0] if found else None
+
+    def _times(self, asset: str) -> list[float | None]:
+        return [None if (r := self._record(asset, p)) is None else r.timestamp
+                for p in self._partitions(asset)]
+
+    def latest_of(self, *assets: str) -> float:
+        return max([t for a in assets for t in self._times(a) if t is not None], default=0.0)
+
+    def data_built_at(self, st) -> float:
+        """When a day of the study's window (warm-up and look-ahead included) was last
+        built, from the warehouse's lineage records (0 before any)."""
+        from backtest_assets.core.lineage import LINEAGE_TABLE
+
+        frame = _read(LINEAGE_TABLE, self.resources_config)
+        if frame is None:
+            return 0.0
+        lo, hi = st.start - dt.timedelta(days=8), st.end + dt.timedelta(days=1)
+        mine = frame.filter(frame["symbol"].is_in(list(st.symbols))
+                            & frame["date"].is_between(lo, hi))
+        last = mine["built_at"].max()
+        return 0.0 if last is None else last.replace(tzinfo=dt.UTC).timestamp()
+
+    def stale_event_types(self, after: float) -> list[str]:
+        """Event types whose Gate E-1 (and, when it passed, Phase 2) is missing or older
+        than ``after``."""
+        todo = []
+        for key in self._partitions("event_quality_report"):
+            e1 = self._record("event_quality_report", key)
+            if e1 is None or e1.timestamp < after:
+                todo.append(key.split("|")[0])
+                continue
+            passed = e1.asset_materialization.metadata.get("passed")
+            p2 = self._record("phase2_report", key)
+            if passed is not None and passed.value and (p2 is None or p2.timestamp < e1.timestamp):
+                todo.append(key.split("|")[0])
+        return todo
+
+    def stale(self, first: str | None, assets: Sequence[str], after: float) -> bool:
+        """``first`` (one partition) or any partition of ``assets`` missing or older than
+        ``after``."""
+        times = [*(self._times(first) if first else []),
+                 *[t for a in assets for t in self._times(a)]]
+        return not times or any(t is None or t < after for t in times)
 
 
 def compare_studies(a: str, b: str, resources_config: dict | None = None) -> str:

@@ -288,7 +288,7 @@ def survivor(hyp: str, event_type: str, horizon: str, symbol: str) -> dict:
 
 def fdr_lands(instance, event_type: str, rows: list[dict]) -> None:
     instance.report_runless_asset_event(dg.AssetMaterialization(
-        "phase2_fdr", partition=event_type,
+        "phase2_fdr", partition=f"{event_type}|default",  # study x event type
         metadata={"survivors": len(rows), "survivor_rows": dg.MetadataValue.json(rows)}))
 
 
@@ -313,7 +313,7 @@ def test_blueprint_sensor_registers_new_survivors_once(instance):
     new_name = f"p2_{event_types[0]}_continuation_60m_all"
     assert sorted(add.partition_keys) == sorted([*baselines, new_name])
     (req,) = result.run_requests
-    assert req.job_name == "blueprints_job"
+    assert req.job_name == "blueprints_job" and req.partition_key == "default"
     # repeated tick, and a new materialization with the same survivors: nothing new
     again = tick_blueprints(instance, result.cursor)
     assert not requests_of(again) and not getattr(again, "dynamic_partitions_requests", None)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from backtest_assets.cli import Runner
+from backtest_assets.cli import Runner, register_study
 from backtest_assets.defs.backtest import assets as backtest_assets
 
 
@@ -15,11 +15,14 @@ def test_a_failed_run_prints_one_line_per_cause(data_root, instance, monkeypatch
                                                  verbose):
     monkeypatch.setattr(backtest_assets, "catalog", broken_catalog)
     runner = Runner(instance, verbose=verbose)
-    assert not runner.execute("blueprints_job", "strategy_blueprints")
+    assert register_study(runner, "default")  # the study's record, which the catalog checks
+    capsys.readouterr()
+    assert not runner.execute("blueprints_job", "strategy_blueprints", partition_key="default")
     out = capsys.readouterr()
     lines = out.out.strip().splitlines()
     assert lines[0].startswith("run ") and lines[0].endswith("FAILED in " + lines[0].split()[-1])
-    assert lines[1].startswith("  strategy_blueprints; tests/integration/test_cli_errors.py:"), \
+    assert lines[1].startswith("  strategy_blueprints; partition default; "
+                               "tests/integration/test_cli_errors.py:"), \
         out.out
     assert lines[1].endswith("ValueError: the catalog is broken on two lines"), out.out
     assert f"runs/{runner.failed_runs[0]}" in lines[-1], out.out

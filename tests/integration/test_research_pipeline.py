@@ -221,8 +221,8 @@ def test_discovery_finds_the_planted_effect_and_rejects_the_nulls(month):
 def test_discovery_refuses_an_event_type_that_failed_gate_e1(month):
     root, instance = month
     wh = WarehouseResource(data_root=str(root)).warehouse()
-    by_type = PartitionLayout(value_dims={"_key": "event_type"})
-    keys = by_type.boxes([{"_key": "funding_extreme"}])
+    by_type = PartitionLayout(value_dims={"study": "study", "event_type": "event_type"})
+    keys = by_type.boxes([{"study": "default", "event_type": "funding_extreme"}])
     verdict = wh.read("event_quality_report", by_type, keys)
     failed = verdict.with_columns(pl.lit(False).alias("passed"),
                                   pl.lit("prevalence 0.5 per 10k below 1").alias("reasons"))
@@ -230,7 +230,7 @@ def test_discovery_refuses_an_event_type_that_failed_gate_e1(month):
     try:
         runner = Runner(instance, warehouse_config(root), quiet=True)
         assert not runner.execute("discovery_job", "phase 2 only",
-                                  partition_key="funding_extreme",
+                                  partition_key="funding_extreme|default",
                                   assets=["phase2_candidates_raw", "phase2_pvals",
                                           "phase2_fdr", "phase2_report"])
         assert _step_failure(instance) == (
@@ -297,7 +297,8 @@ def test_backtests_of_every_blueprint_with_chart_and_reconciled_accounting(backt
     # Each blueprint partition carries its own curve and headline row.
     for name in ("momentum_v1", "p2_volatility_shock_continuation_60m_all"):
         (record,) = instance.fetch_materializations(dg.AssetRecordsFilter(
-            asset_key=dg.AssetKey("backtest_equity"), asset_partitions=[name]), limit=1).records
+            asset_key=dg.AssetKey("backtest_equity"), asset_partitions=[f"{name}|default"]),
+            limit=1).records
         own = record.asset_materialization.metadata
         rows = own["headline"].value.splitlines()[2:]
         assert len(rows) == 1 and rows[0].startswith(f"| {name} |"), rows
@@ -323,7 +324,7 @@ def test_backtest_refuses_a_blueprint_naming_an_unknown_feature(backtested):
         pl.col("blueprint") != "momentum_v1"), bad]), PartitionLayout(), None)
     try:
         runner = Runner(instance, warehouse_config(root), quiet=True)
-        assert not runner.execute("backtest_job", "bad", partition_key="momentum_v1")
+        assert not runner.execute("backtest_job", "bad", partition_key="momentum_v1|default")
         assert _step_failure(instance) == (
             "refused before simulating:\nmomentum_v1: entry.condition.feature: unknown "
             "feature 'ret_4800'")
@@ -440,7 +441,7 @@ def test_missing_funding_refuses_the_backtest_and_walk_forward_unless_the_study_
     try:
         runner = Runner(instance, warehouse_config(root), quiet=True)
         for job in ("backtest_job", "walkforward_job"):
-            assert not runner.execute(job, "gap", partition_key="momentum_v1")
+            assert not runner.execute(job, "gap", partition_key="momentum_v1|default")
             failure = _step_failure(instance)
             assert "funding: 1 funding print(s) missing" in failure, failure
             assert "BTCUSDT 1 missing (2024-01-10 08:00)" in failure, failure
@@ -455,7 +456,7 @@ def test_missing_funding_refuses_the_backtest_and_walk_forward_unless_the_study_
                                                    "allow_missing_funding: true"))
         allowed = Runner(instance, {**warehouse_config(root),
                                     "specs": {"config": {"specs_dir": str(specs)}}}, quiet=True)
-        assert allowed.execute("backtest_job", "allowed", partition_key="momentum_v1")
+        assert allowed.execute("backtest_job", "allowed", partition_key="momentum_v1|default")
         m = wh.read("backtest_metrics", PartitionLayout()).filter(
             pl.col("blueprint") == "momentum_v1").row(0, named=True)
         assert m["funding_missing"] == 1
