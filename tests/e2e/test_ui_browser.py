@@ -219,11 +219,29 @@ def test_phase2_survivors_are_a_table_on_the_fdr_partition(chromium, research_ui
     assert "dagster/row_count 24" in text, text[:3000]
 
 
+# Study x blueprint: Dagster answers per range of the primary dimension, with the other
+# dimension's statuses inside.
 CHECK_STATUSES = """{ assetNodeOrError(assetKey: {path: ["backtest_equity"]}) {
   ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks { name
-    partitionStatuses { ... on AssetCheckDefaultPartitionStatuses {
-      succeededPartitions failedPartitions skippedPartitions executionFailedPartitions
-    } } } } } } } }"""
+    partitionStatuses { ... on AssetCheckMultiPartitionStatuses { primaryDimensionName
+      ranges { primaryDimStartKey primaryDimEndKey secondaryDim {
+        ... on AssetCheckDefaultPartitionStatuses { succeededPartitions failedPartitions
+          skippedPartitions executionFailedPartitions } } } } } } } } } } }"""
+
+
+def check_statuses(check: dict, order: list[str]) -> dict[str, list[str]]:
+    """``blueprint|study`` keys by status, from a multi-partition check's ranges."""
+    statuses = check["partitionStatuses"]
+    primary = statuses["primaryDimensionName"]
+    out: dict[str, list[str]] = {}
+    for r in statuses["ranges"]:
+        lo, hi = order.index(r["primaryDimStartKey"]), order.index(r["primaryDimEndKey"])
+        for status, keys in r["secondaryDim"].items():
+            for first in order[lo:hi + 1]:
+                for other in keys:
+                    bp, st = (first, other) if primary == "blueprint" else (other, first)
+                    out.setdefault(status, []).append(f"{bp}|{st}")
+    return out
 
 
 def test_backtest_checks_pass_per_blueprint_partition_of_a_range_run(
@@ -239,11 +257,14 @@ def test_backtest_checks_pass_per_blueprint_partition_of_a_range_run(
     assert runs[0].tags["dagster/asset_partition_range_start"] == names[0]
     checks = research_ui.gql(CHECK_STATUSES)["assetNodeOrError"]["assetChecksOrError"]["checks"]
     assert sorted(c["name"] for c in checks) == ["pnl_reconciles", "schema"]
+    blueprints = [n.split("|")[0] for n in names]
     for c in checks:
-        statuses = c["partitionStatuses"]
-        assert sorted(statuses["succeededPartitions"]) == sorted(names), (c["name"], statuses)
-        assert not (statuses["skippedPartitions"] or statuses["failedPartitions"]
-                    or statuses["executionFailedPartitions"]), (c["name"], statuses)
+        statuses = check_statuses(c, blueprints if c["partitionStatuses"][
+            "primaryDimensionName"] == "blueprint" else ["certify"])
+        assert sorted(statuses.get("succeededPartitions", [])) == sorted(names), \
+            (c["name"], statuses)
+        assert not (statuses.get("skippedPartitions") or statuses.get("failedPartitions")
+                    or statuses.get("executionFailedPartitions")), (c["name"], statuses)
 
     # the asset's check panel: the latest evaluation of each check, with its partition
     url = f"{research_ui.base_url}/assets/backtest_equity?view=checks"

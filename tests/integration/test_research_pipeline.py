@@ -449,17 +449,27 @@ def test_missing_funding_refuses_the_backtest_and_walk_forward_unless_the_study_
             pl.col("blueprint") == "momentum_v1")
         assert after.equals(before)  # nothing written
 
+        # The default study's specs cannot change under it: a new study allows the gap.
         specs = tmp_path / "specs"
         shutil.copytree(REGISTRY.specs_dir, specs)
-        study = specs / "studies" / "default.yaml"
-        study.write_text(study.read_text().replace("allow_missing_funding: false",
-                                                   "allow_missing_funding: true"))
+        default = (specs / "studies" / "default.yaml").read_text()
+        (specs / "studies" / "gaps_allowed.yaml").write_text(
+            default.replace("name: default", "name: gaps_allowed")
+            .replace("allow_missing_funding: false", "allow_missing_funding: true"))
         allowed = Runner(instance, {**warehouse_config(root),
                                     "specs": {"config": {"specs_dir": str(specs)}}}, quiet=True)
-        assert allowed.execute("backtest_job", "allowed", partition_key="momentum_v1|default")
+        instance.add_dynamic_partitions("study", ["gaps_allowed"])
+        for job, key in (("study_job", "gaps_allowed"), ("blueprints_job", "gaps_allowed"),
+                         ("backtest_job", "momentum_v1|gaps_allowed")):
+            assert allowed.execute(job, "allowed", partition_key=key), job
         m = wh.read("backtest_metrics", PartitionLayout()).filter(
-            pl.col("blueprint") == "momentum_v1").row(0, named=True)
+            (pl.col("blueprint") == "momentum_v1") & (pl.col("study") == "gaps_allowed")
+        ).row(0, named=True)
         assert m["funding_missing"] == 1
+        # and the default study's rows are untouched
+        assert wh.read("backtest_metrics", PartitionLayout()).filter(
+            (pl.col("blueprint") == "momentum_v1") & (pl.col("study") == "default")
+        ).equals(before)
     finally:
         with wh.connect() as conn:
             conn.register("gone", gone.to_arrow())
