@@ -608,6 +608,30 @@ class StudyLayers:
         return not times or any(t is None or t < after for t in times)
 
 
+# Every table holding a study's rows (a ``study`` column), from its record to its report.
+STUDY_TABLES = ("study_record", "event_quality_report", "phase2_candidates_raw",
+                "phase2_inputs", "phase2_pvals", "phase2_fdr", "strategy_blueprints",
+                "backtest_trades", "backtest_equity", "backtest_metrics", "walkforward_folds",
+                "walkforward_results", "walkforward_equity", "walkforward_summary",
+                "promotion_decisions", "research_report")
+
+
+def forget_study(study: str, *, instance: DagsterInstance | None = None,
+                 resources_config: dict | None = None) -> dict[str, int]:
+    """Delete study ``study``'s rows from every research table (one transaction) and its
+    partition; other studies' rows and the market data are untouched, and its report files
+    stay on disk. Returns the rows deleted per table."""
+    from backtest_assets.partitions import STUDY_PARTITIONS
+    from backtest_assets.resources import WarehouseResource
+
+    config = ((resources_config or {}).get("warehouse") or {}).get("config", {})
+    deleted = WarehouseResource(**config).warehouse().delete_rows(STUDY_TABLES, "study", study)
+    instance = instance or Runner(quiet=True).instance
+    if instance.has_dynamic_partition(STUDY_PARTITIONS, study):
+        instance.delete_dynamic_partition(STUDY_PARTITIONS, study)
+    return deleted
+
+
 def compare_studies(a: str, b: str, resources_config: dict | None = None) -> str:
     """Studies ``a`` and ``b`` side by side (``reporting.compare``), as tables."""
     from backtest_assets.core.tables import render_table
@@ -768,6 +792,9 @@ def _parser() -> argparse.ArgumentParser:
     ra.add_argument("--end", type=dt.date.fromisoformat, help="last day included")
     ra.add_argument("--symbols", help="comma-separated (default: the universe's)")
     ra.add_argument("--source", choices=["synthetic", "binance"])
+    forget = sub.add_parser("forget-study", help="delete a study's results (every research "
+                                                 "table's rows of it) and its partition")
+    forget.add_argument("name")
     cmp = sub.add_parser("compare", help="two studies side by side: E-1 verdicts, Phase-2 "
                                          "survivors, backtests, walk-forward, promotions")
     cmp.add_argument("a", help="study A")
@@ -899,6 +926,12 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
         return True
     if args.cmd == "compare":
         print(compare_studies(args.a, args.b))
+        return True
+    if args.cmd == "forget-study":
+        deleted = forget_study(args.name)
+        print(f"study {args.name} forgotten: {sum(deleted.values()):,} rows deleted from "
+              f"{sum(1 for n in deleted.values() if n)} tables; its report files are kept; "
+              f"specs/studies/{args.name}.yaml stays (edit or delete it yourself)")
         return True
     if args.cmd in ("quality", "discover"):
         return quality(discover=args.cmd == "discover", verbose=verbose, study=study)

@@ -382,6 +382,26 @@ class Warehouse:
             "GROUP BY ALL) h USING (date, symbol)",
             {"asset": spec.asset, "version": spec.version, "run_id": lineage.run_id})
 
+    def delete_rows(self, tables: Sequence[str], column: str, value: str) -> dict[str, int]:
+        """Delete the rows whose ``column`` equals ``value`` from each of ``tables`` that
+        exists, in one transaction; returns the rows deleted per table."""
+        out: dict[str, int] = {}
+        with self.connect() as conn:
+            have = _tables(conn)
+            conn.begin()
+            try:
+                for table in tables:
+                    if table in have:
+                        (n,) = conn.execute(
+                            f"DELETE FROM {ident(table)} WHERE {ident(column)} = ?",  # noqa: S608
+                            [value]).fetchone()
+                        out[table] = int(n)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return out
+
     def _check_inside(self, conn: duckdb.DuckDBPyConnection, table: str, layout: PartitionLayout
                       ) -> None:
         match = _box_match("i", "k", layout)

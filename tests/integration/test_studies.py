@@ -135,3 +135,17 @@ def test_a_study_whose_specs_changed_is_refused_naming_the_file_and_hashes(two_s
         gates.write_text(original)
         _load_cached.cache_clear()
     assert cli.quality(["oi_flush"], study=A, instance=instance, quiet=True)
+
+
+def test_forgetting_a_study_deletes_its_rows_only(two_studies):
+    """Runs last: A is gone afterwards."""
+    instance, _ = two_studies
+    before = {t: rows(t, B) for t in RESEARCH_TABLES}
+    deleted = cli.forget_study(A, instance=instance)
+    assert deleted["study_record"] == 1 and deleted["phase2_fdr"] > 0
+    assert deleted["backtest_equity"] > 0 and set(deleted) >= set(RESEARCH_TABLES)
+    for t in RESEARCH_TABLES:
+        assert rows(t, A).is_empty(), t
+        assert rows(t, B).equals(before[t]), t
+    assert A not in instance.get_dynamic_partitions("study")
+    assert B in instance.get_dynamic_partitions("study")
