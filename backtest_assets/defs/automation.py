@@ -35,6 +35,7 @@ from backtest_assets.defs.jobs import (
 from backtest_assets.defs.shared import root_cause
 from backtest_assets.partitions import (
     BLUEPRINT_PARTITIONS,
+    STUDY_PARTITIONS,
     UNIVERSE,
     last_partition_day,
     study_event_type_partitions_def,
@@ -208,6 +209,21 @@ def blueprint_partitions_sensor(context: dg.SensorEvaluationContext,
         run_requests=requests, cursor=cursor)
 
 
+@dg.sensor(
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every study of specs/studies becomes a partition of the dynamic study "
+                "partitions, so the UI can materialize it (its record, then its layers).",
+)
+def study_partitions_sensor(context: dg.SensorEvaluationContext, specs: SpecRegistryResource):
+    known = set(context.instance.get_dynamic_partitions(STUDY_PARTITIONS))
+    new = [name for name in specs.registry().studies if name not in known]
+    if not new:
+        return dg.SkipReason(f"every study of specs/studies is a partition ({len(known)})")
+    return dg.SensorResult(dynamic_partitions_requests=[
+        dg.AddDynamicPartitionsRequest(STUDY_PARTITIONS, new)])
+
+
 def freshness_expectation(now: dt.datetime) -> dt.date:
     """The latest day whose partitions must be ingested at ``now``: yesterday once today's
     deadline (06:00 UTC) has passed, the day before until then."""
@@ -290,6 +306,6 @@ defs = dg.Definitions(
     jobs=[freshness_job],
     schedules=[daily_ingest_schedule, freshness_schedule],
     sensors=[binance_archive_sensor, downstream_automation, blueprint_partitions_sensor,
-             run_failure_recorder],
+             study_partitions_sensor, run_failure_recorder],
     asset_checks=freshness_checks,
 )

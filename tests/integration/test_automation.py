@@ -330,6 +330,18 @@ def test_blueprint_sensor_registers_new_survivors_once(instance):
     assert len(instance.get_dynamic_partitions(BLUEPRINT_PARTITIONS)) == len(baselines) + 2
 
 
+def test_study_sensor_registers_every_study_of_the_specs_once(instance):
+    context = dg.build_sensor_context(instance=instance,
+                                      resources={"specs": SpecRegistryResource()})
+    result = automation.study_partitions_sensor(context)
+    (add,) = result.dynamic_partitions_requests
+    assert sorted(add.partition_keys) == sorted(REGISTRY.studies)
+    instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
+    again = automation.study_partitions_sensor(dg.build_sensor_context(
+        instance=instance, resources={"specs": SpecRegistryResource()}))
+    assert isinstance(again, dg.SkipReason)
+
+
 # ------------------------------------------------------------------ freshness and failures
 
 def test_freshness_deadline_is_six_utc():
