@@ -42,19 +42,25 @@ _VERBOSE_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 UI_RUN_URL = "http://127.0.0.1:3000/runs/{run_id}"
 
 
+def adjacent_blocks(items: Sequence[str], order: Sequence[str]) -> list[list[str]]:
+    """``items`` (each in ``order``) split into runs adjacent in ``order``: a range run
+    cannot skip a key in between."""
+    index = {n: i for i, n in enumerate(order)}
+    blocks: list[list[str]] = []
+    for item in sorted(set(items), key=index.__getitem__):
+        if blocks and index[blocks[-1][-1]] == index[item] - 1:
+            blocks[-1].append(item)
+        else:
+            blocks.append([item])
+    return blocks
+
+
 def symbol_blocks(selected: Sequence[str], universe: Sequence[str]) -> list[list[str]]:
     """Split ``selected`` into blocks adjacent in ``universe`` (one range run each)."""
     unknown = sorted(set(selected) - set(universe))
     if unknown:
         raise SystemExit(f"unknown symbol(s) {unknown}: specs/universe.yaml has {list(universe)}")
-    idx = sorted(universe.index(s) for s in set(selected))
-    blocks: list[list[str]] = []
-    for i in idx:
-        if blocks and universe.index(blocks[-1][-1]) == i - 1:
-            blocks[-1].append(universe[i])
-        else:
-            blocks.append([universe[i]])
-    return blocks
+    return adjacent_blocks(selected, universe)
 
 
 # Checks whose failure is a research verdict (Gate E-1 closed for an event type): the report
@@ -370,18 +376,6 @@ def quality(event_types: Sequence[str] | None = None, *, resources_config: dict 
     return runner.ok
 
 
-def _blocks(names: Sequence[str], order: Sequence[str]) -> list[list[str]]:
-    """``names`` split into runs adjacent in ``order`` (a range run cannot skip a key)."""
-    index = {n: i for i, n in enumerate(order)}
-    blocks: list[list[str]] = []
-    for name in sorted(names, key=index.__getitem__):
-        if blocks and index[blocks[-1][-1]] == index[name] - 1:
-            blocks[-1].append(name)
-        else:
-            blocks.append([name])
-    return blocks
-
-
 def backtest(blueprints: Sequence[str] | None = None, *, resources_config: dict | None = None,
              quiet: bool = False, instance: DagsterInstance | None = None,
              job: str = "backtest_job", verbose: bool = False, study: str = "default") -> bool:
@@ -406,7 +400,7 @@ def backtest(blueprints: Sequence[str] | None = None, *, resources_config: dict 
         raise SystemExit(f"blueprints {unknown} are not in study {study}'s catalog: "
                          f"{', '.join(mine)}")
     order = runner.instance.get_dynamic_partitions(BLUEPRINT_PARTITIONS)
-    for block in _blocks(blueprints or mine, order):
+    for block in adjacent_blocks(blueprints or mine, order):
         first, last = (str(study_blueprint_key(study, n)) for n in (block[0], block[-1]))
         label = f"{what} {study} {block[0]}" if len(block) == 1 else \
             f"{what} {study} {len(block)} blueprints"
