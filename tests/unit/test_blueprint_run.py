@@ -263,3 +263,37 @@ def test_a_survivor_trades_its_full_weight_thanks_to_the_leverage_headroom():
     m1 = at_1x.metrics.row(0, named=True)
     assert m1["rejected_insufficient_margin"] >= 5
     assert m1["trades"] + m1["rejected_insufficient_margin"] == m["trades"]
+
+
+def test_study_data_reads_bars_in_time_order_whatever_order_the_table_holds(tmp_path):
+    """Found by a 2-year study: a scan of a large table returns rows in no particular order,
+    and the panel refuses unsorted bars. Here the table holds them shuffled on purpose."""
+    from backtest_assets.defs.backtest.market import StudyData
+    from backtest_assets.defs.shared import symbol_layout
+    from backtest_assets.warehouse import Warehouse
+
+    rng = np.random.default_rng(5)
+    ts = [T0 + dt.timedelta(minutes=5 * k) for k in range(N)]
+    bars = pl.concat([random_walk_frame(rng, s, ts, 40_000.0) for s in ("BTCUSDT", "ETHUSDT")])
+    shuffled = bars.with_columns(market=pl.lit("perp")).sample(fraction=1.0, shuffle=True,
+                                                               seed=3)
+    funding = pl.DataFrame({"symbol": ["BTCUSDT", "ETHUSDT"],
+                            "ts": [T0 + dt.timedelta(hours=8)] * 2, "funding_rate": [1e-4] * 2})
+    wh = Warehouse(tmp_path / "w.duckdb")
+    wh.replace(f"bars_{REG.universe.base_interval}", shuffled, symbol_layout("ts_open"), None)
+    wh.replace("raw_funding_rates", funding, symbol_layout("ts"), None)
+    feature = momentum().entry.condition.feature
+    wh.replace("pit_features", shuffled.select("symbol", "ts_open",
+                                               pl.col("close").alias(feature)),
+               symbol_layout("ts_open"), None)
+    with wh.connect(read_only=True) as conn:  # the table does hold them out of order
+        stored = conn.sql(f"SELECT ts_open FROM bars_{REG.universe.base_interval}").pl()  # noqa: S608
+    assert not stored["ts_open"].is_sorted()
+    study = dataclasses.replace(REG.default_study, start=T0.date(),
+                                end=(T0 + dt.timedelta(days=1)).date())
+    data = StudyData.read(wh, study, [momentum()])
+    for frame in (data.bars, data.features):
+        for _, own in frame.group_by("symbol"):
+            assert own["ts_open"].is_sorted()
+    assert data.bars.height == bars.height
+    data.for_blueprint(momentum(), REG.base_minutes)  # the panel accepts them

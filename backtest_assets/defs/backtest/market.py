@@ -35,16 +35,19 @@ class StudyData:
              ) -> StudyData:
         symbols = sorted({s for bp in blueprints for s in bp.symbols})
         boxes = study_boxes(symbols, study.start, study.end)
-        bars = wh.read(BASE_BARS, symbol_layout("ts_open"), boxes).filter(
-            pl.col("market") == "perp")
+        # in time order: a scan of a large table returns rows in no particular order
+        by_bar, by_ts = ("symbol", "ts_open"), ("symbol", "ts")
+        bars = wh.read(BASE_BARS, symbol_layout("ts_open"), boxes,
+                       order_by=(*by_bar, "market")).filter(pl.col("market") == "perp")
         wanted = sorted({bp.entry.condition.feature for bp in blueprints
                          if bp.entry.condition})
-        feats = wh.read("pit_features", symbol_layout("ts_open"), boxes).select(
-            "symbol", "ts_open", *wanted) if wanted else None
-        events = wh.read("event_table", symbol_layout("ts"), boxes) \
+        feats = wh.read("pit_features", symbol_layout("ts_open"), boxes,
+                        order_by=by_bar).select("symbol", "ts_open", *wanted) if wanted else None
+        events = wh.read("event_table", symbol_layout("ts"), boxes,
+                         order_by=(*by_ts, "event_type")) \
             if any(bp.entry.event for bp in blueprints) else None
-        funding = wh.read("raw_funding_rates", symbol_layout("ts"), boxes).select(
-            "symbol", "ts", "funding_rate")
+        funding = wh.read("raw_funding_rates", symbol_layout("ts"), boxes,
+                          order_by=by_ts).select("symbol", "ts", "funding_rate")
         return cls(bars, feats, events, funding, boxes[0].start, boxes[0].end)
 
     def for_blueprint(self, bp: StrategySpec, base_minutes: int
