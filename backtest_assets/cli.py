@@ -427,8 +427,7 @@ def ensure_study(name: str, *, start: dt.date | None = None, end: dt.date | None
                  symbols: Sequence[str] | None = None, source: str | None = None):
     """The spec of study ``name``: the existing one (refused if the arguments given say
     otherwise), or a new ``specs/studies/<name>.yaml`` written from them."""
-    from backtest_assets.specs import default_specs_dir, load_registry
-    from backtest_assets.specs.registry import _load_cached
+    from backtest_assets.specs import default_specs_dir, load_registry, reload_registries
 
     reg = load_registry()
     asked = {"start": start, "end": end, "symbols": tuple(symbols) if symbols else None,
@@ -456,12 +455,12 @@ def ensure_study(name: str, *, start: dt.date | None = None, end: dt.date | None
     tmp.write_text(text, encoding="utf-8")
     try:
         os.replace(tmp, path)
-        _load_cached.cache_clear()
+        reload_registries()
         return load_registry().studies[name]  # checked like any spec file
     except Exception:
         path.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
-        _load_cached.cache_clear()
+        reload_registries()
         raise
 
 

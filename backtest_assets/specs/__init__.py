@@ -10,7 +10,13 @@ from backtest_assets.specs.models import (
     UniverseSpec,
     interval_minutes,
 )
-from backtest_assets.specs.registry import SpecRegistry, default_specs_dir, lint, load_registry
+from backtest_assets.specs.registry import (
+    SpecRegistry,
+    default_specs_dir,
+    lint,
+    load_registry,
+    reload_registries,
+)
 
 __all__ = [
     "INTERVALS",
@@ -26,5 +32,6 @@ __all__ = [
     "interval_minutes",
     "lint",
     "load_registry",
+    "reload_registries",
     "spec_hash",
 ]

@@ -368,6 +368,12 @@ def _load_cached(specs_dir: Path) -> SpecRegistry:
     return SpecRegistry.load(specs_dir)
 
 
+def reload_registries() -> None:
+    """Forget every loaded registry: the next :func:`load_registry` reads the files again
+    (after a spec file was written, e.g. a new study)."""
+    _load_cached.cache_clear()
+
+
 def load_registry(specs_dir: Path | str | None = None) -> SpecRegistry:
     """The registry for ``specs_dir`` (default: :func:`default_specs_dir`), loaded once."""
     return _load_cached(Path(specs_dir or default_specs_dir()).resolve())

@@ -16,7 +16,7 @@ import pytest
 from backtest_assets import cli
 from backtest_assets.certify import prepare
 from backtest_assets.resources import WarehouseResource
-from backtest_assets.specs.registry import _load_cached
+from backtest_assets.specs import reload_registries
 
 A, B = "week_all", "week_eth_sol"
 SYMBOLS = {A: ["BTCUSDT", "ETHUSDT", "SOLUSDT"], B: ["ETHUSDT", "SOLUSDT"]}
@@ -53,13 +53,13 @@ def two_studies(tmp_path_factory):
         (specs / "studies" / f"{name}.yaml").write_text(
             f"name: {name}\nstart: {start}\nend: {end}\n"
             f"symbols: [{', '.join(SYMBOLS[name])}]\nsource: synthetic\n")
-    _load_cached.cache_clear()
+    reload_registries()
     with dg.DagsterInstance.get() as instance:
         for name in (A, B):
             assert cli.run_all(name, instance=instance, quiet=True, resources_config=CONFIG)
         yield instance, specs
     mp.undo()
-    _load_cached.cache_clear()
+    reload_registries()
 
 
 def test_each_study_holds_its_own_rows_in_every_layer(two_studies):
@@ -125,15 +125,19 @@ def test_a_study_whose_specs_changed_is_refused_naming_the_file_and_hashes(two_s
     recorded = json.loads(rows("study_record", A)["spec_hashes"][0])["gates.yaml"]
     try:
         gates.write_text(original.replace("min_sample: 5", "min_sample: 6"))
-        _load_cached.cache_clear()
+        reload_registries()
         assert not cli.quality(["oi_flush"], study=A, instance=instance)
         out = capsys.readouterr().out
         assert f"study '{A}' was recorded from other specs than today's" in out, out
         assert f"gates.yaml: recorded {recorded[:12]}, now " in out, out
         assert "give the changed study a new name" in out
+        # the record itself is not re-made from the changed specs either
+        assert not cli.Runner(instance, quiet=True).execute("study_job", "again",
+                                                            partition_key=A)
+        assert json.loads(rows("study_record", A)["spec_hashes"][0])["gates.yaml"] == recorded
     finally:
         gates.write_text(original)
-        _load_cached.cache_clear()
+        reload_registries()
     assert cli.quality(["oi_flush"], study=A, instance=instance, quiet=True)
 
 

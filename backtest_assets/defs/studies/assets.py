@@ -8,7 +8,6 @@ files, and so is every research asset of the study (:func:`recorded_study`).
 
 
 import datetime as dt
-import json
 
 import dagster as dg
 import polars as pl
@@ -17,7 +16,6 @@ from backtest_assets.core.studies import (
     RECORDS_TABLE,
     StudyDriftError,
     check_unchanged,
-    drift,
     record_of,
 )
 from backtest_assets.core.traceability import code_commit
@@ -75,13 +73,12 @@ def study_record(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
         raise dg.Failure(description=str(exc).strip('"')) from None
     stored = stored_record(warehouse.warehouse(), name)
     if stored is not None and not stored.is_empty():
-        changed = drift(json.loads(stored["spec_hashes"][0]), record.spec_hashes)
-        if changed:
+        try:
+            check_unchanged(name, stored, record)
+        except StudyDriftError as exc:
             yield dg.AssetCheckResult(check_name="specs_unchanged", passed=False,
-                                      description="; ".join(changed))
-            raise dg.Failure(description=f"study {name!r} was recorded from other specs: "
-                                         f"{'; '.join(changed)}; give the changed study a new "
-                                         "name, or forget the old one (forget-study)")
+                                      description=str(exc))
+            raise dg.Failure(description=str(exc)) from None
         frame = stored  # the first record stands
     else:
         frame = record.frame(code_commit(), dt.datetime.now(dt.UTC).replace(tzinfo=None))
