@@ -46,29 +46,30 @@ def _columns(schema: dict[str, pl.DataType], nullable: frozenset[str] = frozense
     return cols
 
 
-# Every research table carries the study its rows belong to.
-_STUDY = {"study": pa.Column(pl.String)}
+# Every research table carries the study its rows belong to (the backtest and walk-forward
+# models use it too).
+STUDY_COLUMN = {"study": pa.Column(pl.String)}
 
 # No bars: no prevalence; no events: no join rate.
 E1_REPORT = pa.DataFrameSchema(
-    {**_STUDY, **_columns(REPORT_SCHEMA, frozenset({"prevalence_per_10k", "join_rate"}))},
+    {**STUDY_COLUMN, **_columns(REPORT_SCHEMA, frozenset({"prevalence_per_10k", "join_rate"}))},
     strict=True, name="event_quality_report")
 
 PHASE2_CANDIDATES = pa.DataFrameSchema(
-    {**_STUDY, **_columns(SAMPLE_SCHEMA, frozenset({"regime"})),
+    {**STUDY_COLUMN, **_columns(SAMPLE_SCHEMA, frozenset({"regime"})),
      "direction": pa.Column(pl.Int8, pa.Check.isin([-1, 1])),
      "regime": pa.Column(pl.String, pa.Check.isin(["high", "low"]), nullable=True)},
     strict=True, name="phase2_candidates_raw")
 
 _STATUS = pa.Column(pl.String, pa.Check.isin([TESTED, INSUFFICIENT, UNTESTABLE]))
 PHASE2_PVALS = pa.DataFrameSchema(
-    {**_STUDY, **_columns(PVALS_SCHEMA, _NULLABLE_STATS), "status": _STATUS},
+    {**STUDY_COLUMN, **_columns(PVALS_SCHEMA, _NULLABLE_STATS), "status": _STATUS},
     strict=True, name="phase2_pvals")
 
 # The FDR table: the p-values' columns and the gates'; one net_<m>x column per cost
 # multiplier of specs/fees.yaml (so not strict), each a Float64.
 PHASE2_FDR = pa.DataFrameSchema(
-    {**_STUDY, **_columns(PVALS_SCHEMA, _NULLABLE_STATS), "status": _STATUS,
+    {**STUDY_COLUMN, **_columns(PVALS_SCHEMA, _NULLABLE_STATS), "status": _STATUS,
      **_columns({"q": pl.Float64(), "slice_share": pl.Float64(), "slices": pl.UInt32(),
                  "regime_share": pl.Float64(), "regimes": pl.UInt32()}, _NULLABLE_STATS),
      "fdr_method": pa.Column(pl.String, pa.Check.isin(["bh", "by"])),

@@ -10,6 +10,7 @@ import polars as pl
 
 from backtest_assets.defs.shared import blocking_checks, check_result, schema_result
 from backtest_assets.partitions import study_blueprint_partitions_def, study_partitions_def
+from backtest_assets.schemas.research import STUDY_COLUMN
 
 BLUEPRINT_CHECKS = [dg.AssetCheckSpec(
     "blueprints_valid", asset="strategy_blueprints", blocking=True,
@@ -37,9 +38,8 @@ BACKTEST_CHECKS = [
     }),
 ]
 
-_STUDY = {"study": pa.Column(pl.String)}
 TRADES_MODEL = pa.DataFrameSchema({
-    **_STUDY, "blueprint": pa.Column(pl.String), "symbol": pa.Column(pl.String),
+    **STUDY_COLUMN, "blueprint": pa.Column(pl.String), "symbol": pa.Column(pl.String),
     "entry_ts": pa.Column(pl.Datetime("us")), "exit_ts": pa.Column(pl.Datetime("us"),
                                                                     nullable=True),
     "entry_bar": pa.Column(pl.Int64), "exit_bar": pa.Column(pl.Int64, nullable=True),
@@ -52,7 +52,7 @@ TRADES_MODEL = pa.DataFrameSchema({
     "exit_reason": pa.Column(pl.String),
 }, strict=True)
 EQUITY_MODEL = pa.DataFrameSchema({
-    **_STUDY, "blueprint": pa.Column(pl.String), "ts": pa.Column(pl.Datetime("us")),
+    **STUDY_COLUMN, "blueprint": pa.Column(pl.String), "ts": pa.Column(pl.Datetime("us")),
     "equity": pa.Column(pl.Float64), "cash": pa.Column(pl.Float64),
     "exposure": pa.Column(pl.Float64, pa.Check.ge(0)),
     "drawdown": pa.Column(pl.Float64, pa.Check.le(0)),
@@ -60,7 +60,7 @@ EQUITY_MODEL = pa.DataFrameSchema({
     "funding": pa.Column(pl.Float64),
 }, strict=True, unique=["blueprint", "ts"])
 METRICS_MODEL = pa.DataFrameSchema({
-    **_STUDY, "blueprint": pa.Column(pl.String, unique=True),
+    **STUDY_COLUMN, "blueprint": pa.Column(pl.String, unique=True),
     "init_cash": pa.Column(pl.Float64, pa.Check.gt(0)),
     "total_return": pa.Column(pl.Float64), "sharpe": pa.Column(pl.Float64, nullable=True),
     "max_drawdown": pa.Column(pl.Float64, pa.Check.le(0)),

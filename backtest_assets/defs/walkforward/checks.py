@@ -10,6 +10,7 @@ import polars as pl
 
 from backtest_assets.defs.shared import blocking_checks, check_result, schema_result
 from backtest_assets.partitions import study_blueprint_partitions_def
+from backtest_assets.schemas.research import STUDY_COLUMN
 from backtest_assets.walkforward import folds as F
 
 
@@ -37,9 +38,8 @@ WALKFORWARD_CHECKS = [
     }),
 ]
 
-_STUDY = {"study": pa.Column(pl.String)}
 FOLDS_MODEL = pa.DataFrameSchema({
-    **_STUDY, "blueprint": pa.Column(pl.String), "kind": pa.Column(pl.String, pa.Check.isin(
+    **STUDY_COLUMN, "blueprint": pa.Column(pl.String), "kind": pa.Column(pl.String, pa.Check.isin(
         ["rolling", "anchored", "cpcv"])),
     "fold": pa.Column(pl.Int64, pa.Check.ge(0)),
     "role": pa.Column(pl.String, pa.Check.isin(["train", "test"])),
@@ -62,7 +62,7 @@ RESULTS_MODEL = pa.DataFrameSchema({
     "trades": pa.Column(pl.Int64, nullable=True),
 })
 EQUITY_MODEL = pa.DataFrameSchema({
-    **_STUDY, "blueprint": pa.Column(pl.String), "fold": pa.Column(pl.Int64),
+    **STUDY_COLUMN, "blueprint": pa.Column(pl.String), "fold": pa.Column(pl.Int64),
     "ts": pa.Column(pl.Datetime("us")), "equity": pa.Column(pl.Float64),
     "drawdown": pa.Column(pl.Float64, pa.Check.le(0)),
 }, strict=True, unique=["blueprint", "ts"])
