@@ -21,9 +21,12 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from backtest_assets.console import error_location, exception_location, one_line, progress
@@ -40,6 +43,20 @@ REPO = Path(__file__).resolve().parents[1]
 _QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 _VERBOSE_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 UI_RUN_URL = "http://127.0.0.1:3000/runs/{run_id}"
+# Tags every run the CLI's functions launch carries besides their own (:func:`tagged`).
+_EXTRA_TAGS: ContextVar[Mapping[str, str]] = ContextVar("extra_run_tags",
+                                                     default=MappingProxyType({}))
+
+
+@contextmanager
+def tagged(tags: Mapping[str, str]) -> Iterator[None]:
+    """Within this block every run launched here also carries ``tags`` (e.g. the run of
+    ``run_all_job`` that launched them)."""
+    token = _EXTRA_TAGS.set({**_EXTRA_TAGS.get(), **tags})
+    try:
+        yield
+    finally:
+        _EXTRA_TAGS.reset(token)
 
 
 def adjacent_blocks(items: Sequence[str], order: Sequence[str]) -> list[list[str]]:
@@ -119,7 +136,8 @@ class Runner:
                 job = job.get_subset(asset_selection=keys, asset_check_selection={
                     c for k in keys for c in defs.resolve_assets_def(k).check_keys})
             result = job.execute_in_process(
-                instance=self.instance, tags={**owner_tags(), **(tags or {})},
+                instance=self.instance,
+                tags={**owner_tags(), **_EXTRA_TAGS.get(), **(tags or {})},
                 partition_key=partition_key, raise_on_error=False, run_config=run_config,
                 run_id=run_id)
         failed_checks = []
@@ -207,7 +225,7 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
     ``rebuild``; the keys an asset reads are built first. Assets with the same keys to build
     share a run (one per rectangle of days x symbols). Prints which keys were built and why.
     """
-    from backtest_assets.partitions import REGISTRY, UNIVERSE, last_partition_day
+    from backtest_assets.partitions import UNIVERSE, last_partition_day
 
     first, last = UNIVERSE.start_date, last_partition_day()
     if last is None or start < first or end > last:
@@ -215,15 +233,7 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
                          "universe's start_date to yesterday UTC, or its end_date)")
     chosen = [s for b in symbol_blocks(symbols or UNIVERSE.symbol_names, UNIVERSE.symbol_names)
               for s in b]
-    features_start = max(start - dt.timedelta(days=1), first)
-    bars_start = max(features_start - dt.timedelta(days=REGISTRY.feature_warmup_days), first)
-    bars_end = min(end + dt.timedelta(days=1), last)
-    if not research:
-        bars_start, bars_end = start, end
-    windows = {**dict.fromkeys(MARKET_ASSETS, (bars_start, bars_end))}
-    if research:
-        windows.update(pit_features=(features_start, end), forward_labels=(features_start, end),
-                       event_table=(start, end))
+    windows = data_windows(start, end, research=research)
     requested = {a: [(lo + dt.timedelta(days=i), s) for s in chosen
                      for i in range((hi - lo).days + 1)] for a, (lo, hi) in windows.items()}
     runner = Runner(instance, resources_config, quiet, verbose)
@@ -232,6 +242,23 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
         print(_built_table(built, sum(len(k) for k in requested.values()), rebuild))
         print(runner.check_table())
     return runner.ok
+
+
+def data_windows(start: dt.date, end: dt.date, *, research: bool = True
+                 ) -> dict[str, tuple[dt.date, dt.date]]:
+    """The days (first, last) of each date x symbol asset that a study of [start, end] reads
+    (:func:`run`), within the universe's partitions."""
+    from backtest_assets.partitions import REGISTRY, UNIVERSE, last_partition_day
+
+    first, last = UNIVERSE.start_date, last_partition_day()
+    if not research:
+        return dict.fromkeys(MARKET_ASSETS, (start, end))
+    features_start = max(start - dt.timedelta(days=1), first)
+    bars_start = max(features_start - dt.timedelta(days=REGISTRY.feature_warmup_days), first)
+    bars_end = min(end + dt.timedelta(days=1), last)
+    return {**dict.fromkeys(MARKET_ASSETS, (bars_start, bars_end)),
+            "pit_features": (features_start, end), "forward_labels": (features_start, end),
+            "event_table": (start, end)}
 
 
 def _build_stale(runner: Runner, requested: dict[str, list], resources_config: dict | None,
@@ -424,14 +451,15 @@ def report(*, resources_config: dict | None = None, quiet: bool = False,
 
 
 def ensure_study(name: str, *, start: dt.date | None = None, end: dt.date | None = None,
-                 symbols: Sequence[str] | None = None, source: str | None = None):
+                 symbols: Sequence[str] | None = None, source: str | None = None,
+                 compare_with: Sequence[str] | None = None):
     """The spec of study ``name``: the existing one (refused if the arguments given say
     otherwise), or a new ``specs/studies/<name>.yaml`` written from them."""
     from backtest_assets.specs import default_specs_dir, load_registry, reload_registries
 
     reg = load_registry()
     asked = {"start": start, "end": end, "symbols": tuple(symbols) if symbols else None,
-             "source": source}
+             "source": source, "compare_with": tuple(compare_with) if compare_with else None}
     if name in reg.studies:
         st = reg.studies[name]
         differ = [f"{k} {v} (the study has {getattr(st, k)})" for k, v in asked.items()
@@ -450,7 +478,8 @@ def ensure_study(name: str, *, start: dt.date | None = None, end: dt.date | None
     text = (f"# Created by `python -m backtest_assets run-all --study {name}` on "
             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.\nname: {name}\nstart: {start}\n"
             f"end: {end}\nsymbols: [{', '.join(syms)}]\n"
-            + (f"source: {source}\n" if source else ""))
+            + (f"source: {source}\n" if source else "")
+            + (f"compare_with: [{', '.join(compare_with)}]\n" if compare_with else ""))
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     try:
@@ -466,12 +495,14 @@ def ensure_study(name: str, *, start: dt.date | None = None, end: dt.date | None
 
 def run_all(study: str, *, start: dt.date | None = None, end: dt.date | None = None,
             symbols: Sequence[str] | None = None, source: str | None = None,
+            compare_with: Sequence[str] | None = None,
             resources_config: dict | None = None, instance: DagsterInstance | None = None,
             quiet: bool = False, verbose: bool = False) -> bool:
     """The whole pipeline for one study: its data days (warm-up and label look-ahead
     included), its record, Gate E-1 and Phase 2, blueprints, backtests, walk-forward,
     promotion and the report; what is up to date is not built again."""
-    st = ensure_study(study, start=start, end=end, symbols=symbols, source=source)
+    st = ensure_study(study, start=start, end=end, symbols=symbols, source=source,
+                      compare_with=compare_with)
     config = dict(resources_config or {})
     if st.source:
         config["market_source"] = {"config": {
@@ -502,6 +533,8 @@ def run_all(study: str, *, start: dt.date | None = None, end: dt.date | None = N
     if ok and not too_short and layers.stale("strategy_blueprints", ["walkforward_summary"], t):
         ok, ran = backtest(study=study, job="walkforward_job", **args), True
     t = max(t, layers.latest_of("walkforward_summary"))
+    for other in st.compare_with:  # the report's compare section reads their results too
+        t = max(t, StudyLayers(instance, other, config or None).latest_of(*COMPARED))
     if ok and layers.stale(None, ["research_report"], t):
         ok, ran = report(study=study, **args), True
     if ok and not ran and not quiet:
@@ -546,7 +579,8 @@ class StudyLayers:
             reg = load_registry()
             return [str(study_event_type_key(self.study, e))
                     for e in reg.study_event_types(reg.studies[self.study])]
-        if asset in ("strategy_blueprints", "research_report", "promotion_decisions"):
+        if asset in ("study_record", "strategy_blueprints", "research_report",
+                     "promotion_decisions"):
             return [self.study]
         return [str(study_blueprint_key(self.study, n)) for n in self._catalog()]
 
@@ -565,16 +599,20 @@ class StudyLayers:
         return max([t for a in assets for t in self._times(a) if t is not None], default=0.0)
 
     def data_built_at(self, st) -> float:
-        """When a day of the study's window (warm-up and look-ahead included) was last
-        built, from the warehouse's lineage records (0 before any)."""
+        """When a key the study reads (each asset's days of :func:`data_windows`: warm-up
+        and label look-ahead included) was last built, from the warehouse's lineage records
+        (0 before any)."""
+        import polars as pl
+
         from backtest_assets.core.lineage import LINEAGE_TABLE
 
         frame = _read(LINEAGE_TABLE, self.resources_config)
         if frame is None:
             return 0.0
-        lo, hi = st.start - dt.timedelta(days=8), st.end + dt.timedelta(days=1)
-        mine = frame.filter(frame["symbol"].is_in(list(st.symbols))
-                            & frame["date"].is_between(lo, hi))
+        read = pl.lit(False)
+        for asset, (lo, hi) in data_windows(st.start, st.end).items():
+            read |= (pl.col("asset") == asset) & pl.col("date").is_between(lo, hi)
+        mine = frame.filter(pl.col("symbol").is_in(list(st.symbols)) & read)
         last = mine["built_at"].max()
         return 0.0 if last is None else last.replace(tzinfo=dt.UTC).timestamp()
 
@@ -601,6 +639,9 @@ class StudyLayers:
         return not times or any(t is None or t < after for t in times)
 
 
+# The layers of another study that a report's compare section reads.
+COMPARED = ("study_record", "event_quality_report", "phase2_report", "backtest_metrics",
+            "walkforward_summary", "promotion_decisions")
 # Every table holding a study's rows (a ``study`` column), from its record to its report.
 STUDY_TABLES = ("study_record", "event_quality_report", "phase2_candidates_raw",
                 "phase2_inputs", "phase2_pvals", "phase2_fdr", "strategy_blueprints",
@@ -628,20 +669,15 @@ def forget_study(study: str, *, instance: DagsterInstance | None = None,
 def compare_studies(a: str, b: str, resources_config: dict | None = None) -> str:
     """Studies ``a`` and ``b`` side by side (``reporting.compare``), as tables."""
     from backtest_assets.core.tables import render_table
-    from backtest_assets.reporting.compare import compare
+    from backtest_assets.reporting.compare import compare_from
 
-    tables = {name: _read(name, resources_config) for name in (
-        "study_record", "event_quality_report", "phase2_fdr", "backtest_metrics",
-        "walkforward_summary", "promotion_decisions")}
-    if tables["study_record"] is None or not {a, b} <= set(tables["study_record"]["study"]):
-        have = [] if tables["study_record"] is None else \
-            sorted(tables["study_record"]["study"].unique())
+    records = _read("study_record", resources_config)
+    if records is None or not {a, b} <= set(records["study"]):
+        have = [] if records is None else sorted(records["study"].unique())
         raise SystemExit(f"compare needs two recorded studies; the warehouse has "
                          f"{', '.join(have) or 'none'} (python -m backtest_assets run-all "
                          "--study NAME)")
-    c = compare(a, b, records=tables["study_record"], e1=tables["event_quality_report"],
-                fdr=tables["phase2_fdr"], metrics=tables["backtest_metrics"],
-                summary=tables["walkforward_summary"], decisions=tables["promotion_decisions"])
+    c = compare_from(a, b, lambda table: _read(table, resources_config))
 
     def block(title: str, frame, cols: list[Col]) -> str:
         if frame.is_empty():
@@ -785,6 +821,8 @@ def _parser() -> argparse.ArgumentParser:
     ra.add_argument("--end", type=dt.date.fromisoformat, help="last day included")
     ra.add_argument("--symbols", help="comma-separated (default: the universe's)")
     ra.add_argument("--source", choices=["synthetic", "binance"])
+    ra.add_argument("--compare-with", help="comma-separated studies its report sets beside "
+                                           "it (the report's compare section)")
     forget = sub.add_parser("forget-study", help="delete a study's results (every research "
                                                  "table's rows of it) and its partition")
     forget.add_argument("name")
@@ -944,6 +982,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
                      start=None if demo else args.start, end=None if demo else args.end,
                      symbols=None if demo or not args.symbols else args.symbols.split(","),
                      source=None if demo else args.source,
+                     compare_with=None if demo or not args.compare_with
+                     else args.compare_with.split(","),
                      resources_config={"market_source": {"config": {
                          "market_source": "synthetic"}}} if demo else None, verbose=verbose)
         print(f"done in {time.perf_counter() - t0:.1f}s: "

@@ -13,8 +13,9 @@ from backtest_assets.defs.quality import assets as quality
 from backtest_assets.defs.report import assets as report
 from backtest_assets.defs.specs import assets as specs
 from backtest_assets.defs.studies import assets as studies
+from backtest_assets.defs.studies import run_all
 from backtest_assets.defs.walkforward import assets as walkforward
 
 defs = dg.Definitions.merge(ingest.defs, bars.defs, features.defs, events.defs, quality.defs,
                             discovery.defs, backtest.defs, walkforward.defs, report.defs,
-                            specs.defs, studies.defs, jobs.defs, automation.defs)
+                            specs.defs, studies.defs, run_all.defs, jobs.defs, automation.defs)

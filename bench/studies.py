@@ -7,8 +7,14 @@ promotion + report; then ``run-all`` again, which must find every layer up to da
 Prints a table with the machine's load before and after (a run on a machine busier than
 its cores is not a result).
 
+Symbols the universe spec does not list (it lists BTCUSDT, ETHUSDT, SOLUSDT) are added to
+the copy's universe, perp and spot: the synthetic source gives any ticker a profile of its
+own (price, volatility, volumes, drawn from the ticker's hash).
+
     .venv/bin/python bench/studies.py --start 2022-01-01 --end 2023-12-31 \
         --symbols BTCUSDT,ETHUSDT,SOLUSDT [--out bench/results/studies_2y.txt]
+    .venv/bin/python bench/studies.py --start 2024-01-01 --end 2024-06-30 --symbols \
+        BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT,ADAUSDT,DOGEUSDT,AVAXUSDT,LINKUSDT,LTCUSDT
 """
 
 from __future__ import annotations
@@ -46,6 +52,10 @@ def main() -> int:
     if args.start - dt.timedelta(days=8) < first:  # the warm-up before the window
         (specs / "universe.yaml").write_text(universe.replace(
             f"start_date: {first}", f"start_date: {args.start - dt.timedelta(days=8)}"))
+    universe = (specs / "universe.yaml").read_text()
+    extra = [s for s in args.symbols.split(",") if f"symbol: {s}\n" not in universe]
+    (specs / "universe.yaml").write_text(universe.rstrip("\n") + "\n" + "".join(
+        f"  - symbol: {s}\n    markets: [perp, spot]\n" for s in extra))
     (specs / "studies" / f"{args.name}.yaml").write_text(text)
     os.environ.update(DAGSTER_HOME=str(home), BACKTEST_DATA_ROOT=str(data),
                       BACKTEST_SPECS_DIR=str(specs), BACKTEST_MARKET_SOURCE="synthetic")
@@ -82,7 +92,8 @@ def main() -> int:
     total = sum(t for label, t in times[:-1])
     days = (args.end - args.start).days + 1
     lines = [f"study {args.name}: {args.start}..{args.end} ({days} days) x {len(symbols)} "
-             f"symbols, synthetic; {runs} Dagster runs",
+             f"symbols ({args.symbols}), synthetic; {runs} Dagster runs",
+             f"command: {' '.join(sys.argv)}",
              f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
              f"load average before {load0[0]:.2f}, after {load1[0]:.2f}",
              f"{'layer':<48} {'seconds':>9} {'share':>7}"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from backtest_assets.specs.loader import spec_hash
+from backtest_assets.specs.loader import spec_hash, to_plain
 
 RECORDS_TABLE = "study_record"  # the study_record asset's table
 RECORD_SCHEMA = {"study": pl.String, "start": pl.Date, "end": pl.Date,
@@ -38,7 +38,9 @@ def study_files(registry, name: str) -> dict[str, str]:
         raise KeyError(f"no study {name!r} in {registry.specs_dir / 'studies'} (studies: "
                        f"{', '.join(registry.studies)})")
     files = {f: h for f, h in registry.hashes.items() if not f.startswith("studies/")}
-    files[f"studies/{name}"] = spec_hash(registry.studies[name])
+    # what the study reads: which studies its report compares it with is not part of it
+    files[f"studies/{name}"] = spec_hash({k: v for k, v in to_plain(registry.studies[name])
+                                         .items() if k != "compare_with"})
     return dict(sorted(files.items()))
 
 

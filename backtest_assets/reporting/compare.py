@@ -8,15 +8,22 @@ hypothesis or blueprint, with an ``a_``/``b_`` column per study.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
 
 BOTH, ONLY_A, ONLY_B, NEITHER = "both", "only A", "only B", "neither"
+# The warehouse table each argument of :func:`compare` is read from.
+TABLES = {"records": "study_record", "e1": "event_quality_report", "fdr": "phase2_fdr",
+          "metrics": "backtest_metrics", "summary": "walkforward_summary",
+          "decisions": "promotion_decisions"}
 
 
 @dataclass(frozen=True)
 class Comparison:
+    a: str  # the study read as A (the report's own, in a report)
+    b: str
     studies: pl.DataFrame  # one row per study: window, symbols, study hash, source
     e1: pl.DataFrame  # event_type, a_/b_ events, prevalence, verdict
     survivors: pl.DataFrame  # hypothesis_id ..., where, a_/b_ q and mean, q and mean moved
@@ -75,7 +82,7 @@ def compare(a: str, b: str, *, records: pl.DataFrame | None, e1: pl.DataFrame | 
         "study_hash").sort(pl.col("study") == b) if records is not None else pl.DataFrame())
     pooled = e1.filter(pl.col("symbol") == "ALL") if e1 is not None else None
     return Comparison(
-        studies=studies,
+        a=a, b=b, studies=studies,
         e1=_pair(pooled, a, b, ["event_type"], ["events", "prevalence_per_10k", "passed"]),
         survivors=survivors(fdr, a, b),
         backtests=_pair(metrics, a, b, ["blueprint"],
@@ -84,3 +91,8 @@ def compare(a: str, b: str, *, records: pl.DataFrame | None, e1: pl.DataFrame | 
                           ["deflated_sharpe", "pbo", "oos_sharpe", "oos_total_return"]),
         promotions=_pair(decisions, a, b, ["blueprint"], ["to_stage"]),
     )
+
+
+def compare_from(a: str, b: str, read: Callable[[str], pl.DataFrame | None]) -> Comparison:
+    """:func:`compare` of the tables ``read(table)`` returns (None: not materialized)."""
+    return compare(a, b, **{arg: read(table) for arg, table in TABLES.items()})

@@ -19,6 +19,10 @@ fractions (``-0.1`` is -10%), drawdowns ``<= 0``.
   (String, or a list of String), ``deflated_sharpe``, ``pbo``, ``oos_sharpe``,
   ``oos_max_drawdown``, ``trades``. A ``decision`` starting with ``promot`` counts as
   promoted, one starting with ``archiv`` as archived (case-insensitive).
+- ``compare_with`` and ``comparisons`` (optional): the studies the report sets beside this
+  one (the study spec's ``compare_with``) and, for each that has results, its
+  :class:`backtest_assets.reporting.compare.Comparison` (this study as A): the ``compare``
+  section.
 - ``funding`` (optional): ``blueprint``, ``run`` (``backtest`` / ``walk-forward``),
   ``funding_missing`` (prints missing, run as no payment because allowed),
   ``funding_constant_runs`` (runs of one rate longer than the study's limit): shown in the
@@ -54,6 +58,7 @@ from backtest_assets.reporting.charts import (
     message_png,
     sharpe_bars_png,
 )
+from backtest_assets.reporting.compare import BOTH, ONLY_A, ONLY_B, Comparison
 
 MAX_CURVES = 12  # equity charts: more lines than this are unreadable
 MAX_SHARPE_BARS = 40  # summary chart
@@ -76,6 +81,8 @@ class ReportInputs:
     funnel: pl.DataFrame
     promotions: pl.DataFrame
     funding: pl.DataFrame = field(default_factory=pl.DataFrame)
+    compare_with: tuple[str, ...] = ()
+    comparisons: dict[str, Comparison] = field(default_factory=dict)  # by the other study
 
 
 # ---- formatting: every function returns HTML-safe text -----------------------------------
@@ -277,10 +284,10 @@ def render_report(inputs: ReportInputs) -> str:
     -------
     str
         An HTML5 document with sections ``summary``, ``equity``, ``walkforward``,
-        ``events``, ``funnel``, ``promotion`` and ``traceability``.
+        ``events``, ``funnel``, ``promotion``, ``compare`` and ``traceability``.
     """
     sections = [_summary(inputs), _equity(inputs), _walkforward(inputs), _events(inputs),
-                _funnel(inputs), _promotion(inputs), _traceability(inputs)]
+                _funnel(inputs), _promotion(inputs), _compare(inputs), _traceability(inputs)]
     title = f"Research report: {inputs.study}"
     first, last = inputs.window
     nav = " &middot; ".join(f'<a href="#{key}">{_esc(label)}</a>' for key, label in _NAV)
@@ -463,6 +470,83 @@ def _promotion(inputs: ReportInputs) -> str:
     return _section("promotion", "Promotion", table)
 
 
+def _bps(value: object) -> str:
+    return NA if _missing(value) else f"{1e4 * float(value):,.1f}"
+
+
+def _ab(name: str, header: str, fmt: Callable[[object], str]) -> list[Column]:
+    """The A and B columns of ``name`` in a comparison frame."""
+    return [(f"{header} A", True, lambda r, k=f"a_{name}": fmt(r.get(k))),
+            (f"{header} B", True, lambda r, k=f"b_{name}": fmt(r.get(k)))]
+
+
+def _yes_no(value: object) -> str:
+    return NA if value is None else ("pass" if value else "fail")
+
+
+def _compare_block(c: Comparison) -> list[str]:
+    """One comparison's tables, from its frames (an empty frame says so)."""
+    def block(title: str, frame: pl.DataFrame, columns: Sequence[Column]) -> str:
+        body = (_table(columns, frame.to_dicts()) if not frame.is_empty()
+                else _nothing(f"No {title.lower()} in either study."))
+        return f"<h4>{_esc(title)}</h4>\n{body}"
+
+    where = {BOTH: "both", ONLY_A: f"only {c.a}", ONLY_B: f"only {c.b}"}
+    text = _text
+    return [
+        f"<h3>{_esc(c.a)} (A) and {_esc(c.b)} (B)</h3>",
+        block("Studies", c.studies, [
+            ("study", False, text("study")), ("start", False, lambda r: _when(r["start"])),
+            ("end", False, lambda r: _when(r["end"])), ("symbols", False, text("symbols")),
+            ("source", False, text("source")),
+            ("specs hash", False, lambda r: _hash(r["study_hash"]))]),
+        block("Gate E-1 (pooled)", c.e1, [
+            ("event type", False, text("event_type")), *_ab("events", "events", _int),
+            *_ab("prevalence_per_10k", "per 10k bars", lambda v: _fixed(v, 1)),
+            *_ab("passed", "gate", _yes_no)]),
+        block("Phase-2 survivors", c.survivors, [
+            ("event type", False, text("event_type")), ("rule", False, text("rule_template")),
+            ("horizon", False, text("horizon")), ("symbol", False, text("symbol")),
+            ("survives in", False, lambda r: _esc(where.get(r["where"], r["where"]))),
+            *_ab("n", "n", _int), *_ab("q", "q", lambda v: _fixed(v, 4)),
+            ("q moved", True, lambda r: _fixed(r.get("q_moved"), 4)),
+            *_ab("mean", "mean (bps)", _bps),
+            ("mean moved (bps)", True, lambda r: _bps(r.get("mean_moved")))]),
+        block("Backtests", c.backtests, [
+            ("blueprint", False, text("blueprint")), *_ab("total_return", "return", _pct),
+            *_ab("sharpe", "Sharpe", _fixed), *_ab("max_drawdown", "max DD", _pct),
+            *_ab("trades", "trades", _int)]),
+        block("Walk-forward (out of sample)", c.walkforward, [
+            ("blueprint", False, text("blueprint")),
+            *_ab("deflated_sharpe", "deflated Sharpe", lambda v: _fixed(v, 3)),
+            *_ab("pbo", "PBO", lambda v: _fixed(v, 3)), *_ab("oos_sharpe", "OOS Sharpe", _fixed),
+            *_ab("oos_total_return", "OOS return", _pct)]),
+        block("Promotions", c.promotions, [
+            ("blueprint", False, text("blueprint")), *_ab("to_stage", "stage", _esc)]),
+    ]
+
+
+def _compare(inputs: ReportInputs) -> str:
+    if not inputs.compare_with:
+        return _section("compare", "Compared with other studies", _nothing(
+            "Compared with no other study: list studies under compare_with in "
+            f"specs/studies/{inputs.study}.yaml, or run python -m backtest_assets compare "
+            f"{inputs.study} OTHER."))
+    parts = [_note("This study (A) beside each study its spec names under compare_with (B): "
+                   "Gate E-1 verdicts, Phase-2 survivors (which survive in one and not the "
+                   "other, and how q and the mean moved, B - A), backtest and out-of-sample "
+                   "metrics, promotions; each study's specs hash.")]
+    for other in inputs.compare_with:
+        if other in inputs.comparisons:
+            parts += _compare_block(inputs.comparisons[other])
+        else:
+            parts += [f"<h3>{_esc(inputs.study)} (A) and {_esc(other)} (B)</h3>",
+                      _nothing(f"Study {other} has no results yet: run python -m "
+                               f"backtest_assets run-all --study {other}, then this report "
+                               "again.")]
+    return _section("compare", "Compared with other studies", *parts)
+
+
 def _traceability(inputs: ReportInputs) -> str:
     specs = (_table([("spec", False, _text("spec")), ("sha256", False, lambda r: _hash(r["h"]))],
                     [{"spec": k, "h": v} for k, v in sorted(inputs.spec_hashes.items())])
@@ -474,7 +558,7 @@ def _traceability(inputs: ReportInputs) -> str:
 
 _NAV = (("summary", "Summary"), ("equity", "In-sample"), ("walkforward", "Walk-forward"),
         ("events", "Events"), ("funnel", "Funnel"), ("promotion", "Promotion"),
-        ("traceability", "Traceability"))
+        ("compare", "Compare"), ("traceability", "Traceability"))
 
 # Nothing may be fetched: only inline styles, the inline script and data: images.
 _CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
@@ -485,6 +569,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", Arial, 
        color: #222; background: #fff; margin: 0 auto; max-width: 1200px; padding: 0 24px 48px;
        line-height: 1.4; font-size: 15px; }
 h1 { font-size: 1.6em; margin: 24px 0 4px; }
+h3 { font-size: 1.1em; margin: 20px 0 4px; }
+h4 { font-size: 0.95em; margin: 12px 0 2px; }
 h2 { font-size: 1.25em; margin: 32px 0 8px; padding-bottom: 4px; border-bottom: 1px solid #ccc; }
 nav a { color: #2a5db0; text-decoration: none; }
 .note { color: #555; font-size: 0.9em; margin: 4px 0 8px; }

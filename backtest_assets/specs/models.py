@@ -283,8 +283,13 @@ class StudySpec:
     # The market source its data come from (``synthetic`` or ``binance``); None: whatever
     # the run's market_source resource says. Recorded with the study.
     source: str | None = None
+    # Studies the research report sets beside this one (its "compare" section). What the
+    # report shows, not what the study reads: left out of the study's record hash.
+    compare_with: tuple[str, ...] = ()
 
     def validate(self) -> None:
+        if self.name in self.compare_with:
+            raise ValueError(f"compare_with: a study is not compared with itself ({self.name})")
         if self.source not in (None, "synthetic", "binance"):
             raise ValueError(f"source: {self.source!r} is not synthetic or binance")
         if self.end < self.start:

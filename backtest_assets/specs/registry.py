@@ -327,6 +327,10 @@ def _check_studies(studies: dict[str, tuple[Path, StudySpec]], universe: Univers
                 yield SpecError(path, f"event_types[{i}]", f"unknown event type {e!r}")
         if st.start < universe.start_date:
             yield SpecError(path, "start", f"{st.start} is before the universe's start_date")
+        for i, other in enumerate(st.compare_with):
+            if other not in studies:
+                yield SpecError(path, f"compare_with[{i}]", f"no study {other!r} in "
+                                f"{specs_dir / 'studies'}")
 
 
 def _check_strategies(strategies: dict[str, tuple[Path, StrategySpec]],

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from backtest_assets.cli import Runner, backtest, quality, report, run
+from backtest_assets.core.studies import study_files
 from backtest_assets.defs.backtest.checks import BACKTEST_CHECKS
 from backtest_assets.defs.report.checks import REPORT_CHECKS, SECTIONS
 from backtest_assets.defs.walkforward.checks import FOLD_CHECKS, WALKFORWARD_CHECKS
@@ -97,7 +98,10 @@ def test_gate_e1_report_per_event_type(month):
     files = sorted((root / "reports" / "default").rglob("event_quality_report.json"))
     assert len(files) == len(REGISTRY.events)
     doc = json.loads(files[0].read_text())
-    assert doc["spec_hashes"] == REGISTRY.spec_hashes
+    # the study's record: every spec file but other studies' (a new study changes nothing)
+    assert doc["spec_hashes"] == study_files(REGISTRY, "default")
+    assert "studies/default" in doc["spec_hashes"] and not any(
+        f.startswith("studies/") and f != "studies/default" for f in doc["spec_hashes"])
     assert doc["window"] == ["2024-01-01", "2024-01-31"]
 
 

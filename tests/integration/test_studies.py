@@ -8,6 +8,7 @@ hypotheses); A is its week over three symbols, B a shifted week over two of them
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -52,7 +53,8 @@ def two_studies(tmp_path_factory):
         start, end = WINDOWS[name]
         (specs / "studies" / f"{name}.yaml").write_text(
             f"name: {name}\nstart: {start}\nend: {end}\n"
-            f"symbols: [{', '.join(SYMBOLS[name])}]\nsource: synthetic\n")
+            f"symbols: [{', '.join(SYMBOLS[name])}]\nsource: synthetic\n"
+            + (f"compare_with: [{B}]\n" if name == A else ""))
     reload_registries()
     with dg.DagsterInstance.get() as instance:
         for name in (A, B):
@@ -84,6 +86,32 @@ def test_each_study_holds_its_own_rows_in_every_layer(two_studies):
     # a blueprint name means the same in both studies, and B's catalog lacks A's BTC ones
     a_bp, b_bp = (set(rows("strategy_blueprints", n)["blueprint"]) for n in (A, B))
     assert any("btcusdt" in n for n in a_bp) and not any("btcusdt" in n for n in b_bp)
+
+
+def compare_section(study: str) -> str:
+    html = Path(rows("research_report", study)["path"][0]).read_text()
+    return re.search(r'<section id="compare">(.*?)</section>', html, re.S).group(1)
+
+
+def test_the_report_sets_the_studies_it_names_beside_its_own(two_studies):
+    """A's report names B (compare_with), which ran after it: the report says B has no
+    results; run-all of A then finds its report stale and rebuilds only that."""
+    instance, _ = two_studies
+    assert f"Study {B} has no results yet" in compare_section(A)
+    n_runs = len(instance.get_runs(limit=10_000))
+    assert cli.run_all(A, instance=instance, quiet=True, resources_config=CONFIG)
+    new = instance.get_runs(limit=len(instance.get_runs(limit=10_000)) - n_runs)
+    assert [r.job_name for r in new] == ["report_job"], [r.job_name for r in new]
+    section = compare_section(A)
+    assert f"<h3>{A} (A) and {B} (B)</h3>" in section and "no results yet" not in section
+    # the planted oi_flush continuation on BTCUSDT survives in A; B does not trade BTCUSDT
+    row = next(r for r in re.findall(r"<tr>.*?</tr>", section)
+               if "oi_flush" in r and "BTCUSDT" in r and f"only {A}" in r)
+    assert row.count("\u2014") >= 2, row  # B's q and mean are missing, not zero
+    hashes = rows("study_record", A)["study_hash"][0], rows("study_record", B)["study_hash"][0]
+    assert all(f'title="{h}"' in section for h in hashes)
+    # B names nothing to compare with: its report says how
+    assert "Compared with no other study" in compare_section(B)
 
 
 def test_rerunning_one_study_leaves_the_other_byte_identical(two_studies):

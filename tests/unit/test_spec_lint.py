@@ -107,6 +107,12 @@ CASES = {
                                                    "constant_funding_max_prints: 0",
                                                    "constant_funding_max_prints",
                                                    "out of range [1, 100000]"),
+    "study-compare-with-unknown": ("studies/default.yaml", "allow_missing_funding: false",
+                                   "allow_missing_funding: false\ncompare_with: [nope]",
+                                   "compare_with[0]", "no study 'nope'"),
+    "study-compared-with-itself": ("studies/default.yaml", "allow_missing_funding: false",
+                                   "allow_missing_funding: false\ncompare_with: [default]",
+                                   "compare_with", "not compared with itself"),
     "blueprint-allow-missing-funding-not-bool": ("strategies/momentum_v1.yaml",
                                                  "leverage: 1.0",
                                                  "leverage: 1.0\nallow_missing_funding: yes "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from backtest_assets.core.studies import study_files
 from backtest_assets.specs import SpecError, SpecRegistry, default_specs_dir, spec_hash
 from tests.support.specs import specs_with_universe
 
@@ -109,6 +110,22 @@ def test_phase2_spec_hashes_follow_its_own_files_only(tmp_path):
     # Specs Phase 2 does not read leave its hashes alone (their effect reaches it as data).
     assert variant("events/oi_flush.yaml", "threshold: -3.0", "threshold: -3.5") == base
     assert variant("studies/default.yaml", "name: default", "name: default  # same") == base
+
+
+def test_a_study_record_leaves_out_which_studies_its_report_compares(tmp_path):
+    """compare_with changes what the report shows, not what the study reads: a recorded
+    study gains a comparison without becoming another study; its window does not."""
+    folder = tmp_path / "specs"
+    shutil.copytree(default_specs_dir(), folder)
+    study = folder / "studies" / "default.yaml"
+    text = study.read_text()
+    base = study_files(SpecRegistry.load(folder), "default")
+    study.write_text(text + "compare_with: [certify]\n")
+    reg = SpecRegistry.load(folder)
+    assert reg.studies["default"].compare_with == ("certify",)
+    assert study_files(reg, "default") == base
+    study.write_text(text.replace("end: 2024-01-31", "end: 2024-01-30"))
+    assert study_files(SpecRegistry.load(folder), "default") != base
 
 
 def test_baseline_blueprints_load_typed():

@@ -10,6 +10,7 @@ import json
 import dagster as dg
 import polars as pl
 
+from backtest_assets.core.studies import study_files
 from backtest_assets.defs.shared import (
     BY_STUDY_DIM,
     markdown_table,
@@ -82,8 +83,9 @@ def event_quality_report(context: dg.AssetExecutionContext, specs: SpecRegistryR
     ).select(pl.lit(study.name).alias("study"), pl.all())
     path = report_folder(warehouse, study.name, context) / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = quality_json(report.drop("study"), gate=reg.gates.e1, spec_hashes=reg.spec_hashes,
-                       window=(study.start, study.end))
+    # the spec files of the study's record (not every study's file in specs/studies)
+    doc = quality_json(report.drop("study"), gate=reg.gates.e1,
+                       spec_hashes=study_files(reg, study.name), window=(study.start, study.end))
     path.write_text(json.dumps(doc, indent=2, sort_keys=True))
     pooled = report.filter(pl.col("symbol") == "ALL").row(0, named=True)
     yield dg.Output(report, metadata={

@@ -15,6 +15,7 @@ import os
 import dagster as dg
 import polars as pl
 
+from backtest_assets.core.studies import study_files
 from backtest_assets.core.traceability import code_commit
 from backtest_assets.defs.report.checks import REPORT_CHECKS, check_decisions, report_problems
 from backtest_assets.defs.shared import (
@@ -29,6 +30,8 @@ from backtest_assets.defs.studies.assets import recorded_study
 from backtest_assets.discovery.phase2 import TESTED, frame_hash
 from backtest_assets.partitions import BASE_BARS, study_partitions_def
 from backtest_assets.reporting.charts import markdown_image
+from backtest_assets.reporting.compare import TABLES as COMPARE_TABLES
+from backtest_assets.reporting.compare import Comparison, compare_from
 from backtest_assets.reporting.event_study import event_study
 from backtest_assets.reporting.report import ReportInputs, render_report, summary_png
 from backtest_assets.resources import SpecRegistryResource, WarehouseResource
@@ -47,13 +50,24 @@ DECISION_SCHEMA = {"study": pl.String, "blueprint": pl.String, "spec_hash": pl.S
 EVENT_WINDOW = (12, 24)  # event-study curves: bars before and after the entry
 
 
-def _read(wh, table: str, study: str) -> pl.DataFrame | None:
-    """The study's rows of ``table`` (None before it is materialized)."""
+def _read(wh, table: str, *studies: str) -> pl.DataFrame | None:
+    """The rows of ``studies`` in ``table`` (None before it is materialized)."""
     try:
         frame = wh.read(table, PartitionLayout())
     except WarehouseError:
         return None
-    return frame.filter(pl.col("study") == study) if "study" in frame.columns else frame
+    return frame.filter(pl.col("study").is_in(studies)) if "study" in frame.columns else frame
+
+
+def _comparisons(wh, study) -> dict[str, Comparison]:
+    """Study ``study`` (A) beside each study of its ``compare_with`` that has a record."""
+    if not study.compare_with:
+        return {}
+    names = (study.name, *study.compare_with)
+    frames = {t: _read(wh, t, *names) for t in COMPARE_TABLES.values()}
+    recorded = set() if frames["study_record"] is None else set(frames["study_record"]["study"])
+    return {other: compare_from(study.name, other, frames.get)
+            for other in study.compare_with if other in recorded}
 
 
 @dg.asset(
@@ -192,11 +206,13 @@ def _report_inputs(reg, study, wh) -> ReportInputs:
                                    "oos_max_drawdown", pl.col("oos_trades").alias("trades"))
                   if decisions.height else pl.DataFrame())
     return ReportInputs(
-        study=study.name, window=(study.start, study.end), spec_hashes=reg.spec_hashes,
+        study=study.name, window=(study.start, study.end),
+        spec_hashes=study_files(reg, study.name),
         dataset_hash=data_hash, code_commit=code_commit(),
         equity=_curves(table("backtest_equity")), oos_equity=table("walkforward_equity"),
         folds=folds, event_curves=curves, funnel=funnel, promotions=promotions,
-        funding=_funding(table("backtest_metrics"), table("walkforward_summary")))
+        funding=_funding(table("backtest_metrics"), table("walkforward_summary")),
+        compare_with=study.compare_with, comparisons=_comparisons(wh, study))
 
 
 def _funding(metrics: pl.DataFrame, summary: pl.DataFrame) -> pl.DataFrame:

@@ -39,7 +39,7 @@ DECISIONS_MODEL = pa.DataFrameSchema({
     "reasons": pa.Column(pl.String, pa.Check.str_length(min_value=1)),
     "inputs_hash": pa.Column(pl.String, pa.Check.str_length(64, 64)),
 })
-SECTIONS = ("summary", "equity", "walkforward", "events", "funnel", "promotion",
+SECTIONS = ("summary", "equity", "walkforward", "events", "funnel", "promotion", "compare",
             "traceability")
 
 

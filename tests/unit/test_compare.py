@@ -1,0 +1,102 @@
+"""Two studies side by side (reporting.compare) and the report's compare section."""
+
+import dataclasses
+import datetime as dt
+import re
+
+import polars as pl
+import pytest
+
+from backtest_assets.reporting.compare import BOTH, ONLY_A, ONLY_B, compare
+from backtest_assets.reporting.report import render_report
+from tests.unit.test_report import section, synthetic_inputs
+
+A, B = "jan", "feb"
+KEY = ["hypothesis_id", "event_type", "rule_template", "horizon", "symbol"]
+
+
+def fdr_rows() -> pl.DataFrame:
+    """h1 survives in A only, h2 in both (q and mean move), h3 in B only, h4 in neither,
+    h5 is tested in A only and survives there."""
+    rows = []
+    for hid, (sa, qa, ma), (sb, qb, mb) in (
+            ("h1", (True, 0.01, 0.002), (False, 0.4, 0.0001)),
+            ("h2", (True, 0.02, 0.001), (True, 0.03, 0.0015)),
+            ("h3", (False, 0.5, 0.0), (True, 0.04, -0.001)),
+            ("h4", (False, 0.9, 0.0), (False, 0.8, 0.0))):
+        for study, s, q, m in ((A, sa, qa, ma), (B, sb, qb, mb)):
+            rows.append({"study": study, "hypothesis_id": hid, "event_type": "oi_flush",
+                         "rule_template": "continuation", "horizon": "15m", "symbol": "BTCUSDT",
+                         "survivor": s, "q": q, "mean": m, "n": 40})
+    rows.append({"study": A, "hypothesis_id": "h5", "event_type": "funding_extreme",
+                 "rule_template": "reversion", "horizon": "1h", "symbol": "ALL",
+                 "survivor": True, "q": 0.001, "mean": 0.003, "n": 90})
+    return pl.DataFrame(rows)
+
+
+def tables() -> dict[str, pl.DataFrame]:
+    records = pl.DataFrame([
+        {"study": s, "start": dt.date(2024, m, 1), "end": dt.date(2024, m, 28),
+         "symbols": ["BTCUSDT", "ETHUSDT"], "source": "synthetic", "study_hash": h * 16}
+        for s, m, h in ((A, 1, "a"), (B, 2, "b"))])
+    e1 = pl.DataFrame([
+        {"study": s, "symbol": sym, "event_type": "oi_flush", "events": n,
+         "prevalence_per_10k": p, "passed": ok}
+        for s, n, p, ok in ((A, 40, 12.5, True), (B, 3, 0.9, False))
+        for sym in ("BTCUSDT", "ALL")])
+    metrics = pl.DataFrame([{"study": A, "blueprint": "bp_a", "total_return": 0.1,
+                             "sharpe": 1.2, "max_drawdown": -0.05, "trades": 10}])
+    decisions = pl.DataFrame([{"study": s, "blueprint": "bp_a", "to_stage": st}
+                              for s, st in ((A, "walkforward"), (B, "backtest"))])
+    return {"records": records, "e1": e1, "fdr": fdr_rows(), "metrics": metrics,
+            "summary": None, "decisions": decisions}
+
+
+def test_survivors_say_where_they_survive_and_how_q_and_the_mean_moved():
+    c = compare(A, B, **tables())
+    by_id = {r["hypothesis_id"]: r for r in c.survivors.to_dicts()}
+    assert set(by_id) == {"h1", "h2", "h3", "h5"}  # h4 survives in neither
+    assert {h: r["where"] for h, r in by_id.items()} == {
+        "h1": ONLY_A, "h2": BOTH, "h3": ONLY_B, "h5": ONLY_A}
+    assert by_id["h2"]["q_moved"] == pytest.approx(0.01)
+    assert by_id["h2"]["mean_moved"] == pytest.approx(0.0005)
+    assert by_id["h5"]["b_q"] is None and by_id["h5"]["q_moved"] is None  # not tested in B
+    assert c.survivors.columns[:5] == KEY
+
+
+def test_each_layer_side_by_side_with_both_studies_hashes():
+    c = compare(A, B, **tables())
+    assert c.studies["study"].to_list() == [A, B]
+    assert c.studies["study_hash"].to_list() == ["a" * 16, "b" * 16]
+    # pooled E-1 only, one row per event type, both verdicts
+    assert c.e1.to_dicts() == [{
+        "event_type": "oi_flush", "a_events": 40, "a_prevalence_per_10k": 12.5,
+        "a_passed": True, "b_events": 3, "b_prevalence_per_10k": 0.9, "b_passed": False}]
+    # a blueprint backtested in A only: its B values are missing
+    assert c.backtests.select("blueprint", "a_sharpe", "b_sharpe").to_dicts() == [
+        {"blueprint": "bp_a", "a_sharpe": 1.2, "b_sharpe": None}]
+    assert c.walkforward.is_empty()  # neither study has walk-forward results
+    assert c.promotions.to_dicts() == [{"blueprint": "bp_a", "a_to_stage": "walkforward",
+                                        "b_to_stage": "backtest"}]
+
+
+def test_the_report_sets_each_named_study_beside_its_own():
+    inputs = dataclasses.replace(synthetic_inputs(), study=A, compare_with=(B, "mar"),
+                                 comparisons={B: compare(A, B, **tables())})
+    page = section(render_report(inputs), "compare")
+    assert f"<h3>{A} (A) and {B} (B)</h3>" in page
+    # h1: the row of a survivor in A only, q in both and the move
+    row = next(r for r in re.findall(r"<tr>.*?</tr>", page) if "only jan" in r
+               and "continuation" in r)
+    assert "0.0100" in row and "0.4000" in row and "20.0" in row  # q A, q B, mean A (bps)
+    assert "only feb" in page and ">both<" in page
+    assert f'title="{"a" * 16}"' in page and f'title="{"b" * 16}"' in page
+    assert ">fail<" in page and ">pass<" in page  # the E-1 verdicts
+    assert "No walk-forward (out of sample) in either study." in page
+    # a named study without results says how to get them
+    assert "Study mar has no results yet" in page
+
+
+def test_a_report_compared_with_nothing_says_how_to_compare():
+    page = section(render_report(synthetic_inputs()), "compare")
+    assert "Compared with no other study" in page and "compare_with" in page
