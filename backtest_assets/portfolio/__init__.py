@@ -1,0 +1,1 @@
+"""The portfolio layer: allocating capital across edges (no Dagster)."""
