@@ -251,3 +251,32 @@ def test_no_cap_is_ever_violated_over_random_edge_sets(seed):
             assert np.abs(w - prev).sum() <= limits.turnover_max + 1e-9
     exact = allocate(e, Limits(edge_max=max(0.3, 1.5 / n)), "equal_risk").weights
     assert exact.sum() == pytest.approx(1.0)  # fully invested: weights sum to the budget
+
+
+# ---- walk-forward -------------------------------------------------------------------------
+
+def test_walk_forward_weights_see_only_their_training_window():
+    from backtest_assets.portfolio.walkforward import walk_forward
+
+    rng = np.random.default_rng(11)
+    r = student_t(rng, 40 * 24, 5) * 0.003 + rng.normal(0, 0.0005, 5)
+    limits = Limits(edge_max=0.4, cvar_max=0.5, cvar_alpha=0.9, turnover_max=0.3)
+    kw = dict(every=48, lookback=10 * 24, scenario_bars=24, limits=limits,
+              mode="constrained_optimizer")
+    wf = walk_forward(r, **kw)
+    assert wf.rebalance_bars[0] == 240 and np.all(np.diff(wf.rebalance_bars) == 48)
+    # turnover within budget at every rebalance after the first (from cash)
+    assert np.all(wf.turnover[1:] <= 0.3 + 1e-9) and wf.weights.max() <= 0.4 + 1e-9
+    # the out-of-sample return of each bar: the last rebalance's weights at or before it
+    k = wf.rebalance_bars
+    for bar in (240, 287, 288, r.shape[0] - 1):
+        i = np.searchsorted(k, bar, side="right") - 1
+        assert wf.oos_returns[bar - 240] == pytest.approx(r[bar] @ wf.weights[i])
+    # changing the future never changes a rebalance's weights: the 5th rebalance and those
+    # before it are the same when every bar from the 5th on is replaced
+    cut = k[4]
+    other = r.copy()
+    other[cut:] = rng.normal(0, 0.01, other[cut:].shape)
+    again = walk_forward(other, **kw)
+    assert np.array_equal(again.weights[:5], wf.weights[:5])
+    assert not np.allclose(again.weights[5:], wf.weights[5:])
