@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import re
@@ -615,3 +616,67 @@ GRID_PARAMS: dict[str, type] = {
     "exits.stop_loss": float, "exits.take_profit": float, "exits.time_stop_bars": int,
     "target_weight": float,
 }
+
+
+# ---- portfolios ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class PortfolioLimits:
+    """What every allocation of the book must meet (``portfolio.allocator.Limits``)."""
+
+    budget: float = 1.0
+    fully_invested: bool = True
+    edge_max: float | None = None
+    gross_max: float | None = None
+    net_max: float | None = None
+    symbol_max: float | None = None
+    cvar_max: float | None = None
+    cvar_alpha: float = 0.95
+    max_drawdown: float | None = None
+    turnover_max: float | None = None
+
+
+# Walk-forward summary columns a score_weighted book may weight by (higher is better).
+PORTFOLIO_SCORES = ("deflated_sharpe", "oos_sharpe", "stress_sharpe")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PortfolioSpec:
+    """A book of edges: which enter, how they are weighted, under which limits, how often
+    rebalanced (``specs/portfolios/<name>.yaml``)."""
+
+    name: str
+    mode: Literal["inverse_vol", "equal_risk", "score_weighted", "cluster",
+                  "constrained_optimizer"]
+    # "approved": edges whose contract is APPROVED; "all": every blueprint of the study
+    edges: Literal["approved", "all"] = "approved"
+    score: str = "deflated_sharpe"  # score_weighted: a walk-forward summary column
+    shrink: float = 0.0  # score_weighted: towards equal weights
+    cluster_corr: float = 0.5
+    risk_aversion: float = 0.0  # constrained_optimizer: weight of CVaR in the objective
+    rebalance_days: int = 7
+    lookback_days: int = 14
+    limits: PortfolioLimits = PortfolioLimits()
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
+            raise ValueError(f"name: {self.name!r} is not a lower_snake_case name")
+        if self.score not in PORTFOLIO_SCORES:
+            raise ValueError(f"score: {self.score!r} is not one of {list(PORTFOLIO_SCORES)}")
+        if not 0 <= self.shrink <= 1:
+            raise ValueError(f"shrink: {self.shrink} is out of range [0, 1]")
+        if not -1 < self.cluster_corr < 1:
+            raise ValueError(f"cluster_corr: {self.cluster_corr} is out of range (-1, 1)")
+        if not (math.isfinite(self.risk_aversion) and self.risk_aversion >= 0):
+            raise ValueError(f"risk_aversion: {self.risk_aversion} is not a number >= 0")
+        if self.rebalance_days < 1:
+            raise ValueError(f"rebalance_days: {self.rebalance_days} is not >= 1")
+        if self.lookback_days < 2:
+            raise ValueError(f"lookback_days: {self.lookback_days} is not >= 2 (daily "
+                             "scenarios)")
+        from backtest_assets.portfolio.allocator import Limits
+
+        try:
+            Limits(**dataclasses.asdict(self.limits))
+        except ValueError as exc:
+            raise ValueError(f"limits.{exc}") from None

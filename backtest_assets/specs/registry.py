@@ -10,6 +10,7 @@ reports every problem; loading raises the first. Both name the file and the fiel
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -31,6 +32,7 @@ from backtest_assets.specs.models import (
     GatesSpec,
     LabelsSpec,
     Phase2Gate,
+    PortfolioSpec,
     StrategySpec,
     StudySpec,
     UniverseSpec,
@@ -80,6 +82,7 @@ class SpecRegistry:
     strategies: dict[str, StrategySpec]
     walkforward: WalkForwardSpec
     hashes: dict[str, str]
+    portfolios: dict[str, PortfolioSpec] = dataclasses.field(default_factory=dict)
 
     def phase2(self) -> Phase2Specs:
         """The read-only view Phase 2 is given: nothing else of the registry reaches it."""
@@ -185,6 +188,7 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
     events = named("events", EventSpec, "event")
     studies = named("studies", StudySpec, "study")
     strategies = named("strategies", StrategySpec, "strategy")
+    portfolios = named("portfolios", PortfolioSpec, "portfolio")
     if universe is None:  # every cross-check needs the base interval and the symbols
         return None, errors
     base = interval_minutes(universe.base_interval)
@@ -223,6 +227,7 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
         strategies={n: b for n, (_, b) in sorted(strategies.items())},
         walkforward=walkforward,
         hashes=dict(sorted(hashes.items())),
+        portfolios={n: p for n, (_, p) in sorted(portfolios.items())},
     ), []
 
 
