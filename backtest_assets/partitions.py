@@ -84,13 +84,23 @@ study_event_type_partitions_def = dg.MultiPartitionsDefinition(
     {STUDY_PARTITIONS: study_partitions_def, "event_type": event_type_partitions_def})
 study_blueprint_partitions_def = dg.MultiPartitionsDefinition(
     {STUDY_PARTITIONS: study_partitions_def, BLUEPRINT_PARTITIONS: blueprint_partitions_def})
+# Portfolios of a study's edges (specs/portfolios): study x portfolio.
+PORTFOLIO_NAMES = list(REGISTRY.portfolios)
+portfolio_partitions_def = dg.StaticPartitionsDefinition(PORTFOLIO_NAMES)
+study_portfolio_partitions_def = dg.MultiPartitionsDefinition(
+    {STUDY_PARTITIONS: study_partitions_def, "portfolio": portfolio_partitions_def})
 # Where the study dimensions live in a research table (see warehouse.PartitionLayout).
+STUDY_PORTFOLIO_EXPR = {STUDY_PARTITIONS: "study", "portfolio": "portfolio"}
 STUDY_EVENT_TYPE_EXPR = {STUDY_PARTITIONS: "study", "event_type": "event_type"}
 STUDY_BLUEPRINT_EXPR = {STUDY_PARTITIONS: "study", BLUEPRINT_PARTITIONS: "blueprint"}
 
 
 def study_event_type_key(study: str, event_type: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({STUDY_PARTITIONS: study, "event_type": event_type})
+
+
+def study_portfolio_key(study: str, portfolio: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({STUDY_PARTITIONS: study, "portfolio": portfolio})
 
 
 def study_blueprint_key(study: str, blueprint: str) -> dg.MultiPartitionKey:

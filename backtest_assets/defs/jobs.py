@@ -67,6 +67,12 @@ walkforward_job = dg.define_asset_job(
     description="Walk-forward folds, the parameter grid in and out of sample, deflated Sharpe "
                 "and PBO, per blueprint partition.",
 )
+portfolio_job = dg.define_asset_job(
+    "portfolio_job",
+    selection=dg.AssetSelection.groups("portfolio"),
+    description="A study's portfolio (study x portfolio): edge contracts, weights walked "
+                "forward, the netted book and the equal-weight book beside it.",
+)
 report_job = dg.define_asset_job(
     "report_job",
     selection=dg.AssetSelection.groups("report"),
@@ -76,7 +82,7 @@ report_job = dg.define_asset_job(
 defs = dg.Definitions(
     jobs=[market_data_job, research_job, study_job, event_quality_job, discovery_job,
           blueprints_job,
-          backtest_job, walkforward_job, report_job],
+          backtest_job, walkforward_job, portfolio_job, report_job],
     resources={
         "io_manager": WarehouseIOManager(),
         "warehouse": WarehouseResource(),

@@ -214,7 +214,10 @@ def _scale_to_exposure(w: np.ndarray, edges: Edges, limits: Limits) -> tuple[np.
 
 def _heuristic(raw: np.ndarray, edges: Edges, limits: Limits, mode: str, cov: np.ndarray,
                detail: dict) -> Allocation:
-    w = _water_fill(raw, limits.budget, limits.edge_max)
+    total = limits.budget
+    if not limits.fully_invested and limits.edge_max is not None:
+        total = min(total, limits.edge_max * raw.size)  # the rest stays in cash
+    w = _water_fill(raw, total, limits.edge_max)
     binding = ["edge_max"] if limits.edge_max is not None and \
         np.any(np.isclose(w, limits.edge_max)) else []
     w, scaled = _scale_to_exposure(w, edges, limits)

@@ -153,7 +153,8 @@ def run_portfolio(spec: PortfolioSpec, edges: Sequence[EdgeRun], *, ts: np.ndarr
             "drawdown": res.equity / np.maximum.accumulate(
                 np.maximum(res.equity, init_cash)) - 1}))
         metric_rows.append({**_oos_metrics(name, res.equity, int(at[0]), res, tgt, c,
-                                           bars_per_year), "edges": len(members)})
+                                           bars_per_year), "edges": len(members),
+                            "oos_start": ts[int(at[0])].item()})
         return res, tgt
 
     if chosen:

@@ -427,6 +427,41 @@ def test_a_promotion_decision_is_reproducible(evaluated):
     assert third.equals(second)
 
 
+def test_a_portfolio_of_the_approved_edges_as_one_netted_book(evaluated):
+    """Contracts approve exactly the blueprints promotion sends to demo (the same gates);
+    only they are weighted; every check passes; the book reconciles to its fills."""
+    root, instance = evaluated
+    runner = Runner(instance, warehouse_config(root), quiet=True)
+    for portfolio in REGISTRY.portfolios:
+        assert runner.execute("portfolio_job", portfolio,
+                              partition_key=f"{portfolio}|default"), portfolio
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    contracts = wh.read("edge_contracts", PartitionLayout())
+    decisions = wh.read("promotion_decisions", PartitionLayout())
+    promoted = set(decisions.filter(pl.col("to_stage") == "demo")["blueprint"])
+    assert promoted, "the default month promotes some blueprint"
+    for portfolio in REGISTRY.portfolios:
+        mine = contracts.filter(pl.col("portfolio") == portfolio)
+        assert set(mine.filter(pl.col("state") == "APPROVED")["edge"]) == promoted
+        assert set(mine.filter(pl.col("in_book"))["edge"]) == promoted
+        weights = wh.read("portfolio_weights", PartitionLayout()).filter(
+            pl.col("portfolio") == portfolio)
+        assert set(weights["edge"]) <= promoted and weights.height
+        metrics = wh.read("portfolio_metrics", PartitionLayout()).filter(
+            pl.col("portfolio") == portfolio)
+        assert sorted(metrics["book"]) == ["book", "equal_weight"]
+        book = metrics.filter(pl.col("book") == "book").row(0, named=True)
+        assert book["edges"] == len(promoted)
+        limits = REGISTRY.portfolios[portfolio].limits
+        assert book["max_target_gross"] <= limits.gross_max + 1e-9
+    checks = runner.checks
+    failed = {k: n for k, n in checks.items() if k[1] != "passed" and k[0] in (
+        "weights_within_caps", "turnover_within_budget", "exposure_within_limits",
+        "equity_reconciles", "schema")}
+    assert not failed, failed
+    assert checks[("equity_reconciles", "passed")] == len(REGISTRY.portfolios)
+
+
 def test_missing_funding_refuses_the_backtest_and_walk_forward_unless_the_study_allows(
         evaluated, tmp_path):
     """A funding print gone from the warehouse: both runs refuse naming it, nothing written;

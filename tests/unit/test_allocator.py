@@ -280,3 +280,11 @@ def test_walk_forward_weights_see_only_their_training_window():
     again = walk_forward(other, **kw)
     assert np.array_equal(again.weights[:5], wf.weights[:5])
     assert not np.allclose(again.weights[5:], wf.weights[5:])
+
+
+def test_a_book_that_may_hold_cash_fills_edges_to_their_cap_and_keeps_the_rest():
+    r = np.random.default_rng(12).normal(size=(50, 1)) * 0.01
+    a = allocate(edges_of(r), Limits(edge_max=0.6, fully_invested=False), "equal_risk")
+    assert a.weights == pytest.approx([0.6])
+    with pytest.raises(Infeasible, match="edge_max"):
+        allocate(edges_of(r), Limits(edge_max=0.6), "equal_risk")  # fully invested

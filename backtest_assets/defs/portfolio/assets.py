@@ -1,0 +1,236 @@
+"""A portfolio of a study's edges as one netted book (per study x portfolio).
+
+``portfolio_book`` writes four tables together or not at all: ``edge_contracts`` (each
+blueprint's contract state on its walk-forward evidence, and whether it entered the book),
+``portfolio_weights`` (per rebalance and edge), ``portfolio_equity`` (the book and the
+equal-weight book of every edge, per bar) and ``portfolio_metrics`` (out of sample, from the
+first rebalance). The computation is :func:`backtest_assets.portfolio.run.run_portfolio`;
+the edges' targets are rebuilt from their blueprints, their own runs read from
+``backtest_trades`` and ``backtest_equity``.
+"""
+
+import math
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from backtest_assets.defs.backtest.market import StudyData
+from backtest_assets.defs.shared import (
+    BY_STUDY_DIM,
+    markdown_table,
+    refuse_failed,
+    schema_result,
+    study_and,
+)
+from backtest_assets.defs.studies.assets import recorded_study
+from backtest_assets.engine import Instrument
+from backtest_assets.partitions import (
+    BASE_BARS,
+    PORTFOLIO_NAMES,
+    STUDY_PORTFOLIO_EXPR,
+    study_portfolio_partitions_def,
+)
+from backtest_assets.portfolio.allocator import Infeasible
+from backtest_assets.portfolio.run import EdgeRun, run_portfolio
+from backtest_assets.reporting.charts import equity_drawdown_png, markdown_image
+from backtest_assets.resources import SpecRegistryResource, WarehouseResource
+from backtest_assets.schemas.portfolio import (
+    EDGE_CONTRACTS,
+    PORTFOLIO_EQUITY,
+    PORTFOLIO_METRICS,
+    PORTFOLIO_WEIGHTS,
+)
+from backtest_assets.specs import spec_hash
+from backtest_assets.strategies.blueprints import Panel, flat_start, targets
+from backtest_assets.strategies.catalog import load_blueprint
+from backtest_assets.warehouse import PartitionLayout, WarehouseError
+
+TABLES = ("edge_contracts", "portfolio_weights", "portfolio_equity", "portfolio_metrics")
+MODELS = dict(zip(TABLES, (EDGE_CONTRACTS, PORTFOLIO_WEIGHTS, PORTFOLIO_EQUITY,
+                           PORTFOLIO_METRICS), strict=True))
+# study x blueprint upstream -> study x portfolio: the same study, every blueprint
+_SAME_STUDY = dg.MultiPartitionMapping({
+    "study": dg.DimensionPartitionMapping("study", dg.IdentityPartitionMapping())})
+_CHECKS = {
+    "weights_within_caps": ("portfolio_weights", "every rebalance: weights >= 0, each at most "
+                            "edge_max, their sum the budget (or at most it)"),
+    "turnover_within_budget": ("portfolio_weights", "every rebalance after the first (from "
+                               "cash): sum of |weight changes| <= turnover_max"),
+    "exposure_within_limits": ("portfolio_equity", "every bar: the book's target gross, "
+                               "|net| and per-symbol exposure within the spec's caps"),
+    "equity_reconciles": ("portfolio_equity", "the book's equity change is its fills' P&L "
+                          "(to 1e-6 of capital)"),
+}
+PORTFOLIO_CHECKS = [
+    *[dg.AssetCheckSpec("schema", asset=t, blocking=True,
+                        partitions_def=study_portfolio_partitions_def,
+                        description=f"columns, dtypes and values of the {t} model "
+                                    "(schemas/portfolio.py)") for t in TABLES],
+    *[dg.AssetCheckSpec(n, asset=a, blocking=True, partitions_def=study_portfolio_partitions_def,
+                        description=d) for n, (a, d) in _CHECKS.items()],
+]
+
+
+def _read(wh, table: str, study: str) -> pl.DataFrame:
+    try:
+        frame = wh.read(table, PartitionLayout())
+    except WarehouseError:
+        return pl.DataFrame()
+    return frame.filter(pl.col("study") == study)
+
+
+def _checks(spec, run, init_cash: float) -> list[dg.AssetCheckResult]:
+    lim = spec.limits
+    w = run.weights
+    per = w.group_by("rebalance_ts").agg(pl.col("weight").sum().alias("total"),
+                                         pl.col("weight").max().alias("largest"),
+                                         pl.col("turnover").first()).sort("rebalance_ts")
+    problems = []
+    if w.height and w["weight"].min() < -1e-12:
+        problems.append("a negative weight")
+    if lim.edge_max is not None and w.height and per["largest"].max() > lim.edge_max + 1e-9:
+        problems.append(f"a weight {per['largest'].max():.6g} above edge_max {lim.edge_max}")
+    if per.height:
+        total = per["total"]
+        off = (total - lim.budget).abs().max() if lim.fully_invested else \
+            (total - lim.budget).max()
+        if off > 1e-9:
+            problems.append(f"weights summing to {total.to_list()} against a budget of "
+                            f"{lim.budget}{'' if lim.fully_invested else ' (at most)'}")
+    turnover_ok = lim.turnover_max is None or per.height < 2 or \
+        per["turnover"][1:].max() <= lim.turnover_max + 1e-9
+    exposure = []
+    tgt = run.book_target
+    if tgt is not None:
+        for name, cap, value in (("gross", lim.gross_max, np.abs(tgt).sum(axis=1)),
+                                 ("net", lim.net_max, np.abs(tgt.sum(axis=1))),
+                                 ("symbol", lim.symbol_max, np.abs(tgt).max(axis=1))):
+            if cap is not None and value.max() > cap + 1e-9:
+                bar = int(value.argmax())
+                exposure.append(f"{name} {value.max():.6g} > {cap} at bar {bar}")
+    reconciled = True
+    if run.book is not None:
+        gap = run.book.equity[-1] - init_cash - run.book.trades["pnl"].sum()
+        reconciled = abs(gap) <= 1e-6 * init_cash
+    return [
+        dg.AssetCheckResult(check_name="weights_within_caps", asset_key="portfolio_weights",
+                            passed=not problems, description="; ".join(problems) or None),
+        dg.AssetCheckResult(check_name="turnover_within_budget",
+                            asset_key="portfolio_weights", passed=bool(turnover_ok),
+                            description=None if turnover_ok else
+                            f"turnover {per['turnover'][1:].max():.6g} > {lim.turnover_max}"),
+        dg.AssetCheckResult(check_name="exposure_within_limits", asset_key="portfolio_equity",
+                            passed=not exposure, description="; ".join(exposure) or None),
+        dg.AssetCheckResult(check_name="equity_reconciles", asset_key="portfolio_equity",
+                            passed=bool(reconciled),
+                            description=None if reconciled else
+                            "the book's equity change differs from its fills' P&L"),
+    ]
+
+
+@dg.multi_asset(
+    outs={t: dg.AssetOut(kinds={"duckdb", "polars"}, group_name="portfolio",
+                         metadata={"partition_expr": STUDY_PORTFOLIO_EXPR}) for t in TABLES},
+    deps=[dg.AssetDep("strategy_blueprints", partition_mapping=BY_STUDY_DIM),
+          dg.AssetDep("study_record", partition_mapping=BY_STUDY_DIM),
+          *[dg.AssetDep(a, partition_mapping=_SAME_STUDY)
+            for a in ("backtest_trades", "backtest_equity", "walkforward_summary")],
+          *[dg.AssetDep(a, partition_mapping=dg.AllPartitionMapping())
+            for a in (BASE_BARS, "pit_features", "event_table", "raw_funding_rates")]],
+    partitions_def=study_portfolio_partitions_def,
+    backfill_policy=dg.BackfillPolicy.multi_run(1),
+    pool="duckdb",
+    check_specs=PORTFOLIO_CHECKS,
+)
+def portfolio_book(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+                   warehouse: WarehouseResource):
+    """The study's edges under the portfolio spec: contracts, weights, the netted book."""
+    study_name, portfolio = study_and(context, "portfolio")
+    reg = specs.registry()
+    wh = warehouse.warehouse()
+    study = recorded_study(reg, wh, study_name)
+    spec = reg.portfolios[portfolio]
+    catalog = _read(wh, "strategy_blueprints", study.name)
+    if catalog.is_empty():
+        raise dg.Failure(description=f"study {study.name} has no blueprints yet: materialize "
+                                     "strategy_blueprints and its backtests first")
+    blueprints = [load_blueprint(r) for r in catalog.iter_rows(named=True)]
+    rows = {r["blueprint"]: r for r in catalog.iter_rows(named=True)}
+    trades = _read(wh, "backtest_trades", study.name)
+    equity = _read(wh, "backtest_equity", study.name)
+    summary = _read(wh, "walkforward_summary", study.name)
+    missing = sorted({bp.name for bp in blueprints} - set(equity["blueprint"].unique())
+                     if equity.height else {bp.name for bp in blueprints})
+    if missing:
+        raise dg.Failure(description=f"study {study.name}: no backtest of {missing}: "
+                                     "backtest every blueprint of the study first")
+    data = StudyData.read(wh, study, blueprints)
+    symbols = [s for s in study.symbols if any(s in bp.symbols for bp in blueprints)]
+    book = Panel.from_bars(data.bars, symbols, data.start, data.end, reg.base_minutes)
+    evidence = {r["blueprint"]: r for r in summary.iter_rows(named=True)} if summary.height \
+        else {}
+    edges = []
+    for bp in blueprints:
+        panel, features, _ = data.for_blueprint(bp, reg.base_minutes)
+        own = trades.filter(pl.col("blueprint") == bp.name)
+        eq = equity.filter(pl.col("blueprint") == bp.name).sort("ts")["equity"].to_numpy()
+        edges.append(EdgeRun(
+            name=bp.name, symbols=tuple(bp.symbols),
+            target=flat_start(targets(bp, panel, features, data.events)),
+            trades=own, equity=eq, init_cash=study.capital,
+            spec_hash=rows[bp.name]["spec_hash"], evidence=evidence.get(bp.name),
+            max_weight=bp.target_weight))
+    venue = reg.fees.venues[reg.fees.default_venue]
+    leverage = max(1.0, *(bp.leverage for bp in blueprints))
+    instruments = [Instrument.from_venue(s, venue, max_leverage=leverage) for s in symbols]
+    previous = _read(wh, "edge_contracts", study.name)
+    previous = {r["identity"]: r["state"] for r in previous.filter(
+        pl.col("portfolio") == portfolio).iter_rows(named=True)} if previous.height else {}
+    bars_per_day = reg.bars_per_day
+    try:
+        run = run_portfolio(
+            spec, edges, ts=book.ts + np.timedelta64(reg.base_minutes, "m"), symbols=symbols,
+            bars=(book.open, book.high, book.low, book.close), instruments=instruments,
+            funding=book.funding(data.funding) if data.funding.height else None,
+            init_cash=study.capital, bars_per_day=bars_per_day, gate=reg.gates.promotion,
+            previous=previous)
+    except (Infeasible, ValueError) as exc:
+        raise dg.Failure(description=f"portfolio {portfolio} of study {study.name}: "
+                                     f"{exc}") from None
+    h = spec_hash(spec)
+    key = [pl.lit(study.name).alias("study"), pl.lit(portfolio).alias("portfolio")]
+    frames = {
+        "edge_contracts": run.contracts.select(*key, pl.all(), pl.lit(h).alias("spec_hash")),
+        "portfolio_weights": run.weights.select(*key, pl.all()),
+        "portfolio_equity": run.equity.select(*key, pl.all()),
+        "portfolio_metrics": run.metrics.select(*key, pl.all(), pl.lit(h).alias("spec_hash"))
+        if run.metrics.height else
+        pl.DataFrame(schema=dict(PORTFOLIO_METRICS.dtypes)),
+    }
+    checks = [schema_result(t, frames[t], MODELS[t]) for t in TABLES] + \
+        _checks(spec, run, study.capital)
+    yield from refuse_failed(checks, f"portfolio {portfolio} of study {study.name}")
+    metrics = frames["portfolio_metrics"]
+    for t in TABLES:
+        extra = {}
+        if t == "portfolio_metrics" and metrics.height:
+            extra = {"metrics": dg.MetadataValue.md(markdown_table(metrics.select(
+                "book", "edges", "total_return", "sharpe", "max_drawdown", "fees",
+                "max_gross", "max_net"), {"total_return": ".2%", "max_drawdown": ".2%"})),
+                **{f"{r['book']}_sharpe": float(r["sharpe"]) for r in metrics.to_dicts()
+                   if math.isfinite(r["sharpe"])}}
+        if t == "portfolio_equity" and frames[t].height:
+            curves = frames[t].rename({"book": "blueprint"}).select(
+                "blueprint", "ts", "equity", "drawdown")
+            extra = {"chart": dg.MetadataValue.md(markdown_image(equity_drawdown_png(
+                curves, title=f"{portfolio}: {study.name}, the book and the equal-weight "
+                              "book of every edge"), "book equity and drawdown"))}
+        if t == "edge_contracts":
+            extra = {"contracts": dg.MetadataValue.md(markdown_table(frames[t].select(
+                "edge", "state", "in_book", "reasons")))}
+        yield dg.Output(frames[t], output_name=t, metadata={"rows": frames[t].height, **extra})
+    yield from checks
+
+
+defs = dg.Definitions(assets=[portfolio_book]) if PORTFOLIO_NAMES else dg.Definitions()
