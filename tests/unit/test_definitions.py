@@ -13,9 +13,11 @@ PHASE2_ASSETS = ["phase2_candidates_raw", "phase2_fdr", "phase2_pvals", "phase2_
 BACKTEST_ASSETS = ["backtest_equity", "backtest_metrics", "backtest_trades"]
 WALKFORWARD_ASSETS = ["walkforward_equity", "walkforward_results", "walkforward_summary"]
 REPORT_ASSETS = ["promotion_decisions", "research_report"]
+PORTFOLIO_ASSETS = ["edge_contracts", "portfolio_equity", "portfolio_metrics",
+                    "portfolio_weights"]
 ASSETS = sorted([*DATE_SYMBOL_ASSETS, "event_quality_report", *PHASE2_ASSETS, "spec_registry",
                  "study_record", "strategy_blueprints", *BACKTEST_ASSETS, "walkforward_folds",
-                 *WALKFORWARD_ASSETS, *REPORT_ASSETS])
+                 *WALKFORWARD_ASSETS, *REPORT_ASSETS, *PORTFOLIO_ASSETS])
 BASE_CHECKS = {"schema", "unique_keys", "monotonic_time", "row_count", "complete_days"}
 
 
@@ -50,6 +52,9 @@ def test_asset_graph_is_pinned():
         "research_report": ["backtest_equity", "backtest_metrics", "bars_5m", "event_table",
                             "phase2_fdr", "promotion_decisions", "walkforward_equity",
                             "walkforward_results", "walkforward_summary"],
+        **{name: ["backtest_equity", "backtest_trades", "bars_5m", "event_table",
+                  "pit_features", "raw_funding_rates", "strategy_blueprints", "study_record",
+                  "walkforward_summary"] for name in PORTFOLIO_ASSETS},
     }
 
 
