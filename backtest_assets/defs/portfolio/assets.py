@@ -21,9 +21,8 @@ from backtest_assets.defs.shared import (
     markdown_table,
     refuse_failed,
     schema_result,
-    study_and,
 )
-from backtest_assets.defs.studies.assets import recorded_study
+from backtest_assets.defs.studies.assets import study_step
 from backtest_assets.engine import Instrument
 from backtest_assets.partitions import (
     BASE_BARS,
@@ -146,10 +145,7 @@ def _checks(spec, run, init_cash: float) -> list[dg.AssetCheckResult]:
 def portfolio_book(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                    warehouse: WarehouseResource):
     """The study's edges under the portfolio spec: contracts, weights, the netted book."""
-    study_name, portfolio = study_and(context, "portfolio")
-    reg = specs.registry()
-    wh = warehouse.warehouse()
-    study = recorded_study(reg, wh, study_name)
+    reg, wh, study, portfolio = study_step(context, "portfolio", specs, warehouse)
     spec = reg.portfolios[portfolio]
     catalog = _read(wh, "strategy_blueprints", study.name)
     if catalog.is_empty():

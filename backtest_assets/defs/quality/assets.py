@@ -16,13 +16,12 @@ from backtest_assets.defs.shared import (
     markdown_table,
     report_folder,
     schema_result,
-    study_and,
     study_boxes,
     symbol_layout,
     table_metadata,
     warehouse_asset,
 )
-from backtest_assets.defs.studies.assets import recorded_study
+from backtest_assets.defs.studies.assets import study_step
 from backtest_assets.events.quality import event_quality, quality_json
 from backtest_assets.partitions import (
     BASE_BARS,
@@ -62,10 +61,7 @@ _ALL = dg.AllPartitionMapping()
 def event_quality_report(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                          warehouse: WarehouseResource):
     """Per symbol and pooled: bars, events, prevalence per 10k bars, join rate, gate verdict."""
-    name, event_type = study_and(context, "event_type")
-    reg = specs.registry()
-    wh = warehouse.warehouse()
-    study = recorded_study(reg, wh, name)
+    reg, wh, study, event_type = study_step(context, "event_type", specs, warehouse)
     boxes = study_boxes(list(study.symbols), study.start, study.end)
     spec = reg.events[event_type]
     feature_cols = sorted({f for _, f in spec.features()})

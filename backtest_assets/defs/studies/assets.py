@@ -19,7 +19,7 @@ from backtest_assets.core.studies import (
     record_of,
 )
 from backtest_assets.core.traceability import code_commit
-from backtest_assets.defs.shared import markdown_table, table_metadata
+from backtest_assets.defs.shared import markdown_table, study_and, table_metadata
 from backtest_assets.partitions import study_partitions_def
 from backtest_assets.resources import (
     MarketSourceResource,
@@ -27,6 +27,7 @@ from backtest_assets.resources import (
     WarehouseResource,
 )
 from backtest_assets.specs import SpecRegistry
+from backtest_assets.specs.models import StudySpec
 from backtest_assets.warehouse import Box, PartitionLayout, Warehouse, WarehouseError
 
 BY_STUDY = PartitionLayout(value_dims={"_key": "study"})
@@ -49,6 +50,16 @@ def recorded_study(reg: SpecRegistry, wh: Warehouse, name: str):
     except (KeyError, StudyDriftError) as exc:
         raise dg.Failure(description=str(exc).strip('"')) from None
     return reg.studies[name]
+
+
+def study_step(context: dg.AssetExecutionContext, dim: str, specs: SpecRegistryResource,
+               warehouse: WarehouseResource) -> tuple[SpecRegistry, Warehouse, StudySpec, str]:
+    """(registry, warehouse, the recorded study, the value of ``dim``) of a one-partition
+    step of a study x ``dim`` asset (refused when the study's specs changed)."""
+    name, value = study_and(context, dim)
+    reg = specs.registry()
+    wh = warehouse.warehouse()
+    return reg, wh, recorded_study(reg, wh, name), value
 
 
 @dg.asset(
