@@ -450,6 +450,29 @@ def report(*, resources_config: dict | None = None, quiet: bool = False,
     return ok and runner.ok
 
 
+def portfolio(names: Sequence[str] | None = None, *, resources_config: dict | None = None,
+              quiet: bool = False, instance: DagsterInstance | None = None,
+              verbose: bool = False, study: str = "default") -> bool:
+    """The study's portfolios (specs/portfolios; default every one), one run each: edge
+    contracts, weights walked forward, the netted book and the equal-weight book."""
+    from backtest_assets.partitions import study_portfolio_key
+    from backtest_assets.specs import load_registry
+
+    known = list(load_registry().portfolios)
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise SystemExit(f"no portfolio {unknown} in specs/portfolios ({', '.join(known)})")
+    runner = Runner(instance, resources_config, quiet, verbose)
+    if not register_study(runner, study):
+        return False
+    for name in names or known:
+        runner.execute("portfolio_job", f"portfolio {name} {study}",
+                       partition_key=str(study_portfolio_key(study, name)))
+    if not quiet:
+        print(portfolio_table(study))
+    return runner.ok
+
+
 def ensure_study(name: str, *, start: dt.date | None = None, end: dt.date | None = None,
                  symbols: Sequence[str] | None = None, source: str | None = None,
                  compare_with: Sequence[str] | None = None):
@@ -526,22 +549,48 @@ def run_all(study: str, *, start: dt.date | None = None, end: dt.date | None = N
     if ok and layers.stale("strategy_blueprints", ["backtest_metrics"], t):
         ok, ran = backtest(study=study, **args), True
     t = max(t, layers.latest_of("strategy_blueprints", "backtest_metrics"))
-    too_short = _walkforward_misfit(st)
-    if too_short and not quiet:
-        print(f"walk-forward skipped: {too_short} (promotion then has no out-of-sample "
-              "evidence)")
-    if ok and not too_short and layers.stale("strategy_blueprints", ["walkforward_summary"], t):
+    # layers a short study cannot hold are skipped, saying why
+    fits = {what: _fits(misfit(st), what, quiet) for what, misfit in (
+        ("walk-forward", _walkforward_misfit), ("portfolios", _portfolio_misfit))}
+    if ok and fits["walk-forward"] and layers.stale("strategy_blueprints",
+                                                    ["walkforward_summary"], t):
         ok, ran = backtest(study=study, job="walkforward_job", **args), True
     t = max(t, layers.latest_of("walkforward_summary"))
+    if ok and fits["portfolios"] and layers.stale(None, ["portfolio_metrics"], t):
+        ok, ran = portfolio(study=study, **args), True
+    t = max(t, layers.latest_of("portfolio_metrics"))
     for other in st.compare_with:  # the report's compare section reads their results too
         t = max(t, StudyLayers(instance, other, config or None).latest_of(*COMPARED))
     if ok and layers.stale(None, ["research_report"], t):
         ok, ran = report(study=study, **args), True
     if ok and not ran and not quiet:
         print(f"study {study}: nothing to do, every layer is up to date (its data days, "
-              f"Gate E-1, Phase 2, blueprints, backtests, walk-forward and report)\n"
+              f"Gate E-1, Phase 2, blueprints, backtests, walk-forward, portfolios and "
+              f"report)\n"
               f"{report_table(study)}")
     return ok
+
+
+def _fits(misfit: str | None, what: str, quiet: bool) -> bool:
+    """True when a layer fits the study; else says why it is skipped (unless quiet)."""
+    if misfit and not quiet:
+        print(f"{what} skipped: {misfit}")
+    return misfit is None
+
+
+def _portfolio_misfit(st) -> str | None:
+    """Why no portfolio of specs/portfolios fits study ``st`` (too few days), or None."""
+    from backtest_assets.specs import load_registry
+
+    specs = load_registry().portfolios
+    days = (st.end - st.start).days + 1
+    if not specs:
+        return "specs/portfolios has none"
+    need = min(p.lookback_days + p.rebalance_days for p in specs.values())
+    if days < need:
+        return (f"study {st.name} has {days} days; a portfolio needs its lookback and one "
+                f"rebalance period ({need} days at the least)")
+    return None
 
 
 def _walkforward_misfit(st) -> str | None:
@@ -554,7 +603,8 @@ def _walkforward_misfit(st) -> str | None:
     try:
         windows(n, reg.base_minutes, reg.walkforward, purge=0)
     except ValueError as exc:
-        return f"walkforward.yaml does not fit study {st.name} ({n} bars): {exc}"
+        return (f"walkforward.yaml does not fit study {st.name} ({n} bars): {exc} "
+                "(promotion then has no out-of-sample evidence)")
     return None
 
 
@@ -582,6 +632,10 @@ class StudyLayers:
         if asset in ("study_record", "strategy_blueprints", "research_report",
                      "promotion_decisions"):
             return [self.study]
+        if asset == "portfolio_metrics":
+            from backtest_assets.partitions import study_portfolio_key
+
+            return [str(study_portfolio_key(self.study, p)) for p in load_registry().portfolios]
         return [str(study_blueprint_key(self.study, n)) for n in self._catalog()]
 
     def _record(self, asset: str, partition: str):
@@ -762,6 +816,24 @@ def walkforward_table(study: str = "default") -> str:
             "true Sharpe is above 0\nafter the trials); PBO: probability of backtest overfitting")
 
 
+def portfolio_table(study: str = "default") -> str:
+    """Each portfolio's book and equal-weight book out of sample."""
+    table = _warehouse_table("portfolio_metrics", f"portfolios of study {study} (out of "
+                             "sample, from the first rebalance)", [
+        Col(name="portfolio", header="portfolio"), Col(name="book", header="book"),
+        Col(name="edges", header="edges", kind="int"),
+        Col(name="total_return", header="return", kind="pct"),
+        Col(name="sharpe", header="SR", kind="float"),
+        Col(name="max_drawdown", header="max dd", kind="pct"),
+        Col(name="fees", header="fees", kind="float", digits=0),
+        Col(name="max_target_gross", header="target gross", kind="float"),
+        Col(name="max_gross", header="gross", kind="float")], "portfolio", study)
+    return (f"{table}\nbook: the portfolio's edges, weighted and netted; equal_weight: every "
+            "blueprint of the study, equal weights, same rebalances;\ntarget gross: the "
+            "largest gross the book asked for (within the spec's cap); gross: the largest "
+            "it held (prices drift between orders)")
+
+
 def report_path(study: str = "default") -> str | None:
     """The full path of the study's latest research report, or None before the first."""
     frame = _read("research_report", study=study)
@@ -839,12 +911,18 @@ def _parser() -> argparse.ArgumentParser:
         "walkforward": sub.add_parser("walkforward", help="walk-forward evaluation of a "
                                                           "study's blueprints (grid sweeps, out "
                                                           "of sample, deflated Sharpe, PBO)"),
+        "portfolio": sub.add_parser("portfolio", help="a study's portfolios: edge contracts, "
+                                                      "weights walked forward, the netted "
+                                                      "book beside the equal-weight book"),
         "report": sub.add_parser("report", help="promotion decisions and the HTML research "
                                                 "report of a study"),
     }
     for name in ("backtest", "walkforward"):
         studied[name].add_argument("--blueprints",
                                    help="comma-separated (default: every blueprint)")
+    studied["portfolio"].add_argument("--portfolios",
+                                      help="comma-separated (default: every one of "
+                                           "specs/portfolios)")
     cert = sub.add_parser("certify", help="the golden certification batch in a fresh "
                                           "instance: every check must pass and the artifacts "
                                           "match golden/")
@@ -894,7 +972,8 @@ def _next_step(cmd: str, ok: bool, args: argparse.Namespace) -> str:
         "discover": f"next: {me} summary {window} (the verdicts and survivors), then "
                     f"{me} backtest",
         "backtest": f"next: {me} walkforward (out of sample, deflated Sharpe, PBO)",
-        "walkforward": f"next: {me} report (promotion decisions and the HTML report)",
+        "walkforward": f"next: {me} portfolio (the approved edges as one book)",
+        "portfolio": f"next: {me} report (promotion decisions and the HTML report)",
         "certify": "next: git diff golden/ (the re-pinned artifacts)"
         if getattr(args, "write", False) else "next: make test",
     }.get(cmd, "next: 'make ui' to browse the runs")
@@ -971,6 +1050,9 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
         return backtest(names, job=f"{args.cmd}_job", verbose=verbose, study=study)
     if args.cmd == "report":
         return report(verbose=verbose, study=study)
+    if args.cmd == "portfolio":
+        names = args.portfolios.split(",") if args.portfolios else None
+        return portfolio(names, verbose=verbose, study=study)
     if args.cmd == "certify":
         from backtest_assets import certify
 
