@@ -23,6 +23,10 @@ fractions (``-0.1`` is -10%), drawdowns ``<= 0``.
   one (the study spec's ``compare_with``) and, for each that has results, its
   :class:`backtest_assets.reporting.compare.Comparison` (this study as A): the ``compare``
   section.
+- ``portfolio_metrics``, ``portfolio_equity``, ``portfolio_weights`` (optional): the study's
+  portfolios (``portfolio_*`` tables): per portfolio and book (``book``, ``equal_weight``)
+  the out-of-sample figures and the equity per bar, and the book's weights per rebalance and
+  edge: the ``portfolio`` section.
 - ``funding`` (optional): ``blueprint``, ``run`` (``backtest`` / ``walk-forward``),
   ``funding_missing`` (prints missing, run as no payment because allowed),
   ``funding_constant_runs`` (runs of one rate longer than the study's limit): shown in the
@@ -83,6 +87,9 @@ class ReportInputs:
     funding: pl.DataFrame = field(default_factory=pl.DataFrame)
     compare_with: tuple[str, ...] = ()
     comparisons: dict[str, Comparison] = field(default_factory=dict)  # by the other study
+    portfolio_metrics: pl.DataFrame = field(default_factory=pl.DataFrame)
+    portfolio_equity: pl.DataFrame = field(default_factory=pl.DataFrame)
+    portfolio_weights: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 # ---- formatting: every function returns HTML-safe text -----------------------------------
@@ -284,10 +291,12 @@ def render_report(inputs: ReportInputs) -> str:
     -------
     str
         An HTML5 document with sections ``summary``, ``equity``, ``walkforward``,
-        ``events``, ``funnel``, ``promotion``, ``compare`` and ``traceability``.
+        ``events``, ``funnel``, ``promotion``, ``portfolio``, ``compare`` and
+        ``traceability``.
     """
     sections = [_summary(inputs), _equity(inputs), _walkforward(inputs), _events(inputs),
-                _funnel(inputs), _promotion(inputs), _compare(inputs), _traceability(inputs)]
+                _funnel(inputs), _promotion(inputs), _portfolio(inputs), _compare(inputs),
+                _traceability(inputs)]
     title = f"Research report: {inputs.study}"
     first, last = inputs.window
     nav = " &middot; ".join(f'<a href="#{key}">{_esc(label)}</a>' for key, label in _NAV)
@@ -470,6 +479,47 @@ def _promotion(inputs: ReportInputs) -> str:
     return _section("promotion", "Promotion", table)
 
 
+def _portfolio(inputs: ReportInputs) -> str:
+    metrics = inputs.portfolio_metrics
+    if metrics.is_empty():
+        return _section("portfolio", "Portfolios", _nothing(
+            "No portfolio of this study (python -m backtest_assets portfolio, after the "
+            "walk-forward; specs/portfolios)."))
+    parts = [_note("Each portfolio's book (its edges, weighted by the allocator on each "
+                   "lookback and netted per symbol) beside the equal-weight book of every "
+                   "blueprint, out of sample from the first rebalance. Edges enter on their "
+                   "contract, decided on the study's whole walk-forward evidence.")]
+    for name in sorted(metrics["portfolio"].unique()):
+        rows = metrics.filter(pl.col("portfolio") == name).sort("book").to_dicts()
+        parts.append(f"<h3>{_esc(name)}</h3>")
+        parts.append(_table([
+            ("book", False, _text("book")), ("edges", True, lambda r: _int(r["edges"])),
+            ("return", True, lambda r: _pct(r["total_return"])),
+            ("Sharpe", True, lambda r: _fixed(r["sharpe"])),
+            ("max DD", True, lambda r: _pct(r["max_drawdown"])),
+            ("fees", True, lambda r: _fixed(r["fees"], 0)),
+            ("largest target gross", True, lambda r: _fixed(r["max_target_gross"])),
+            ("largest gross held", True, lambda r: _fixed(r["max_gross"]))], rows))
+        eq = inputs.portfolio_equity.filter(pl.col("portfolio") == name) \
+            if not inputs.portfolio_equity.is_empty() else pl.DataFrame()
+        if not eq.is_empty():
+            png = equity_drawdown_png(eq.rename({"book": "blueprint"}).select(
+                "blueprint", "ts", "equity", "drawdown"),
+                title=f"{name}: the book and the equal-weight book")
+            parts.append(_img(png, f"portfolio-{name}", f"{name} equity and drawdown"))
+        w = inputs.portfolio_weights.filter(pl.col("portfolio") == name) \
+            if not inputs.portfolio_weights.is_empty() else pl.DataFrame()
+        if not w.is_empty():
+            wide = w.pivot(on="edge", index="rebalance_ts", values="weight").sort(
+                "rebalance_ts")
+            edges = [c for c in wide.columns if c != "rebalance_ts"]
+            parts.append("<h4>Weights per rebalance</h4>")
+            parts.append(_table([("rebalance", False, lambda r: _when(r["rebalance_ts"])),
+                                 *[(e, True, lambda r, e=e: _pct(r[e])) for e in edges]],
+                                wide.to_dicts()))
+    return _section("portfolio", "Portfolios", *parts)
+
+
 def _bps(value: object) -> str:
     return NA if _missing(value) else f"{1e4 * float(value):,.1f}"
 
@@ -558,7 +608,8 @@ def _traceability(inputs: ReportInputs) -> str:
 
 _NAV = (("summary", "Summary"), ("equity", "In-sample"), ("walkforward", "Walk-forward"),
         ("events", "Events"), ("funnel", "Funnel"), ("promotion", "Promotion"),
-        ("compare", "Compare"), ("traceability", "Traceability"))
+        ("portfolio", "Portfolios"), ("compare", "Compare"),
+        ("traceability", "Traceability"))
 
 # Nothing may be fetched: only inline styles, the inline script and data: images.
 _CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "

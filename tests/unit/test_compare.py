@@ -100,3 +100,26 @@ def test_the_report_sets_each_named_study_beside_its_own():
 def test_a_report_compared_with_nothing_says_how_to_compare():
     page = section(render_report(synthetic_inputs()), "compare")
     assert "Compared with no other study" in page and "compare_with" in page
+
+
+def test_the_portfolio_section_shows_each_book_its_curve_and_its_weights():
+    ts = [dt.datetime(2024, 1, 15) + dt.timedelta(hours=h) for h in range(48)]
+    equity = pl.DataFrame([
+        {"portfolio": "book_v1", "book": b, "ts": t, "equity": 1e5 * (1 + k * i * 1e-4),
+         "drawdown": 0.0, "gross": 0.5, "net": 0.1}
+        for b, k in (("book", 1), ("equal_weight", 2)) for i, t in enumerate(ts)])
+    metrics = pl.DataFrame([
+        {"portfolio": "book_v1", "book": b, "edges": n, "total_return": r, "sharpe": s,
+         "max_drawdown": -0.01, "fees": 1234.0, "max_target_gross": 0.5, "max_gross": 0.52}
+        for b, n, r, s in (("book", 3, 0.1326, 27.08), ("equal_weight", 16, 0.0926, 31.85))])
+    weights = pl.DataFrame([
+        {"portfolio": "book_v1", "rebalance_ts": ts[0], "edge": e, "weight": w}
+        for e, w in (("momentum_v1", 0.25), ("p2_a", 0.35), ("p2_b", 0.4))])
+    inputs = dataclasses.replace(synthetic_inputs(), portfolio_metrics=metrics,
+                                 portfolio_equity=equity, portfolio_weights=weights)
+    page = section(render_report(inputs), "portfolio")
+    assert "<h3>book_v1</h3>" in page and "13.26%" in page and "9.26%" in page
+    assert 'data-chart="portfolio-book_v1"' in page
+    assert "<th class=num>momentum_v1</th>" in page and "35.00%" in page
+    empty = section(render_report(synthetic_inputs()), "portfolio")
+    assert "No portfolio of this study" in empty

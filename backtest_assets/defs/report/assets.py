@@ -28,7 +28,7 @@ from backtest_assets.defs.shared import (
 )
 from backtest_assets.defs.studies.assets import recorded_study
 from backtest_assets.discovery.phase2 import TESTED, frame_hash
-from backtest_assets.partitions import BASE_BARS, study_partitions_def
+from backtest_assets.partitions import BASE_BARS, PORTFOLIO_NAMES, study_partitions_def
 from backtest_assets.reporting.charts import markdown_image
 from backtest_assets.reporting.compare import TABLES as COMPARE_TABLES
 from backtest_assets.reporting.compare import Comparison, compare_from
@@ -129,6 +129,9 @@ def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryRe
             for a in ("backtest_equity", "backtest_metrics", "walkforward_results",
                       "walkforward_equity", "walkforward_summary", "phase2_fdr")],
           *[dg.AssetDep(a, partition_mapping=_ALL) for a in ("event_table", BASE_BARS)],
+          *[dg.AssetDep(a, partition_mapping=BY_STUDY_DIM)
+            for a in (("portfolio_metrics", "portfolio_equity", "portfolio_weights")
+                      if PORTFOLIO_NAMES else ())],
           dg.AssetDep("promotion_decisions")],
     check_specs=[c for c in REPORT_CHECKS if c.asset_key.path[-1] == "research_report"],
 )
@@ -212,7 +215,9 @@ def _report_inputs(reg, study, wh) -> ReportInputs:
         equity=_curves(table("backtest_equity")), oos_equity=table("walkforward_equity"),
         folds=folds, event_curves=curves, funnel=funnel, promotions=promotions,
         funding=_funding(table("backtest_metrics"), table("walkforward_summary")),
-        compare_with=study.compare_with, comparisons=_comparisons(wh, study))
+        compare_with=study.compare_with, comparisons=_comparisons(wh, study),
+        portfolio_metrics=table("portfolio_metrics"), portfolio_equity=table("portfolio_equity"),
+        portfolio_weights=table("portfolio_weights"))
 
 
 def _funding(metrics: pl.DataFrame, summary: pl.DataFrame) -> pl.DataFrame:

@@ -39,8 +39,8 @@ DECISIONS_MODEL = pa.DataFrameSchema({
     "reasons": pa.Column(pl.String, pa.Check.str_length(min_value=1)),
     "inputs_hash": pa.Column(pl.String, pa.Check.str_length(64, 64)),
 })
-SECTIONS = ("summary", "equity", "walkforward", "events", "funnel", "promotion", "compare",
-            "traceability")
+SECTIONS = ("summary", "equity", "walkforward", "events", "funnel", "promotion", "portfolio",
+            "compare", "traceability")
 
 
 def check_decisions(frame: pl.DataFrame) -> Iterator[dg.AssetCheckResult]:
