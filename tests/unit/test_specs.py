@@ -130,11 +130,16 @@ def test_a_study_record_leaves_out_which_studies_its_report_compares(tmp_path):
 
 def test_baseline_blueprints_load_typed():
     reg = SpecRegistry.load(default_specs_dir())
-    assert sorted(reg.strategies) == ["momentum_v1", "reversion_v1", "vol_compression_v1"]
+    assert sorted(reg.strategies) == ["momentum_v1", "reversion_v1", "vol_compression_momentum_v1",
+                                      "vol_compression_reversion_v1", "vol_compression_v1"]
     vc = reg.strategies["vol_compression_v1"]
     assert vc.entry.event == "vol_compression_breakout" and vc.entry.condition is None
     assert vc.direction == "continuation" and vc.exits.time_stop_bars == 12
     rev = reg.strategies["reversion_v1"]
     assert rev.entry.condition.feature == "ret_1_z" and rev.entry.condition.op == "abs_gt"
     assert rev.direction == "mean_reversion"
+    # the seeds' two volatility-compression baselines: one rides the breakout, one fades it
+    mom, fade = (reg.strategies[f"vol_compression_{k}_v1"] for k in ("momentum", "reversion"))
+    assert (mom.direction, fade.direction) == ("continuation", "mean_reversion")
+    assert mom.entry.event == fade.entry.event == "vol_compression_breakout"
     assert "strategies/momentum_v1.yaml" in reg.spec_hashes
