@@ -527,6 +527,7 @@ def run_all(study: str, *, start: dt.date | None = None, end: dt.date | None = N
     st = ensure_study(study, start=start, end=end, symbols=symbols, source=source,
                       compare_with=compare_with)
     config = dict(resources_config or {})
+    _refuse_drift(study, config or None)
     if st.source:
         config["market_source"] = {"config": {
             **((config.get("market_source") or {}).get("config", {})),
@@ -569,6 +570,21 @@ def run_all(study: str, *, start: dt.date | None = None, end: dt.date | None = N
               f"report)\n"
               f"{report_table(study)}")
     return ok
+
+
+def _refuse_drift(study: str, resources_config: dict | None) -> None:
+    """Refuse (naming each changed file and both hashes) a recorded study whose specs changed
+    since: its layers may all look up to date, but they were computed from other specs."""
+    from backtest_assets.core.studies import StudyDriftError, check_unchanged, record_of
+    from backtest_assets.specs import load_registry
+
+    stored = _read("study_record", resources_config, study=study)
+    if stored is None or stored.is_empty():
+        return
+    try:
+        check_unchanged(study, stored, record_of(load_registry(), study, source=""))
+    except StudyDriftError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _fits(misfit: str | None, what: str, quiet: bool) -> bool:

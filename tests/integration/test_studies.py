@@ -163,6 +163,9 @@ def test_a_study_whose_specs_changed_is_refused_naming_the_file_and_hashes(two_s
         assert not cli.Runner(instance, quiet=True).execute("study_job", "again",
                                                             partition_key=A)
         assert json.loads(rows("study_record", A)["spec_hashes"][0])["gates.yaml"] == recorded
+        # nor does run-all call it up to date: every layer is, but from other specs
+        with pytest.raises(SystemExit, match=f"study '{A}' was recorded from other specs"):
+            cli.run_all(A, instance=instance, quiet=True, resources_config=CONFIG)
     finally:
         gates.write_text(original)
         reload_registries()
