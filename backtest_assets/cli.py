@@ -843,9 +843,13 @@ def portfolio_table(study: str = "default") -> str:
         Col(name="max_drawdown", header="max dd", kind="pct"),
         Col(name="fees", header="fees", kind="float", digits=0),
         Col(name="max_target_gross", header="target gross", kind="float"),
-        Col(name="max_gross", header="gross", kind="float")], "portfolio", study)
+        Col(name="max_gross", header="gross", kind="float"),
+        Col(name="selection", header="selection")], "portfolio", study)
     return (f"{table}\nbook: the portfolio's edges, weighted and netted; equal_weight: every "
-            "blueprint of the study, equal weights, same rebalances;\ntarget gross: the "
+            "blueprint of the study, equal weights, same rebalances;\nedges: those ever in "
+            "the book; selection as_of: contracts reviewed on the walk-forward of the bars "
+            "before each review only (study: on the whole study, in sample);\ntarget gross: "
+            "the "
             "largest gross the book asked for (within the spec's cap); gross: the largest "
             "it held (prices drift between orders)")
 

@@ -89,6 +89,7 @@ def run_book(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
     # an order only where the book's target moves: the rest keeps (NaN), like an edge's
     moved = np.vstack([target[:1] != 0, np.diff(target, axis=0) != 0])
     sparse_target = np.where(moved, target, np.nan)
+    sparse_target[0] = target[0]  # every symbol decided at the first bar (flat or not)
     result = backtest(open_, high, low, close, sparse_target, instruments, funding=funding,
                       init_cash=init_cash, exits=exits)
     return result, target

@@ -54,9 +54,10 @@ def evidence_hash(evidence: Mapping[str, float]) -> str:
 
 
 def contract(edge: str, edge_identity: str, evidence: Mapping[str, float] | None,
-             gate: PromotionGate, previous: str | None = None) -> Contract:
+             gate: PromotionGate, previous: str | None = None,
+             why_none: str = "no walk-forward evidence") -> Contract:
     """The contract of ``edge`` now (module docstring); ``previous``: its last state for the
-    same identity (None: a new edge)."""
+    same identity (None: a new edge); ``why_none``: the reason recorded without evidence."""
     if previous is not None and previous not in STATES:
         raise ValueError(f"previous: {previous!r} is not one of {STATES}")
     digest = None if evidence is None else evidence_hash(evidence)
@@ -68,7 +69,7 @@ def contract(edge: str, edge_identity: str, evidence: Mapping[str, float] | None
         return made("RETIRED", ["retired: final for this version of the blueprint and its "
                                 "overlays"])
     if evidence is None:
-        return made(previous or "DRAFT", ["no walk-forward evidence"])
+        return made(previous or "DRAFT", [why_none])
     results = gate_results(evidence, gate)
     failed = [why for _, ok, why in results if not ok]
     if failed:

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backtest_assets.portfolio.allocator import Allocation, Edges, Limits, allocate
+from backtest_assets.portfolio.allocator import (
+    Allocation,
+    Edges,
+    Infeasible,
+    Limits,
+    allocate,
+    shrunk_cov,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,9 @@ class WalkForward:
     weights: np.ndarray  # K x n
     turnover: np.ndarray  # K, Σ|w_k - w_{k-1}| (the first: Σ w_0, from cash)
     binding: list[tuple[str, ...]]  # the limits at their bound, per rebalance
+    # K x n: each edge's share of the book's variance at each rebalance, w_i (Σw)_i / w'Σw
+    # on the lookback's Ledoit-Wolf covariance of daily scenarios (0 without risk)
+    risk_contribution: np.ndarray
     oos_returns: np.ndarray  # book return of each bar from the first rebalance on
     seconds: np.ndarray  # allocator time per rebalance
 
@@ -39,40 +49,84 @@ def scenarios(returns: np.ndarray, bars: int) -> np.ndarray:
     return returns[returns.shape[0] - t:].reshape(-1, bars, returns.shape[1]).sum(axis=1)
 
 
+def rebalance_bars(n_bars: int, *, every: int, lookback: int, scenario_bars: int = 288
+                   ) -> np.ndarray:
+    """The bars where new weights start: every ``every`` bars from ``lookback`` on.
+    Raises ``ValueError`` when the bars cannot hold the lookback (two scenarios at least)
+    and one period."""
+    if lookback < 2 * scenario_bars or every < 1 or lookback + every > n_bars:
+        raise ValueError(f"{n_bars} bars cannot hold a lookback of {lookback} bars "
+                         f"(>= 2 scenarios of {scenario_bars}) and one period of {every}")
+    return np.arange(lookback, n_bars, every)
+
+
 def walk_forward(returns: np.ndarray, *, every: int, lookback: int, limits: Limits,
                  mode: str, scenario_bars: int = 288,
                  exposures: Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
                  | None = None, names: tuple[str, ...] | None = None,
+                 eligible: np.ndarray | None = None, scores: np.ndarray | None = None,
                  **allocate_kw) -> WalkForward:
     """Rebalance every ``every`` bars on the previous ``lookback`` bars (module docstring).
 
     ``exposures(lo, hi)`` gives (exposure n x m, gross n, net n) of the edges over bars
     ``[lo, hi)`` (default: one unit each, one symbol); ``allocate_kw`` go to
     :func:`~backtest_assets.portfolio.allocator.allocate`.
+
+    ``eligible`` (K x n bool, one row per rebalance; default all): the edges the allocator
+    may weight at each rebalance (e.g. those whose contract is approved as of it); the
+    others get 0. Where the set changes from one rebalance to the next, the turnover budget
+    is not applied (an edge leaving must be sold whatever the budget; recorded in
+    ``binding`` as ``members changed``). ``scores`` (n, or K x n): per-edge scores, as of
+    each rebalance when 2-D (``score_weighted``).
     """
     r = np.asarray(returns, float)
     t, n = r.shape
-    if lookback < 2 * scenario_bars or every < 1 or lookback + every > t:
-        raise ValueError(f"{t} bars cannot hold a lookback of {lookback} bars "
-                         f"(>= 2 scenarios of {scenario_bars}) and one period of {every}")
+    starts = rebalance_bars(t, every=every, lookback=lookback, scenario_bars=scenario_bars)
     names = names or tuple(f"edge_{i}" for i in range(n))
-    starts = np.arange(lookback, t, every)
+    ok = np.ones((len(starts), n), bool) if eligible is None else np.asarray(eligible, bool)
+    if ok.shape != (len(starts), n):
+        raise ValueError(f"eligible: shape {ok.shape}, expected {(len(starts), n)}")
+    sc = None if scores is None else np.broadcast_to(np.asarray(scores, float),
+                                                     (len(starts), n))
     weights, turnover, binding, seconds = [], [], [], []
+    rc = np.zeros((len(starts), n))
     prev = None
-    for k in starts:
+    for j, k in enumerate(starts):
+        idx = np.flatnonzero(ok[j])
         ex, gross, net = exposures(k - lookback, k) if exposures else \
             (np.ones((n, 1)), np.ones(n), np.ones(n))
-        edges = Edges(names=names, returns=scenarios(r[k - lookback:k], scenario_bars),
-                      exposure=ex, gross=gross, net=net)
-        step = limits if prev is not None else dataclasses.replace(limits, turnover_max=None)
+        changed = j > 0 and not np.array_equal(ok[j], ok[j - 1])
+        w = np.zeros(n)
         t0 = time.perf_counter()
-        a: Allocation = allocate(edges, step, mode, prev=prev, **allocate_kw)
+        if idx.size:
+            edges = Edges(names=tuple(names[i] for i in idx),
+                          returns=scenarios(r[k - lookback:k][:, idx], scenario_bars),
+                          exposure=ex[idx], gross=gross[idx], net=net[idx])
+            step = limits if prev is not None and not changed else \
+                dataclasses.replace(limits, turnover_max=None)
+            kw = dict(allocate_kw)
+            if sc is not None:
+                kw["scores"] = sc[j, idx]
+            try:
+                a: Allocation = allocate(edges, step, mode,
+                                         prev=None if prev is None else prev[idx], **kw)
+            except Infeasible as exc:
+                raise Infeasible(exc.binding, f"at the rebalance of bar {k} (edges: "
+                                 f"{', '.join(edges.names)})") from None
+            w[idx] = a.weights
+            why = a.binding
+            cov, _ = shrunk_cov(edges.returns)
+            var = float(a.weights @ cov @ a.weights)
+            if var > 0:
+                rc[j, idx] = a.weights * (cov @ a.weights) / var
+        else:
+            why = ("no eligible edge",)
         seconds.append(time.perf_counter() - t0)
-        weights.append(a.weights)
-        turnover.append(float(np.abs(a.weights - (0 if prev is None else prev)).sum()))
-        binding.append(a.binding)
-        prev = a.weights
+        weights.append(w)
+        turnover.append(float(np.abs(w - (0 if prev is None else prev)).sum()))
+        binding.append((*why, "members changed") if changed else why)
+        prev = w
     w = np.array(weights)
     held = np.repeat(w, np.diff(np.append(starts, t)), axis=0)  # weights of each bar
     oos = np.einsum("tn,tn->t", r[starts[0]:], held)
-    return WalkForward(starts, w, np.array(turnover), binding, oos, np.array(seconds))
+    return WalkForward(starts, w, np.array(turnover), binding, rc, oos, np.array(seconds))

@@ -487,11 +487,17 @@ def _portfolio(inputs: ReportInputs) -> str:
             "walk-forward; specs/portfolios)."))
     parts = [_note("Each portfolio's book (its edges, weighted by the allocator on each "
                    "lookback and netted per symbol) beside the equal-weight book of every "
-                   "blueprint, out of sample from the first rebalance. Edges enter on their "
-                   "contract, decided on the study's whole walk-forward evidence.")]
+                   "blueprint and each of its edges alone, out of sample from the first "
+                   "rebalance (every curve starts there at the study's capital).")]
     for name in sorted(metrics["portfolio"].unique()):
         rows = metrics.filter(pl.col("portfolio") == name).sort("book").to_dicts()
         parts.append(f"<h3>{_esc(name)}</h3>")
+        parts.append(_note(
+            "Edges enter on contracts reviewed on the walk-forward evidence of the bars "
+            "before each review only (selection as of each review)."
+            if rows[0].get("selection", "as_of") == "as_of" else
+            "Edges enter on contracts decided on the study's whole walk-forward evidence: "
+            "the selection is in sample, so these out-of-sample figures are biased upwards."))
         parts.append(_table([
             ("book", False, _text("book")), ("edges", True, lambda r: _int(r["edges"])),
             ("return", True, lambda r: _pct(r["total_return"])),
@@ -502,22 +508,49 @@ def _portfolio(inputs: ReportInputs) -> str:
             ("largest gross held", True, lambda r: _fixed(r["max_gross"]))], rows))
         eq = inputs.portfolio_equity.filter(pl.col("portfolio") == name) \
             if not inputs.portfolio_equity.is_empty() else pl.DataFrame()
-        if not eq.is_empty():
-            png = equity_drawdown_png(eq.rename({"book": "blueprint"}).select(
-                "blueprint", "ts", "equity", "drawdown"),
-                title=f"{name}: the book and the equal-weight book")
-            parts.append(_img(png, f"portfolio-{name}", f"{name} equity and drawdown"))
         w = inputs.portfolio_weights.filter(pl.col("portfolio") == name) \
             if not inputs.portfolio_weights.is_empty() else pl.DataFrame()
+        if not eq.is_empty():
+            held = sorted(set(w.filter(pl.col("weight") > 0)["edge"])) if w.height else []
+            curves = book_curves(eq, inputs.equity, held, rows[0]["oos_start"])
+            png = equity_drawdown_png(curves, title=f"{name}: the book, the equal-weight "
+                                                    "book and each edge alone, out of sample")
+            parts.append(_img(png, f"portfolio-{name}", f"{name} equity and drawdown"))
         if not w.is_empty():
-            wide = w.pivot(on="edge", index="rebalance_ts", values="weight").sort(
-                "rebalance_ts")
+            wide = w.with_columns(cell=pl.struct("weight", "risk_contribution")).pivot(
+                on="edge", index="rebalance_ts", values="cell").sort("rebalance_ts")
             edges = [c for c in wide.columns if c != "rebalance_ts"]
-            parts.append("<h4>Weights per rebalance</h4>")
+            parts.append("<h4>Weights and risk contributions per rebalance</h4>")
+            parts.append(_note("Each cell: the edge's weight, then its share of the book's "
+                               "variance on that lookback (w_i (Σw)_i / w'Σw, Ledoit-Wolf "
+                               "covariance of daily returns); — an edge not eligible then."))
             parts.append(_table([("rebalance", False, lambda r: _when(r["rebalance_ts"])),
-                                 *[(e, True, lambda r, e=e: _pct(r[e])) for e in edges]],
-                                wide.to_dicts()))
+                                 *[(e, True, lambda r, e=e: _weight_cell(r[e]))
+                                   for e in edges]], wide.to_dicts()))
     return _section("portfolio", "Portfolios", *parts)
+
+
+def _weight_cell(cell: dict | None) -> str:
+    if not cell or _missing(cell.get("weight")) or not cell["weight"]:
+        return NA
+    return f"{_pct(cell['weight'])} ({_pct(cell['risk_contribution'])})"
+
+
+def book_curves(book: pl.DataFrame, edges_alone: pl.DataFrame, edges: Sequence[str],
+                start: datetime.datetime) -> pl.DataFrame:
+    """The book, the equal-weight book and each edge's own run (``backtest_equity``) from
+    ``start`` (the first rebalance), each rescaled to start at the book's equity there, the
+    drawdown from that start: (blueprint, ts, equity, drawdown)."""
+    parts = [book.rename({"book": "blueprint"}).select("blueprint", "ts", "equity")]
+    if edges and not edges_alone.is_empty():
+        parts.append(edges_alone.filter(pl.col("blueprint").is_in(list(edges))).select(
+            (pl.lit("alone: ") + pl.col("blueprint")).alias("blueprint"), "ts", "equity"))
+    frame = pl.concat(parts).filter(pl.col("ts") >= start).sort("blueprint", "ts")
+    base = book.filter(pl.col("ts") >= start).sort("ts")["equity"][0] if book.height else 1.0
+    scaled = pl.col("equity") / pl.col("equity").first().over("blueprint") * base
+    return frame.with_columns(scaled.alias("equity")).with_columns(
+        (pl.col("equity") / pl.col("equity").cum_max().over("blueprint") - 1)
+        .alias("drawdown"))
 
 
 def _bps(value: object) -> str:

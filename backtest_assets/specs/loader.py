@@ -128,9 +128,13 @@ def _coerce(tp: Any, value: Any, *, file: str | Path, path: str) -> Any:  # noqa
 
 
 def to_plain(obj: Any) -> Any:
-    """A dataclass tree as JSON-ready plain data (dates as ISO strings, tuples as lists)."""
+    """A dataclass tree as JSON-ready plain data (dates as ISO strings, tuples as lists).
+    A field marked ``omit_if_default`` in its metadata is left out while at its default (a
+    field added later does not change the hash of specs that do not use it)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omit_if_default")
+                        and getattr(obj, f.name) == f.default)}
     if isinstance(obj, tuple | list):
         return [to_plain(v) for v in obj]
     if isinstance(obj, dict):

@@ -556,6 +556,99 @@ class Exits:
 
 
 @dataclass(frozen=True, kw_only=True)
+class VetoRule:
+    """Block entries on ``side`` while ``feature`` (known at the bar's close) ``op``
+    ``threshold`` holds (``gt`` v > thr, ``lt`` v < thr, ``abs_gt`` |v| > thr)."""
+
+    side: Literal["long", "short", "both"]
+    feature: str
+    op: Literal["gt", "lt", "abs_gt"]
+    threshold: float
+
+    def validate(self) -> None:
+        if not math.isfinite(self.threshold):
+            raise ValueError(f"threshold: {self.threshold} is not finite")
+        if self.op == "abs_gt" and self.threshold < 0:
+            raise ValueError(f"threshold: {self.threshold} < 0 with op abs_gt")
+
+
+OVERLAY_KINDS = ("veto", "regime_filter", "vol_target", "drawdown_brake")
+# The fields each kind reads (the others must be left out: a spec says what it means).
+_OVERLAY_FIELDS = {"veto": {"rules"}, "regime_filter": {"feature", "min", "max"},
+                   "vol_target": {"feature", "target", "min_scale", "max_scale"},
+                   "drawdown_brake": {"max_drawdown", "resume_drawdown", "scale"}}
+_OVERLAY_NAME = r"[a-z][a-z0-9_]{0,40}_v[0-9]+"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OverlaySpec:
+    """A condition applied on top of a blueprint's entries or sizes
+    (``specs/overlays/<name>.yaml``; :mod:`backtest_assets.strategies.overlays`).
+
+    ``veto``: ``rules`` block entries of a side while a feature condition holds (e.g. no
+    longs when funding is extreme). ``regime_filter``: entries only while ``feature`` is in
+    [``min``, ``max``] (either bound may be left out). ``vol_target``: each entry's size
+    times ``target / feature`` (a realized volatility), clipped to [``min_scale``,
+    ``max_scale``]. ``drawdown_brake``: while the edge's paper equity (its run without the
+    brake) is ``max_drawdown`` or more below its peak, entries are scaled by ``scale``
+    (0 blocks them) until the drawdown is back within ``resume_drawdown``.
+    The name carries the version (``_v<N>``); a changed overlay is a new version.
+    """
+
+    name: str
+    description: str = ""
+    kind: Literal["veto", "regime_filter", "vol_target", "drawdown_brake"]
+    rules: tuple[VetoRule, ...] = ()
+    feature: str | None = None
+    min: float | None = None
+    max: float | None = None
+    target: float | None = None
+    min_scale: float = 0.0
+    max_scale: float = 1.0
+    max_drawdown: float | None = None
+    resume_drawdown: float | None = None
+    scale: float = 0.0
+
+    def validate(self) -> None:  # noqa: C901
+        if not re.fullmatch(_OVERLAY_NAME, self.name):
+            raise ValueError(f"name: {self.name!r} is not a versioned lower_snake_case name "
+                             "(e.g. funding_veto_v1)")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for field in set().union(*_OVERLAY_FIELDS.values()) - _OVERLAY_FIELDS[self.kind]:
+            if getattr(self, field) != defaults[field]:
+                raise ValueError(f"{field}: not read by an overlay of kind {self.kind}")
+        if self.kind == "veto" and not self.rules:
+            raise ValueError("rules: a veto needs at least one rule")
+        if self.kind in ("regime_filter", "vol_target") and self.feature is None:
+            raise ValueError(f"feature: required by kind {self.kind}")
+        if self.kind == "regime_filter":
+            if self.min is None and self.max is None:
+                raise ValueError("min: give min, max or both")
+            if self.min is not None and self.max is not None and not self.min < self.max:
+                raise ValueError(f"min: {self.min} is not below max {self.max}")
+        if self.kind == "vol_target":
+            if self.target is None or not self.target > 0:
+                raise ValueError(f"target: {self.target} is not a volatility > 0")
+            if not 0 <= self.min_scale <= self.max_scale <= 10:
+                raise ValueError(f"min_scale: need 0 <= min_scale <= max_scale <= 10, got "
+                                 f"{self.min_scale}, {self.max_scale}")
+        if self.kind == "drawdown_brake":
+            if self.max_drawdown is None or not 0 < self.max_drawdown < 1:
+                raise ValueError(f"max_drawdown: {self.max_drawdown} is out of range (0, 1)")
+            resume = self.resume_drawdown
+            if resume is None or not 0 <= resume < self.max_drawdown:
+                raise ValueError(f"resume_drawdown: {resume} is not in [0, max_drawdown)")
+            if not 0 <= self.scale < 1:
+                raise ValueError(f"scale: {self.scale} is out of range [0, 1)")
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The features it reads (known at each bar's close)."""
+        return tuple(dict.fromkeys([*(r.feature for r in self.rules),
+                                    *([self.feature] if self.feature else [])]))
+
+
+@dataclass(frozen=True, kw_only=True)
 class StrategySpec:
     """A blueprint: when to enter, which way, how much, how to exit, where.
 
@@ -583,10 +676,19 @@ class StrategySpec:
     # Run over missing funding prints (as no payment) even when the study does not allow
     # them (StudySpec.allow_missing_funding: either one allowing is enough).
     allow_missing_funding: bool = False
+    # Applied in order on top of the entries and sizes (specs/overlays; a spec file names
+    # them, the registry resolves each name to its spec, so the blueprint's hash covers
+    # them). Left out of the canonical JSON when empty: a blueprint without overlays keeps
+    # its hash.
+    overlays: tuple[OverlaySpec, ...] = dataclasses.field(
+        default=(), metadata={"omit_if_default": True})
 
-    def validate(self) -> None:
+    def validate(self) -> None:  # noqa: C901
         if not re.fullmatch(_NAME, self.name):
             raise ValueError(f"name: {self.name!r} is not a lower_snake_case name")
+        names = [o.name for o in self.overlays]
+        if len(set(names)) != len(names):
+            raise ValueError(f"overlays: an overlay is listed twice in {names}")
         if not self.symbols:
             raise ValueError("symbols: at least one symbol")
         if not 0 < self.target_weight <= 10:
@@ -656,6 +758,12 @@ class PortfolioSpec:
     risk_aversion: float = 0.0  # constrained_optimizer: weight of CVaR in the objective
     rebalance_days: int = 7
     lookback_days: int = 14
+    # Which evidence approves an edge: "as_of" (default), at each review the walk-forward of
+    # the study's bars before it only, so a rebalance weights edges approved on what was
+    # known then; "study", the study's whole walk-forward (selection in sample: the book's
+    # out-of-sample figures are then biased upwards, and say so).
+    selection: Literal["as_of", "study"] = "as_of"
+    review_days: int | None = None  # as_of: days between reviews (default: every rebalance)
     limits: PortfolioLimits = PortfolioLimits()
 
     def validate(self) -> None:
@@ -671,6 +779,11 @@ class PortfolioSpec:
             raise ValueError(f"risk_aversion: {self.risk_aversion} is not a number >= 0")
         if self.rebalance_days < 1:
             raise ValueError(f"rebalance_days: {self.rebalance_days} is not >= 1")
+        if self.review_days is not None and (
+                self.review_days < self.rebalance_days
+                or self.review_days % self.rebalance_days):
+            raise ValueError(f"review_days: {self.review_days} is not a multiple of "
+                             f"rebalance_days ({self.rebalance_days})")
         if self.lookback_days < 2:
             raise ValueError(f"lookback_days: {self.lookback_days} is not >= 2 (daily "
                              "scenarios)")

@@ -4,7 +4,9 @@ Layout under ``specs/``: ``universe.yaml``, ``labels.yaml``, ``gates.yaml``, ``f
 ``walkforward.yaml``, ``multiplicity/families.yaml``, ``features/*.yaml`` (a ``features:``
 list each),
 ``events/*.yaml`` (one event each), ``studies/*.yaml`` (one study each),
-``strategies/*.yaml`` (one blueprint each). :func:`lint`
+``overlays/*.yaml`` (one overlay each), ``strategies/*.yaml`` (one blueprint each; its
+``overlays`` list names overlays, resolved here to their specs), ``portfolios/*.yaml``
+(one book each). :func:`lint`
 reports every problem; loading raises the first. Both name the file and the field.
 """
 
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from backtest_assets.specs.loader import SpecError, build, read_yaml, spec_hash
+from backtest_assets.specs.loader import SpecError, build, read_yaml, spec_hash, to_plain
 from backtest_assets.specs.models import (
     FAMILY_INPUTS,
     PRICE_COLUMNS,
@@ -31,6 +33,7 @@ from backtest_assets.specs.models import (
     FeesSpec,
     GatesSpec,
     LabelsSpec,
+    OverlaySpec,
     Phase2Gate,
     PortfolioSpec,
     StrategySpec,
@@ -83,6 +86,7 @@ class SpecRegistry:
     walkforward: WalkForwardSpec
     hashes: dict[str, str]
     portfolios: dict[str, PortfolioSpec] = dataclasses.field(default_factory=dict)
+    overlays: dict[str, OverlaySpec] = dataclasses.field(default_factory=dict)
 
     def phase2(self) -> Phase2Specs:
         """The read-only view Phase 2 is given: nothing else of the registry reaches it."""
@@ -171,11 +175,12 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
                                         f"duplicate feature {f.name!r} (also in "
                                         f"{features[f.name][0].name})"))
             features.setdefault(f.name, (path, i, f))
-    def named(folder: str, cls: type[T], kind: str) -> dict[str, tuple[Path, T]]:
+    def named(folder: str, cls: type[T], kind: str,
+              wrap: Callable[[Path, Any], Any] = lambda _, x: x) -> dict[str, tuple[Path, T]]:
         """One spec per file under ``folder``, by name; a second file with a name is an error."""
         out: dict[str, tuple[Path, T]] = {}
         for path in _yaml_files(specs_dir / folder):
-            spec = one(path, cls)
+            spec = one(path, cls, functools.partial(wrap, path))
             if spec is None:
                 continue
             name = spec.name  # type: ignore[attr-defined]
@@ -187,7 +192,13 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
 
     events = named("events", EventSpec, "event")
     studies = named("studies", StudySpec, "study")
-    strategies = named("strategies", StrategySpec, "strategy")
+    overlays = named("overlays", OverlaySpec, "overlay")
+    for path, o in overlays.values():
+        if path.stem != o.name:
+            errors.append(SpecError(path, "name", f"{o.name!r} differs from the file's name "
+                                                  f"({path.stem}): a version is one file"))
+    strategies = named("strategies", StrategySpec, "strategy",
+                       functools.partial(_resolve_overlays, overlays, errors))
     portfolios = named("portfolios", PortfolioSpec, "portfolio")
     if universe is None:  # every cross-check needs the base interval and the symbols
         return None, errors
@@ -204,6 +215,10 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
         if h not in labels.horizons:
             errors.append(SpecError(families_file, f"horizons[{i}]",
                                     f"{h} is not a horizon of labels.yaml {list(labels.horizons)}"))
+    for path, o in overlays.values():
+        for feature in o.features:
+            if feature not in features:
+                errors.append(SpecError(path, "feature", f"unknown feature {feature!r}"))
     errors += _check_strategies(strategies, universe, events, features, fees)
     if gates is not None and gates.phase2.stability.regime_feature not in features:
         errors.append(SpecError(specs_dir / "gates.yaml", "phase2.stability.regime_feature",
@@ -228,7 +243,31 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
         walkforward=walkforward,
         hashes=dict(sorted(hashes.items())),
         portfolios={n: p for n, (_, p) in sorted(portfolios.items())},
+        overlays={n: o for n, (_, o) in sorted(overlays.items())},
     ), []
+
+
+def _resolve_overlays(overlays: dict[str, tuple[Path, OverlaySpec]], errors: list[SpecError],
+                      path: Path, data: Any) -> Any:
+    """A blueprint file's YAML with each overlay name replaced by that overlay's spec (an
+    unknown name, or an overlay written inline instead of named, is an error and dropped)."""
+    if not isinstance(data, dict) or "overlays" not in data:
+        return data
+    names = data["overlays"]
+    if not isinstance(names, list):
+        errors.append(SpecError(path, "overlays", "expected a list of overlay names"))
+        return {**data, "overlays": []}
+    resolved = []
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            errors.append(SpecError(path, f"overlays[{i}]", "name an overlay of "
+                                    "specs/overlays (pinned and versioned), not a mapping"))
+        elif name not in overlays:
+            errors.append(SpecError(path, f"overlays[{i}]", f"unknown overlay {name!r} "
+                                    f"(known: {sorted(overlays)})"))
+        else:
+            resolved.append(to_plain(overlays[name][1]))
+    return {**data, "overlays": resolved}
 
 
 def _yaml_files(folder: Path) -> list[Path]:
@@ -362,6 +401,10 @@ def blueprint_problems(bp: StrategySpec, symbols: Collection[str], events: Colle
         yield "entry.event", f"unknown event type {bp.entry.event!r}"
     if bp.entry.condition is not None and bp.entry.condition.feature not in features:
         yield "entry.condition.feature", f"unknown feature {bp.entry.condition.feature!r}"
+    for i, o in enumerate(bp.overlays):
+        for feature in o.features:
+            if feature not in features:
+                yield f"overlays[{i}]", f"{o.name}: unknown feature {feature!r}"
     if fees is None:
         return
     venue = bp.venue or fees.default_venue

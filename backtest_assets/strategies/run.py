@@ -11,8 +11,10 @@ engine (refusing bad input before simulating) and returns three frames:
   the running peak (the starting cash is the first peak), and the fees, slippage and funding
   paid in the bar over all symbols;
 - metrics: one row, every metric of :func:`backtest_assets.engine.metrics.metrics` (margin
-  and liquidations included) plus the rejected orders per reason (``rejected_<reason>`` for
-  each of ``REJECT_REASONS``, ``insufficient_margin`` among them), the blown bar, the run's
+  and liquidations included), the overlays applied (``overlays``: ``name@hash8`` each;
+  ``overlay_blocked`` / ``overlay_resized``: entries they blocked or resized) plus the
+  rejected orders per reason (``rejected_<reason>`` for each of ``REJECT_REASONS``,
+  ``insufficient_margin`` among them), the blown bar, the run's
   size and the funding audit: ``funding_missing`` (prints missing at the times each symbol's
   interval expects, run as no payment) and ``funding_constant_runs`` (runs of one rate
   longer than the policy's limit), both 0 without funding.
@@ -30,7 +32,7 @@ settings.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +49,8 @@ from backtest_assets.engine import REJECT_REASONS, Instrument, backtest
 from backtest_assets.engine.metrics import drawdown_path, metrics
 from backtest_assets.specs.models import StrategySpec, StudySpec, VenueSpec
 from backtest_assets.strategies.blueprints import Panel, exit_rules, flat_start, targets
+from backtest_assets.strategies.overlays import OverlayCounts, versions
+from backtest_assets.strategies.overlays import apply as apply_overlays
 
 MINUTES_PER_YEAR = 525_600  # DESIGN.md: crypto trades 24/7
 
@@ -143,11 +147,12 @@ def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.n
         above the venue's cap (each message names what and where).
     """
     insts = instruments_for(bp, venue)
-    target = flat_start(targets(bp, panel, features, events))
     rates = panel.funding(funding) if funding is not None and funding.height else None
     audit = check_funding(panel, funding, funding_policy)
-    res = backtest(panel.open, panel.high, panel.low, panel.close, target, insts,
-                   funding=rates, exits=exit_rules(bp), init_cash=init_cash)
+    target, counts = edge_target(bp, panel, features=features, events=events, rates=rates,
+                                 instruments=insts, init_cash=init_cash)
+    res = backtest(**_engine_bars(panel, rates, init_cash), target=target, instruments=insts,
+                   exits=exit_rules(bp))
     bars_per_year = MINUTES_PER_YEAR / panel.interval_minutes
     m = metrics(res, panel.close, init_cash=init_cash, bars_per_year=bars_per_year,
                 instruments=insts)
@@ -179,8 +184,56 @@ def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.n
            **m, "funding_missing": audit.missing.height,
            "funding_constant_runs": audit.constant.height,
            **{f"rejected_{k}": res.rejected[k] for k in REJECT_REASONS},
-           "blown_bar": -1 if res.blown_bar is None else res.blown_bar, "engine_path": res.path}
+           "blown_bar": -1 if res.blown_bar is None else res.blown_bar, "engine_path": res.path,
+           "overlays": versions(bp.overlays),
+           "overlay_blocked": sum(c.blocked for c in counts),
+           "overlay_resized": sum(c.resized for c in counts)}
     return BlueprintRun(trades=trades, equity=equity, metrics=pl.DataFrame([row]))
+
+
+def _engine_bars(panel: Panel, rates: np.ndarray | None, init_cash: float) -> dict:
+    return {"open_": panel.open, "high": panel.high, "low": panel.low, "close": panel.close,
+            "funding": rates, "init_cash": init_cash}
+
+
+def edge_target(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.ndarray],
+                events: pl.DataFrame | None, rates: np.ndarray | None,
+                instruments: Sequence[Instrument], init_cash: float
+                ) -> tuple[np.ndarray, list[OverlayCounts]]:
+    """The engine target ``bp`` trades on ``panel``: its signal shaped by the hold rule,
+    flat at the first bar, its overlays applied (``rates``: funding placed on the panel,
+    for a drawdown brake's paper run); and what each overlay did."""
+    raw = flat_start(targets(bp, panel, features, events))
+    return overlaid(bp, raw, features, bars=_engine_bars(panel, rates, init_cash),
+                    instruments=instruments)
+
+
+def largest_weight(bp: StrategySpec) -> float:
+    """The largest |target| ``bp`` can take on one symbol: its target weight, times a
+    volatility target's largest scale, within its leverage over its symbols."""
+    w = bp.target_weight
+    for o in bp.overlays:
+        if o.kind == "vol_target":
+            w *= o.max_scale
+    return min(w, bp.leverage / len(bp.symbols))
+
+
+def overlaid(bp: StrategySpec, target: np.ndarray, features: Mapping[str, np.ndarray], *,
+             bars: Mapping, instruments: Sequence[Instrument]
+             ) -> tuple[np.ndarray, list[OverlayCounts]]:
+    """``target`` with ``bp``'s overlays applied (:mod:`.overlays`): features on the same
+    bars, a drawdown brake's paper run on ``bars`` (the engine's keyword inputs: open_,
+    high, low, close, funding, init_cash) with the blueprint's exits. Sizes are capped at the
+    blueprint's leverage over its symbols."""
+    if not bp.overlays:
+        return target, []
+
+    def paper(t: np.ndarray) -> np.ndarray:
+        return backtest(**bars, target=t, instruments=instruments, exits=exit_rules(bp)).equity
+
+    return apply_overlays(target, bp.overlays, features=features,
+                          max_weight=bp.leverage / len(bp.symbols), paper=paper,
+                          init_cash=bars["init_cash"])
 
 
 def _datetime(t: np.datetime64) -> dt.datetime:

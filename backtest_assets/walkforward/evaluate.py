@@ -28,7 +28,10 @@ feature condition at a window's first bar reads its (point-in-time) value from b
 window, as a live strategy would. Funding is placed on the whole panel and sliced likewise;
 it is audited once on the whole panel (:func:`backtest_assets.strategies.run.check_funding`),
 refusing before any simulation what ``Market.funding_policy`` does not allow, and the
-summary records ``funding_missing`` and ``funding_constant_runs``.
+summary records ``funding_missing`` and ``funding_constant_runs``. A blueprint's overlays
+(:mod:`backtest_assets.strategies.overlays`) act on each window's target, reading the same
+point-in-time features; a drawdown brake's paper equity starts with the window (every
+window is a run of its own), at the costs of the run it brakes (stressed or not).
 """
 
 from __future__ import annotations
@@ -62,7 +65,13 @@ from backtest_assets.strategies.blueprints import (
     shape_targets,
     signals,
 )
-from backtest_assets.strategies.run import MINUTES_PER_YEAR, check_funding, instruments_for
+from backtest_assets.strategies.overlays import features_read
+from backtest_assets.strategies.run import (
+    MINUTES_PER_YEAR,
+    check_funding,
+    instruments_for,
+    overlaid,
+)
 from backtest_assets.walkforward import folds as F
 from backtest_assets.walkforward.grid import params_json, variants
 
@@ -235,8 +244,16 @@ class _Simulator:
             self.signal.append(cache[v.entry])
         self.exits = [exit_rules(v) for _, v in self.combos]
 
-    def target(self, k: int, a: int, b: int) -> np.ndarray:
-        return flat_start(shape_targets(self.combos[k][1], self.signal[k][a:b]))
+    def target(self, k: int, a: int, b: int, insts=None) -> np.ndarray:
+        """Combination k's target on bars [a, b), its overlays applied (a drawdown brake's
+        paper run on the same window, with ``insts``: the run's, stressed or not)."""
+        bp = self.combos[k][1]
+        raw = flat_start(shape_targets(bp, self.signal[k][a:b]))
+        if not bp.overlays:
+            return raw
+        feats = {f: np.asarray(self.m.features[f])[a:b] for f in features_read(bp.overlays)}
+        return overlaid(bp, raw, feats, bars=self._bars(a, b),
+                        instruments=self.insts if insts is None else insts)[0]
 
     def _bars(self, a: int, b: int) -> dict:
         p = self.m.panel
@@ -260,7 +277,7 @@ class _Simulator:
                 v, maker_bps=v.maker_bps * cost_multiplier,
                 taker_bps=v.taker_bps * cost_multiplier,
                 slippage_bps=v.slippage_bps * cost_multiplier))
-        tgt = self.target(k, a, b)
+        tgt = self.target(k, a, b, insts)
         bars = self._bars(a, b)
         res = backtest(**bars, target=tgt, instruments=insts, exits=self.exits[k])
         return metrics(res, bars["close"], init_cash=self.m.init_cash,

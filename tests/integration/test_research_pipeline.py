@@ -428,8 +428,8 @@ def test_a_promotion_decision_is_reproducible(evaluated):
 
 
 def test_a_portfolio_of_the_approved_edges_as_one_netted_book(evaluated):
-    """Contracts approve exactly the blueprints promotion sends to demo (the same gates);
-    only they are weighted; every check passes; the book reconciles to its fills."""
+    """Contracts reviewed at every rebalance on the evidence before it; only edges approved
+    as of a rebalance are weighted there; every check passes; the book reconciles."""
     root, instance = evaluated
     runner = Runner(instance, warehouse_config(root), quiet=True)
     for portfolio in REGISTRY.portfolios:
@@ -437,23 +437,30 @@ def test_a_portfolio_of_the_approved_edges_as_one_netted_book(evaluated):
                               partition_key=f"{portfolio}|default"), portfolio
     wh = WarehouseResource(data_root=str(root)).warehouse()
     contracts = wh.read("edge_contracts", PartitionLayout())
-    decisions = wh.read("promotion_decisions", PartitionLayout())
-    promoted = set(decisions.filter(pl.col("to_stage") == "demo")["blueprint"])
-    assert promoted, "the default month promotes some blueprint"
+    catalog = wh.read("strategy_blueprints", PartitionLayout())
+    weights_all = wh.read("portfolio_weights", PartitionLayout())
     for portfolio in REGISTRY.portfolios:
+        spec = REGISTRY.portfolios[portfolio]
         mine = contracts.filter(pl.col("portfolio") == portfolio)
-        assert set(mine.filter(pl.col("state") == "APPROVED")["edge"]) == promoted
-        assert set(mine.filter(pl.col("in_book"))["edge"]) == promoted
-        weights = wh.read("portfolio_weights", PartitionLayout()).filter(
-            pl.col("portfolio") == portfolio)
-        assert set(weights["edge"]) <= promoted and weights.height
+        reviews = sorted(mine["as_of"].unique())
+        # the month: rebalances after 14, 21 and 28 days, each a review of every blueprint
+        assert [r.day for r in reviews] == [15, 22, 29], reviews
+        assert mine.height == len(reviews) * catalog.height
+        assert mine.group_by("edge").len()["len"].unique().to_list() == [len(reviews)]
+        weights = weights_all.filter(pl.col("portfolio") == portfolio)
+        assert sorted(weights["rebalance_ts"].unique()) == reviews
+        approved = mine.filter(pl.col("state") == "APPROVED").select(
+            pl.col("as_of").alias("rebalance_ts"), "edge", pl.lit(True).alias("ok"))
+        joined = weights.join(approved, on=["rebalance_ts", "edge"], how="left")
+        assert (joined["eligible"] == joined["ok"].fill_null(False)).all()
+        assert (joined.filter(~pl.col("eligible"))["weight"] == 0).all()
         metrics = wh.read("portfolio_metrics", PartitionLayout()).filter(
             pl.col("portfolio") == portfolio)
         assert sorted(metrics["book"]) == ["book", "equal_weight"]
+        assert set(metrics["selection"]) == {spec.selection}
         book = metrics.filter(pl.col("book") == "book").row(0, named=True)
-        assert book["edges"] == len(promoted)
-        limits = REGISTRY.portfolios[portfolio].limits
-        assert book["max_target_gross"] <= limits.gross_max + 1e-9
+        assert book["edges"] == weights["edge"].n_unique()
+        assert book["max_target_gross"] <= spec.limits.gross_max + 1e-9
     checks = runner.checks
     failed = {k: n for k, n in checks.items() if k[1] != "passed" and k[0] in (
         "weights_within_caps", "turnover_within_budget", "exposure_within_limits",

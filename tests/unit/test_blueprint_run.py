@@ -178,7 +178,11 @@ def test_baseline_blueprints_keep_trading_under_the_margin_check(name):
     panel, funding = market(symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT"), seed=5)
     rng = np.random.default_rng(0)
     features = {"ret_48": rng.normal(0, 0.02, panel.open.shape),
-                "ret_1_z": rng.normal(0, 2.5, panel.open.shape)}
+                "ret_1_z": rng.normal(0, 2.5, panel.open.shape),
+                # what the overlays read (momentum_guarded_v1)
+                "funding_rate": rng.normal(1e-4, 2e-4, panel.open.shape),
+                "rv_48_z": rng.normal(0, 1.0, panel.open.shape),
+                "rv_48": rng.uniform(0.005, 0.02, panel.open.shape)}
     events = pl.DataFrame({"event_type": "vol_compression_breakout",
                            "symbol": rng.choice(panel.symbols, 60),
                            "ts": panel.ts[rng.integers(0, N, 60)],
@@ -186,7 +190,8 @@ def test_baseline_blueprints_keep_trading_under_the_margin_check(name):
     run = run_blueprint(REG.strategies[name], panel, features=features, events=events,
                         funding=funding, venue=VENUE, init_cash=100_000.0)
     m = run.metrics.row(0, named=True)
-    assert m["trades"] >= 20
+    assert m["trades"] + m["overlay_blocked"] >= 20  # entries fired (or an overlay refused them)
+    assert m["trades"] >= 10
     assert m["rejected_insufficient_margin"] == 0 and m["liquidations"] == 0
     assert 0.5 < m["margin_usage_max"] < 0.95
 

@@ -110,16 +110,33 @@ def test_the_portfolio_section_shows_each_book_its_curve_and_its_weights():
         for b, k in (("book", 1), ("equal_weight", 2)) for i, t in enumerate(ts)])
     metrics = pl.DataFrame([
         {"portfolio": "book_v1", "book": b, "edges": n, "total_return": r, "sharpe": s,
-         "max_drawdown": -0.01, "fees": 1234.0, "max_target_gross": 0.5, "max_gross": 0.52}
+         "max_drawdown": -0.01, "fees": 1234.0, "max_target_gross": 0.5, "max_gross": 0.52,
+         "oos_start": ts[0], "selection": "as_of"}
         for b, n, r, s in (("book", 3, 0.1326, 27.08), ("equal_weight", 16, 0.0926, 31.85))])
     weights = pl.DataFrame([
-        {"portfolio": "book_v1", "rebalance_ts": ts[0], "edge": e, "weight": w}
-        for e, w in (("momentum_v1", 0.25), ("p2_a", 0.35), ("p2_b", 0.4))])
+        {"portfolio": "book_v1", "rebalance_ts": ts[0], "edge": e, "weight": w,
+         "risk_contribution": rc}
+        for e, w, rc in (("momentum_v1", 0.25, 0.2), ("p2_a", 0.35, 0.3), ("p2_b", 0.4, 0.5),
+                         ("p2_c", 0.0, 0.0))])
+    alone = pl.DataFrame([{"blueprint": "p2_a", "ts": t, "equity": 2e5 * (1 + i * 1e-3),
+                           "drawdown": 0.0} for i, t in enumerate(ts)])
     inputs = dataclasses.replace(synthetic_inputs(), portfolio_metrics=metrics,
-                                 portfolio_equity=equity, portfolio_weights=weights)
+                                 portfolio_equity=equity, portfolio_weights=weights,
+                                 equity=alone)
     page = section(render_report(inputs), "portfolio")
     assert "<h3>book_v1</h3>" in page and "13.26%" in page and "9.26%" in page
     assert 'data-chart="portfolio-book_v1"' in page
-    assert "<th class=num>momentum_v1</th>" in page and "35.00%" in page
+    assert "<th class=num>momentum_v1</th>" in page and "35.00% (30.00%)" in page
+    assert "selection as of each review" in page
+    # each edge alone starts at the book's equity at the first rebalance
+    from backtest_assets.reporting.report import book_curves
+
+    curves = book_curves(equity.drop("portfolio"), alone, ["p2_a", "p2_b"], ts[0])
+    assert set(curves["blueprint"]) == {"book", "equal_weight", "alone: p2_a"}
+    first = curves.group_by("blueprint").agg(pl.col("equity").first())
+    assert (first["equity"] == 1e5).all()
+    last = curves.filter(pl.col("blueprint") == "alone: p2_a")["equity"][-1]
+    assert last == pytest.approx(1e5 * (1 + 47e-3))
+    assert curves["drawdown"].max() <= 0
     empty = section(render_report(synthetic_inputs()), "portfolio")
     assert "No portfolio of this study" in empty

@@ -57,7 +57,7 @@ def market():
 
 def test_only_approved_edges_enter_and_the_book_reconciles(market):
     kw, edges = market
-    spec = PortfolioSpec(name="b", mode="equal_risk",
+    spec = PortfolioSpec(name="b", mode="equal_risk", selection="study",
                          limits=PortfolioLimits(edge_max=0.8, gross_max=2.0))
     pr = run_portfolio(spec, edges, **kw)
     assert pr.contracts["state"].to_list() == ["APPROVED", "APPROVED", "DRAFT", "DRAFT"]
@@ -78,7 +78,8 @@ def test_the_optimizer_keeps_every_cap_on_every_bar_and_turnover_in_budget(marke
     kw, edges = market
     limits = PortfolioLimits(fully_invested=False, edge_max=0.7, gross_max=1.2, net_max=1.0,
                              symbol_max=0.9, turnover_max=0.4, cvar_max=0.05)
-    spec = PortfolioSpec(name="o", mode="constrained_optimizer", edges="all", limits=limits)
+    spec = PortfolioSpec(name="o", mode="constrained_optimizer", edges="all", limits=limits,
+                         selection="study")
     pr = run_portfolio(spec, edges, **kw)
     w = pr.weights
     assert w["weight"].min() >= 0 and w["weight"].max() <= 0.7 + 1e-9
@@ -94,7 +95,40 @@ def test_the_optimizer_keeps_every_cap_on_every_bar_and_turnover_in_budget(marke
 
 def test_limits_that_cannot_hold_are_refused_naming_them(market):
     kw, edges = market
+    # 4 x 0.2 < 1, fully invested
     spec = PortfolioSpec(name="x", mode="constrained_optimizer", edges="all",
-                         limits=PortfolioLimits(edge_max=0.2))  # 4 x 0.2 < 1, fully invested
+                         selection="study", limits=PortfolioLimits(edge_max=0.2))
     with pytest.raises(Infeasible, match="edge_max"):
         run_portfolio(spec, edges, **kw)
+
+
+def test_equal_risk_books_give_each_edge_an_equal_share_of_the_variance(market):
+    kw, edges = market
+    spec = PortfolioSpec(name="r", mode="equal_risk", edges="all", selection="study",
+                         limits=PortfolioLimits(fully_invested=True, gross_max=4.0))
+    pr = run_portfolio(spec, edges, **kw)
+    per = pr.weights.group_by("rebalance_ts").agg(pl.col("risk_contribution"))
+    for shares in per["risk_contribution"].to_list():
+        assert sum(shares) == pytest.approx(1.0)
+        assert shares == pytest.approx([1 / len(edges)] * len(edges), abs=1e-6)
+
+
+def test_as_of_selection_needs_evidence_as_of_each_review(market):
+    kw, edges = market
+    with pytest.raises(ValueError, match="as_of needs each edge's evidence"):
+        run_portfolio(PortfolioSpec(name="a", mode="equal_risk"), edges, **kw)
+    seen = []
+
+    def evidence_at(i, bar):  # e1 proves itself from the second review on
+        seen.append((i, bar))
+        return GOOD if i == 0 and bar >= 21 * BPD else "not yet"
+
+    pr = run_portfolio(PortfolioSpec(name="a", mode="equal_risk"), edges, **kw,
+                       evidence_at=evidence_at)
+    assert sorted({b for _, b in seen}) == [14 * BPD, 21 * BPD, 28 * BPD, 35 * BPD]
+    e1 = pr.contracts.filter(pl.col("edge") == "e1")["state"].to_list()
+    assert e1 == ["DRAFT", "APPROVED", "APPROVED", "APPROVED"]
+    assert (pr.contracts.filter(pl.col("edge") != "e1")["reasons"] == "not yet").all()
+    w = pr.weights.sort("rebalance_ts")
+    assert set(w["edge"]) == {"e1"} and w["weight"].to_list()[0] == 0.0
+    assert w["weight"].to_list()[1] > 0

@@ -330,7 +330,8 @@ def test_from_survivor_validates(kw, budget, message):
 
 def test_baseline_specs_produce_targets_the_engine_accepts():
     strategies = load_registry().strategies
-    assert sorted(strategies) == ["momentum_v1", "reversion_v1", "vol_compression_momentum_v1",
+    assert sorted(strategies) == ["momentum_guarded_v1", "momentum_v1", "reversion_v1",
+                                  "vol_compression_momentum_v1",
                                   "vol_compression_reversion_v1", "vol_compression_v1"]
     rng = np.random.default_rng(7)
     n = 400

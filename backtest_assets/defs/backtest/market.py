@@ -16,6 +16,7 @@ from backtest_assets.specs.models import StrategySpec, StudySpec
 from backtest_assets.specs.registry import SpecRegistry
 from backtest_assets.strategies import Panel
 from backtest_assets.strategies.catalog import load_blueprint, problems
+from backtest_assets.strategies.overlays import features_read
 from backtest_assets.warehouse import Warehouse
 
 
@@ -39,8 +40,7 @@ class StudyData:
         by_bar, by_ts = ("symbol", "ts_open"), ("symbol", "ts")
         bars = wh.read(BASE_BARS, symbol_layout("ts_open"), boxes,
                        order_by=(*by_bar, "market")).filter(pl.col("market") == "perp")
-        wanted = sorted({bp.entry.condition.feature for bp in blueprints
-                         if bp.entry.condition})
+        wanted = sorted({f for bp in blueprints for f in features_of(bp)})
         feats = wh.read("pit_features", symbol_layout("ts_open"), boxes,
                         order_by=by_bar).select("symbol", "ts_open", *wanted) if wanted else None
         events = wh.read("event_table", symbol_layout("ts"), boxes,
@@ -52,13 +52,13 @@ class StudyData:
 
     def for_blueprint(self, bp: StrategySpec, base_minutes: int
                       ) -> tuple[Panel, dict[str, np.ndarray], pl.DataFrame]:
-        """The blueprint's panel, the feature its entry reads and its symbols' funding.
+        """The blueprint's panel, the features its entry and overlays read and its symbols'
+        funding.
 
         Raises ``ValueError`` (naming symbol and time) for bars that do not fit the grid.
         """
         panel = Panel.from_bars(self.bars, bp.symbols, self.start, self.end, base_minutes)
-        cond = bp.entry.condition
-        features = {cond.feature: panel.column(self.features, cond.feature)} if cond else {}
+        features = {f: panel.column(self.features, f) for f in features_of(bp)}
         return panel, features, self.funding.filter(pl.col("symbol").is_in(bp.symbols))
 
     def inputs_of(self, bp: StrategySpec) -> dict[str, pl.DataFrame]:
@@ -67,10 +67,15 @@ class StudyData:
                   "funding": self.funding.filter(pl.col("symbol").is_in(bp.symbols))}
         if self.events is not None and bp.entry.event:
             inputs["events"] = self.events.filter(pl.col("event_type") == bp.entry.event)
-        if self.features is not None and bp.entry.condition:
-            inputs["features"] = self.features.select("symbol", "ts_open",
-                                                      bp.entry.condition.feature)
+        if self.features is not None and features_of(bp):
+            inputs["features"] = self.features.select("symbol", "ts_open", *features_of(bp))
         return inputs
+
+
+def features_of(bp: StrategySpec) -> tuple[str, ...]:
+    """The features a blueprint reads: its entry condition's, then its overlays'."""
+    entry = (bp.entry.condition.feature,) if bp.entry.condition else ()
+    return tuple(dict.fromkeys((*entry, *features_read(bp.overlays))))
 
 
 def selected_blueprints(reg: SpecRegistry, catalog: pl.DataFrame, names: Sequence[str]

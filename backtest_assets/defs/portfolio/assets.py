@@ -23,6 +23,7 @@ from backtest_assets.defs.shared import (
     schema_result,
 )
 from backtest_assets.defs.studies.assets import study_step
+from backtest_assets.defs.walkforward.assets import phase2_trials
 from backtest_assets.engine import Instrument
 from backtest_assets.partitions import (
     BASE_BARS,
@@ -31,6 +32,7 @@ from backtest_assets.partitions import (
     study_portfolio_partitions_def,
 )
 from backtest_assets.portfolio.allocator import Infeasible
+from backtest_assets.portfolio.evidence import as_of
 from backtest_assets.portfolio.run import EdgeRun, run_portfolio
 from backtest_assets.reporting.charts import equity_drawdown_png, markdown_image
 from backtest_assets.resources import SpecRegistryResource, WarehouseResource
@@ -41,8 +43,15 @@ from backtest_assets.schemas.portfolio import (
     PORTFOLIO_WEIGHTS,
 )
 from backtest_assets.specs import spec_hash
-from backtest_assets.strategies.blueprints import Panel, flat_start, targets
+from backtest_assets.strategies.blueprints import Panel
 from backtest_assets.strategies.catalog import load_blueprint
+from backtest_assets.strategies.run import (
+    edge_target,
+    funding_policy,
+    instruments_for,
+    largest_weight,
+)
+from backtest_assets.walkforward.evaluate import Market
 from backtest_assets.warehouse import PartitionLayout, WarehouseError
 
 TABLES = ("edge_contracts", "portfolio_weights", "portfolio_equity", "portfolio_metrics")
@@ -53,9 +62,11 @@ _SAME_STUDY = dg.MultiPartitionMapping({
     "study": dg.DimensionPartitionMapping("study", dg.IdentityPartitionMapping())})
 _CHECKS = {
     "weights_within_caps": ("portfolio_weights", "every rebalance: weights >= 0, each at most "
-                            "edge_max, their sum the budget (or at most it)"),
+                            "edge_max, 0 for an edge not eligible then, their sum the budget "
+                            "(or at most it; cash when no edge is eligible)"),
     "turnover_within_budget": ("portfolio_weights", "every rebalance after the first (from "
-                               "cash): sum of |weight changes| <= turnover_max"),
+                               "cash) whose eligible edges did not change: sum of |weight "
+                               "changes| <= turnover_max"),
     "exposure_within_limits": ("portfolio_equity", "every bar: the book's target gross, "
                                "|net| and per-symbol exposure within the spec's caps"),
     "equity_reconciles": ("portfolio_equity", "the book's equity change is its fills' P&L "
@@ -82,23 +93,30 @@ def _read(wh, table: str, study: str) -> pl.DataFrame:
 def _checks(spec, run, init_cash: float) -> list[dg.AssetCheckResult]:
     lim = spec.limits
     w = run.weights
-    per = w.group_by("rebalance_ts").agg(pl.col("weight").sum().alias("total"),
-                                         pl.col("weight").max().alias("largest"),
-                                         pl.col("turnover").first()).sort("rebalance_ts")
+    per = w.group_by("rebalance_ts").agg(
+        pl.col("weight").sum().alias("total"), pl.col("weight").max().alias("largest"),
+        pl.col("turnover").first(), pl.col("eligible").any().alias("any_eligible"),
+        pl.col("binding").first().str.contains("members changed").alias("changed"),
+    ).sort("rebalance_ts")
     problems = []
     if w.height and w["weight"].min() < -1e-12:
         problems.append("a negative weight")
     if lim.edge_max is not None and w.height and per["largest"].max() > lim.edge_max + 1e-9:
         problems.append(f"a weight {per['largest'].max():.6g} above edge_max {lim.edge_max}")
-    if per.height:
-        total = per["total"]
+    if w.height and (w.filter(~pl.col("eligible"))["weight"].abs().max() or 0) > 1e-12:
+        problems.append("a weight on an edge not eligible at its rebalance")
+    invested = per.filter(pl.col("any_eligible"))  # with no eligible edge: cash
+    if invested.height:
+        total = invested["total"]
         off = (total - lim.budget).abs().max() if lim.fully_invested else \
             (total - lim.budget).max()
         if off > 1e-9:
             problems.append(f"weights summing to {total.to_list()} against a budget of "
                             f"{lim.budget}{'' if lim.fully_invested else ' (at most)'}")
-    turnover_ok = lim.turnover_max is None or per.height < 2 or \
-        per["turnover"][1:].max() <= lim.turnover_max + 1e-9
+    # the first rebalance is from cash; one whose members changed must sell what left
+    budgeted = per[1:].filter(~pl.col("changed"))
+    turnover_ok = lim.turnover_max is None or budgeted.is_empty() or \
+        budgeted["turnover"].max() <= lim.turnover_max + 1e-9
     exposure = []
     tgt = run.book_target
     if tgt is not None:
@@ -118,7 +136,8 @@ def _checks(spec, run, init_cash: float) -> list[dg.AssetCheckResult]:
         dg.AssetCheckResult(check_name="turnover_within_budget",
                             asset_key="portfolio_weights", passed=bool(turnover_ok),
                             description=None if turnover_ok else
-                            f"turnover {per['turnover'][1:].max():.6g} > {lim.turnover_max}"),
+                            f"turnover {budgeted['turnover'].max():.6g} > "
+                            f"{lim.turnover_max}"),
         dg.AssetCheckResult(check_name="exposure_within_limits", asset_key="portfolio_equity",
                             passed=not exposure, description="; ".join(exposure) or None),
         dg.AssetCheckResult(check_name="equity_reconciles", asset_key="portfolio_equity",
@@ -166,23 +185,32 @@ def portfolio_book(context: dg.AssetExecutionContext, specs: SpecRegistryResourc
     book = Panel.from_bars(data.bars, symbols, data.start, data.end, reg.base_minutes)
     evidence = {r["blueprint"]: r for r in summary.iter_rows(named=True)} if summary.height \
         else {}
-    edges = []
+    edges, evidence_of = [], []
+    trials_phase2 = phase2_trials(wh, study.name)
     for bp in blueprints:
-        panel, features, _ = data.for_blueprint(bp, reg.base_minutes)
+        panel, features, own_funding = data.for_blueprint(bp, reg.base_minutes)
+        venue = reg.fees.venues[bp.venue or reg.fees.default_venue]
+        evidence_of.append(as_of(
+            bp, Market(panel, features, data.events, own_funding, venue, study.capital,
+                       funding_policy(study, bp)), reg.walkforward,
+            stress=reg.gates.promotion.cost_stress,
+            trials_phase2=trials_phase2 if rows[bp.name]["source"] == "phase2" else 0))
         own = trades.filter(pl.col("blueprint") == bp.name)
         eq = equity.filter(pl.col("blueprint") == bp.name).sort("ts")["equity"].to_numpy()
+        target, _ = edge_target(
+            bp, panel, features=features, events=data.events,
+            rates=panel.funding(own_funding) if own_funding.height else None,
+            instruments=instruments_for(bp, venue),
+            init_cash=study.capital)
         edges.append(EdgeRun(
-            name=bp.name, symbols=tuple(bp.symbols),
-            target=flat_start(targets(bp, panel, features, data.events)),
+            name=bp.name, symbols=tuple(bp.symbols), target=target,
             trades=own, equity=eq, init_cash=study.capital,
             spec_hash=rows[bp.name]["spec_hash"], evidence=evidence.get(bp.name),
-            max_weight=bp.target_weight))
+            max_weight=largest_weight(bp),
+            overlays={o.name: spec_hash(o) for o in bp.overlays}))
     venue = reg.fees.venues[reg.fees.default_venue]
     leverage = max(1.0, *(bp.leverage for bp in blueprints))
     instruments = [Instrument.from_venue(s, venue, max_leverage=leverage) for s in symbols]
-    previous = _read(wh, "edge_contracts", study.name)
-    previous = {r["identity"]: r["state"] for r in previous.filter(
-        pl.col("portfolio") == portfolio).iter_rows(named=True)} if previous.height else {}
     bars_per_day = reg.bars_per_day
     try:
         run = run_portfolio(
@@ -190,7 +218,7 @@ def portfolio_book(context: dg.AssetExecutionContext, specs: SpecRegistryResourc
             bars=(book.open, book.high, book.low, book.close), instruments=instruments,
             funding=book.funding(data.funding) if data.funding.height else None,
             init_cash=study.capital, bars_per_day=bars_per_day, gate=reg.gates.promotion,
-            previous=previous)
+            evidence_at=lambda i, bar: evidence_of[i](bar))
     except (Infeasible, ValueError) as exc:
         raise dg.Failure(description=f"portfolio {portfolio} of study {study.name}: "
                                      f"{exc}") from None
@@ -200,7 +228,9 @@ def portfolio_book(context: dg.AssetExecutionContext, specs: SpecRegistryResourc
         "edge_contracts": run.contracts.select(*key, pl.all(), pl.lit(h).alias("spec_hash")),
         "portfolio_weights": run.weights.select(*key, pl.all()),
         "portfolio_equity": run.equity.select(*key, pl.all()),
-        "portfolio_metrics": run.metrics.select(*key, pl.all(), pl.lit(h).alias("spec_hash"))
+        "portfolio_metrics": run.metrics.select(*key, pl.all(),
+                                                pl.lit(spec.selection).alias("selection"),
+                                                pl.lit(h).alias("spec_hash"))
         if run.metrics.height else
         pl.DataFrame(schema=dict(PORTFOLIO_METRICS.dtypes)),
     }
@@ -223,8 +253,11 @@ def portfolio_book(context: dg.AssetExecutionContext, specs: SpecRegistryResourc
                 curves, title=f"{portfolio}: {study.name}, the book and the equal-weight "
                               "book of every edge"), "book equity and drawdown"))}
         if t == "edge_contracts":
-            extra = {"contracts": dg.MetadataValue.md(markdown_table(frames[t].select(
-                "edge", "state", "in_book", "reasons")))}
+            last = frames[t].filter(pl.col("as_of") == pl.col("as_of").max())
+            extra = {"reviews": frames[t]["as_of"].n_unique(),
+                     "approved_at_last_review": int((last["state"] == "APPROVED").sum()),
+                     "contracts": dg.MetadataValue.md(markdown_table(last.select(
+                         "as_of", "edge", "state", "in_book", "reasons")))}
         yield dg.Output(frames[t], output_name=t, metadata={"rows": frames[t].height, **extra})
     yield from checks
 

@@ -120,7 +120,7 @@ def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistr
     study = recorded_study(reg, wh, study_name)
     blueprints, rows = selected_blueprints(reg, strategy_blueprints, names)
     data = StudyData.read(wh, study, blueprints)
-    trials_phase2 = _phase2_trials(wh, study.name)
+    trials_phase2 = phase2_trials(wh, study.name)
     outs = []
     for bp in blueprints:
         venue = reg.fees.venues[bp.venue or reg.fees.default_venue]
@@ -174,7 +174,7 @@ def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistr
     yield from partition_evaluations(context, checks)
 
 
-def _phase2_trials(wh, study: str) -> int:
+def phase2_trials(wh, study: str) -> int:
     """Hypotheses Phase 2 tested for the study (all event types): trials behind every
     survivor."""
     try:
