@@ -792,16 +792,10 @@ def compare_studies(a: str, b: str, resources_config: dict | None = None) -> str
 def _read(table: str, resources_config: dict | None = None, study: str | None = None):
     """A warehouse table (``study``'s rows), or None when it has not been materialized yet."""
     from backtest_assets.resources import WarehouseResource
-    from backtest_assets.warehouse import PartitionLayout, WarehouseError
 
     config = ((resources_config or {}).get("warehouse") or {}).get("config", {})
-    try:
-        frame = WarehouseResource(**config).warehouse().read(table, PartitionLayout())
-    except WarehouseError:
-        return None
-    if study is not None and "study" in frame.columns:
-        frame = frame.filter(frame["study"] == study)
-    return frame
+    wh = WarehouseResource(**config).warehouse()
+    return wh.study_rows(table) if study is None else wh.study_rows(table, study)
 
 
 def _warehouse_table(table: str, title: str, columns: list[Col], sort: str,

@@ -244,6 +244,23 @@ class Warehouse:
             )
             return conn.sql(sql).pl()
 
+    def study_rows(self, table: str, *studies: str) -> pl.DataFrame | None:
+        """The rows of ``studies`` in ``table`` (every row when it has no ``study`` column or
+        no study is named), filtered in the database; None before the table exists."""
+        if not self.path.exists():
+            return None
+        with self.connect(read_only=True) as conn:
+            cols = {r[0] for r in conn.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ?",
+                [table]).fetchall()}
+            if not cols:
+                return None
+            if "study" not in cols or not studies:
+                return conn.sql(f"SELECT * FROM {ident(table)}").pl()  # noqa: S608
+            marks = ", ".join("?" for _ in studies)
+            return conn.execute(f"SELECT * FROM {ident(table)} "  # noqa: S608
+                                f"WHERE study IN ({marks})", list(studies)).pl()
+
     # ---- writes ------------------------------------------------------------------------
 
     def replace(

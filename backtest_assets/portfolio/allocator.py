@@ -35,11 +35,13 @@ Modes (:func:`allocate`):
 Caps (:class:`Limits`): the weights' sum (``budget``, exactly or at most), per-edge cap,
 gross, net and per-symbol exposure, CVaR, max drawdown, turnover ``Σ|w − w_prev|``. The
 heuristic modes meet the per-edge cap by water-filling (a capped edge's excess goes to the
-others in proportion) and the exposure caps by scaling the whole book down (cash is left
-over); CVaR, drawdown and turnover are the optimizer's alone. A limit that cannot be met is
-reported naming it (:class:`Infeasible`), never relaxed: the optimizer's infeasibility is
-diagnosed by an elastic copy of the program with one slack per limit, minimized, and every
-limit whose slack is positive is named with the amount it is short.
+others in proportion), the exposure caps by scaling the whole book down (cash is left
+over) and the turnover budget by moving only part of the way from the current weights
+(every cap holds between two allocations that meet it); CVaR and drawdown are the
+optimizer's alone, and a heuristic mode given them refuses (``ValueError``). A limit that
+cannot be met is reported naming it (:class:`Infeasible`), never relaxed: the optimizer's
+infeasibility is diagnosed by an elastic copy of the program with one slack per limit,
+minimized, and every limit whose slack is positive is named with the amount it is short.
 
 Covariance: Ledoit–Wolf (2004) shrinkage of the sample covariance towards a scaled identity
 (``μ I``, ``μ`` the mean variance), with their optimal intensity (:func:`shrunk_cov`).
@@ -213,7 +215,10 @@ def _scale_to_exposure(w: np.ndarray, edges: Edges, limits: Limits) -> tuple[np.
 
 
 def _heuristic(raw: np.ndarray, edges: Edges, limits: Limits, mode: str, cov: np.ndarray,
-               detail: dict) -> Allocation:
+               detail: dict, prev: np.ndarray | None = None) -> Allocation:
+    if limits.cvar_max is not None or limits.max_drawdown is not None:
+        raise ValueError(f"{mode}: cvar_max and max_drawdown are limits of the "
+                         "constrained_optimizer mode only (no heuristic can hold them)")
     total = limits.budget
     if not limits.fully_invested and limits.edge_max is not None:
         total = min(total, limits.edge_max * raw.size)  # the rest stays in cash
@@ -221,7 +226,46 @@ def _heuristic(raw: np.ndarray, edges: Edges, limits: Limits, mode: str, cov: np
     binding = ["edge_max"] if limits.edge_max is not None and \
         np.any(np.isclose(w, limits.edge_max)) else []
     w, scaled = _scale_to_exposure(w, edges, limits)
+    if limits.turnover_max is not None and prev is not None:
+        move = np.abs(w - prev).sum()
+        if move > limits.turnover_max + _TOL:
+            w = _part_way(prev, w, limits.turnover_max / move, edges, limits)
+            scaled = [*scaled, "turnover_max"]
     return Allocation(w, mode, risk_contributions(w, cov), tuple(binding + scaled), detail)
+
+
+def _part_way(prev: np.ndarray, w: np.ndarray, step: float, edges: Edges, limits: Limits
+              ) -> np.ndarray:
+    """``prev + step (w - prev)``: the turnover budget's share of the way to ``w``. Every cap
+    is linear, so a point between two allocations that meet it meets it too; current
+    weights that break a cap need a step at least long enough to get back within it, and
+    when the budget does not allow that the limits are refused, naming turnover_max and
+    the cap."""
+    d = w - prev
+    rows = [(np.ones_like(w), limits.budget, "budget")]
+    if limits.edge_max is not None:
+        rows += [(np.eye(len(w))[i], limits.edge_max, "edge_max") for i in range(len(w))]
+    for cap, a in ((limits.gross_max, edges.gross), (limits.net_max, edges.net)):
+        if cap is not None:
+            rows.append((a, cap, "gross_max" if a is edges.gross else "net_max"))
+    if limits.symbol_max is not None:
+        rows += [(edges.exposure[:, j], limits.symbol_max, "symbol_max")
+                 for j in range(edges.exposure.shape[1])]
+    need, broken = 0.0, {}
+    for a, b, name in rows:
+        over, slope = float(a @ prev - b), float(a @ d)
+        if over > _TOL:  # a cap the current weights break: only moving reduces it
+            least = over / -slope if slope < 0 else math.inf
+            if least > need:
+                need, broken = least, {name: over}
+    if limits.fully_invested and abs(prev.sum() - limits.budget) > _TOL:
+        need, broken = 1.0, {"budget": abs(prev.sum() - limits.budget)}
+    if need > step + _TOL:
+        shortfall = (min(need, 1.0) - step) * float(np.abs(d).sum())
+        raise Infeasible({"turnover_max": shortfall, **broken},
+                         "the current weights break a cap the turnover budget cannot "
+                         "bring them back within")
+    return prev + step * d
 
 
 def inverse_vol(cov: np.ndarray) -> np.ndarray:
@@ -492,10 +536,12 @@ def allocate(edges: Edges, limits: Limits, mode: str, *, scores: Sequence[float]
     else:
         raise ValueError(f"shrinkage {shrinkage!r}: ledoit_wolf or none")
     detail = {"shrinkage": intensity}
+    prev_w = None if prev is None else np.asarray(prev, float)
     if mode == "inverse_vol":
-        return _heuristic(inverse_vol(cov), edges, limits, mode, cov, detail)
+        return _heuristic(inverse_vol(cov), edges, limits, mode, cov, detail, prev_w)
     if mode == "equal_risk":
-        return _heuristic(equal_risk_contribution(cov), edges, limits, mode, cov, detail)
+        return _heuristic(equal_risk_contribution(cov), edges, limits, mode, cov, detail,
+                          prev_w)
     if mode == "score_weighted":
         if scores is None or len(scores) != edges.n:
             raise ValueError(f"score_weighted needs one score per edge ({edges.n})")
@@ -504,11 +550,11 @@ def allocate(edges: Edges, limits: Limits, mode: str, *, scores: Sequence[float]
         s = np.clip(np.nan_to_num(np.asarray(scores, float), nan=0.0), 0, None)
         base = s / s.sum() if s.sum() > 0 else np.full(edges.n, 1 / edges.n)
         raw = (1 - shrink) * base + shrink / edges.n
-        return _heuristic(raw, edges, limits, mode, cov, detail)
+        return _heuristic(raw, edges, limits, mode, cov, detail, prev_w)
     if mode == "cluster":
         labels = clusters(edges.returns, cluster_corr)
         return _heuristic(cluster_weights(cov, labels), edges, limits, mode, cov,
-                          detail | {"clusters": labels})
+                          detail | {"clusters": labels}, prev_w)
     mu = edges.returns.mean(axis=0)
     return _optimize(edges, limits, mu, cov, risk_aversion=risk_aversion,
                      tilt=None if tilt is None else np.asarray(tilt, float),

@@ -766,7 +766,7 @@ class PortfolioSpec:
     review_days: int | None = None  # as_of: days between reviews (default: every rebalance)
     limits: PortfolioLimits = PortfolioLimits()
 
-    def validate(self) -> None:
+    def validate(self) -> None:  # noqa: C901
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
             raise ValueError(f"name: {self.name!r} is not a lower_snake_case name")
         if self.score not in PORTFOLIO_SCORES:
@@ -787,6 +787,11 @@ class PortfolioSpec:
         if self.lookback_days < 2:
             raise ValueError(f"lookback_days: {self.lookback_days} is not >= 2 (daily "
                              "scenarios)")
+        if self.mode != "constrained_optimizer":
+            for name in ("cvar_max", "max_drawdown"):
+                if getattr(self.limits, name) is not None:
+                    raise ValueError(f"limits.{name}: held by mode constrained_optimizer "
+                                     f"only, not {self.mode}")
         from backtest_assets.portfolio.allocator import Limits
 
         try:

@@ -2,8 +2,9 @@
 
 One row per blueprint: ``blueprint`` (its name, the Dagster partition key), ``source``
 ("spec" or "phase2"), ``hypothesis_id`` (null for a spec), ``spec_json`` (canonical JSON
-of the :class:`StrategySpec`, read back by :func:`load_blueprint`), ``spec_hash``, and a
-readable summary (symbols, entry, direction, exits).
+of the :class:`StrategySpec` with its overlays resolved, read back by :func:`load_blueprint`),
+``spec_hash``, and a readable summary (symbols, entry, direction, exits, overlays as
+``name@hash8``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from backtest_assets.specs.loader import build, canonical_json, spec_hash
 from backtest_assets.specs.models import StrategySpec
 from backtest_assets.specs.registry import SpecRegistry, blueprint_problems
 from backtest_assets.strategies.blueprints import from_survivor
+from backtest_assets.strategies.overlays import versions
 
 CATALOG_SCHEMA = {"blueprint": pl.String, "source": pl.String, "hypothesis_id": pl.String,
                   "spec_json": pl.String, "spec_hash": pl.String, "symbols": pl.String,
-                  "entry": pl.String, "direction": pl.String, "exits": pl.String}
+                  "entry": pl.String, "direction": pl.String, "exits": pl.String,
+                  "overlays": pl.String}
 
 
 def catalog(reg: SpecRegistry, survivors: pl.DataFrame | None,
@@ -42,7 +45,8 @@ def catalog(reg: SpecRegistry, survivors: pl.DataFrame | None,
     rows = [{"blueprint": bp.name, "source": source, "hypothesis_id": hyp,
              "spec_json": canonical_json(bp), "spec_hash": spec_hash(bp),
              "symbols": ",".join(bp.symbols), "entry": _entry(bp), "direction": bp.direction,
-             "exits": _exits(bp)} for source, hyp, bp in specs]
+             "exits": _exits(bp), "overlays": versions(bp.overlays) or "none"}
+            for source, hyp, bp in specs]
     return pl.DataFrame(rows, schema=CATALOG_SCHEMA)
 
 

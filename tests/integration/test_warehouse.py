@@ -198,3 +198,17 @@ def test_side_rows_replaced_on_their_own_and_a_new_column_added(wh):
                           ("BTCUSDT", "rejected", "ChecksumMismatchError: x"),
                           ("ETHUSDT", "ok", None)]
     assert wh.tables() == {"files"}
+
+
+def test_study_rows_filter_in_the_database_and_say_when_a_table_is_missing(wh):
+    assert wh.study_rows("t", "a") is None  # no warehouse file yet
+    by_study = PartitionLayout(value_dims={"study": "study"})
+    rows = pl.DataFrame({"study": ["a", "b", "c", "a"], "x": [1, 2, 3, 4]})
+    for s in ("a", "b", "c"):
+        wh.replace("t", rows.filter(pl.col("study") == s), by_study,
+                   by_study.boxes([{"study": s}]))
+    assert wh.study_rows("missing", "a") is None
+    assert sorted(wh.study_rows("t", "a")["x"]) == [1, 4]
+    assert sorted(wh.study_rows("t", "a", "c")["x"]) == [1, 3, 4]
+    assert wh.study_rows("t").height == 4
+    assert wh.study_rows("t", "x' OR 1=1 --").height == 0  # a value, never SQL

@@ -1,6 +1,7 @@
 """The multi-edge allocator: each mode on hand-checkable cases, the optimizer against an
 independent formulation, caps as properties over random edge sets, infeasibility named."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -223,6 +224,21 @@ def test_an_infeasible_set_of_limits_names_the_limit_that_cannot_hold():
         allocate(e, Limits(cvar_max=0.0, cvar_alpha=0.9), "constrained_optimizer")
 
 
+def test_a_heuristic_mode_moves_part_way_within_its_turnover_budget():
+    rng = np.random.default_rng(5)
+    r = rng.normal(0, 0.01, (60, 2))
+    r[:, 1] *= 1.0001  # nearly equal risk
+    e = edges_of(r)
+    a = allocate(e, Limits(turnover_max=0.4), "inverse_vol", prev=np.array([1.0, 0.0]))
+    full = allocate(e, Limits(), "inverse_vol").weights
+    assert np.abs(a.weights - [1, 0]).sum() == pytest.approx(0.4)
+    np.testing.assert_allclose(a.weights, [1, 0] + (full - [1, 0]) * 0.4 / np.abs(
+        full - [1, 0]).sum())
+    assert "turnover_max" in a.binding and a.weights.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="constrained_optimizer mode only"):
+        allocate(e, Limits(cvar_max=0.05), "equal_risk")
+
+
 # ---- properties over random edge sets -----------------------------------------------------
 
 @pytest.mark.parametrize("seed", range(12))
@@ -239,16 +255,26 @@ def test_no_cap_is_ever_violated_over_random_edge_sets(seed):
     prev = rng.dirichlet(np.ones(n))
     limits = Limits(fully_invested=False, edge_max=max(0.3, 1.5 / n), gross_max=1.5,
                     net_max=1.0, symbol_max=0.8, turnover_max=0.6)
-    for mode in ("inverse_vol", "equal_risk", "score_weighted", "cluster",
-                 "constrained_optimizer"):
-        a = allocate(e, limits, mode, scores=rng.normal(size=n), prev=prev)
-        w = a.weights
-        assert np.all(w >= -1e-12) and w.sum() <= 1 + 1e-9, mode
-        assert np.all(w <= limits.edge_max + 1e-9), mode
-        assert w @ e.gross <= limits.gross_max + 1e-9 and w @ e.net <= limits.net_max + 1e-9
-        assert np.all(w @ e.exposure <= limits.symbol_max + 1e-9), mode
-        if mode == "constrained_optimizer":
-            assert np.abs(w - prev).sum() <= limits.turnover_max + 1e-9
+    # random current weights may break a cap: a heuristic then moves only towards its
+    # target, and refuses (naming turnover_max) when the budget cannot get back within it
+    for prev in (rng.dirichlet(np.ones(n)),
+                 allocate(e, dataclasses.replace(limits, turnover_max=None), "inverse_vol"
+                          ).weights):
+        for mode in ("inverse_vol", "equal_risk", "score_weighted", "cluster",
+                     "constrained_optimizer"):
+            try:
+                a = allocate(e, limits, mode, scores=rng.normal(size=n), prev=prev)
+            except Infeasible as exc:
+                assert mode != "constrained_optimizer" and "turnover_max" in exc.binding
+                assert len(exc.binding) == 2, exc.binding  # and the cap prev breaks
+                continue
+            w = a.weights
+            assert np.all(w >= -1e-12) and w.sum() <= 1 + 1e-9, mode
+            assert np.all(w <= limits.edge_max + 1e-9), mode
+            assert w @ e.gross <= limits.gross_max + 1e-9
+            assert w @ e.net <= limits.net_max + 1e-9
+            assert np.all(w @ e.exposure <= limits.symbol_max + 1e-9), mode
+            assert np.abs(w - prev).sum() <= limits.turnover_max + 1e-9, mode
     exact = allocate(e, Limits(edge_max=max(0.3, 1.5 / n)), "equal_risk").weights
     assert exact.sum() == pytest.approx(1.0)  # fully invested: weights sum to the budget
 
@@ -280,6 +306,38 @@ def test_walk_forward_weights_see_only_their_training_window():
     again = walk_forward(other, **kw)
     assert np.array_equal(again.weights[:5], wf.weights[:5])
     assert not np.allclose(again.weights[5:], wf.weights[5:])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_walk_forward_over_changing_eligible_edges_keeps_every_limit(seed):
+    """Random eligibility (edges approved and retired at random rebalances), heavy-tailed
+    clustered returns: an ineligible edge weighs 0, every cap holds at every rebalance,
+    turnover is in budget wherever the eligible set did not change, risk shares sum to 1."""
+    from backtest_assets.portfolio.walkforward import walk_forward
+
+    rng = np.random.default_rng(300 + seed)
+    n = int(rng.integers(3, 8))
+    r = student_t(rng, 60 * 24, n) * rng.uniform(0.002, 0.01, n)
+    r[:, : n // 2] += student_t(rng, 60 * 24, 1) * 0.004  # a shared factor
+    k_all = len(range(10 * 24, 60 * 24, 48))
+    eligible = rng.random((k_all, n)) < 0.6
+    eligible[rng.integers(0, k_all, 3)] = False  # some rebalances with nothing eligible
+    limits = Limits(fully_invested=False, edge_max=0.5, gross_max=1.2, turnover_max=0.4)
+    for mode in ("equal_risk", "score_weighted", "constrained_optimizer"):
+        wf = walk_forward(r, every=48, lookback=10 * 24, scenario_bars=24, limits=limits,
+                          mode=mode, eligible=eligible,
+                          scores=rng.uniform(0, 1, (k_all, n)))
+        w = wf.weights
+        assert np.all(w[~eligible] == 0), mode
+        assert np.all(w >= -1e-12) and np.all(w <= 0.5 + 1e-9), mode
+        assert np.all(w.sum(axis=1) <= 1 + 1e-9) and np.all(w.sum(axis=1) <= 1.2 + 1e-9)
+        same = np.all(eligible[1:] == eligible[:-1], axis=1)
+        assert np.all(wf.turnover[1:][same] <= 0.4 + 1e-9), mode
+        for j in np.flatnonzero(~same) + 1:
+            assert "members changed" in wf.binding[j]
+        held = w.sum(axis=1) > 0
+        np.testing.assert_allclose(wf.risk_contribution[held].sum(axis=1), 1.0, atol=1e-9)
+        assert np.all(wf.risk_contribution[~held] == 0)
 
 
 def test_a_book_that_may_hold_cash_fills_edges_to_their_cap_and_keeps_the_rest():

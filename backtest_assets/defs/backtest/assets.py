@@ -91,7 +91,8 @@ def strategy_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
         "blueprints": table.height, "from_phase2": int((table["source"] == "phase2").sum()),
         "new_partitions": len(new),
         "catalog": dg.MetadataValue.md(markdown_table(table.select(
-            "blueprint", "source", "symbols", "entry", "direction", "exits")))})
+            "blueprint", "source", "symbols", "entry", "direction", "exits",
+            "overlays")))})
     yield check
 
 

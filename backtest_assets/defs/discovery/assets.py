@@ -26,13 +26,12 @@ from backtest_assets.defs.shared import (
     markdown_table,
     refuse_failed,
     report_folder,
-    study_and,
     study_boxes,
     symbol_layout,
     warehouse_asset,
     with_study,
 )
-from backtest_assets.defs.studies.assets import recorded_study
+from backtest_assets.defs.studies.assets import study_step
 from backtest_assets.discovery import phase2
 from backtest_assets.partitions import (
     REGISTRY,
@@ -54,9 +53,8 @@ _ALL = dg.AllPartitionMapping()
 def _specs(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
            warehouse: WarehouseResource):
     """(the study's spec, after its record check; the event type; Phase 2's specs)."""
-    name, event_type = study_and(context, "event_type")
-    reg = specs.registry()
-    return recorded_study(reg, warehouse.warehouse(), name), event_type, reg.phase2()
+    reg, _, study, event_type = study_step(context, "event_type", specs, warehouse)
+    return study, event_type, reg.phase2()
 
 
 def _of_study(box_study: str, event_type: str) -> list[Box]:

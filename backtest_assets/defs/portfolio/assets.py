@@ -52,7 +52,6 @@ from backtest_assets.strategies.run import (
     largest_weight,
 )
 from backtest_assets.walkforward.evaluate import Market
-from backtest_assets.warehouse import PartitionLayout, WarehouseError
 
 TABLES = ("edge_contracts", "portfolio_weights", "portfolio_equity", "portfolio_metrics")
 MODELS = dict(zip(TABLES, (EDGE_CONTRACTS, PORTFOLIO_WEIGHTS, PORTFOLIO_EQUITY,
@@ -83,11 +82,8 @@ PORTFOLIO_CHECKS = [
 
 
 def _read(wh, table: str, study: str) -> pl.DataFrame:
-    try:
-        frame = wh.read(table, PartitionLayout())
-    except WarehouseError:
-        return pl.DataFrame()
-    return frame.filter(pl.col("study") == study)
+    frame = wh.study_rows(table, study)
+    return pl.DataFrame() if frame is None else frame
 
 
 def _checks(spec, run, init_cash: float) -> list[dg.AssetCheckResult]:

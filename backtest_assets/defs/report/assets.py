@@ -36,7 +36,7 @@ from backtest_assets.reporting.event_study import event_study
 from backtest_assets.reporting.report import ReportInputs, render_report, summary_png
 from backtest_assets.resources import SpecRegistryResource, WarehouseResource
 from backtest_assets.strategies.promotion import EVIDENCE, decide
-from backtest_assets.warehouse import PartitionLayout, WarehouseError
+from backtest_assets.warehouse import WarehouseError
 
 _ALL = dg.AllPartitionMapping()
 _STUDY = dict(partitions_def=study_partitions_def, group_name="report", pool="duckdb",
@@ -50,21 +50,12 @@ DECISION_SCHEMA = {"study": pl.String, "blueprint": pl.String, "spec_hash": pl.S
 EVENT_WINDOW = (12, 24)  # event-study curves: bars before and after the entry
 
 
-def _read(wh, table: str, *studies: str) -> pl.DataFrame | None:
-    """The rows of ``studies`` in ``table`` (None before it is materialized)."""
-    try:
-        frame = wh.read(table, PartitionLayout())
-    except WarehouseError:
-        return None
-    return frame.filter(pl.col("study").is_in(studies)) if "study" in frame.columns else frame
-
-
 def _comparisons(wh, study) -> dict[str, Comparison]:
     """Study ``study`` (A) beside each study of its ``compare_with`` that has a record."""
     if not study.compare_with:
         return {}
     names = (study.name, *study.compare_with)
-    frames = {t: _read(wh, t, *names) for t in COMPARE_TABLES.values()}
+    frames = {t: wh.study_rows(t, *names) for t in COMPARE_TABLES.values()}
     recorded = set() if frames["study_record"] is None else set(frames["study_record"]["study"])
     return {other: compare_from(study.name, other, frames.get)
             for other in study.compare_with if other in recorded}
@@ -83,13 +74,13 @@ def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryRe
     reg = specs.registry()
     wh = warehouse.warehouse()
     study = recorded_study(reg, wh, context.partition_key)
-    catalog = _read(wh, "strategy_blueprints", study.name)
+    catalog = wh.study_rows("strategy_blueprints", study.name)
     if catalog is None:
         raise dg.Failure(description=f"materialize strategy_blueprints for study "
                                      f"{study.name} first")
-    summary = _read(wh, "walkforward_summary", study.name)
-    backtested = _read(wh, "backtest_metrics", study.name)
-    previous = _read(wh, "promotion_decisions", study.name)
+    summary = wh.study_rows("walkforward_summary", study.name)
+    backtested = wh.study_rows("backtest_metrics", study.name)
+    previous = wh.study_rows("promotion_decisions", study.name)
     evidence = {} if summary is None else {r["blueprint"]: r for r in summary.iter_rows(
         named=True)}
     before = {} if previous is None else {
@@ -176,7 +167,7 @@ def research_report(context: dg.AssetExecutionContext, specs: SpecRegistryResour
 def _report_inputs(reg, study, wh) -> ReportInputs:
     """The frames of the report, read from the warehouse (empty where not materialized)."""
     def table(name: str) -> pl.DataFrame:
-        frame = _read(wh, name, study.name)
+        frame = wh.study_rows(name, study.name)
         return pl.DataFrame() if frame is None else frame.drop("study", strict=False)
 
     decisions = table("promotion_decisions")
