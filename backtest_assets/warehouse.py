@@ -405,6 +405,15 @@ class Warehouse:
         out: dict[str, int] = {}
         with self.connect() as conn:
             have = _tables(conn)
+            for table in (t for t in tables if t in have):
+                cols = {r[0] for r in conn.execute(
+                    "SELECT column_name FROM duckdb_columns() WHERE table_name = ?",
+                    [table]).fetchall()}
+                if column not in cols:
+                    raise WarehouseError(
+                        f"{table}: no column {column!r} (the table was written by an older "
+                        f"version): its rows cannot be chosen by {column}; nothing deleted "
+                        f"(drop the table, or make clean, and build it again)")
             conn.begin()
             try:
                 for table in tables:

@@ -212,3 +212,14 @@ def test_study_rows_filter_in_the_database_and_say_when_a_table_is_missing(wh):
     assert sorted(wh.study_rows("t", "a", "c")["x"]) == [1, 3, 4]
     assert wh.study_rows("t").height == 4
     assert wh.study_rows("t", "x' OR 1=1 --").height == 0  # a value, never SQL
+
+
+def test_deleting_by_a_column_an_old_table_lacks_is_refused_naming_it(wh):
+    by_study = PartitionLayout(value_dims={"study": "study"})
+    wh.replace("new", pl.DataFrame({"study": ["a"], "x": [1]}), by_study,
+               by_study.boxes([{"study": "a"}]))
+    wh.replace("old", pl.DataFrame({"x": [1]}), PartitionLayout(), None)
+    with pytest.raises(WarehouseError, match=r"old: no column 'study'.*nothing deleted"):
+        wh.delete_rows(["new", "old"], "study", "a")
+    assert wh.study_rows("new", "a").height == 1  # nothing deleted anywhere
+    assert wh.delete_rows(["new", "missing"], "study", "a") == {"new": 1}
