@@ -473,6 +473,44 @@ def portfolio(names: Sequence[str] | None = None, *, resources_config: dict | No
     return runner.ok
 
 
+def alpha(names: Sequence[str] | None = None, *, resources_config: dict | None = None,
+          quiet: bool = False, instance: DagsterInstance | None = None,
+          verbose: bool = False, study: str = "default") -> bool:
+    """The study's alpha bundles (specs/alpha; default every one), one run each: universe,
+    signals, regime, the model walked forward, out-of-sample scores, expectancy, export."""
+    from backtest_assets.partitions import study_alpha_key
+    from backtest_assets.specs import load_registry
+
+    known = list(load_registry().alpha)
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise SystemExit(f"no alpha model {unknown} in specs/alpha ({', '.join(known)})")
+    runner = Runner(instance, resources_config, quiet, verbose)
+    if not register_study(runner, study):
+        return False
+    for name in names or known:
+        runner.execute("alpha_job", f"alpha {name} {study}",
+                       partition_key=str(study_alpha_key(study, name)))
+    if not quiet:
+        print(alpha_table(study))
+    return runner.ok
+
+
+def alpha_table(study: str = "default") -> str:
+    """Each alpha model's out-of-sample evidence: the score's and each signal's spread."""
+    table = _warehouse_table("expectancy_report", f"alpha bundles of study {study}: the "
+                             "top-minus-bottom bucket spread of each signal and of the "
+                             "out-of-sample score", [
+        Col(name="alpha_model", header="model"), Col(name="signal", header="signal"),
+        Col(name="bucket", header="spread"), Col(name="n_bars", header="bars", kind="int"),
+        Col(name="mean", header="mean", kind="pct"),
+        Col(name="t_hac", header="t (HAC)", kind="float")], "signal", study,
+        where=lambda f: f.filter(f["bucket"].str.contains("-")))
+    return (f"{table}\nmean: the forward log return over the model's horizon of a dollar "
+            "long the top bucket and short the bottom one, per bar, before costs; the "
+            "score's rows are out of sample only (the model refitted walk-forward)")
+
+
 def ensure_study(name: str, *, start: dt.date | None = None, end: dt.date | None = None,
                  symbols: Sequence[str] | None = None, source: str | None = None,
                  compare_with: Sequence[str] | None = None):
@@ -799,11 +837,14 @@ def _read(table: str, resources_config: dict | None = None, study: str | None = 
 
 
 def _warehouse_table(table: str, title: str, columns: list[Col], sort: str,
-                     study: str) -> str:
-    """``columns`` of ``study``'s rows of a warehouse table, for a 120-column terminal."""
+                     study: str, where=None) -> str:
+    """``columns`` of ``study``'s rows of a warehouse table (``where``: a filter of them),
+    for a 120-column terminal."""
     from backtest_assets.core.tables import render_table
 
     frame = _read(table, study=study)
+    if frame is not None and where is not None:
+        frame = where(frame)
     if frame is None or frame.is_empty():
         return f"no {table} of study {study} yet"
     return f"{title}:\n{render_table(frame.sort(sort), columns)}"
@@ -928,6 +969,9 @@ def _parser() -> argparse.ArgumentParser:
         "portfolio": sub.add_parser("portfolio", help="a study's portfolios: edge contracts, "
                                                       "weights walked forward, the netted "
                                                       "book beside the equal-weight book"),
+        "alpha": sub.add_parser("alpha", help="a study's alpha bundles: liquid universe, "
+                                              "signals, the combined model walked forward, "
+                                              "expectancy and the edge-candidate export"),
         "report": sub.add_parser("report", help="promotion decisions and the HTML research "
                                                 "report of a study"),
     }
@@ -937,6 +981,8 @@ def _parser() -> argparse.ArgumentParser:
     studied["portfolio"].add_argument("--portfolios",
                                       help="comma-separated (default: every one of "
                                            "specs/portfolios)")
+    studied["alpha"].add_argument("--models", help="comma-separated (default: every one of "
+                                                   "specs/alpha)")
     cert = sub.add_parser("certify", help="the golden certification batch in a fresh "
                                           "instance: every check must pass and the artifacts "
                                           "match golden/")
@@ -988,6 +1034,7 @@ def _next_step(cmd: str, ok: bool, args: argparse.Namespace) -> str:
         "backtest": f"next: {me} walkforward (out of sample, deflated Sharpe, PBO)",
         "walkforward": f"next: {me} portfolio (the approved edges as one book)",
         "portfolio": f"next: {me} report (promotion decisions and the HTML report)",
+        "alpha": f"next: {me} report, or the edge candidates under data/exports/",
         "certify": "next: git diff golden/ (the re-pinned artifacts)"
         if getattr(args, "write", False) else "next: make test",
     }.get(cmd, "next: 'make ui' to browse the runs")
@@ -1067,6 +1114,9 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
     if args.cmd == "portfolio":
         names = args.portfolios.split(",") if args.portfolios else None
         return portfolio(names, verbose=verbose, study=study)
+    if args.cmd == "alpha":
+        names = args.models.split(",") if args.models else None
+        return alpha(names, verbose=verbose, study=study)
     if args.cmd == "certify":
         from backtest_assets import certify
 

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from backtest_assets.defs import automation, jobs
+from backtest_assets.defs.alpha import assets as alpha
 from backtest_assets.defs.backtest import assets as backtest
 from backtest_assets.defs.bars import assets as bars
 from backtest_assets.defs.discovery import assets as discovery
@@ -19,5 +20,5 @@ from backtest_assets.defs.walkforward import assets as walkforward
 
 defs = dg.Definitions.merge(ingest.defs, bars.defs, features.defs, events.defs, quality.defs,
                             discovery.defs, backtest.defs, walkforward.defs, portfolio.defs,
-                            report.defs,
+                            alpha.defs, report.defs,
                             specs.defs, studies.defs, run_all.defs, jobs.defs, automation.defs)

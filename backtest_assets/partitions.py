@@ -89,7 +89,13 @@ PORTFOLIO_NAMES = list(REGISTRY.portfolios)
 portfolio_partitions_def = dg.StaticPartitionsDefinition(PORTFOLIO_NAMES)
 study_portfolio_partitions_def = dg.MultiPartitionsDefinition(
     {STUDY_PARTITIONS: study_partitions_def, "portfolio": portfolio_partitions_def})
+# Combined alpha models of a study's universe (specs/alpha): study x alpha_model.
+ALPHA_NAMES = list(REGISTRY.alpha)
+alpha_partitions_def = dg.StaticPartitionsDefinition(ALPHA_NAMES)
+study_alpha_partitions_def = dg.MultiPartitionsDefinition(
+    {STUDY_PARTITIONS: study_partitions_def, "alpha_model": alpha_partitions_def})
 # Where the study dimensions live in a research table (see warehouse.PartitionLayout).
+STUDY_ALPHA_EXPR = {STUDY_PARTITIONS: "study", "alpha_model": "alpha_model"}
 STUDY_PORTFOLIO_EXPR = {STUDY_PARTITIONS: "study", "portfolio": "portfolio"}
 STUDY_EVENT_TYPE_EXPR = {STUDY_PARTITIONS: "study", "event_type": "event_type"}
 STUDY_BLUEPRINT_EXPR = {STUDY_PARTITIONS: "study", BLUEPRINT_PARTITIONS: "blueprint"}
@@ -105,3 +111,7 @@ def study_portfolio_key(study: str, portfolio: str) -> dg.MultiPartitionKey:
 
 def study_blueprint_key(study: str, blueprint: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({STUDY_PARTITIONS: study, BLUEPRINT_PARTITIONS: blueprint})
+
+
+def study_alpha_key(study: str, model: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({STUDY_PARTITIONS: study, "alpha_model": model})

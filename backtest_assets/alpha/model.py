@@ -254,6 +254,29 @@ def orthogonalize(X2d: np.ndarray, method: str = "residual",
                              scale)
 
 
+def fitted_orthogonalization(x: np.ndarray, method: str, order, scale: str
+                             ) -> Orthogonalization:
+    """:func:`orthogonalize` of the columns that vary on these rows; a column constant on
+    them (e.g. a funding carry that sits at 0 for weeks) carries nothing here: its Z column
+    is 0 (its row and column of the matrix are 0), so its coefficient is 0 in this fit."""
+    sd = x.std(axis=0)
+    active = np.flatnonzero(sd > _CONSTANT_TOL * np.maximum(np.abs(x).max(axis=0), 1e-300))
+    k = x.shape[1]
+    if active.size == k:
+        return orthogonalize(x, method, order, scale)
+    if not active.size:
+        raise ValueError("orthogonalize: every signal is constant on the rows")
+    seq = _check_order(order, k)
+    sub_order = [int(np.flatnonzero(active == i)[0]) for i in seq if i in set(active)]
+    inner = orthogonalize(x[:, active], method,
+                          sub_order if method == "residual" else None, scale)
+    matrix = np.zeros((k, k))
+    matrix[np.ix_(active, active)] = inner.matrix
+    mean = x.mean(axis=0)
+    return Orthogonalization(method, seq if method == "residual" else None, mean, matrix,
+                             scale)
+
+
 def _check_order(order, k: int) -> tuple[int, ...]:
     if order is None:
         return tuple(range(k))
@@ -322,11 +345,13 @@ def ridge_path(Z: np.ndarray, y: np.ndarray, lambdas: np.ndarray
         raise ValueError("ridge: Z and y must be finite")
     zbar, ybar = z.mean(axis=0), v.mean()
     zc = z - zbar
-    gram, moment = zc.T @ zc, zc.T @ (v - ybar)
-    coefs = np.empty((len(lambdas), z.shape[1]))
+    # a column that is exactly 0 (a signal constant on the rows) gets coefficient 0
+    on = np.flatnonzero(np.any(zc != 0, axis=0))
+    gram, moment = zc[:, on].T @ zc[:, on], zc[:, on].T @ (v - ybar)
+    coefs = np.zeros((len(lambdas), z.shape[1]))
     for i, lam in enumerate(lambdas):
         try:
-            coefs[i] = np.linalg.solve(gram + lam * z.shape[0] * np.eye(z.shape[1]), moment)
+            coefs[i, on] = np.linalg.solve(gram + lam * z.shape[0] * np.eye(on.size), moment)
         except np.linalg.LinAlgError as exc:
             raise ValueError(f"ridge: Zc'Zc + lam*N*I is singular (lam={lam})") from exc
     return ybar - coefs @ zbar, coefs
@@ -456,7 +481,7 @@ def _check_lambdas(lambdas) -> np.ndarray:
 def _score_fold(rows: _Rows, train: np.ndarray, test: np.ndarray, grid: np.ndarray,
                 method: str, order, scale: str) -> tuple[np.ndarray, np.ndarray]:
     """(L,) mean test IC and (L,) test MSE of each lambda, everything fitted on ``train``."""
-    orth = orthogonalize(rows.x[train], method, order, scale)
+    orth = fitted_orthogonalization(rows.x[train], method, order, scale)
     z_train, z_test = orth.apply(rows.x[train]), orth.apply(rows.x[test])
     bars, at = np.unique(rows.t[test], return_inverse=True)
     labels = np.full((bars.size, rows.n_symbols), np.nan)
@@ -603,7 +628,7 @@ def fit(X: np.ndarray, y: np.ndarray, lambdas, *, n_blocks: int = 6, purge: int,
             raise ValueError(f"fit: fold {b} (bars {rows.t[test[0]]}..{rows.t[test[-1]]}): "
                              f"{exc}") from exc
     chosen = _choose(grid, cv_ic if score == "ic" else cv_mse, higher_is_better=score == "ic")
-    orth = orthogonalize(rows.x, method, order, scale)
+    orth = fitted_orthogonalization(rows.x, method, order, scale)
     z = orth.apply(rows.x)
     intercepts, coefs = ridge_path(z, rows.y, grid)
     return ModelFit(orth, grid, float(grid[chosen]), coefs, intercepts, cv_ic, cv_mse,
@@ -646,11 +671,21 @@ def walk_forward_scores(X: np.ndarray, y: np.ndarray, lambdas, *, first_train_ba
     ValueError
         On the arguments, or a refit that fails (the message names the refit bar).
     """
+    return walk_forward(X, y, lambdas, first_train_bars=first_train_bars,
+                        refit_every=refit_every, purge=purge, embargo=embargo,
+                        n_blocks=n_blocks, **fit_kw)[0]
+
+
+def walk_forward(X: np.ndarray, y: np.ndarray, lambdas, *, first_train_bars: int,
+                 refit_every: int, purge: int, embargo: int, n_blocks: int = 6, **fit_kw
+                 ) -> tuple[np.ndarray, list[tuple[int, ModelFit]]]:
+    """:func:`walk_forward_scores` and each refit: (scores, [(refit bar, its ModelFit)])."""
     x, v = _check_panel("walk_forward_scores", X, y)
     purge = _check_int("walk_forward_scores", "purge", purge, 0)
     first = _check_int("walk_forward_scores", "first_train_bars", first_train_bars, purge + 1)
     step = _check_int("walk_forward_scores", "refit_every", refit_every, 1)
     out = np.full(v.shape, np.nan)
+    fits = []
     for r in range(first, x.shape[0], step):
         end = r - purge
         try:
@@ -660,7 +695,8 @@ def walk_forward_scores(X: np.ndarray, y: np.ndarray, lambdas, *, first_train_ba
             raise ValueError(f"walk_forward_scores: refit at bar {r} (training bars "
                              f"0..{end - 1}): {exc}") from exc
         out[r:r + step] = model.predict(x[r:r + step])
-    return out
+        fits.append((r, model))
+    return out, fits
 
 
 def _block_bootstrap_means(a: np.ndarray, block: int, draws: int, seed: int) -> np.ndarray:

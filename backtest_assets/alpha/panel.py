@@ -13,9 +13,12 @@ of t + 1 (the platform's convention): the label of bar t over h bars is
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 FIELDS = ("open", "high", "low", "close", "quote_volume", "taker_buy_quote_volume",
           "funding_rate")
@@ -64,3 +67,61 @@ def forward_log_returns(open_: np.ndarray, h: int) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             out[:-(h + 1)] = np.log(o[1 + h:] / o[1:-h])
     return out
+
+
+def panel_from_frames(bars: pl.DataFrame, funding: pl.DataFrame | None,
+                      symbols: Sequence[str], start: dt.datetime, end: dt.datetime,
+                      interval_minutes: int) -> UniversePanel:
+    """The panel of long-format bars on the grid ``start, start + interval, ... < end``.
+
+    Parameters
+    ----------
+    bars : pl.DataFrame
+        ``symbol``, ``ts_open`` (naive UTC), ``open``, ``high``, ``low``, ``close``,
+        ``quote_volume``, ``taker_buy_quote_volume`` (one market: the caller filters);
+        rows off the window or of other symbols are dropped.
+    funding : pl.DataFrame or None
+        ``symbol``, ``ts`` (the print's time), ``funding_rate``; a bar knows the prints at
+        or before its close (``ts_open + interval``).
+    symbols : sequence of str
+        The columns, in order (a symbol without any bar is all NaN: not listed yet).
+
+    Raises
+    ------
+    ValueError
+        A duplicated (symbol, ts_open) or a ts_open off the grid, naming both.
+    """
+    step = np.timedelta64(interval_minutes, "m")
+    n = int((np.datetime64(end, "us") - np.datetime64(start, "us")) // step)
+    ts = np.datetime64(start, "us") + np.arange(n) * step
+    cols = {s: k for k, s in enumerate(symbols)}
+    fields = {f: np.full((n, len(symbols)), np.nan) for f in FIELDS}
+    f = bars.filter(pl.col("symbol").is_in(list(symbols))
+                    & (pl.col("ts_open") >= start) & (pl.col("ts_open") < end))
+    dup = f.filter(pl.struct("symbol", "ts_open").is_duplicated())
+    if dup.height:
+        raise ValueError(f"bars: duplicated (symbol, ts_open) {dup['symbol'][0]} "
+                         f"{dup['ts_open'][0]}")
+    offset = (f["ts_open"].cast(pl.Datetime("us")).to_numpy() - ts[0]) // np.timedelta64(1, "us")
+    off_grid = offset % (interval_minutes * 60_000_000) != 0
+    if off_grid.any():
+        k = int(np.argmax(off_grid))
+        raise ValueError(f"bars: {f['symbol'][k]} ts_open {f['ts_open'][k]} is not on the "
+                         f"{interval_minutes}-minute grid from {start}")
+    rows = offset // (interval_minutes * 60_000_000)
+    col = np.array([cols[s] for s in f["symbol"].to_list()], dtype=np.int64)
+    for name in FIELDS[:-1]:
+        fields[name][rows, col] = f[name].cast(pl.Float64).to_numpy()
+    if funding is not None and funding.height:
+        closes = ts + step
+        for s, k in cols.items():
+            own = funding.filter(pl.col("symbol") == s).sort("ts")
+            if not own.height:
+                continue
+            at = own["ts"].cast(pl.Datetime("us")).to_numpy()
+            last = np.searchsorted(at, closes, side="right") - 1
+            rate = own["funding_rate"].cast(pl.Float64).to_numpy()
+            fields["funding_rate"][:, k] = np.where(last >= 0, rate[np.maximum(last, 0)],
+                                                    np.nan)
+    return UniversePanel(ts, tuple(symbols), interval_minutes,
+                         *(fields[name] for name in FIELDS))

@@ -32,15 +32,16 @@ class StudyDriftError(RuntimeError):
 
 
 def study_files(registry, name: str) -> dict[str, str]:
-    """Spec file -> sha256 of what study ``name`` reads: every spec file but the studies'
-    and the portfolios', and the study itself (``studies/<name>``, the hash of its parsed
-    spec)."""
+    """Spec file -> sha256 of what study ``name`` reads: every spec file but the studies',
+    the portfolios', the alpha models' and the universes', and the study itself
+    (``studies/<name>``, the hash of its parsed spec)."""
     if name not in registry.studies:
         raise KeyError(f"no study {name!r} in {registry.specs_dir / 'studies'} (studies: "
                        f"{', '.join(registry.studies)})")
-    # a portfolio is its own partition (study x portfolio) and its rows carry its spec hash
+    # a portfolio or an alpha model is its own partition (study x portfolio, study x model)
+    # and its rows carry its spec hashes
     files = {f: h for f, h in registry.hashes.items()
-             if not f.startswith(("studies/", "portfolios/"))}
+             if not f.startswith(("studies/", "portfolios/", "alpha/", "universes/"))}
     # what the study reads: which studies its report compares it with is not part of it
     files[f"studies/{name}"] = spec_hash({k: v for k, v in to_plain(registry.studies[name])
                                          .items() if k != "compare_with"})

@@ -73,6 +73,13 @@ portfolio_job = dg.define_asset_job(
     description="A study's portfolio (study x portfolio): edge contracts, weights walked "
                 "forward, the netted book and the equal-weight book beside it.",
 )
+alpha_job = dg.define_asset_job(
+    "alpha_job",
+    selection=dg.AssetSelection.groups("alpha"),
+    description="A study's alpha bundle (study x alpha_model): the point-in-time liquid "
+                "universe, signals, regime, the orthogonalized ridge walked forward, its "
+                "out-of-sample scores, conditional expectancy and the edge-candidate export.",
+)
 report_job = dg.define_asset_job(
     "report_job",
     selection=dg.AssetSelection.groups("report"),
@@ -82,7 +89,7 @@ report_job = dg.define_asset_job(
 defs = dg.Definitions(
     jobs=[market_data_job, research_job, study_job, event_quality_job, discovery_job,
           blueprints_job,
-          backtest_job, walkforward_job, portfolio_job, report_job],
+          backtest_job, walkforward_job, portfolio_job, alpha_job, report_job],
     resources={
         "io_manager": WarehouseIOManager(),
         "warehouse": WarehouseResource(),

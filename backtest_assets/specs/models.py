@@ -798,3 +798,108 @@ class PortfolioSpec:
             Limits(**dataclasses.asdict(self.limits))
         except ValueError as exc:
             raise ValueError(f"limits.{exc}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiquidUniverseSpec:
+    """A point-in-time liquid universe (``specs/universes/<name>.yaml``;
+    :mod:`backtest_assets.alpha.universe`): members at each bar are the symbols whose
+    quote volume over the trailing ``adv_bars`` bars of ``adv_interval_minutes`` (a full
+    window), per day, is at least ``min_adv_usd``, the ``top_n`` largest (all when None)."""
+
+    name: str
+    description: str = ""
+    adv_bars: int = 96
+    adv_interval_minutes: int = 15
+    min_adv_usd: float = 1e6
+    top_n: int | None = None
+
+    def validate(self) -> None:
+        if not re.fullmatch(_OVERLAY_NAME, self.name):
+            raise ValueError(f"name: {self.name!r} is not a versioned lower_snake_case name")
+        if self.adv_bars < 1 or self.adv_interval_minutes < 1:
+            raise ValueError("adv_bars: the window needs at least one bar of a minute")
+        if not (math.isfinite(self.min_adv_usd) and self.min_adv_usd >= 0):
+            raise ValueError(f"min_adv_usd: {self.min_adv_usd} is not a number >= 0")
+        if self.top_n is not None and self.top_n < 2:
+            raise ValueError(f"top_n: {self.top_n} leaves no cross-section (< 2)")
+
+
+ALPHA_SIGNALS = ("ts_momentum_multi", "mean_reversion_state", "funding_carry_adjusted",
+                 "orderflow_imbalance", "xs_momentum")
+REGIMES = ("calm", "normal", "stormy")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegimeSpec:
+    """The volatility regime of a market symbol that gates the scores
+    (:mod:`backtest_assets.alpha.regime`)."""
+
+    symbol: str = "BTCUSDT"
+    vol_window: int = 288
+    z_window: int = 2016
+    calm_below: float = -0.5
+    stormy_above: float = 1.5
+    allowed: tuple[Literal["calm", "normal", "stormy"], ...] = ("calm", "normal")
+
+    def validate(self) -> None:
+        if self.vol_window < 2 or self.z_window < 2:
+            raise ValueError("vol_window: windows need at least 2 bars")
+        if not self.calm_below < self.stormy_above:
+            raise ValueError(f"calm_below: {self.calm_below} is not below stormy_above "
+                             f"{self.stormy_above}")
+        if not self.allowed:
+            raise ValueError("allowed: at least one regime")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlphaModelSpec:
+    """The combined model of a study's universe (``specs/alpha/<name>.yaml``;
+    :mod:`backtest_assets.alpha.model`): signals orthogonalized (``method`` in ``order``,
+    columns keeping their variance or unit), a pooled ridge on the forward log return over
+    ``horizon`` with lambda chosen by a ``cv_blocks``-block purged (horizon + 1 bars) and
+    embargoed CV, refitted every ``refit_days`` after ``first_train_days`` (scores out of
+    sample only), gated by the regime."""
+
+    name: str
+    description: str = ""
+    universe: str
+    signals: tuple[str, ...] = ALPHA_SIGNALS
+    method: Literal["residual", "lowdin", "pca"] = "residual"
+    order: tuple[int, ...] | None = None
+    scale: Literal["kept", "unit"] = "kept"
+    lambdas: tuple[float, ...] = (0.0, 0.1, 1.0, 10.0, 100.0)
+    cv_blocks: int = 6
+    horizon: Interval = "60m"
+    embargo_bars: int = 12
+    first_train_days: int = 14
+    refit_days: int = 7
+    regime: RegimeSpec = RegimeSpec()
+    buckets: int = 5
+    cost_levels: tuple[float, ...] = (0.0, 0.0005, 0.001, 0.002)
+
+    def validate(self) -> None:
+        if not re.fullmatch(_OVERLAY_NAME, self.name):
+            raise ValueError(f"name: {self.name!r} is not a versioned lower_snake_case name")
+        unknown = [x for x in self.signals if x not in ALPHA_SIGNALS]
+        if unknown or not self.signals or len(set(self.signals)) != len(self.signals):
+            raise ValueError(f"signals: give distinct names of {list(ALPHA_SIGNALS)}, got "
+                             f"{list(self.signals)}")
+        if self.order is not None and sorted(self.order) != list(range(len(self.signals))):
+            raise ValueError(f"order: {list(self.order)} is not a permutation of the "
+                             f"{len(self.signals)} signals' positions")
+        if self.order is not None and self.method != "residual":
+            raise ValueError(f"order: only the residual method has an order, not {self.method}")
+        if not self.lambdas or any(not (math.isfinite(x) and x >= 0) for x in self.lambdas) \
+                or len(set(self.lambdas)) != len(self.lambdas):
+            raise ValueError(f"lambdas: distinct numbers >= 0, got {list(self.lambdas)}")
+        if self.cv_blocks < 2:
+            raise ValueError(f"cv_blocks: {self.cv_blocks} < 2")
+        if self.embargo_bars < 0:
+            raise ValueError(f"embargo_bars: {self.embargo_bars} < 0")
+        if self.first_train_days < 1 or self.refit_days < 1:
+            raise ValueError("first_train_days: training and refit periods are >= 1 day")
+        if self.buckets < 2:
+            raise ValueError(f"buckets: {self.buckets} < 2")
+        if any(not (math.isfinite(c) and 0 <= c < 0.1) for c in self.cost_levels):
+            raise ValueError(f"cost_levels: fractions in [0, 0.1), got {list(self.cost_levels)}")

@@ -6,7 +6,8 @@ list each),
 ``events/*.yaml`` (one event each), ``studies/*.yaml`` (one study each),
 ``overlays/*.yaml`` (one overlay each), ``strategies/*.yaml`` (one blueprint each; its
 ``overlays`` list names overlays, resolved here to their specs), ``portfolios/*.yaml``
-(one book each). :func:`lint`
+(one book each), ``universes/*.yaml`` (liquid universes) and ``alpha/*.yaml`` (combined
+models, each naming its universe). :func:`lint`
 reports every problem; loading raises the first. Both name the file and the field.
 """
 
@@ -26,6 +27,7 @@ from backtest_assets.specs.models import (
     FAMILY_INPUTS,
     PRICE_COLUMNS,
     PRINT_FAMILIES,
+    AlphaModelSpec,
     EventSpec,
     FamiliesSpec,
     FeatureFile,
@@ -33,6 +35,7 @@ from backtest_assets.specs.models import (
     FeesSpec,
     GatesSpec,
     LabelsSpec,
+    LiquidUniverseSpec,
     OverlaySpec,
     Phase2Gate,
     PortfolioSpec,
@@ -87,6 +90,8 @@ class SpecRegistry:
     hashes: dict[str, str]
     portfolios: dict[str, PortfolioSpec] = dataclasses.field(default_factory=dict)
     overlays: dict[str, OverlaySpec] = dataclasses.field(default_factory=dict)
+    universes: dict[str, LiquidUniverseSpec] = dataclasses.field(default_factory=dict)
+    alpha: dict[str, AlphaModelSpec] = dataclasses.field(default_factory=dict)
 
     def phase2(self) -> Phase2Specs:
         """The read-only view Phase 2 is given: nothing else of the registry reaches it."""
@@ -200,6 +205,12 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
     strategies = named("strategies", StrategySpec, "strategy",
                        functools.partial(_resolve_overlays, overlays, errors))
     portfolios = named("portfolios", PortfolioSpec, "portfolio")
+    universes = named("universes", LiquidUniverseSpec, "universe")
+    alpha = named("alpha", AlphaModelSpec, "alpha model")
+    for path, a in alpha.values():
+        if a.universe not in universes:
+            errors.append(SpecError(path, "universe", f"unknown universe {a.universe!r} "
+                                                      f"(specs/universes: {sorted(universes)})"))
     if universe is None:  # every cross-check needs the base interval and the symbols
         return None, errors
     base = interval_minutes(universe.base_interval)
@@ -244,6 +255,8 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
         hashes=dict(sorted(hashes.items())),
         portfolios={n: p for n, (_, p) in sorted(portfolios.items())},
         overlays={n: o for n, (_, o) in sorted(overlays.items())},
+        universes={n: u for n, (_, u) in sorted(universes.items())},
+        alpha={n: a for n, (_, a) in sorted(alpha.items())},
     ), []
 
 

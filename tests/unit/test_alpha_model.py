@@ -352,8 +352,10 @@ def test_fit_hash_is_deterministic_and_sees_the_grid(small_panel):
 
 def test_fit_names_the_failing_fold():
     X, y = planted_panel(5, 60, 6, effect=0.0, missing=0.0)
-    X[10:, :, 3] = 1.0  # signal 3 constant after bar 9: fold 0 trains on bars 10.. only
-    with pytest.raises(ValueError, match=r"fit: fold 0 \(bars 0..9\): .*column 3 is constant"):
+    # signal 3 a copy of signal 0 after bar 9: fold 0 trains on bars 10.. only
+    X[10:, :, 3] = 2 * X[10:, :, 0]
+    with pytest.raises(ValueError,
+                       match=r"fit: fold 0 \(bars 0..9\): .*column 3 is collinear"):
         fit(X, y, GRID, n_blocks=6, purge=0, embargo=0)
 
 
@@ -492,3 +494,21 @@ def test_kept_variances_shrink_each_column_by_its_variance(small_panel):
     assert d.min() < 0.9 * d.max()  # the columns' variances differ
     np.testing.assert_allclose(model.path, model.path[:1] * d / (d + grid[:, None]),
                                atol=1e-12)
+
+
+def test_a_signal_constant_on_the_training_rows_gets_coefficient_zero(small_panel):
+    """A funding carry that sits at 0 for weeks: the fit leaves it out, not the model."""
+    X, y = small_panel
+    flat = X.copy()
+    flat[..., 1] = np.where(np.isnan(X[..., 1]), np.nan, 0.25)
+    model = fit(flat, y, GRID, n_blocks=4, purge=2, embargo=1)
+    assert model.coef[1] == 0 and np.all(model.path[:, 1] == 0)
+    assert np.all(model.orthogonalization.matrix[1] == 0)
+    assert np.all(model.orthogonalization.matrix[:, 1] == 0)
+    # the others are fitted as without the column
+    rest = fit(np.delete(flat, 1, axis=2), y, GRID, n_blocks=4, purge=2, embargo=1)
+    np.testing.assert_allclose(np.delete(model.coef, 1), rest.coef, atol=1e-12)
+    np.testing.assert_allclose(model.predict(flat), rest.predict(np.delete(flat, 1, axis=2)),
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="constant"):
+        orthogonalize(np.column_stack([np.ones(20), np.arange(20.0)]))
