@@ -584,13 +584,15 @@ def run_all(study: str, *, start: dt.date | None = None, end: dt.date | None = N
     if not quiet:
         print(summary(st.start, st.end, study))
     t = max(t, layers.latest_of("phase2_report", "event_quality_report"))
+    t_alpha = t  # what the alpha bundle reads: the data, events and Phase 2's survivors
     ran = bool(todo)
     if ok and layers.stale("strategy_blueprints", ["backtest_metrics"], t):
         ok, ran = backtest(study=study, **args), True
     t = max(t, layers.latest_of("strategy_blueprints", "backtest_metrics"))
     # layers a short study cannot hold are skipped, saying why
     fits = {what: _fits(misfit(st), what, quiet) for what, misfit in (
-        ("walk-forward", _walkforward_misfit), ("portfolios", _portfolio_misfit))}
+        ("walk-forward", _walkforward_misfit), ("portfolios", _portfolio_misfit),
+        ("alpha", _alpha_misfit))}
     if ok and fits["walk-forward"] and layers.stale("strategy_blueprints",
                                                     ["walkforward_summary"], t):
         ok, ran = backtest(study=study, job="walkforward_job", **args), True
@@ -598,14 +600,17 @@ def run_all(study: str, *, start: dt.date | None = None, end: dt.date | None = N
     if ok and fits["portfolios"] and layers.stale(None, ["portfolio_metrics"], t):
         ok, ran = portfolio(study=study, **args), True
     t = max(t, layers.latest_of("portfolio_metrics"))
+    # the alpha bundle reads the study's data only (the report does not read it)
+    if ok and fits["alpha"] and layers.stale(None, ["alpha_scores"], t_alpha):
+        ok, ran = alpha(study=study, **args), True
     for other in st.compare_with:  # the report's compare section reads their results too
         t = max(t, StudyLayers(instance, other, config or None).latest_of(*COMPARED))
     if ok and layers.stale(None, ["research_report"], t):
         ok, ran = report(study=study, **args), True
     if ok and not ran and not quiet:
         print(f"study {study}: nothing to do, every layer is up to date (its data days, "
-              f"Gate E-1, Phase 2, blueprints, backtests, walk-forward, portfolios and "
-              f"report)\n"
+              f"Gate E-1, Phase 2, blueprints, backtests, walk-forward, portfolios, alpha "
+              f"and report)\n"
               f"{report_table(study)}")
     return ok
 
@@ -644,6 +649,25 @@ def _portfolio_misfit(st) -> str | None:
     if days < need:
         return (f"study {st.name} has {days} days; a portfolio needs its lookback and one "
                 f"rebalance period ({need} days at the least)")
+    return None
+
+
+def _alpha_misfit(st) -> str | None:
+    """Why no alpha model of specs/alpha fits study ``st``, or None: too few days for its
+    first training period and a refit, or the regime's market symbol not in the study."""
+    from backtest_assets.specs import load_registry
+
+    specs = load_registry().alpha
+    days = (st.end - st.start).days + 1
+    if not specs:
+        return "specs/alpha has none"
+    if not any(a.regime.symbol in st.symbols for a in specs.values()):
+        return (f"study {st.name} trades none of the alpha models' regime symbols "
+                f"({', '.join(sorted({a.regime.symbol for a in specs.values()}))})")
+    need = min(a.first_train_days + 1 for a in specs.values())
+    if days < need:
+        return (f"study {st.name} has {days} days; an alpha model needs its first training "
+                f"period and a day out of sample ({need} days at the least)")
     return None
 
 
@@ -690,6 +714,10 @@ class StudyLayers:
             from backtest_assets.partitions import study_portfolio_key
 
             return [str(study_portfolio_key(self.study, p)) for p in load_registry().portfolios]
+        if asset == "alpha_scores":
+            from backtest_assets.partitions import study_alpha_key
+
+            return [str(study_alpha_key(self.study, a)) for a in load_registry().alpha]
         return [str(study_blueprint_key(self.study, n)) for n in self._catalog()]
 
     def _record(self, asset: str, partition: str):
@@ -755,7 +783,10 @@ STUDY_TABLES = ("study_record", "event_quality_report", "phase2_candidates_raw",
                 "phase2_inputs", "phase2_pvals", "phase2_fdr", "strategy_blueprints",
                 "backtest_trades", "backtest_equity", "backtest_metrics", "walkforward_folds",
                 "walkforward_results", "walkforward_equity", "walkforward_summary",
-                "promotion_decisions", "research_report")
+                "edge_contracts", "portfolio_weights", "portfolio_equity", "portfolio_metrics",
+                "universe_snapshot", "alpha_signals", "regime_series", "alpha_model",
+                "alpha_scores", "expectancy_report", "expectancy_robustness",
+                "edge_candidates", "promotion_decisions", "research_report")
 
 
 def forget_study(study: str, *, instance: DagsterInstance | None = None,

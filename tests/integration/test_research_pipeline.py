@@ -520,3 +520,49 @@ def test_missing_funding_refuses_the_backtest_and_walk_forward_unless_the_study_
         with wh.connect() as conn:
             conn.register("gone", gone.to_arrow())
             conn.execute("INSERT INTO raw_funding_rates BY NAME SELECT * FROM gone")
+
+
+def test_the_alpha_bundle_of_the_month_with_its_checks_files_and_export(month):
+    """The alpha job of the month: every blocking check passes; scores only after the first
+    refit; the stored signals equal the pure signals of the warehouse's bars; the two JSON
+    report files are valid; the export files hold the edge_candidates table."""
+    from backtest_assets.alpha import export
+    from backtest_assets.alpha.run import universe_rule
+    from backtest_assets.alpha.signals import SIGNALS
+    from backtest_assets.alpha.universe import snapshots
+    from backtest_assets.defs.alpha.assets import ALPHA_CHECKS, study_panel
+
+    root, instance = month
+    runner = Runner(instance, warehouse_config(root), quiet=True)
+    for name in REGISTRY.alpha:
+        assert runner.execute("alpha_job", name, partition_key=f"{name}|default"), name
+    names = {c.name for c in ALPHA_CHECKS}
+    failed = {k: n for k, n in runner.checks.items() if k[0] in names and k[1] != "passed"}
+    assert not failed, failed
+    assert runner.checks[("members_were_liquid", "passed")] == len(REGISTRY.alpha)
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    spec = REGISTRY.alpha["combined_model_v1"]
+    model = wh.study_rows("alpha_model", "default")
+    scores = wh.study_rows("alpha_scores", "default")
+    assert model.height == 3 and model["refit_ts"].min() == dt.datetime(2024, 1, 15)
+    assert scores["ts"].min() >= model["refit_ts"].min() and scores.height
+    gated = scores.filter(pl.col("regime").is_in(list(spec.regime.allowed)).not_())
+    assert gated["gated_score"].is_nan().all()
+    # the stored signals are the pure ones on the warehouse's bars
+    panel, _, _ = study_panel(wh, REGISTRY.studies["default"], REGISTRY.base_minutes)
+    _, member = snapshots(panel, universe_rule(REGISTRY.universes[spec.universe]))
+    stored = wh.study_rows("alpha_signals", "default").sort("ts", "symbol")
+    for name in spec.signals:
+        pure = SIGNALS[name](panel, member).ravel()
+        keep = np.isin(np.repeat(panel.ts, len(panel.symbols)),
+                       stored["ts"].to_numpy()) & np.isfinite(pure)
+        np.testing.assert_array_equal(stored[name].drop_nans().drop_nulls().to_numpy(),
+                                      pure[keep], err_msg=name)
+    folder = sorted((root / "reports" / "default").glob("*/alpha/combined_model_v1"))[-1]
+    for file in ("conditional_expectancy.json", "conditional_expectancy_robustness.json"):
+        doc = json.loads((folder / file).read_text())
+        assert doc["horizon_bars"] == 12 and set(doc["signals"]) >= set(spec.signals)
+    table = wh.study_rows("edge_candidates", "default").drop("alpha_model")
+    csv = root / "exports" / "default" / "combined_model_v1" / "edge_candidates_normalized.csv"
+    assert export.read(csv).sort("candidate_id").equals(
+        table.select(list(export.EDGE_CANDIDATE_COLUMNS)).sort("candidate_id"))

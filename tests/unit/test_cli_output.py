@@ -66,7 +66,8 @@ def test_report_table_prints_the_full_report_path(monkeypatch):
     ("demo", "open the research report: /x/report.html"),
     ("backtest", "python -m backtest_assets walkforward"),
     ("walkforward", "python -m backtest_assets portfolio"),
-    ("portfolio", "python -m backtest_assets report")])
+    ("portfolio", "python -m backtest_assets report"),
+    ("alpha", "python -m backtest_assets report")])
 def test_the_last_line_names_what_to_open_or_run_next(monkeypatch, cmd, expected):
     monkeypatch.setattr(cli, "report_path", lambda study="default": "/x/report.html")
     assert expected in cli._next_step(cmd, True, cli._parser().parse_args([cmd]))

@@ -15,9 +15,12 @@ WALKFORWARD_ASSETS = ["walkforward_equity", "walkforward_results", "walkforward_
 REPORT_ASSETS = ["promotion_decisions", "research_report"]
 PORTFOLIO_ASSETS = ["edge_contracts", "portfolio_equity", "portfolio_metrics",
                     "portfolio_weights"]
+ALPHA_ASSETS = ["alpha_model", "alpha_scores", "alpha_signals", "edge_candidates",
+                "expectancy_report", "expectancy_robustness", "regime_series",
+                "universe_snapshot"]
 ASSETS = sorted([*DATE_SYMBOL_ASSETS, "event_quality_report", *PHASE2_ASSETS, "spec_registry",
                  "study_record", "strategy_blueprints", *BACKTEST_ASSETS, "walkforward_folds",
-                 *WALKFORWARD_ASSETS, *REPORT_ASSETS, *PORTFOLIO_ASSETS])
+                 *WALKFORWARD_ASSETS, *REPORT_ASSETS, *PORTFOLIO_ASSETS, *ALPHA_ASSETS])
 BASE_CHECKS = {"schema", "unique_keys", "monotonic_time", "row_count", "complete_days"}
 
 
@@ -56,6 +59,8 @@ def test_asset_graph_is_pinned():
         **{name: ["backtest_equity", "backtest_trades", "bars_5m", "event_table",
                   "pit_features", "raw_funding_rates", "strategy_blueprints", "study_record",
                   "walkforward_summary"] for name in PORTFOLIO_ASSETS},
+        **{name: ["bars_5m", "event_table", "phase2_fdr", "raw_funding_rates", "study_record"]
+           for name in ALPHA_ASSETS},
     }
 
 
