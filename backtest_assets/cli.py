@@ -584,15 +584,19 @@ def run_all(study: str, *, start: dt.date | None = None, end: dt.date | None = N
     if not quiet:
         print(summary(st.start, st.end, study))
     t = max(t, layers.latest_of("phase2_report", "event_quality_report"))
-    t_alpha = t  # what the alpha bundle reads: the data, events and Phase 2's survivors
     ran = bool(todo)
+    # the alpha bundle reads the data, events and Phase 2's survivors; its scores are one
+    # more blueprint of the catalog
+    if _fits(_alpha_misfit(st), "alpha", quiet) and ok \
+            and layers.stale(None, ["alpha_scores"], t):
+        ok, ran = alpha(study=study, **args), True
+    t = max(t, layers.latest_of("alpha_scores"))
     if ok and layers.stale("strategy_blueprints", ["backtest_metrics"], t):
         ok, ran = backtest(study=study, **args), True
     t = max(t, layers.latest_of("strategy_blueprints", "backtest_metrics"))
     # layers a short study cannot hold are skipped, saying why
     fits = {what: _fits(misfit(st), what, quiet) for what, misfit in (
-        ("walk-forward", _walkforward_misfit), ("portfolios", _portfolio_misfit),
-        ("alpha", _alpha_misfit))}
+        ("walk-forward", _walkforward_misfit), ("portfolios", _portfolio_misfit))}
     if ok and fits["walk-forward"] and layers.stale("strategy_blueprints",
                                                     ["walkforward_summary"], t):
         ok, ran = backtest(study=study, job="walkforward_job", **args), True
@@ -600,9 +604,6 @@ def run_all(study: str, *, start: dt.date | None = None, end: dt.date | None = N
     if ok and fits["portfolios"] and layers.stale(None, ["portfolio_metrics"], t):
         ok, ran = portfolio(study=study, **args), True
     t = max(t, layers.latest_of("portfolio_metrics"))
-    # the alpha bundle reads the study's data only (the report does not read it)
-    if ok and fits["alpha"] and layers.stale(None, ["alpha_scores"], t_alpha):
-        ok, ran = alpha(study=study, **args), True
     for other in st.compare_with:  # the report's compare section reads their results too
         t = max(t, StudyLayers(instance, other, config or None).latest_of(*COMPARED))
     if ok and layers.stale(None, ["research_report"], t):

@@ -529,15 +529,34 @@ class WalkForwardSpec:
 # ---- strategies (blueprints) -------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
+class AlphaEntry:
+    """Trade an alpha model's out-of-sample, regime-gated scores (specs/alpha): at each bar,
+    ``quantile``: long the top ``quantile`` of the scored symbols and short the bottom
+    (at least one each), ``proportional``: weights in proportion to the score's distance
+    from the bar's mean, the largest at full weight. No score: flat."""
+
+    model: str
+    mode: Literal["quantile", "proportional"] = "quantile"
+    quantile: float = 0.2
+
+    def validate(self) -> None:
+        if not 0 < self.quantile <= 0.5:
+            raise ValueError(f"quantile: {self.quantile} is out of range (0, 0.5]")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Entry:
-    """Enter on an event type, or when a feature condition holds (exactly one)."""
+    """Enter on an event type, when a feature condition holds, or on an alpha model's
+    scores (exactly one)."""
 
     event: str | None = None
     condition: Condition | None = None
+    alpha: AlphaEntry | None = dataclasses.field(default=None,
+                                                 metadata={"omit_if_default": True})
 
     def validate(self) -> None:
-        if (self.event is None) == (self.condition is None):
-            raise ValueError("event: give exactly one of event and condition")
+        if sum(x is not None for x in (self.event, self.condition, self.alpha)) != 1:
+            raise ValueError("event: give exactly one of event, condition and alpha")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -704,6 +723,8 @@ class StrategySpec:
                                  f"{sorted(GRID_PARAMS)})")
             if key.startswith("entry.condition") and self.entry.condition is None:
                 raise ValueError(f"grid.{key}: the entry has no condition")
+            if key.startswith("entry.alpha") and self.entry.alpha is None:
+                raise ValueError(f"grid.{key}: the entry has no alpha model")
             if not values or len(set(values)) != len(values):
                 raise ValueError(f"grid.{key}: give distinct values")
             if GRID_PARAMS[key] is int and any(v != int(v) for v in values):
@@ -715,6 +736,7 @@ class StrategySpec:
 # Parameters a blueprint's grid may vary, with their type.
 GRID_PARAMS: dict[str, type] = {
     "entry.condition.threshold": float, "entry.condition.lag": int,
+    "entry.alpha.quantile": float,
     "exits.stop_loss": float, "exits.take_profit": float, "exits.time_stop_bars": int,
     "target_weight": float,
 }

@@ -230,7 +230,7 @@ def _load(specs_dir: Path) -> tuple[SpecRegistry | None, list[SpecError]]:  # no
         for feature in o.features:
             if feature not in features:
                 errors.append(SpecError(path, "feature", f"unknown feature {feature!r}"))
-    errors += _check_strategies(strategies, universe, events, features, fees)
+    errors += _check_strategies(strategies, universe, events, features, fees, alpha)
     if gates is not None and gates.phase2.stability.regime_feature not in features:
         errors.append(SpecError(specs_dir / "gates.yaml", "phase2.stability.regime_feature",
                                 f"unknown feature {gates.phase2.stability.regime_feature!r}"))
@@ -393,16 +393,17 @@ def _check_studies(studies: dict[str, tuple[Path, StudySpec]], universe: Univers
 def _check_strategies(strategies: dict[str, tuple[Path, StrategySpec]],
                       universe: UniverseSpec, events: dict[str, tuple[Path, EventSpec]],
                       features: dict[str, tuple[Path, int, FeatureSpec]],
-                      fees: FeesSpec | None) -> Iterator[SpecError]:
+                      fees: FeesSpec | None, alpha_models: Collection[str] = ()
+                      ) -> Iterator[SpecError]:
     for path, bp in strategies.values():
         for field, problem in blueprint_problems(bp, universe.symbol_names, events, features,
-                                                 fees):
+                                                 fees, alpha_models):
             yield SpecError(path, field, problem)
 
 
 def blueprint_problems(bp: StrategySpec, symbols: Collection[str], events: Collection[str],
-                       features: Collection[str], fees: FeesSpec | None
-                       ) -> Iterator[tuple[str, str]]:
+                       features: Collection[str], fees: FeesSpec | None,
+                       alpha_models: Collection[str] = ()) -> Iterator[tuple[str, str]]:
     """(field, problem) for every reference of ``bp`` the specs do not know: a symbol outside
     the universe, an unknown event type, feature or venue, a leverage above the venue's cap.
     Used by the linter on specs/strategies and by ``strategy_blueprints`` on generated ones.
@@ -414,6 +415,9 @@ def blueprint_problems(bp: StrategySpec, symbols: Collection[str], events: Colle
         yield "entry.event", f"unknown event type {bp.entry.event!r}"
     if bp.entry.condition is not None and bp.entry.condition.feature not in features:
         yield "entry.condition.feature", f"unknown feature {bp.entry.condition.feature!r}"
+    if bp.entry.alpha is not None and bp.entry.alpha.model not in alpha_models:
+        yield "entry.alpha.model", (f"unknown alpha model {bp.entry.alpha.model!r} "
+                                    f"(specs/alpha: {sorted(alpha_models)})")
     for i, o in enumerate(bp.overlays):
         for feature in o.features:
             if feature not in features:

@@ -304,7 +304,13 @@ def targets(bp: StrategySpec, panel: Panel, features: Mapping[str, np.ndarray] |
 def shape_targets(bp: StrategySpec, d: np.ndarray) -> np.ndarray:
     """The target of ``bp`` from its (T, S) entry signal ``d`` (:func:`signals`): the
     direction and hold rules of the module docstring. A parameter sweep computes the signal
-    once per entry and shapes it for every hold, weight and direction."""
+    once per entry and shapes it for every hold, weight and direction. An alpha entry is a
+    book rebalanced at every bar: ``target_weight * side`` wherever it has a score, 0 (flat)
+    where it has none (its signal is NaN there)."""
+    if bp.entry.alpha is not None:
+        side = d * _FOLLOW[bp.direction] if bp.direction in _FOLLOW else \
+            np.abs(d) * _FIXED[bp.direction]
+        return np.where(np.isnan(d), 0.0, bp.target_weight * side)
     side = (d * _FOLLOW[bp.direction] if bp.direction in _FOLLOW
             else np.abs(d) * _FIXED[bp.direction])
     weight = bp.target_weight * side
@@ -340,7 +346,10 @@ def _hold_starts(signals: np.ndarray, hold: int) -> np.ndarray:
 
 def signals(bp: StrategySpec, panel: Panel, features: Mapping[str, np.ndarray] | None,
             events: pl.DataFrame | None) -> np.ndarray:
-    """(T, S) direction d of the entry signal at each bar: +1, -1, or 0 for none."""
+    """(T, S) direction d of the entry signal at each bar: +1, -1, or 0 for none (an alpha
+    entry: a side in [-1, 1], NaN where the model has no score)."""
+    if bp.entry.alpha is not None:
+        return alpha_sides(bp, panel, features)
     if bp.entry.event is not None:
         if events is None:
             raise ValueError(f"{bp.name}: entry.event {bp.entry.event!r} needs the events "
@@ -363,6 +372,50 @@ def signals(bp: StrategySpec, panel: Panel, features: Mapping[str, np.ndarray] |
     x = np.abs(v) if c.op.startswith("abs") else v
     hit = x > c.threshold if c.op.endswith("gt") else x < c.threshold
     return np.where(hit, np.sign(v), 0.0)
+
+
+def alpha_feature(model: str) -> str:
+    """The features key under which an alpha model's gated scores reach a blueprint."""
+    return f"alpha:{model}"
+
+
+def alpha_sides(bp: StrategySpec, panel: Panel, features: Mapping[str, np.ndarray] | None
+                ) -> np.ndarray:
+    """(T, S) side of an alpha entry at each bar from the model's scores (known at the bar's
+    close, out of sample): ``quantile`` +1 for the top ``quantile`` of the scored symbols
+    (at least one), -1 for the bottom, 0 between; ``proportional`` the score's distance from
+    the bar's mean over the largest distance; NaN where the symbol has no score, and the
+    whole bar when fewer than 2 symbols have one."""
+    a = bp.entry.alpha
+    key = alpha_feature(a.model)
+    if features is None or key not in features:
+        raise ValueError(f"{bp.name}: entry.alpha reads the scores of {a.model!r}, which are "
+                         f"not among the inputs ({sorted(features or {})}): materialize the "
+                         "study's alpha bundle first")
+    s = np.asarray(features[key], dtype=np.float64)
+    if s.shape != panel.open.shape:
+        raise ValueError(f"{bp.name}: scores of {a.model!r} have shape {s.shape}, expected "
+                         f"{panel.open.shape}")
+    ok = np.isfinite(s)
+    n = ok.sum(axis=1)
+    out = np.full(s.shape, np.nan)
+    rows = np.flatnonzero(n >= 2)
+    if a.mode == "proportional":
+        mean = np.nanmean(np.where(ok, s, np.nan)[rows], axis=1, keepdims=True)
+        dev = np.where(ok[rows], s[rows] - mean, np.nan)
+        top = np.nanmax(np.abs(dev), axis=1, keepdims=True)
+        out[rows] = np.where(top > 0, dev / np.where(top > 0, top, 1.0), 0.0)
+        out[~ok] = np.nan
+        return out
+    # rank within the bar (ties: by column order, stable), NaN last
+    order = np.argsort(np.where(ok, s, np.inf), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(s.shape[1])[None, :], axis=1)
+    k = np.maximum(1, np.floor(a.quantile * n + 1e-9)).astype(int)[:, None]
+    side = np.where(rank < k, -1.0, np.where(rank >= n[:, None] - k, 1.0, 0.0))
+    out[rows] = side[rows]
+    out[~ok] = np.nan
+    return out
 
 
 def exit_rules(bp: StrategySpec) -> ExitRules:

@@ -1,7 +1,7 @@
 """The blueprint catalog (pure; no Dagster): baselines from specs plus Phase-2 survivors.
 
 One row per blueprint: ``blueprint`` (its name, the Dagster partition key), ``source``
-("spec" or "phase2"), ``hypothesis_id`` (null for a spec), ``spec_json`` (canonical JSON
+("spec", "phase2" or "alpha"), ``hypothesis_id`` (null for a spec), ``spec_json`` (canonical JSON
 of the :class:`StrategySpec` with its overlays resolved, read back by :func:`load_blueprint`),
 ``spec_hash``, and a readable summary (symbols, entry, direction, exits, overlays as
 ``name@hash8``).
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import polars as pl
 
 from backtest_assets.specs.loader import build, canonical_json, spec_hash
-from backtest_assets.specs.models import StrategySpec
+from backtest_assets.specs.models import AlphaEntry, Entry, StrategySpec
 from backtest_assets.specs.registry import SpecRegistry, blueprint_problems
-from backtest_assets.strategies.blueprints import from_survivor
+from backtest_assets.strategies.blueprints import from_survivor, spec_name
 from backtest_assets.strategies.overlays import versions
 
 CATALOG_SCHEMA = {"blueprint": pl.String, "source": pl.String, "hypothesis_id": pl.String,
@@ -26,10 +26,28 @@ CATALOG_SCHEMA = {"blueprint": pl.String, "source": pl.String, "hypothesis_id": 
                   "overlays": pl.String}
 
 
+def from_alpha_model(model: str, symbols: Sequence[str]) -> StrategySpec:
+    """The blueprint that trades an alpha model's scores over the study's symbols: long the
+    top quantile, short the bottom (``1 / n`` of equity each, so the book's gross is at most
+    ``2 * quantile``), rebalanced at every bar, flat where there is no score; its grid tries
+    quantiles 0.2, 0.34 and 0.5. Leverage 2: headroom for the isolated margin."""
+    symbols = tuple(symbols)
+    bp = StrategySpec(
+        name=spec_name(f"alpha_{model}"),
+        description=f"the out-of-sample, regime-gated scores of alpha model {model}: long "
+                    "the top quantile, short the bottom, every bar",
+        symbols=symbols, entry=Entry(alpha=AlphaEntry(model=model)),
+        direction="continuation", target_weight=1.0 / len(symbols), leverage=2.0,
+        grid={"entry.alpha.quantile": (0.2, 0.34, 0.5)})
+    bp.validate()
+    return bp
+
+
 def catalog(reg: SpecRegistry, survivors: pl.DataFrame | None,
-            study_symbols: Sequence[str]) -> pl.DataFrame:
+            study_symbols: Sequence[str], alpha_models: Sequence[str] = ()) -> pl.DataFrame:
     """The blueprints of a study trading ``study_symbols``: the baselines of
-    ``reg.strategies`` whose symbols it holds, then one per Phase-2 survivor row.
+    ``reg.strategies`` whose symbols it holds, then one per Phase-2 survivor row, then one
+    per alpha model with scores in the study (``alpha_models``, :func:`from_alpha_model`).
 
     ``survivors``: rows of ``phase2_fdr`` with ``survivor`` true (hypothesis_id, event_type,
     rule_template, horizon, symbol, n, mean, q), or None before any Phase 2. A pooled
@@ -42,6 +60,7 @@ def catalog(reg: SpecRegistry, survivors: pl.DataFrame | None,
                 if survivors is not None else []):
         bp = from_survivor(row, universe_symbols=tuple(study_symbols), horizon_bars=horizons)
         specs.append(("phase2", row["hypothesis_id"], bp))
+    specs += [("alpha", None, from_alpha_model(m, study_symbols)) for m in sorted(alpha_models)]
     rows = [{"blueprint": bp.name, "source": source, "hypothesis_id": hyp,
              "spec_json": canonical_json(bp), "spec_hash": spec_hash(bp),
              "symbols": ",".join(bp.symbols), "entry": _entry(bp), "direction": bp.direction,
@@ -86,7 +105,7 @@ def problems(reg: SpecRegistry, table: pl.DataFrame) -> list[str]:
             out.append(f"{row['blueprint']}: {exc}")
             continue
         out += [f"{bp.name}: {field}: {problem}" for field, problem in blueprint_problems(
-            bp, reg.universe.symbol_names, reg.events, reg.features, reg.fees)]
+            bp, reg.universe.symbol_names, reg.events, reg.features, reg.fees, reg.alpha)]
     return out
 
 
@@ -99,6 +118,9 @@ def load_blueprint(row: dict) -> StrategySpec:
 def _entry(bp: StrategySpec) -> str:
     if bp.entry.event is not None:
         return f"event {bp.entry.event}"
+    if bp.entry.alpha is not None:
+        a = bp.entry.alpha
+        return f"alpha {a.model} {a.mode}" + (f" {a.quantile:g}" if a.mode == "quantile" else "")
     c = bp.entry.condition
     lag = f" (lag {c.lag})" if c.lag else ""
     return f"{c.feature} {c.op} {c.threshold:g}{lag}"

@@ -36,7 +36,7 @@ def variant(bp: StrategySpec, params: dict[str, float]) -> StrategySpec:
             raise ValueError(f"{bp.name}: {path!r} is not a grid parameter")
         out = _set(out, path.split("."), value)
     try:
-        for spec in (out, out.entry, out.entry.condition, out.exits):
+        for spec in (out, out.entry, out.entry.condition, out.entry.alpha, out.exits):
             if spec is not None:
                 spec.validate()
     except ValueError as exc:

@@ -566,3 +566,13 @@ def test_the_alpha_bundle_of_the_month_with_its_checks_files_and_export(month):
     csv = root / "exports" / "default" / "combined_model_v1" / "edge_candidates_normalized.csv"
     assert export.read(csv).sort("candidate_id").equals(
         table.select(list(export.EDGE_CANDIDATE_COLUMNS)).sort("candidate_id"))
+    # the scores are one more blueprint: cataloged, backtested through the engine
+    config = warehouse_config(root)
+    assert backtest(["alpha_combined_model_v1"], instance=instance, quiet=True,
+                    resources_config=config)
+    catalog = wh.study_rows("strategy_blueprints", "default")
+    row = catalog.filter(pl.col("blueprint") == "alpha_combined_model_v1").row(0, named=True)
+    assert row["source"] == "alpha" and row["entry"] == "alpha combined_model_v1 quantile 0.2"
+    trades = wh.study_rows("backtest_trades", "default").filter(
+        pl.col("blueprint") == "alpha_combined_model_v1")
+    assert trades.height and trades["entry_ts"].min() > model["refit_ts"].min()

@@ -44,7 +44,7 @@ def test_asset_graph_is_pinned():
         "phase2_fdr": ["phase2_candidates_raw", "phase2_pvals"],
         "phase2_report": ["phase2_candidates_raw", "phase2_fdr", "phase2_pvals"],
         "spec_registry": [],
-        "strategy_blueprints": ["phase2_fdr", "study_record"],
+        "strategy_blueprints": ["alpha_scores", "phase2_fdr", "study_record"],
         **{name: ["bars_5m", "event_table", "pit_features", "raw_funding_rates",
                   "strategy_blueprints"] for name in BACKTEST_ASSETS},
         "walkforward_folds": ["strategy_blueprints"],

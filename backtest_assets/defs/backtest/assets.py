@@ -1,7 +1,8 @@
 """Blueprints and their backtests over a study's window.
 
 ``strategy_blueprints`` (per study) catalogs the baseline blueprints of specs/strategies
-that trade the study's symbols and one per Phase-2 survivor of the study, and registers
+that trade the study's symbols, one per Phase-2 survivor of the study and one per alpha
+model with scores in the study (long-short on its scores), and registers
 each name as a partition of the dynamic ``blueprint`` partitions (a name is the same in
 every study); the backtests are partitioned by study x blueprint. ``backtest_trades``,
 ``backtest_equity`` and ``backtest_metrics`` come from one simulation per blueprint (a
@@ -58,6 +59,7 @@ HEADLINE_FORMATS = {"total_return": ".2%", "sharpe": ".2f", "max_drawdown": ".2%
     partitions_def=study_partitions_def,
     metadata={"partition_expr": "study"},
     deps=[dg.AssetDep("phase2_fdr", partition_mapping=BY_STUDY_DIM),
+          dg.AssetDep("alpha_scores", partition_mapping=BY_STUDY_DIM),
           dg.AssetDep("study_record")],
     check_specs=BLUEPRINT_CHECKS,
 )
@@ -73,7 +75,9 @@ def strategy_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
             pl.col("survivor") & (pl.col("study") == study.name))
     except WarehouseError:
         survivors = None  # no Phase 2 yet: the baselines alone
-    table = catalog(reg, survivors, study.symbols).select(
+    scored = wh.study_rows("alpha_scores", study.name)
+    models = sorted(set(scored["alpha_model"])) if scored is not None else []
+    table = catalog(reg, survivors, study.symbols, models).select(
         pl.lit(study.name).alias("study"), pl.all())
     found = problems(reg, table)
     check = dg.AssetCheckResult(check_name="blueprints_valid", passed=not found,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from backtest_assets.partitions import BASE_BARS
 from backtest_assets.specs.models import StrategySpec, StudySpec
 from backtest_assets.specs.registry import SpecRegistry
 from backtest_assets.strategies import Panel
+from backtest_assets.strategies.blueprints import alpha_feature
 from backtest_assets.strategies.catalog import load_blueprint, problems
 from backtest_assets.strategies.overlays import features_read
 from backtest_assets.warehouse import Warehouse
@@ -30,6 +32,8 @@ class StudyData:
     funding: pl.DataFrame
     start: dt.datetime
     end: dt.datetime  # exclusive: the day after the study's last
+    # alpha model -> its out-of-sample gated scores (ts, symbol, gated_score)
+    scores: dict[str, pl.DataFrame] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def read(cls, wh: Warehouse, study: StudySpec, blueprints: Sequence[StrategySpec]
@@ -40,7 +44,8 @@ class StudyData:
         by_bar, by_ts = ("symbol", "ts_open"), ("symbol", "ts")
         bars = wh.read(BASE_BARS, symbol_layout("ts_open"), boxes,
                        order_by=(*by_bar, "market")).filter(pl.col("market") == "perp")
-        wanted = sorted({f for bp in blueprints for f in features_of(bp)})
+        wanted = sorted({f for bp in blueprints for f in features_of(bp)
+                         if not f.startswith("alpha:")})
         feats = wh.read("pit_features", symbol_layout("ts_open"), boxes,
                         order_by=by_bar).select("symbol", "ts_open", *wanted) if wanted else None
         events = wh.read("event_table", symbol_layout("ts"), boxes,
@@ -48,7 +53,14 @@ class StudyData:
             if any(bp.entry.event for bp in blueprints) else None
         funding = wh.read("raw_funding_rates", symbol_layout("ts"), boxes,
                           order_by=by_ts).select("symbol", "ts", "funding_rate")
-        return cls(bars, feats, events, funding, boxes[0].start, boxes[0].end)
+        models = sorted({bp.entry.alpha.model for bp in blueprints if bp.entry.alpha})
+        stored = wh.study_rows("alpha_scores", study.name) if models else None
+        scores = {m: (stored.filter(pl.col("alpha_model") == m).select(
+                      "ts", "symbol", "gated_score") if stored is not None
+                      else pl.DataFrame(schema={"ts": pl.Datetime("us"), "symbol": pl.String,
+                                                "gated_score": pl.Float64}))
+                  for m in models}
+        return cls(bars, feats, events, funding, boxes[0].start, boxes[0].end, scores)
 
     def for_blueprint(self, bp: StrategySpec, base_minutes: int
                       ) -> tuple[Panel, dict[str, np.ndarray], pl.DataFrame]:
@@ -58,7 +70,15 @@ class StudyData:
         Raises ``ValueError`` (naming symbol and time) for bars that do not fit the grid.
         """
         panel = Panel.from_bars(self.bars, bp.symbols, self.start, self.end, base_minutes)
-        features = {f: panel.column(self.features, f) for f in features_of(bp)}
+        features = {f: panel.column(self.features, f) for f in features_of(bp)
+                    if not f.startswith("alpha:")}
+        if bp.entry.alpha is not None:
+            scores = self.scores[bp.entry.alpha.model]
+            if scores.is_empty():
+                raise ValueError(f"{bp.name}: alpha model {bp.entry.alpha.model} has no "
+                                 "scores in this study: materialize its alpha bundle first")
+            features[alpha_feature(bp.entry.alpha.model)] = panel.column(
+                scores, "gated_score", ts_col="ts")
         return panel, features, self.funding.filter(pl.col("symbol").is_in(bp.symbols))
 
     def inputs_of(self, bp: StrategySpec) -> dict[str, pl.DataFrame]:
@@ -67,14 +87,18 @@ class StudyData:
                   "funding": self.funding.filter(pl.col("symbol").is_in(bp.symbols))}
         if self.events is not None and bp.entry.event:
             inputs["events"] = self.events.filter(pl.col("event_type") == bp.entry.event)
-        if self.features is not None and features_of(bp):
-            inputs["features"] = self.features.select("symbol", "ts_open", *features_of(bp))
+        own = [f for f in features_of(bp) if not f.startswith("alpha:")]
+        if self.features is not None and own:
+            inputs["features"] = self.features.select("symbol", "ts_open", *own)
+        if bp.entry.alpha is not None:
+            inputs["scores"] = self.scores[bp.entry.alpha.model]
         return inputs
 
 
 def features_of(bp: StrategySpec) -> tuple[str, ...]:
     """The features a blueprint reads: its entry condition's, then its overlays'."""
-    entry = (bp.entry.condition.feature,) if bp.entry.condition else ()
+    entry = (bp.entry.condition.feature,) if bp.entry.condition else \
+        (alpha_feature(bp.entry.alpha.model),) if bp.entry.alpha else ()
     return tuple(dict.fromkeys((*entry, *features_read(bp.overlays))))
 
 
