@@ -458,18 +458,26 @@ def portfolio(names: Sequence[str] | None = None, *, resources_config: dict | No
     from backtest_assets.partitions import study_portfolio_key
     from backtest_assets.specs import load_registry
 
-    known = list(load_registry().portfolios)
+    ok = _study_jobs("portfolio", "specs/portfolios", list(load_registry().portfolios),
+                     names, study_portfolio_key, Runner(instance, resources_config, quiet,
+                                                        verbose), study)
+    if not quiet:
+        print(portfolio_table(study))
+    return ok
+
+
+def _study_jobs(what: str, folder: str, known: Sequence[str], names: Sequence[str] | None,
+                key, runner: Runner, study: str) -> bool:
+    """One ``<what>_job`` run per name of ``study`` (default every one of ``known``),
+    refusing a name the specs do not have."""
     unknown = sorted(set(names or ()) - set(known))
     if unknown:
-        raise SystemExit(f"no portfolio {unknown} in specs/portfolios ({', '.join(known)})")
-    runner = Runner(instance, resources_config, quiet, verbose)
+        raise SystemExit(f"no {what} {unknown} in {folder} ({', '.join(known)})")
     if not register_study(runner, study):
         return False
     for name in names or known:
-        runner.execute("portfolio_job", f"portfolio {name} {study}",
-                       partition_key=str(study_portfolio_key(study, name)))
-    if not quiet:
-        print(portfolio_table(study))
+        runner.execute(f"{what}_job", f"{what} {name} {study}",
+                       partition_key=str(key(study, name)))
     return runner.ok
 
 
@@ -481,19 +489,12 @@ def alpha(names: Sequence[str] | None = None, *, resources_config: dict | None =
     from backtest_assets.partitions import study_alpha_key
     from backtest_assets.specs import load_registry
 
-    known = list(load_registry().alpha)
-    unknown = sorted(set(names or ()) - set(known))
-    if unknown:
-        raise SystemExit(f"no alpha model {unknown} in specs/alpha ({', '.join(known)})")
-    runner = Runner(instance, resources_config, quiet, verbose)
-    if not register_study(runner, study):
-        return False
-    for name in names or known:
-        runner.execute("alpha_job", f"alpha {name} {study}",
-                       partition_key=str(study_alpha_key(study, name)))
+    ok = _study_jobs("alpha", "specs/alpha", list(load_registry().alpha), names,
+                     study_alpha_key, Runner(instance, resources_config, quiet, verbose),
+                     study)
     if not quiet:
         print(alpha_table(study))
-    return runner.ok
+    return ok
 
 
 def alpha_table(study: str = "default") -> str:

@@ -56,6 +56,7 @@ import numpy as np
 import polars as pl
 
 from backtest_assets.alpha.panel import UniversePanel
+from backtest_assets.alpha.signals import window_sum
 
 CALM, NORMAL, STORMY, UNKNOWN = -1, 0, 1, -128
 REGIME_NAMES: dict[int, str] = {CALM: "calm", NORMAL: "normal", STORMY: "stormy",
@@ -202,9 +203,9 @@ def _vol_and_z(panel: UniversePanel, rule: RegimeRule) -> tuple[np.ndarray, np.n
     c = np.where(np.isfinite(c) & (c > 0), c, np.nan)
     r = np.full(c.shape, np.nan)
     r[1:] = np.log(c[1:] / c[:-1])
-    vol = np.sqrt(_window_sum(r * r, rule.vol_window) / rule.vol_window)
+    vol = np.sqrt(window_sum(r * r, rule.vol_window) / rule.vol_window)
     w = rule.z_window
-    mean = _window_sum(vol, w) / w
+    mean = window_sum(vol, w) / w
     z = np.full(vol.shape, np.nan)
     t = vol.size
     if t >= w:
@@ -229,15 +230,3 @@ def _codes(z: np.ndarray, rule: RegimeRule) -> np.ndarray:
     out[known & (z > rule.stormy_above)] = STORMY
     return out
 
-
-def _window_sum(x: np.ndarray, w: int) -> np.ndarray:
-    """(T,) sum of each window of ``w`` values ending at t, added in the order ``x_t,
-    x_{t-1}, ...``; NaN for ``t < w - 1`` and for windows holding a NaN."""
-    t = x.size
-    out = np.full(t, np.nan)
-    if t >= w:
-        acc = x[w - 1:].copy()
-        for k in range(1, w):
-            acc += x[w - 1 - k:t - k]
-        out[w - 1:] = acc
-    return out

@@ -99,7 +99,7 @@ def ts_momentum_multi(panel: UniversePanel, horizons: Sequence[int] = (12, 48, 2
     _check_int("ts_momentum_multi", "vol_window", vol_window, 1)
     close = _finite(panel.close)
     r = _ln_ratio(close, _lag(close, 1))
-    sigma = np.sqrt(_window_sum(r * r, vol_window) / vol_window)
+    sigma = np.sqrt(window_sum(r * r, vol_window) / vol_window)
     sigma = np.where(sigma > 0, sigma, np.nan)
     total = np.zeros(close.shape)
     for h in horizons:
@@ -174,8 +174,8 @@ def orderflow_imbalance(panel: UniversePanel, window: int = 12) -> np.ndarray:
     (T, S) float64
     """
     _check_int("orderflow_imbalance", "window", window, 1)
-    volume = _window_sum(_finite(panel.quote_volume), window)
-    buys = _window_sum(_finite(panel.taker_buy_quote_volume), window)
+    volume = window_sum(_finite(panel.quote_volume), window)
+    buys = window_sum(_finite(panel.taker_buy_quote_volume), window)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(volume > 0, (2.0 * buys - volume) / volume, np.nan)
 
@@ -331,7 +331,7 @@ def _ln_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(ok, np.log(np.where(ok, a, 1.0) / np.where(ok, b, 1.0)), np.nan)
 
 
-def _window_sum(x: np.ndarray, w: int) -> np.ndarray:
+def window_sum(x: np.ndarray, w: int) -> np.ndarray:
     """``sum_w(x)_t`` added in the order ``x_t, x_{t-1}, ..., x_{t-w+1}``; NaN for
     ``t < w - 1`` and for windows holding a NaN."""
     t = x.shape[0]
@@ -347,7 +347,7 @@ def _window_sum(x: np.ndarray, w: int) -> np.ndarray:
 def _window_mean_std(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and sample std (ddof 1) of each window of ``w`` values, the std in two passes."""
     t = x.shape[0]
-    mean = _window_sum(x, w) / w
+    mean = window_sum(x, w) / w
     std = np.full(x.shape, np.nan)
     if t >= w:
         m = mean[w - 1:]

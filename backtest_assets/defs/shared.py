@@ -403,6 +403,20 @@ def blocking_checks(asset: str, names: Mapping[str, str],
                               partitions_def=partitions_def) for n, d in names.items()]
 
 
+def layer_checks(schema_tables: Sequence[str], schemas: str,
+                 checks: Mapping[str, tuple[str, str]],
+                 partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    """The blocking check specs of a multi-asset layer: a ``schema`` check of each of
+    ``schema_tables`` (their pandera models in ``schemas``), then ``checks``: name ->
+    (asset, description)."""
+    return [
+        *[dg.AssetCheckSpec("schema", asset=t, blocking=True, partitions_def=partitions_def,
+                            description=f"columns, dtypes and values of the {t} model "
+                                        f"({schemas})") for t in schema_tables],
+        *[dg.AssetCheckSpec(n, asset=a, blocking=True, partitions_def=partitions_def,
+                            description=d) for n, (a, d) in checks.items()]]
+
+
 def check_result(name: str, asset: str, ok: bool, detail: str) -> dg.AssetCheckResult:
     """A check's result; ``detail`` is shown only when it failed."""
     return dg.AssetCheckResult(check_name=name, asset_key=asset, passed=bool(ok),

@@ -30,6 +30,7 @@ from backtest_assets.alpha.signals import SIGNALS
 from backtest_assets.alpha.universe import snapshots
 from backtest_assets.defs.shared import (
     BY_STUDY_DIM,
+    layer_checks,
     markdown_table,
     refuse_failed,
     report_folder,
@@ -65,19 +66,13 @@ _CHECKS = {
     "members_were_liquid": ("universe_snapshot", "every member had a full trailing ADV "
                             "window of at least the universe's minimum, recomputed from the "
                             "bars known then"),
-    "scores_out_of_sample": ("alpha_scores", "every score is at or after the first refit and "
-                             "comes from the last model fitted before its bar"),
+    "scores_out_of_sample": ("alpha_scores", "every score is at or after the first refit: "
+                             "no bar is scored by a model fitted on it"),
     "signals_point_in_time": ("alpha_signals", "the signals before a cut are identical when "
                               "the bars after it are removed"),
 }
-ALPHA_CHECKS = [
-    *[dg.AssetCheckSpec("schema", asset=t, blocking=True,
-                        partitions_def=study_alpha_partitions_def,
-                        description=f"columns, dtypes and values of the {t} model "
-                                    "(schemas/alpha.py)") for t in MODELS],
-    *[dg.AssetCheckSpec(n, asset=a, blocking=True, partitions_def=study_alpha_partitions_def,
-                        description=d) for n, (a, d) in _CHECKS.items()],
-]
+ALPHA_CHECKS = layer_checks(list(MODELS), "schemas/alpha.py", _CHECKS,
+                            study_alpha_partitions_def)
 
 
 def study_panel(wh, study, interval_minutes: int

@@ -18,6 +18,7 @@ import polars as pl
 from backtest_assets.defs.backtest.market import StudyData
 from backtest_assets.defs.shared import (
     BY_STUDY_DIM,
+    layer_checks,
     markdown_table,
     refuse_failed,
     schema_result,
@@ -71,14 +72,8 @@ _CHECKS = {
     "equity_reconciles": ("portfolio_equity", "the book's equity change is its fills' P&L "
                           "(to 1e-6 of capital)"),
 }
-PORTFOLIO_CHECKS = [
-    *[dg.AssetCheckSpec("schema", asset=t, blocking=True,
-                        partitions_def=study_portfolio_partitions_def,
-                        description=f"columns, dtypes and values of the {t} model "
-                                    "(schemas/portfolio.py)") for t in TABLES],
-    *[dg.AssetCheckSpec(n, asset=a, blocking=True, partitions_def=study_portfolio_partitions_def,
-                        description=d) for n, (a, d) in _CHECKS.items()],
-]
+PORTFOLIO_CHECKS = layer_checks(TABLES, "schemas/portfolio.py", _CHECKS,
+                                study_portfolio_partitions_def)
 
 
 def _read(wh, table: str, study: str) -> pl.DataFrame:
