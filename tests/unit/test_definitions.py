@@ -59,8 +59,13 @@ def test_asset_graph_is_pinned():
         **{name: ["backtest_equity", "backtest_trades", "bars_5m", "event_table",
                   "pit_features", "raw_funding_rates", "strategy_blueprints", "study_record",
                   "walkforward_summary"] for name in PORTFOLIO_ASSETS},
-        **{name: ["bars_5m", "event_table", "phase2_fdr", "raw_funding_rates", "study_record"]
-           for name in ALPHA_ASSETS},
+        # inside the bundle: data -> universe, signals, regime -> model -> scores -> rest
+        "universe_snapshot": ["bars_5m", "event_table", "raw_funding_rates", "study_record"],
+        "alpha_signals": ["universe_snapshot"], "regime_series": ["universe_snapshot"],
+        "alpha_model": ["alpha_signals"], "alpha_scores": ["alpha_model", "regime_series"],
+        **{name: ["alpha_scores", "alpha_signals"]
+           for name in ("expectancy_report", "expectancy_robustness")},
+        "edge_candidates": ["expectancy_report", "phase2_fdr"],
     }
 
 

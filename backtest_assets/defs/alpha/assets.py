@@ -71,6 +71,17 @@ _CHECKS = {
     "signals_point_in_time": ("alpha_signals", "the signals before a cut are identical when "
                               "the bars after it are removed"),
 }
+_DATA = {dg.AssetKey(a) for a in (BASE_BARS, "event_table", "raw_funding_rates",
+                                   "study_record")}
+_INTERNAL = {
+    "universe_snapshot": _DATA, "alpha_signals": {dg.AssetKey("universe_snapshot")},
+    "regime_series": {dg.AssetKey("universe_snapshot")},
+    "alpha_model": {dg.AssetKey("alpha_signals")},
+    "alpha_scores": {dg.AssetKey("alpha_model"), dg.AssetKey("regime_series")},
+    "expectancy_report": {dg.AssetKey("alpha_scores"), dg.AssetKey("alpha_signals")},
+    "expectancy_robustness": {dg.AssetKey("alpha_scores"), dg.AssetKey("alpha_signals")},
+    "edge_candidates": {dg.AssetKey("expectancy_report"), dg.AssetKey("phase2_fdr")},
+}
 ALPHA_CHECKS = layer_checks(list(MODELS), "schemas/alpha.py", _CHECKS,
                             study_alpha_partitions_def)
 
@@ -160,6 +171,10 @@ def _rule(universe):
               "study": dg.DimensionPartitionMapping("study", dg.IdentityPartitionMapping())})),
           *[dg.AssetDep(a, partition_mapping=dg.AllPartitionMapping())
             for a in (BASE_BARS, "event_table", "raw_funding_rates")]],
+    # the lineage inside the bundle (one step computes it all): the data enter through the
+    # universe; signals and regime follow it, the model the signals, the scores the model
+    # and regime, the rest the scores
+    internal_asset_deps=_INTERNAL,
     partitions_def=study_alpha_partitions_def,
     backfill_policy=dg.BackfillPolicy.multi_run(1),
     pool="duckdb",
