@@ -530,18 +530,23 @@ class WalkForwardSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class AlphaEntry:
-    """Trade an alpha model's out-of-sample, regime-gated scores (specs/alpha): at each bar,
-    ``quantile``: long the top ``quantile`` of the scored symbols and short the bottom
-    (at least one each), ``proportional``: weights in proportion to the score's distance
-    from the bar's mean, the largest at full weight. No score: flat."""
+    """Trade an alpha model's out-of-sample, regime-gated scores (specs/alpha): at each
+    rebalance (every ``rebalance_bars`` bars), ``quantile``: long the top ``quantile`` of the
+    scored symbols and short the bottom (at least one each), ``proportional``: weights in
+    proportion to the score's distance from the bar's mean, the largest at full weight;
+    held until the next rebalance. No score at a rebalance: flat until the next."""
 
     model: str
     mode: Literal["quantile", "proportional"] = "quantile"
     quantile: float = 0.2
+    # sides decided every rebalance_bars bars (from the panel's first bar) and held between
+    rebalance_bars: int = 1
 
     def validate(self) -> None:
         if not 0 < self.quantile <= 0.5:
             raise ValueError(f"quantile: {self.quantile} is out of range (0, 0.5]")
+        if not 1 <= self.rebalance_bars <= 100_000:
+            raise ValueError(f"rebalance_bars: {self.rebalance_bars} is out of range")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -736,7 +741,7 @@ class StrategySpec:
 # Parameters a blueprint's grid may vary, with their type.
 GRID_PARAMS: dict[str, type] = {
     "entry.condition.threshold": float, "entry.condition.lag": int,
-    "entry.alpha.quantile": float,
+    "entry.alpha.quantile": float, "entry.alpha.rebalance_bars": int,
     "exits.stop_loss": float, "exits.take_profit": float, "exits.time_stop_bars": int,
     "target_weight": float,
 }

@@ -385,7 +385,8 @@ def alpha_sides(bp: StrategySpec, panel: Panel, features: Mapping[str, np.ndarra
     close, out of sample): ``quantile`` +1 for the top ``quantile`` of the scored symbols
     (at least one), -1 for the bottom, 0 between; ``proportional`` the score's distance from
     the bar's mean over the largest distance; NaN where the symbol has no score, and the
-    whole bar when fewer than 2 symbols have one."""
+    whole bar when fewer than 2 symbols have one. Sides are decided every
+    ``rebalance_bars`` bars from the panel's first and held until the next decision."""
     a = bp.entry.alpha
     key = alpha_feature(a.model)
     if features is None or key not in features:
@@ -406,7 +407,7 @@ def alpha_sides(bp: StrategySpec, panel: Panel, features: Mapping[str, np.ndarra
         top = np.nanmax(np.abs(dev), axis=1, keepdims=True)
         out[rows] = np.where(top > 0, dev / np.where(top > 0, top, 1.0), 0.0)
         out[~ok] = np.nan
-        return out
+        return _held(out, a.rebalance_bars)
     # rank within the bar (ties: by column order, stable), NaN last
     order = np.argsort(np.where(ok, s, np.inf), axis=1, kind="stable")
     rank = np.empty_like(order)
@@ -415,7 +416,15 @@ def alpha_sides(bp: StrategySpec, panel: Panel, features: Mapping[str, np.ndarra
     side = np.where(rank < k, -1.0, np.where(rank >= n[:, None] - k, 1.0, 0.0))
     out[rows] = side[rows]
     out[~ok] = np.nan
-    return out
+    return _held(out, a.rebalance_bars)
+
+
+def _held(sides: np.ndarray, every: int) -> np.ndarray:
+    """Each bar takes the sides of the last rebalance bar (0, every, 2 every, ...) at or
+    before it: decided at that bar's close, so nothing later is read."""
+    if every == 1:
+        return sides
+    return sides[np.arange(len(sides)) // every * every]
 
 
 def exit_rules(bp: StrategySpec) -> ExitRules:

@@ -29,16 +29,18 @@ CATALOG_SCHEMA = {"blueprint": pl.String, "source": pl.String, "hypothesis_id": 
 def from_alpha_model(model: str, symbols: Sequence[str]) -> StrategySpec:
     """The blueprint that trades an alpha model's scores over the study's symbols: long the
     top quantile, short the bottom (``1 / n`` of equity each, so the book's gross is at most
-    ``2 * quantile``), rebalanced at every bar, flat where there is no score; its grid tries
-    quantiles 0.2, 0.34 and 0.5. Leverage 2: headroom for the isolated margin."""
+    ``2 * quantile``), rebalanced hourly (12 bars of 5m, the model's horizon), flat where
+    there is no score; its grid tries quantiles 0.2, 0.34 and 0.5 and rebalancing every 12
+    or 48 bars. Leverage 2: headroom for the isolated margin."""
     symbols = tuple(symbols)
     bp = StrategySpec(
         name=spec_name(f"alpha_{model}"),
         description=f"the out-of-sample, regime-gated scores of alpha model {model}: long "
                     "the top quantile, short the bottom, every bar",
-        symbols=symbols, entry=Entry(alpha=AlphaEntry(model=model)),
+        symbols=symbols, entry=Entry(alpha=AlphaEntry(model=model, rebalance_bars=12)),
         direction="continuation", target_weight=1.0 / len(symbols), leverage=2.0,
-        grid={"entry.alpha.quantile": (0.2, 0.34, 0.5)})
+        grid={"entry.alpha.quantile": (0.2, 0.34, 0.5),
+              "entry.alpha.rebalance_bars": (12.0, 48.0)})
     bp.validate()
     return bp
 
@@ -120,7 +122,8 @@ def _entry(bp: StrategySpec) -> str:
         return f"event {bp.entry.event}"
     if bp.entry.alpha is not None:
         a = bp.entry.alpha
-        return f"alpha {a.model} {a.mode}" + (f" {a.quantile:g}" if a.mode == "quantile" else "")
+        return (f"alpha {a.model} {a.mode}" + (f" {a.quantile:g}" if a.mode == "quantile"
+                                                else "") + f" every {a.rebalance_bars} bars")
     c = bp.entry.condition
     lag = f" (lag {c.lag})" if c.lag else ""
     return f"{c.feature} {c.op} {c.threshold:g}{lag}"

@@ -572,7 +572,8 @@ def test_the_alpha_bundle_of_the_month_with_its_checks_files_and_export(month):
                     resources_config=config)
     catalog = wh.study_rows("strategy_blueprints", "default")
     row = catalog.filter(pl.col("blueprint") == "alpha_combined_model_v1").row(0, named=True)
-    assert row["source"] == "alpha" and row["entry"] == "alpha combined_model_v1 quantile 0.2"
+    assert row["source"] == "alpha"
+    assert row["entry"] == "alpha combined_model_v1 quantile 0.2 every 12 bars"
     trades = wh.study_rows("backtest_trades", "default").filter(
         pl.col("blueprint") == "alpha_combined_model_v1")
     assert trades.height and trades["entry_ts"].min() > model["refit_ts"].min()

@@ -32,7 +32,8 @@ SYMS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT")
 
 
 def test_quantile_sides_by_hand():
-    bp = from_alpha_model("combined_model_v1", SYMS)
+    bp = dataclasses.replace(from_alpha_model("combined_model_v1", SYMS),
+                             entry=Entry(alpha=AlphaEntry(model="combined_model_v1")))
     scores = np.array([
         [0.3, -0.1, 0.9, 0.0, -0.5],   # 5 scored, q 0.2: one long (0.9), one short (-0.5)
         [NAN, 0.2, 0.1, NAN, NAN],     # 2 scored: the larger long, the smaller short
@@ -72,7 +73,7 @@ def test_the_alpha_blueprint_validates_its_gross_and_the_catalog_adds_one_per_mo
     table = catalog(REG, None, ("BTCUSDT", "ETHUSDT", "SOLUSDT"), ["combined_model_v1"])
     row = table.filter(table["source"] == "alpha").row(0, named=True)
     assert row["blueprint"] == "alpha_combined_model_v1"
-    assert row["entry"] == "alpha combined_model_v1 quantile 0.2"
+    assert row["entry"] == "alpha combined_model_v1 quantile 0.2 every 12 bars"
     assert (catalog(REG, None, ("BTCUSDT", "ETHUSDT", "SOLUSDT"))["source"] != "alpha").all()
 
     bad = dataclasses.replace(bp, entry=Entry(alpha=AlphaEntry(model="nope_v1")))
@@ -94,7 +95,8 @@ def test_the_engine_trades_the_scores_and_the_book_gross_stays_within_two_quanti
     scores = np.full((t, len(SYMS)), NAN)
     # bar t + 1's move (the bar the position decided at t's close holds), known "at t"
     scores[100:-1] = np.log(close[101:] / close[100:-1])
-    bp = from_alpha_model("combined_model_v1", SYMS)
+    bp = dataclasses.replace(from_alpha_model("combined_model_v1", SYMS),
+                             entry=Entry(alpha=AlphaEntry(model="combined_model_v1")))
     funding = pl.DataFrame({"symbol": np.repeat(np.array(SYMS), 3),
                             "ts": np.tile(ts[[0, 96, 192]], len(SYMS)),
                             "funding_rate": 1e-4})
@@ -107,3 +109,24 @@ def test_the_engine_trades_the_scores_and_the_book_gross_stays_within_two_quanti
     # gross / equity: one long and one short at 1/5 each, drifting within a bar
     assert 0.35 < run.equity["exposure"].max() <= 2 * 0.2 * 1.05
     assert instruments_for(bp, VENUE)[0].max_leverage == 2.0
+
+
+def test_sides_are_decided_every_rebalance_and_held_between():
+    bp = from_alpha_model("combined_model_v1", SYMS[:3])  # every 12 bars
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(40, 3))
+    scores[24:26] = NAN  # no score at the rebalance of bar 24: flat until bar 36
+    feats = {alpha_feature("combined_model_v1"): scores}
+    every_bar = dataclasses.replace(bp, entry=Entry(alpha=AlphaEntry(model="combined_model_v1")))
+    raw = alpha_sides(every_bar, flat_panel(40, SYMS[:3]), feats)
+    held = alpha_sides(bp, flat_panel(40, SYMS[:3]), feats)
+    for t in range(40):
+        np.testing.assert_array_equal(held[t], raw[t // 12 * 12], err_msg=str(t))
+    target = targets(bp, flat_panel(40, SYMS[:3]), feats, None)
+    assert (target[24:36] == 0).all() and (target[36] != 0).any()
+    # changing a score between rebalances changes nothing
+    moved = scores.copy()
+    moved[5] = -moved[5]
+    np.testing.assert_array_equal(
+        alpha_sides(bp, flat_panel(40, SYMS[:3]), {alpha_feature("combined_model_v1"): moved}),
+        held)
