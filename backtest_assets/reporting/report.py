@@ -90,6 +90,8 @@ class ReportInputs:
     portfolio_metrics: pl.DataFrame = field(default_factory=pl.DataFrame)
     portfolio_equity: pl.DataFrame = field(default_factory=pl.DataFrame)
     portfolio_weights: pl.DataFrame = field(default_factory=pl.DataFrame)
+    alpha_model: pl.DataFrame = field(default_factory=pl.DataFrame)  # one row per refit
+    alpha_expectancy: pl.DataFrame = field(default_factory=pl.DataFrame)  # signal x bucket
 
 
 # ---- formatting: every function returns HTML-safe text -----------------------------------
@@ -291,11 +293,12 @@ def render_report(inputs: ReportInputs) -> str:
     -------
     str
         An HTML5 document with sections ``summary``, ``equity``, ``walkforward``,
-        ``events``, ``funnel``, ``promotion``, ``portfolio``, ``compare`` and
+        ``events``, ``funnel``, ``promotion``, ``portfolio``, ``alpha``, ``compare`` and
         ``traceability``.
     """
     sections = [_summary(inputs), _equity(inputs), _walkforward(inputs), _events(inputs),
-                _funnel(inputs), _promotion(inputs), _portfolio(inputs), _compare(inputs),
+                _funnel(inputs), _promotion(inputs), _portfolio(inputs), _alpha(inputs),
+                _compare(inputs),
                 _traceability(inputs)]
     title = f"Research report: {inputs.study}"
     first, last = inputs.window
@@ -530,6 +533,41 @@ def _portfolio(inputs: ReportInputs) -> str:
     return _section("portfolio", "Portfolios", *parts)
 
 
+def _alpha(inputs: ReportInputs) -> str:
+    models, spreads = inputs.alpha_model, inputs.alpha_expectancy
+    if models.is_empty():
+        return _section("alpha", "Alpha", _nothing(
+            "No alpha bundle of this study (python -m backtest_assets alpha, after Phase 2; "
+            "specs/alpha)."))
+    parts = [_note("Each alpha model's refits (lambda chosen by purged block CV, the "
+                   "coefficient of each orthogonalized signal) and the top-minus-bottom "
+                   "bucket spread of each signal and of the out-of-sample, regime-gated "
+                   "score: the forward log return over the model's horizon, per bar, before "
+                   "costs, with its Newey-West t.")]
+    for name in sorted(models["alpha_model"].unique()):
+        refits = models.filter(pl.col("alpha_model") == name).sort("refit_ts").to_dicts()
+        coefs = [json.loads(r["coefficients"]) for r in refits]
+        signals = list(coefs[0]) if coefs else []
+        parts.append(f"<h3>{_esc(name)}</h3>")
+        parts.append(_table([
+            ("refit", False, lambda r: _when(r["refit_ts"])),
+            ("lambda", True, lambda r: _fixed(r["lambda"], 3)),
+            ("rows", True, lambda r: _int(r["rows"])),
+            *[(s, True, lambda r, s=s: _fixed(json.loads(r["coefficients"])[s], 5))
+              for s in signals]], refits))
+        own = spreads.filter((pl.col("alpha_model") == name)
+                             & pl.col("bucket").str.contains("-", literal=True)) \
+            if not spreads.is_empty() else pl.DataFrame()
+        if not own.is_empty():
+            parts.append(_table([
+                ("signal", False, _text("signal")), ("spread", False, _text("bucket")),
+                ("bars", True, lambda r: _int(r["n_bars"])),
+                ("mean (bps)", True, lambda r: _bps(r["mean"])),
+                ("t (HAC)", True, lambda r: _fixed(r["t_hac"]))],
+                own.sort("signal").to_dicts()))
+    return _section("alpha", "Alpha", *parts)
+
+
 def _weight_cell(cell: dict | None) -> str:
     if not cell or _missing(cell.get("weight")) or not cell["weight"]:
         return NA
@@ -641,7 +679,7 @@ def _traceability(inputs: ReportInputs) -> str:
 
 _NAV = (("summary", "Summary"), ("equity", "In-sample"), ("walkforward", "Walk-forward"),
         ("events", "Events"), ("funnel", "Funnel"), ("promotion", "Promotion"),
-        ("portfolio", "Portfolios"), ("compare", "Compare"),
+        ("portfolio", "Portfolios"), ("alpha", "Alpha"), ("compare", "Compare"),
         ("traceability", "Traceability"))
 
 # Nothing may be fetched: only inline styles, the inline script and data: images.

@@ -140,3 +140,25 @@ def test_the_portfolio_section_shows_each_book_its_curve_and_its_weights():
     assert curves["drawdown"].max() <= 0
     empty = section(render_report(synthetic_inputs()), "portfolio")
     assert "No portfolio of this study" in empty
+
+
+def test_the_alpha_section_shows_each_models_refits_and_spreads():
+    import json
+
+    model = pl.DataFrame([
+        {"alpha_model": "combined_model_v1", "refit_ts": dt.datetime(2024, 1, 15 + 7 * k),
+         "lambda": lam, "rows": 1000 * (k + 1),
+         "coefficients": json.dumps({"xs_momentum": -0.0012 * (k + 1), "orderflow": 0.004})}
+        for k, lam in enumerate((10.0, 100.0))])
+    spreads = pl.DataFrame([
+        {"alpha_model": "combined_model_v1", "signal": s, "bucket": b, "n_bars": 4412,
+         "mean": m, "t_hac": t}
+        for s, b, m, t in (("score", "q3-q1", 0.0009, 1.49), ("score", "q1", -0.0002, -0.5),
+                           ("orderflow", "q3-q1", 0.0022, 5.72))])
+    page = section(render_report(dataclasses.replace(
+        synthetic_inputs(), alpha_model=model, alpha_expectancy=spreads)), "alpha")
+    assert "<h3>combined_model_v1</h3>" in page and "2024-01-22" in page
+    assert "-0.00240" in page and "100.000" in page  # the second refit's coefficient, lambda
+    assert "22.0" in page and "5.72" in page and "<td>q1</td>" not in page  # spreads only
+    empty = section(render_report(synthetic_inputs()), "alpha")
+    assert "No alpha bundle of this study" in empty

@@ -16,7 +16,7 @@ from backtest_assets.reporting.event_study import EVENT_STUDY_SCHEMA, event_stud
 from backtest_assets.reporting.report import ReportInputs, render_report, summary_png
 
 SECTIONS = ("summary", "equity", "walkforward", "events", "funnel", "promotion", "portfolio",
-            "compare", "traceability")
+            "alpha", "compare", "traceability")
 CHARTS = {"oos-sharpe", "equity", "oos-equity", "events", "funnel"}
 REASON = "oos_sharpe 0.41 < 0.5 & pbo 0.62 > 0.5"
 DATASET_HASH = "d" * 64

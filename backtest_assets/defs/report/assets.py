@@ -28,7 +28,12 @@ from backtest_assets.defs.shared import (
 )
 from backtest_assets.defs.studies.assets import recorded_study
 from backtest_assets.discovery.phase2 import TESTED, frame_hash
-from backtest_assets.partitions import BASE_BARS, PORTFOLIO_NAMES, study_partitions_def
+from backtest_assets.partitions import (
+    ALPHA_NAMES,
+    BASE_BARS,
+    PORTFOLIO_NAMES,
+    study_partitions_def,
+)
 from backtest_assets.reporting.charts import markdown_image
 from backtest_assets.reporting.compare import TABLES as COMPARE_TABLES
 from backtest_assets.reporting.compare import Comparison, compare_from
@@ -123,6 +128,8 @@ def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryRe
           *[dg.AssetDep(a, partition_mapping=BY_STUDY_DIM)
             for a in (("portfolio_metrics", "portfolio_equity", "portfolio_weights")
                       if PORTFOLIO_NAMES else ())],
+          *[dg.AssetDep(a, partition_mapping=BY_STUDY_DIM)
+            for a in (("alpha_model", "expectancy_report") if ALPHA_NAMES else ())],
           dg.AssetDep("promotion_decisions")],
     check_specs=[c for c in REPORT_CHECKS if c.asset_key.path[-1] == "research_report"],
 )
@@ -208,7 +215,8 @@ def _report_inputs(reg, study, wh) -> ReportInputs:
         funding=_funding(table("backtest_metrics"), table("walkforward_summary")),
         compare_with=study.compare_with, comparisons=_comparisons(wh, study),
         portfolio_metrics=table("portfolio_metrics"), portfolio_equity=table("portfolio_equity"),
-        portfolio_weights=table("portfolio_weights"))
+        portfolio_weights=table("portfolio_weights"), alpha_model=table("alpha_model"),
+        alpha_expectancy=table("expectancy_report"))
 
 
 def _funding(metrics: pl.DataFrame, summary: pl.DataFrame) -> pl.DataFrame:

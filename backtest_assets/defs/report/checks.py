@@ -40,7 +40,7 @@ DECISIONS_MODEL = pa.DataFrameSchema({
     "inputs_hash": pa.Column(pl.String, pa.Check.str_length(64, 64)),
 })
 SECTIONS = ("summary", "equity", "walkforward", "events", "funnel", "promotion", "portfolio",
-            "compare", "traceability")
+            "alpha", "compare", "traceability")
 
 
 def check_decisions(frame: pl.DataFrame) -> Iterator[dg.AssetCheckResult]:
