@@ -113,6 +113,14 @@ class Runner:
             os.environ.setdefault("DAGSTER_HOME", str(REPO / "dagster_home"))
             self.instance = dg.DagsterInstance.get()
 
+    @property
+    def source_kind(self) -> str:
+        """The market source this runner's runs read (its resources config, else the env)."""
+        from backtest_assets.resources.market_source import market_source_kind
+
+        config = ((self.resources_config or {}).get("market_source") or {}).get("config", {})
+        return market_source_kind(config.get("market_source"))
+
     def execute(self, job_name: str, label: str, *, tags: dict[str, str] | None = None,
                 partition_key: str | None = None, assets: Sequence[str] | None = None) -> bool:
         import dagster as dg
@@ -225,18 +233,31 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
     ``rebuild``; the keys an asset reads are built first. Assets with the same keys to build
     share a run (one per rectangle of days x symbols). Prints which keys were built and why.
     """
-    from backtest_assets.partitions import UNIVERSE, last_partition_day
+    from backtest_assets.partitions import (
+        UNIVERSE,
+        last_partition_day,
+        register_listed_symbols,
+        universe_listings,
+    )
+    from backtest_assets.sources.listings import trading_keys
 
     first, last = UNIVERSE.start_date, last_partition_day()
     if last is None or start < first or end > last:
         raise SystemExit(f"{start}..{end} is outside the partitions {first}..{last} (the "
                          "universe's start_date to yesterday UTC, or its end_date)")
-    chosen = [s for b in symbol_blocks(symbols or UNIVERSE.symbol_names, UNIVERSE.symbol_names)
-              for s in b]
-    windows = data_windows(start, end, research=research)
-    requested = {a: [(lo + dt.timedelta(days=i), s) for s in chosen
-                     for i in range((hi - lo).days + 1)] for a, (lo, hi) in windows.items()}
     runner = Runner(instance, resources_config, quiet, verbose)
+    # the symbols listed by now become partitions of the dynamic symbol dimension
+    register_listed_symbols(runner.instance, source=runner.source_kind)
+    calendar = universe_listings(runner.source_kind)
+    served = [x.symbol for x in calendar]
+    chosen = list(symbols or served)
+    symbol_blocks(chosen, UNIVERSE.symbol_names)  # unknown symbols: a clear error
+    if unserved := [s for s in chosen if s not in served]:
+        raise SystemExit(f"{', '.join(unserved)}: not served by the {runner.source_kind} "
+                         "source (specs/universe.yaml's generated symbols are synthetic only)")
+    # each symbol's keys within its listing: no day before it lists or after it delists
+    windows = data_windows(start, end, research=research)
+    requested = {a: trading_keys(calendar, lo, hi, chosen) for a, (lo, hi) in windows.items()}
     built = _build_stale(runner, requested, resources_config, rebuild)
     if not quiet:
         print(_built_table(built, sum(len(k) for k in requested.values()), rebuild))
@@ -271,7 +292,7 @@ def _build_stale(runner: Runner, requested: dict[str, list], resources_config: d
     from backtest_assets.core.lineage import classify, plan, rectangles
     from backtest_assets.definitions import defs
     from backtest_assets.defs.shared import lineage_spec
-    from backtest_assets.partitions import UNIVERSE
+    from backtest_assets.partitions import registered_symbols
     from backtest_assets.resources import MarketSourceResource, WarehouseResource
     from backtest_assets.specs import load_registry
 
@@ -295,7 +316,7 @@ def _build_stale(runner: Runner, requested: dict[str, list], resources_config: d
             group.append(asset)
         del remaining[:len(group)]
         failed: set = set()
-        for rect in rectangles(keys, UNIVERSE.symbol_names) if keys else []:
+        for rect in rectangles(keys, registered_symbols(runner.instance)) if keys else []:
             if not runner.execute(_job_of(group[0]), f"{_assets_label(group)} {rect.label}",
                                   tags=rect.tags, assets=group):
                 failed.update(rect.pairs())

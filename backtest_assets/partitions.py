@@ -28,7 +28,11 @@ daily_partitions_def = dg.DailyPartitionsDefinition(
     end_date=(UNIVERSE.end_date + dt.timedelta(days=1)).isoformat() if UNIVERSE.end_date else None,
     timezone="UTC",
 )
-symbol_partitions_def = dg.StaticPartitionsDefinition(UNIVERSE.symbol_names)
+# The symbol dimension is dynamic (DESIGN.md): a symbol becomes a partition once it lists
+# (``register_listed_symbols``: the CLI before it runs, ``symbol_listings_sensor`` each day)
+# and stays one after it delists, with its history.
+SYMBOL_PARTITIONS = "symbol"
+symbol_partitions_def = dg.DynamicPartitionsDefinition(name=SYMBOL_PARTITIONS)
 
 
 def last_partition_day() -> dt.date | None:
@@ -36,6 +40,42 @@ def last_partition_day() -> dt.date | None:
     first day is complete."""
     last = daily_partitions_def.get_last_partition_key()
     return dt.date.fromisoformat(last) if last else None
+
+
+def universe_listings(source: str | None = None):
+    """The universe's listing calendar as the market source (default: the configured one)
+    serves it (:func:`backtest_assets.sources.listings.listings`)."""
+    from backtest_assets.resources.market_source import market_source_kind
+    from backtest_assets.sources.listings import listings
+
+    return listings(UNIVERSE, source or market_source_kind())
+
+
+def registered_symbols(instance: dg.DagsterInstance) -> list[str]:
+    """The symbol partitions, in the order they were added (range runs follow it)."""
+    return list(instance.get_dynamic_partitions(SYMBOL_PARTITIONS))
+
+
+def symbols_to_register(instance: dg.DagsterInstance, *, through: dt.date | None = None,
+                        source: str | None = None) -> list[str]:
+    """The symbols listed by ``through`` (default: the last partition day, or the universe's
+    start before it has one) that are not partitions yet, in listing order."""
+    from backtest_assets.sources.listings import listed_by
+
+    day = through or last_partition_day() or UNIVERSE.start_date
+    have = set(registered_symbols(instance))
+    calendar = sorted(universe_listings(source), key=lambda x: x.first_day)  # stable
+    return [s for s in listed_by(calendar, day) if s not in have]
+
+
+def register_listed_symbols(instance: dg.DagsterInstance, *, through: dt.date | None = None,
+                            source: str | None = None) -> list[str]:
+    """Add the symbols listed by ``through`` as symbol partitions (never removes one);
+    returns the new ones."""
+    new = symbols_to_register(instance, through=through, source=source)
+    if new:
+        instance.add_dynamic_partitions(SYMBOL_PARTITIONS, new)
+    return new
 
 
 date_symbol_partitions_def = dg.MultiPartitionsDefinition(

@@ -23,6 +23,9 @@ def instance(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as inst:
+        from backtest_assets.partitions import register_listed_symbols
+
+        register_listed_symbols(inst)  # as the CLI and the listings sensor do
         yield inst
 
 

@@ -2,11 +2,13 @@
 new blueprint partitions, freshness and a record of failed runs.
 
 - ``daily_ingest_schedule`` (03:00 UTC, after the archive publishes the day before): the
-  market-data job for yesterday, every symbol, as one run over the range.
+  market-data job for yesterday, every symbol trading that day, as one run over the range.
 - ``binance_archive_sensor``: when the source is ``binance``, probes the archive for days
   published since its cursor and requests the date x symbol keys not yet ingested.
 - ``downstream_automation``: declarative automation materializes bars, features, labels and
   events when their upstream partitions land (as single-run backfills over ranges).
+- ``symbol_listings_sensor``: symbols become partitions of the dynamic symbol dimension on
+  their listing day (the schedule and the archive sensor ask for the days each trades).
 - ``blueprint_partitions_sensor``: when Phase 2 produces new survivors, registers their
   blueprint partitions and re-catalogs ``strategy_blueprints``.
 - ``yesterday_ingested`` checks on the ingest assets (yesterday's partitions by 06:00 UTC,
@@ -36,9 +38,13 @@ from backtest_assets.defs.shared import root_cause
 from backtest_assets.partitions import (
     BLUEPRINT_PARTITIONS,
     STUDY_PARTITIONS,
+    SYMBOL_PARTITIONS,
     UNIVERSE,
     last_partition_day,
+    registered_symbols,
     study_event_type_partitions_def,
+    symbols_to_register,
+    universe_listings,
 )
 from backtest_assets.recovery import reclaim_dead_runs
 from backtest_assets.resources import MarketSourceResource, SpecRegistryResource, WarehouseResource
@@ -75,18 +81,20 @@ def ingested_or_pending(instance: dg.DagsterInstance,
         day, symbol = key.split("|", 1)
         keys.add((dt.date.fromisoformat(day), symbol))
     ingest = {dg.AssetKey(name) for name in INGEST_ASSETS}
+    order = registered_symbols(instance)
     for run in instance.get_runs(dg.RunsFilter(statuses=_PENDING)):
         # the schedule's and sensor's runs, and UI backfills or materializations of ingest
         if run.job_name == market_data_job.name or ingest & set(run.asset_selection or ()):
-            keys.update(keys_of_tags(dict(run.tags), UNIVERSE.symbol_names))
+            keys.update(keys_of_tags(dict(run.tags), order))
     return keys
 
 
 def ingest_requests(instance: dg.DagsterInstance, wanted: list[tuple[dt.date, str]],
                     origin: str, log: logging.Logger | None = None) -> list[dg.RunRequest]:
     """Single runs over ranges for the keys of ``wanted`` not ingested (nor pending)."""
-    missing = set(wanted) - ingested_or_pending(instance, log)
-    return [_ingest_request(r, origin) for r in rectangles(missing, UNIVERSE.symbol_names)]
+    order = registered_symbols(instance)
+    missing = {k for k in set(wanted) - ingested_or_pending(instance, log) if k[1] in order}
+    return [_ingest_request(r, origin) for r in rectangles(missing, order)]
 
 
 def _ingest_request(rect: Rectangle, origin: str) -> dg.RunRequest:
@@ -99,17 +107,17 @@ def _ingest_request(rect: Rectangle, origin: str) -> dg.RunRequest:
     execution_timezone="UTC",
     job=market_data_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Yesterday (UTC) for every symbol of the universe, ingest and bars, as one run "
-                "over the range; keys already ingested or in a running ingest are left out.",
+    description="Yesterday (UTC) for every symbol trading that day, ingest and bars, as one "
+                "run over the range; keys already ingested or in a running ingest are left "
+                "out.",
 )
 def daily_ingest_schedule(context: dg.ScheduleEvaluationContext):
     day = context.scheduled_execution_time.astimezone(dt.UTC).date() - dt.timedelta(days=1)
     last = last_partition_day()
     if last is None or not UNIVERSE.start_date <= day <= last:
         return dg.SkipReason(f"{day} is outside the universe's partitions")
-    requests = ingest_requests(context.instance,
-                               [(day, s) for s in UNIVERSE.symbol_names], "schedule",
-                               context.log)
+    trading = [(day, x.symbol) for x in universe_listings() if x.trades_on(day)]
+    requests = ingest_requests(context.instance, trading, "schedule", context.log)
     return requests or dg.SkipReason(f"{day} is already ingested (or being ingested) for "
                                      "every symbol")
 
@@ -132,11 +140,12 @@ def binance_archive_sensor(context: dg.SensorEvaluationContext,
         return dg.SkipReason("the universe has no partitions yet")
     default_from = max(UNIVERSE.start_date, last - dt.timedelta(days=ARCHIVE_LOOKBACK_DAYS - 1))
     published = []
-    for symbol in UNIVERSE.symbol_names:
+    for listing in universe_listings(market_source.kind):
+        symbol = listing.symbol
         day = dt.date.fromisoformat(seen[symbol]) + dt.timedelta(days=1) \
-            if symbol in seen else default_from
-        while day <= last:
-            if source.published(symbol, day, UNIVERSE.markets_of(symbol)):
+            if symbol in seen else max(default_from, listing.first_day)
+        while day <= min(last, listing.last_day or last):
+            if source.published(symbol, day, listing.markets):
                 published.append((day, symbol))
                 seen[symbol] = day.isoformat()
             day += dt.timedelta(days=1)
@@ -210,6 +219,22 @@ def blueprint_partitions_sensor(context: dg.SensorEvaluationContext,
 
 
 @dg.sensor(
+    minimum_interval_seconds=5 * 60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Symbols become partitions of the dynamic symbol dimension on their listing "
+                "day (specs/universe.yaml); delisted ones stay, with their history.",
+)
+def symbol_listings_sensor(context: dg.SensorEvaluationContext,
+                           market_source: MarketSourceResource):
+    new = symbols_to_register(context.instance, source=market_source.kind)
+    if not new:
+        return dg.SkipReason(f"every listed symbol is a partition "
+                             f"({len(registered_symbols(context.instance))})")
+    return dg.SensorResult(dynamic_partitions_requests=[
+        dg.AddDynamicPartitionsRequest(SYMBOL_PARTITIONS, new)])
+
+
+@dg.sensor(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Every study of specs/studies becomes a partition of the dynamic study "
@@ -246,7 +271,8 @@ def _freshness_check(asset: str) -> dg.AssetChecksDefinition:
                                        description="no partition is due")
         have = {str(k) for k in context.instance.get_materialized_partitions(
             dg.AssetKey(asset))}
-        missing = [s for s in UNIVERSE.symbol_names if f"{day}|{s}" not in have]
+        missing = [x.symbol for x in universe_listings()
+                   if x.trades_on(day) and f"{day}|{x.symbol}" not in have]
         return dg.AssetCheckResult(
             passed=not missing, severity=dg.AssetCheckSeverity.WARN,
             description=f"{asset}: {day} missing for {', '.join(missing)}" if missing
@@ -306,6 +332,6 @@ defs = dg.Definitions(
     jobs=[freshness_job],
     schedules=[daily_ingest_schedule, freshness_schedule],
     sensors=[binance_archive_sensor, downstream_automation, blueprint_partitions_sensor,
-             study_partitions_sensor, run_failure_recorder],
+             study_partitions_sensor, symbol_listings_sensor, run_failure_recorder],
     asset_checks=freshness_checks,
 )

@@ -13,6 +13,14 @@ MARKET_SOURCE_ENV = "BACKTEST_MARKET_SOURCE"
 BINANCE_BASE_URL_ENV = "BACKTEST_BINANCE_BASE_URL"
 
 
+def market_source_kind(configured: str | None = None) -> str:
+    """``configured``, else ``$BACKTEST_MARKET_SOURCE``, else ``synthetic``."""
+    kind = configured or os.environ.get(MARKET_SOURCE_ENV) or "synthetic"
+    if kind not in ("synthetic", "binance"):
+        raise dg.Failure(f"market_source must be 'synthetic' or 'binance', got {kind!r}")
+    return kind
+
+
 class MarketSourceResource(dg.ConfigurableResource):
     """Which source the ingest assets read, and its settings.
 
@@ -30,10 +38,7 @@ class MarketSourceResource(dg.ConfigurableResource):
 
     @property
     def kind(self) -> str:
-        kind = self.market_source or os.environ.get(MARKET_SOURCE_ENV) or "synthetic"
-        if kind not in ("synthetic", "binance"):
-            raise dg.Failure(f"market_source must be 'synthetic' or 'binance', got {kind!r}")
-        return kind
+        return market_source_kind(self.market_source)
 
     @property
     def identity(self) -> str:
@@ -45,9 +50,17 @@ class MarketSourceResource(dg.ConfigurableResource):
     def source(self, data_root: Path) -> MarketDataSource:
         """The configured source; raw files are kept under ``data_root``."""
         if self.kind == "synthetic":
+            from backtest_assets.sources.generated import GeneratedUniverseSource
             from backtest_assets.sources.synthetic import SyntheticSource
+            from backtest_assets.specs import load_registry
 
-            return SyntheticSource(seed=self.seed)
+            source = SyntheticSource(seed=self.seed)
+            universe = load_registry().universe
+            if universe.generated is None:
+                return source
+            # the universe's generated cross-section beside the listed symbols
+            return GeneratedUniverseSource(universe.generated, universe.start_date,
+                                           other=source)
         from backtest_assets.sources.binance import BinanceSource
 
         return BinanceSource(

@@ -822,20 +822,27 @@ class SyntheticSource:
     def _batch(
         self, url: str, frame: pl.DataFrame, symbol: str, schema: dict[str, pl.DataType]
     ) -> SourceBatch:
-        frame = conform(frame.with_columns(pl.lit(symbol).alias("symbol")), schema)
-        data = _serialized(frame)
-        record = RawFileRecord(
-            url=url,
-            path=None,
-            sha256=hashlib.sha256(data).hexdigest(),
-            size=len(data),
-            status="generated",
-        )
-        return SourceBatch(frame=frame, files=[record])
+        return generated_batch(url, frame, symbol, schema)
 
     def _missing(self, url: str, schema: dict[str, pl.DataType]) -> SourceBatch:
-        record = RawFileRecord(url=url, path=None, sha256=None, size=None, status="missing")
-        return SourceBatch(frame=empty(schema), files=[record], missing=True)
+        return missing_batch(url, schema)
+
+
+def generated_batch(url: str, frame: pl.DataFrame, symbol: str,
+                    schema: dict[str, pl.DataType]) -> SourceBatch:
+    """A generated day: ``frame`` with its symbol, conformed to ``schema``, and the record of
+    its bytes (sha256 of the frame's IPC serialization)."""
+    frame = conform(frame.with_columns(pl.lit(symbol).alias("symbol")), schema)
+    data = _serialized(frame)
+    record = RawFileRecord(url=url, path=None, sha256=hashlib.sha256(data).hexdigest(),
+                           size=len(data), status="generated")
+    return SourceBatch(frame=frame, files=[record])
+
+
+def missing_batch(url: str, schema: dict[str, pl.DataType]) -> SourceBatch:
+    """A day the source does not have (like a 404 on the archive)."""
+    record = RawFileRecord(url=url, path=None, sha256=None, size=None, status="missing")
+    return SourceBatch(frame=empty(schema), files=[record], missing=True)
 
 
 def _midnight(day: dt.date) -> np.datetime64:

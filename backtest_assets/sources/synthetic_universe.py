@@ -186,6 +186,9 @@ class UniverseTruth:
 class SyntheticUniverse:
     panel: UniversePanel
     truth: UniverseTruth
+    # (days * 3 + 1, S) every 8-hourly funding print, print k fixed at start + 8k hours; NaN
+    # for the prints a symbol does not have (at or before its listing bar's open)
+    funding_prints: np.ndarray
 
 
 _EFFECT = ("cross-sectional one-day reversal: for each bar t, among the symbols with a close "
@@ -252,7 +255,7 @@ def generate_universe(
     log_open[1:] = log_close[:-1]
     high, low = _wicks(streams["wick"], log_open, log_close, cond_sigma)
     qv, taker = _volumes(streams, params, ret, sigma, season, bpd)
-    funding = _funding(streams["funding"], symbols, days, interval_minutes, listing)
+    prints, funding = _funding(streams["funding"], symbols, days, interval_minutes, listing)
 
     nan = ~present
     fields = [np.exp(log_open), high, low, np.exp(log_close), qv, taker, funding]
@@ -270,7 +273,17 @@ def generate_universe(
         start_price=_floats(params["price"]), xs_effect=float(xs_effect), xs_lag_bars=bpd,
         effect=_EFFECT, drift=drift,
     )
-    return SyntheticUniverse(panel, truth)
+    return SyntheticUniverse(panel, truth, prints)
+
+
+def universe_spans(seed: int, *, symbols: int, days: int,
+                   interval_minutes: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Each symbol's ``[listing bar, delisting bar)`` exactly as :func:`generate_universe`
+    draws them for the same arguments, without drawing anything else (they have a random
+    stream of their own): what a listings calendar needs."""
+    _validate(seed, symbols, days, interval_minutes, 0.0)
+    bpd = 24 * 60 // interval_minutes
+    return _draw_spans(np.random.default_rng([seed, _STREAMS["spans"]]), symbols, days, bpd)
 
 
 def _validate(seed: int, symbols: int, days: int, interval: int, xs_effect: float) -> None:
@@ -469,8 +482,9 @@ def _volumes(streams: dict[str, np.random.Generator], params: dict[str, np.ndarr
 
 
 def _funding(rng: np.random.Generator, n_sym: int, days: int, interval: int,
-             listing: np.ndarray) -> np.ndarray:
-    """Last 8-hourly print known at each bar's close (prints on bar open times)."""
+             listing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every 8-hourly print (NaN where the symbol has none), and the last print known at
+    each bar's close (prints on bar open times)."""
     per = _FUNDING_HOURS * 60 // interval
     n_prints = days * 24 // _FUNDING_HOURS + 1  # the last at the window's end
     phi = _FUNDING_PHI
@@ -485,4 +499,5 @@ def _funding(rng: np.random.Generator, n_sym: int, days: int, interval: int,
     out = prints[k]
     first = np.where(listing > 0, listing // per + 1, 0)  # first print after listing
     out[k[:, None] < first[None, :]] = np.nan
-    return out
+    prints[np.arange(n_prints)[:, None] < first[None, :]] = np.nan
+    return prints, out

@@ -28,6 +28,13 @@ def interval_minutes(interval: str) -> int:
 class SymbolSpec:
     symbol: str
     markets: tuple[Literal["perp", "spot"], ...]
+    # The symbol's span: its first UTC day with data (None: it trades from the universe's
+    # start_date) and its last (None: still trading). A symbol becomes a partition of the
+    # dynamic symbol dimension once its first day has come; a delisted one stays, with its
+    # history. Left out of the hash while unset.
+    listed: dt.date | None = dataclasses.field(default=None, metadata={"omit_if_default": True})
+    delisted: dt.date | None = dataclasses.field(default=None,
+                                                 metadata={"omit_if_default": True})
 
     def validate(self) -> None:
         try:
@@ -38,6 +45,38 @@ class SymbolSpec:
             raise ValueError("markets: at least one of perp, spot")
         if len(set(self.markets)) != len(self.markets):
             raise ValueError(f"markets: duplicated market in {list(self.markets)}")
+        if self.listed and self.delisted and self.delisted < self.listed:
+            raise ValueError(f"delisted: {self.delisted} is before listed ({self.listed})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GeneratedSymbolsSpec:
+    """A synthetic cross-section the ``synthetic`` source serves beside the listed symbols
+    (backtest_assets/sources/synthetic_universe.py, drawn at 1m from the universe's
+    start_date): ``symbols`` perp symbols ``S01USDT``, ``S02USDT``, ... with listings,
+    delistings, gaps, liquidity that changes over time and the planted cross-sectional
+    one-day reversal of size ``xs_effect`` (0: none). The other sources have none of them."""
+
+    symbols: int = 23
+    days: int = 120
+    seed: int = 0
+    xs_effect: float = 0.01
+
+    def validate(self) -> None:
+        if not 1 <= self.symbols <= 999:
+            raise ValueError(f"generated.symbols: {self.symbols} is out of range [1, 999]")
+        if not 2 <= self.days <= 1000:
+            raise ValueError(f"generated.days: {self.days} is out of range [2, 1000]")
+        if self.seed < 0:
+            raise ValueError(f"generated.seed: {self.seed} is negative")
+        if not (math.isfinite(self.xs_effect) and abs(self.xs_effect) <= 1):
+            raise ValueError(f"generated.xs_effect: {self.xs_effect} is out of range [-1, 1]")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The served symbols (the generator's market symbol, its index 0, is not served)."""
+        width = max(2, len(str(self.symbols)))
+        return tuple(f"S{k:0{width}d}USDT" for k in range(1, self.symbols + 1))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,11 +87,13 @@ class UniverseSpec:
     base_interval: Interval
     bar_intervals: tuple[Interval, ...]
     symbols: tuple[SymbolSpec, ...]
+    generated: GeneratedSymbolsSpec | None = dataclasses.field(
+        default=None, metadata={"omit_if_default": True})
 
     def validate(self) -> None:
         if not self.symbols:
             raise ValueError("symbols: at least one symbol is required")
-        names = [s.symbol for s in self.symbols]
+        names = self.symbol_names
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"symbols: duplicated symbol {dupes[0]}")
@@ -65,12 +106,19 @@ class UniverseSpec:
 
     @property
     def symbol_names(self) -> list[str]:
-        return [s.symbol for s in self.symbols]
+        """Every symbol the universe can hold: the listed ones, then the generated ones."""
+        return [s.symbol for s in self.symbols] + list(self.generated_names)
+
+    @property
+    def generated_names(self) -> tuple[str, ...]:
+        return self.generated.names if self.generated else ()
 
     def markets_of(self, symbol: str) -> tuple[str, ...]:
         for s in self.symbols:
             if s.symbol == symbol:
                 return s.markets
+        if symbol in self.generated_names:
+            return ("perp",)
         raise KeyError(symbol)
 
 

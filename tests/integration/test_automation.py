@@ -13,16 +13,36 @@ import pytest
 
 from backtest_assets import recovery
 from backtest_assets.cli import Runner
-from backtest_assets.core.schedule import range_tags, rectangles
+from backtest_assets.core.schedule import keys_of_tags, range_tags, rectangles
 from backtest_assets.definitions import defs
 from backtest_assets.defs import automation
-from backtest_assets.partitions import BLUEPRINT_PARTITIONS, REGISTRY, daily_partitions_def
+from backtest_assets.partitions import (
+    BLUEPRINT_PARTITIONS,
+    REGISTRY,
+    SYMBOL_PARTITIONS,
+    daily_partitions_def,
+    register_listed_symbols,
+    registered_symbols,
+    universe_listings,
+)
 from backtest_assets.resources import MarketSourceResource, SpecRegistryResource, WarehouseResource
 from tests.support.archive import daily_klines_path, write_zip
 from tests.support.http_server import ArchiveServer
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 START, END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+@pytest.fixture
+def instance(tmp_path):
+    """A fresh instance with the spec's three listed symbols as its symbol partitions (as
+    with the binance source, which serves no generated symbol): these tests are about the
+    schedule's and sensors' mechanics; the generated cross-section has its own below."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        assert register_listed_symbols(inst, source="binance") == SYMBOLS
+        yield inst
 
 
 def mark_ingested(instance, day: dt.date, symbol: str) -> None:
@@ -77,6 +97,52 @@ def test_schedule_leaves_out_ingested_and_running_keys(instance):
         tags=range_tags(dt.date(2024, 3, 1), dt.date(2024, 3, 1), ["SOLUSDT"]))
     (req,) = tick_schedule(instance, dt.datetime(2024, 3, 2, 3, tzinfo=dt.UTC)).run_requests
     assert (req.tags[START], req.tags[END]) == ("2024-03-01|ETHUSDT", "2024-03-01|ETHUSDT")
+
+
+def test_symbols_become_partitions_as_they_list_and_the_schedule_asks_for_the_trading_ones(
+        tmp_path):
+    """The synthetic source's generated cross-section: a symbol is a partition from its
+    listing day on (the listings sensor adds it), stays one after it delists, and the
+    schedule asks for the symbols trading that day only."""
+    calendar = universe_listings("synthetic")
+    late = next(x for x in calendar if x.first_day > REGISTRY.universe.start_date)
+    gone = next(x for x in calendar if x.last_day and x.last_day < dt.date(2024, 4, 1))
+    sensor = automation.symbol_listings_sensor
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as inst:
+        def tick(day: dt.date):
+            context = dg.build_sensor_context(instance=inst, resources={
+                "market_source": MarketSourceResource(market_source="synthetic")})
+            with patch_last_day(day):
+                return sensor.evaluate_tick(context)
+
+        first = tick(late.first_day - dt.timedelta(days=1))
+        (added,) = first.dynamic_partitions_requests
+        assert added.partitions_def_name == SYMBOL_PARTITIONS
+        assert late.symbol not in added.partition_keys
+        assert set(added.partition_keys) == {
+            x.symbol for x in calendar if x.first_day < late.first_day}
+        inst.add_dynamic_partitions(SYMBOL_PARTITIONS, list(added.partition_keys))
+        (more,) = tick(late.first_day).dynamic_partitions_requests
+        assert late.symbol in more.partition_keys
+        inst.add_dynamic_partitions(SYMBOL_PARTITIONS, list(more.partition_keys))
+        with patch_last_day(gone.last_day + dt.timedelta(days=30)):
+            register_listed_symbols(inst, source="synthetic")
+        assert gone.symbol in registered_symbols(inst)  # delisted: kept, with its history
+        assert tick(dt.date(2024, 6, 1)).dynamic_partitions_requests == []  # nothing new
+        # the schedule the day after the delisting: every trading symbol, not the delisted one
+        day = gone.last_day + dt.timedelta(days=1)
+        reqs = tick_schedule(inst, dt.datetime.combine(day + dt.timedelta(days=1),
+                                                       dt.time(3), dt.UTC)).run_requests
+        asked = {k for r in reqs for k in keys_of_tags(dict(r.tags), registered_symbols(inst))}
+        assert asked == {(day, x.symbol) for x in calendar if x.trades_on(day)}
+        assert (day, gone.symbol) not in asked and len(asked) > 20
+
+
+def patch_last_day(day: dt.date):
+    """``last_partition_day`` as if today were the day after ``day``."""
+    from unittest import mock
+
+    return mock.patch("backtest_assets.partitions.last_partition_day", return_value=day)
 
 
 def test_schedule_skips_days_outside_the_partitions(instance):

@@ -207,7 +207,18 @@ class DagsterServers:
         launched as soon as this returns is picked up without waiting for its 30 s loop.
         """
         self.start_webserver()
+        self.register_symbols()
         self.start_daemon()
+
+    def register_symbols(self) -> None:
+        """The listed symbols as symbol partitions, as the CLI does before it runs and the
+        daemon's listings sensor on its first tick (a backfill launched at once needs them)."""
+        import dagster as dg
+
+        from backtest_assets.partitions import register_listed_symbols
+
+        with dg.DagsterInstance.from_config(str(self.home)) as instance:
+            register_listed_symbols(instance, source=self.env.get("BACKTEST_MARKET_SOURCE"))
 
     def stop(self) -> None:
         """SIGTERM to every group at once, then wait for each (SIGKILL after a timeout)."""

@@ -29,7 +29,10 @@ def write(folder: Path, text: str) -> Path:
 def test_repository_specs_load_into_frozen_typed_objects():
     reg = SpecRegistry.load(default_specs_dir())
     u = reg.universe
-    assert u.symbol_names == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert u.symbol_names[:3] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    # the generated cross-section after the listed symbols: S01USDT .. S23USDT, perp only
+    assert u.symbol_names[3:] == [f"S{k:02d}USDT" for k in range(1, 24)]
+    assert u.markets_of("S23USDT") == ("perp",)
     assert u.start_date == dt.date(2024, 1, 1)
     assert u.base_interval == "5m"
     assert u.markets_of("ETHUSDT") == ("perp", "spot")
