@@ -250,7 +250,8 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
     register_listed_symbols(runner.instance, source=runner.source_kind)
     calendar = universe_listings(runner.source_kind)
     served = [x.symbol for x in calendar]
-    chosen = list(symbols or served)
+    # default: the spec's listed symbols (the generated cross-section is asked for by name)
+    chosen = list(symbols or [x.symbol for x in UNIVERSE.symbols])
     symbol_blocks(chosen, UNIVERSE.symbol_names)  # unknown symbols: a clear error
     if unserved := [s for s in chosen if s not in served]:
         raise SystemExit(f"{', '.join(unserved)}: not served by the {runner.source_kind} "
@@ -557,7 +558,8 @@ def ensure_study(name: str, *, start: dt.date | None = None, end: dt.date | None
     if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]{0,62}", name):
         raise SystemExit(f"study name {name!r}: lower-case letters, digits, - and _ only")
     path = default_specs_dir() / "studies" / f"{name}.yaml"
-    syms = list(symbols or reg.universe.symbol_names)
+    # default: the spec's listed symbols (the generated cross-section is asked for by name)
+    syms = list(symbols or [s.symbol for s in reg.universe.symbols])
     text = (f"# Created by `python -m backtest_assets run-all --study {name}` on "
             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.\nname: {name}\nstart: {start}\n"
             f"end: {end}\nsymbols: [{', '.join(syms)}]\n"
@@ -1000,7 +1002,8 @@ def _parser() -> argparse.ArgumentParser:
                                                    "one is created from --start/--end/...")
     ra.add_argument("--start", type=dt.date.fromisoformat)
     ra.add_argument("--end", type=dt.date.fromisoformat, help="last day included")
-    ra.add_argument("--symbols", help="comma-separated (default: the universe's)")
+    ra.add_argument("--symbols", help="comma-separated (default: the universe's listed "
+                    "symbols, not its generated ones)")
     ra.add_argument("--source", choices=["synthetic", "binance"])
     ra.add_argument("--compare-with", help="comma-separated studies its report sets beside "
                                            "it (the report's compare section)")
@@ -1052,7 +1055,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--end", type=dt.date.fromisoformat, required=True,
                        help="last day included")
         if name == "run":
-            p.add_argument("--symbols", help="comma-separated (default: the universe's)")
+            p.add_argument("--symbols", help="comma-separated (default: the universe's listed "
+                           "symbols, not its generated ones)")
             p.add_argument("--source", choices=["synthetic", "binance"])
             p.add_argument("--base-url", help="Binance archive base URL")
             p.add_argument("--market-data-only", action="store_true",

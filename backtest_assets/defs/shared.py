@@ -16,7 +16,12 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 
 from backtest_assets.core.keys import InvalidKeyError, validate_date, validate_symbol
 from backtest_assets.core.lineage import Dep, LineageSpec, LineageWrite, digest, version_of
-from backtest_assets.partitions import UNIVERSE, date_symbol_partitions_def, last_partition_day
+from backtest_assets.partitions import (
+    UNIVERSE,
+    date_symbol_partitions_def,
+    last_partition_day,
+    universe_listings,
+)
 from backtest_assets.resources.io_manager import WarehouseWrite
 from backtest_assets.schemas.checks import CheckOutcome, FrameContract, evaluate
 from backtest_assets.specs import SpecRegistry, load_registry
@@ -338,11 +343,12 @@ def require_upstream(context: dg.AssetExecutionContext, upstream: str,
     """Fail clearly unless every (day, symbol) of the warm-up window was materialized.
 
     Without this, a day's values would silently depend on which earlier days happened to be
-    in the warehouse. Days before ``first_day`` (the first partition) do not exist and are
-    not required.
+    in the warehouse. Days before ``first_day`` (the first partition), or before the
+    symbol's listing day, do not exist and are not required.
     """
+    listed = {x.symbol: x.first_day for x in universe_listings()}
     needed = {f"{d - dt.timedelta(days=k)}|{s}" for d, s in keys for k in range(days_before + 1)
-              if d - dt.timedelta(days=k) >= first_day}
+              if d - dt.timedelta(days=k) >= max(first_day, listed.get(s, first_day))}
     have = context.instance.get_materialized_partitions(dg.AssetKey(upstream))
     missing = sorted(needed - set(have))
     if missing:

@@ -19,12 +19,14 @@ wraps. What it serves:
 The generator's market symbol (its index 0) drives the generated symbols' common factor and
 ranks among them for the planted reversal, but is not served (``BTCUSDT`` is the wrapped
 source's). The window is drawn once per instance (~0.5 s and ~0.4 GB a 120-day draw of 24
-symbols at 1m), on the first call that needs it.
+symbols at 1m), on the first call that needs it, and kept for the process's next
+sources (the last window drawn).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 
 import numpy as np
@@ -45,6 +47,13 @@ from backtest_assets.specs.models import GeneratedSymbolsSpec
 _MINUTES_PER_DAY = 1440
 _FUNDING_HOURS = 8
 _TRADE_SIZE_USD = 2_000.0
+
+
+@functools.lru_cache(maxsize=1)
+def _draw(spec: GeneratedSymbolsSpec, start: dt.date) -> SyntheticUniverse:
+    """One draw per process (the ingest assets of a run each make a source)."""
+    return generate_universe(spec.seed, symbols=spec.symbols + 1, days=spec.days,
+                             interval_minutes=1, start=start, xs_effect=spec.xs_effect)
 
 
 def generated_spans(spec: GeneratedSymbolsSpec, start: dt.date
@@ -133,9 +142,7 @@ class GeneratedUniverseSource:
     def _universe(self) -> SyntheticUniverse:
         with self._lock:
             if self._drawn is None:
-                self._drawn = generate_universe(
-                    self.spec.seed, symbols=self.spec.symbols + 1, days=self.spec.days,
-                    interval_minutes=1, start=self.start, xs_effect=self.spec.xs_effect)
+                self._drawn = _draw(self.spec, self.start)
             return self._drawn
 
     def _url(self, market: str, dataset: str, symbol: str, day: dt.date) -> str:

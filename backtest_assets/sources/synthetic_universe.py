@@ -84,7 +84,9 @@ with sd 2e-5 plus, with probability 1 % a print, an extreme ±(5e-4 + Exp(mean 1
 decays with the AR(1); clipped to ±0.0075. ``funding_rate[t]`` is the last print known at
 the bar's close (a print at ``τ`` is known at the close of the bar ending at ``τ``). Only
 prints strictly after the listing count: a symbol listed at bar ``L`` has NaN funding on
-bars ``L .. L + 480 / interval − 2``. Funding is independent of prices: no effect.
+bars ``L .. L + 480 / interval − 2``. Funding is independent of prices: no effect. Every print
+is kept in ``SyntheticUniverse.funding_prints`` (NaN where the symbol has none), which is
+what :mod:`backtest_assets.sources.generated` serves.
 
 The planted effect (the truth)
 ------------------------------

@@ -121,6 +121,14 @@ class UniverseSpec:
             return ("perp",)
         raise KeyError(symbol)
 
+    def offers(self, symbol: str, market: str, dataset: str) -> bool:
+        """Whether ``symbol`` has ``dataset`` (``klines``, ``funding``, ``open_interest``) on
+        ``market``: the listed symbols on each of their markets; the generated ones have
+        perp klines and funding, no open interest (their generator draws none)."""
+        if market not in self.markets_of(symbol):
+            return False
+        return not (dataset == "open_interest" and symbol in self.generated_names)
+
 
 # ---- features ----------------------------------------------------------------------------
 

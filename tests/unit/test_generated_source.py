@@ -194,5 +194,5 @@ def test_a_symbol_cannot_delist_before_it_lists():
     with pytest.raises(ValueError, match="delisted"):
         SymbolSpec(symbol="NEWUSDT", markets=("perp",), listed=START + DAY,
                    delisted=START).validate()
-    with pytest.raises(ValueError, match="generated.symbols"):
+    with pytest.raises(ValueError, match=r"generated\.symbols"):
         GeneratedSymbolsSpec(symbols=0).validate()

@@ -48,10 +48,11 @@ FILES_TABLE = "ingest_files"
 Call = Callable[[MarketDataSource, str, dt.date], SourceBatch]
 
 
-def _ingest_asset(name: str, description: str, *, market: str, call: Call,
+def _ingest_asset(name: str, description: str, *, market: str, dataset: str, call: Call,
                   schema: dict[str, pl.DataType], contract: FrameContract,
                   partition_expr: dict[str, str]) -> dg.AssetsDefinition:
-    """An ingest asset calling ``call`` for each key whose symbol trades on ``market``."""
+    """An ingest asset calling ``call`` for each key whose symbol has ``dataset`` on
+    ``market`` (``UniverseSpec.offers``); the other keys hold no rows and no file."""
     @dg.asset(
         name=name,
         description=description,
@@ -63,7 +64,7 @@ def _ingest_asset(name: str, description: str, *, market: str, call: Call,
         source = market_source.source(warehouse.root)
 
         def fetch(symbol: str, day: dt.date) -> SourceBatch:
-            if market not in UNIVERSE.markets_of(symbol):
+            if not UNIVERSE.offers(symbol, market, dataset):
                 return SourceBatch(frame=empty(schema))
             return call(source, symbol, day)
 
@@ -85,8 +86,8 @@ def _ingest_asset(name: str, description: str, *, market: str, call: Call,
             "raw_files": got.files.height,
             "side_tables": f"{QUARANTINE_TABLE}, {FILES_TABLE}",
         }
-        # Where rows are expected: a symbol without this market has none.
-        traded = [(d, s) for d, s in keys if market in UNIVERSE.markets_of(s)]
+        # Where rows are expected: a symbol without this market or dataset has none.
+        traded = [(d, s) for d, s in keys if UNIVERSE.offers(s, market, dataset)]
         yield from checked_output(context, write, got.frame, contract, metadata=metadata,
                                   keys=traded, source=market_source.identity,
                                   incomplete=got.missing_keys)
@@ -111,22 +112,26 @@ def _refuse_rejected(context: dg.AssetExecutionContext, warehouse: WarehouseReso
 
 raw_perp_klines_1m = _ingest_asset(
     "raw_perp_klines_1m", "USD-M perpetual 1-minute klines as delivered by the source.",
-    market="perp", call=lambda src, symbol, day: src.klines_1m("perp", symbol, day),
+    market="perp", dataset="klines",
+    call=lambda src, symbol, day: src.klines_1m("perp", symbol, day),
     schema=KLINE_SCHEMA, contract=KLINES_CONTRACT, partition_expr=BARS_PARTITION_EXPR,
 )
 raw_spot_klines_1m = _ingest_asset(
     "raw_spot_klines_1m", "Spot 1-minute klines (for the perp-spot basis) as delivered.",
-    market="spot", call=lambda src, symbol, day: src.klines_1m("spot", symbol, day),
+    market="spot", dataset="klines",
+    call=lambda src, symbol, day: src.klines_1m("spot", symbol, day),
     schema=KLINE_SCHEMA, contract=KLINES_CONTRACT, partition_expr=BARS_PARTITION_EXPR,
 )
 raw_funding_rates = _ingest_asset(
     "raw_funding_rates", "Funding rates fixed during the day, stamped at calculation time.",
-    market="perp", call=lambda src, symbol, day: src.funding_rates(symbol, day),
+    market="perp", dataset="funding",
+    call=lambda src, symbol, day: src.funding_rates(symbol, day),
     schema=FUNDING_SCHEMA, contract=FUNDING_CONTRACT, partition_expr=TS_PARTITION_EXPR,
 )
 raw_open_interest = _ingest_asset(
     "raw_open_interest", "5-minute open interest snapshots, stamped at publication time.",
-    market="perp", call=lambda src, symbol, day: src.open_interest(symbol, day),
+    market="perp", dataset="open_interest",
+    call=lambda src, symbol, day: src.open_interest(symbol, day),
     schema=OPEN_INTEREST_SCHEMA, contract=OPEN_INTEREST_CONTRACT,
     partition_expr=TS_PARTITION_EXPR,
 )
