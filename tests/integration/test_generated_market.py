@@ -101,7 +101,7 @@ def test_the_alpha_bundle_over_a_study_of_the_generated_symbols(data_root, insta
     """Three weeks of BTCUSDT and the 23 generated symbols through every data layer, then
     the alpha bundle: the liquid universe holds generated symbols, a late listing only once
     its ADV window has filled, and scores exist only after the first training period
-    (~6 min on 2 cores)."""
+    (~90 s on 2 cores)."""
     import shutil
 
     from backtest_assets.cli import alpha
