@@ -196,3 +196,15 @@ def test_a_symbol_cannot_delist_before_it_lists():
                    delisted=START).validate()
     with pytest.raises(ValueError, match=r"generated\.symbols"):
         GeneratedSymbolsSpec(symbols=0).validate()
+
+
+def test_what_each_symbol_offers():
+    u = _universe()
+    assert u.offers("BTCUSDT", "spot", "klines") and u.offers("BTCUSDT", "perp", "open_interest")
+    assert u.offers("NEWUSDT", "perp", "funding") and not u.offers("NEWUSDT", "spot", "klines")
+    name = SPEC.names[0]
+    assert u.offers(name, "perp", "klines") and u.offers(name, "perp", "funding")
+    assert not u.offers(name, "perp", "open_interest")  # the generator draws none
+    assert not u.offers(name, "spot", "klines")
+    with pytest.raises(KeyError):
+        u.offers("NOPEUSDT", "perp", "klines")
