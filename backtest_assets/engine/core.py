@@ -150,8 +150,9 @@ from backtest_assets.engine.venue import ExitRules, Instrument
 
 EXIT_REASONS = ("signal", "stop_loss", "take_profit", "time_stop", "liquidation", "blown",
                 "open")
-REJECT_REASONS = ("zero_qty", "min_notional", "insufficient_margin", "blown")
-REJ_ZERO_QTY, REJ_MIN_NOTIONAL, REJ_MARGIN, REJ_BLOWN = range(len(REJECT_REASONS))
+REJECT_REASONS = ("zero_qty", "min_notional", "insufficient_margin", "blown",
+                  "leverage_bracket")
+REJ_ZERO_QTY, REJ_MIN_NOTIONAL, REJ_MARGIN, REJ_BLOWN, REJ_BRACKET = range(len(REJECT_REASONS))
 # An initial margin above the available balance by at most this fraction of the equity
 # passes: a target of exactly L x equity without slippage must not fail by float noise.
 MARGIN_TOL = 1e-12
@@ -159,7 +160,11 @@ MARGIN_TOL = 1e-12
 # (100.0 / 0.1 = 1000.0000000000001) must not move a fill by a whole tick.
 GRID_TOL = 1e-9
 # Columns of the per-symbol rules array (see _rules).
-TAKER, SLIP, LOT, TICK, MINN, MMR, LIQFEE, LEV = range(8)
+TAKER, SLIP, LOT, TICK, MINN, MMR, LIQFEE, LEV, MAXN = range(9)
+# Margin tiers follow in the rules row: tier k at TIER0 + 4k (cap, max leverage, maintenance
+# margin rate, maintenance amount), NaN after a symbol's last tier.
+TIER0, TIER_W = 9, 4
+TCAP, TLEV, TMMR, TCUM = range(TIER_W)
 TRADES_SCHEMA = {"symbol": pl.String, "entry_bar": pl.Int64, "exit_bar": pl.Int64,
                  "side": pl.String, "qty": pl.Float64, "entry_price": pl.Float64,
                  "exit_price": pl.Float64, "fees": pl.Float64, "funding": pl.Float64,
@@ -498,11 +503,19 @@ def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
 
 
 def _rules(insts: Sequence[Instrument]) -> np.ndarray:
-    """(S, 8) float64 rules in the column order TAKER .. LEV (NaN mmr = no isolated margin)."""
-    return np.array([[i.taker, i.slippage, i.lot_size, i.tick_size, i.min_notional,
-                      np.nan if i.maintenance_margin_rate is None else i.maintenance_margin_rate,
-                      i.liquidation_fee_rate, i.max_leverage] for i in insts],
-                    dtype=np.float64).reshape(len(insts), 8)
+    """(S, 9 + 4K) float64 rules: TAKER .. MAXN (NaN mmr = no isolated margin), then each
+    symbol's margin tiers (``Instrument.tiers``; K the most tiers of any symbol)."""
+    k_n = max([len(i.tiers) for i in insts] + [1])
+    rules = np.full((len(insts), TIER0 + TIER_W * k_n), np.nan)
+    for s, i in enumerate(insts):
+        rules[s, :TIER0] = [i.taker, i.slippage, i.lot_size, i.tick_size, i.min_notional,
+                            np.nan if i.maintenance_margin_rate is None
+                            else i.maintenance_margin_rate,
+                            i.liquidation_fee_rate, i.max_leverage, i.max_notional]
+        for k, b in enumerate(i.tiers):
+            rules[s, TIER0 + TIER_W * k:TIER0 + TIER_W * (k + 1)] = (
+                b.cap, b.max_leverage, b.mmr, b.maint_amount)
+    return rules
 
 
 # ---- closed form ------------------------------------------------------------------------
@@ -631,6 +644,8 @@ def _closed_form(inp: Inputs) -> Result | None:
         return None
     if _margin_at_edge(rules, fills, traded, open_equity[bars - 1]):
         return None
+    if _bracket_at_edge(rules, fills, traded):
+        return None
     if _liquidation_touched(inp, rules, fills, traded, decided, seg, position):
         return None
 
@@ -647,15 +662,57 @@ def _closed_form(inp: Inputs) -> Result | None:
                   path="closed_form")
 
 
-def liquidation_price(entry, leverage, mmr, side):
+def liquidation_price(entry, leverage, mmr, side, amount_per_unit=0.0):
     """Isolated-margin liquidation price of a position filled at ``entry`` with leverage
-    ``leverage`` (side +1 long, -1 short): where ``margin + unrealized PnL = mmr * notional``,
-    i.e. ``entry * (1 - 1/L) / (1 - mmr)`` long and ``entry * (1 + 1/L) / (1 + mmr)`` short.
-    Scalars or arrays; a NaN ``mmr`` (no margin rules) gives a NaN level, never reached."""
-    return entry * (1 - side / leverage) / (1 - side * mmr)
+    ``leverage`` (side +1 long, -1 short) in a tier of rate ``mmr`` and maintenance amount
+    ``amount_per_unit * |qty|``: where ``margin + unrealized PnL = mmr * notional - amount``,
+    i.e. ``(entry * (1 - 1/L) - amount/|qty|) / (1 - mmr)`` long and ``(entry * (1 + 1/L) +
+    amount/|qty|) / (1 + mmr)`` short. Scalars or arrays; a NaN ``mmr`` (no margin rules)
+    gives a NaN level, never reached."""
+    return (entry * (1 - side / leverage) - side * amount_per_unit) / (1 - side * mmr)
 
 
 _liquidation_price = numba.njit(cache=True)(liquidation_price)  # for the compiled loop
+
+# A tier holds notional N when cap_{k-1} <= N < cap_k; at a cap both tiers give the same
+# level (the maintenance margin is continuous), so float noise there may pick either.
+TIER_TOL = 1e-12
+
+
+@numba.njit(cache=True)
+def _tier_liquidation(rules, s, px, qty):
+    """Liquidation price of ``qty`` filled at ``px`` under symbol s's margin tiers: the
+    level of the tier that holds the position's notional at that level (the maintenance
+    margin is taken at the mark, so its tier follows the price; the root is unique because
+    equity less maintenance is monotone in the price). NaN without margin rules, or when no
+    positive level exists (a long at 1x)."""
+    side = 1.0 if qty > 0 else -1.0
+    units = abs(qty)
+    floor = 0.0
+    for k in range(TIER0, rules.shape[1], TIER_W):
+        cap = rules[s, k + TCAP]
+        if np.isnan(cap):
+            break
+        lp = _liquidation_price(px, rules[s, LEV], rules[s, k + TMMR], side,
+                                rules[s, k + TCUM] / units)
+        n = units * lp
+        if n >= floor * (1 - TIER_TOL) and n <= cap * (1 + TIER_TOL):
+            return lp if lp > 0 else np.nan
+        floor = cap
+    return np.nan
+
+
+@numba.njit(cache=True)
+def tier_liquidation_price(rules: np.ndarray, entry: np.ndarray, qty: np.ndarray
+                           ) -> np.ndarray:
+    """:func:`_tier_liquidation` of every (fill, symbol) of (K, S) arrays (the closed form's
+    check), by the same arithmetic; NaN where ``qty`` is 0."""
+    out = np.full(qty.shape, np.nan)
+    for j in range(qty.shape[0]):
+        for s in range(qty.shape[1]):
+            if qty[j, s] != 0.0:
+                out[j, s] = _tier_liquidation(rules, s, entry[j, s], qty[j, s])
+    return out
 
 
 # The closed form leaves to the loop every order whose initial margin is within this fraction
@@ -692,6 +749,19 @@ def _margin_at_edge(rules: np.ndarray, fills: _Fills, traded: np.ndarray,
     return bool((adds & short).any())
 
 
+def _bracket_at_edge(rules: np.ndarray, fills: _Fills, traded: np.ndarray) -> bool:
+    """Whether an order of the solved path that opens, increases or reverses a position
+    takes its notional above, or within ``MARGIN_EDGE`` of, the largest the leverage setting
+    allows (the loop refuses it: ``leverage_bracket``)."""
+    cap = rules[:, MAXN]
+    if np.isinf(cap).all():
+        return False
+    qty = fills.qty
+    q_before = np.vstack([np.zeros((1, qty.shape[1])), qty[:-1]])
+    adds = traded & (qty != 0) & ((q_before * qty <= 0) | (np.abs(qty) > np.abs(q_before)))
+    return bool((adds & (np.abs(qty) * fills.price > cap * (1 - MARGIN_EDGE))).any())
+
+
 def _liquidation_touched(inp: Inputs, rules: np.ndarray, fills: _Fills, traded: np.ndarray,
                          decided: np.ndarray, seg: np.ndarray, position: np.ndarray) -> bool:
     """Whether any position of the solved path reaches its liquidation price."""
@@ -699,8 +769,7 @@ def _liquidation_touched(inp: Inputs, rules: np.ndarray, fills: _Fills, traded: 
     if np.isnan(mmr).all():
         return False
     qty = fills.qty
-    liq = liquidation_price(fills.price, rules[:, LEV], mmr, np.where(qty > 0, 1.0, -1.0))
-    liq = np.where(traded & (qty != 0), liq, np.nan)
+    liq = tier_liquidation_price(rules, fills.price, np.where(traded, qty, 0.0))
     # Untraded symbols keep the level of their last fill.
     rows = np.where(traded, np.arange(1, len(qty) + 1)[:, None], 0)
     np.maximum.accumulate(rows, axis=0, out=rows)
@@ -924,6 +993,9 @@ def _order(t, s, w, eq, op, st, rules, acc, fees, slippage, trades, rejected):
     px = _fill_price(rules, s, op, qty > old)
     if qty != 0 and abs(qty - old) * px < rules[s, MINN]:
         rejected[REJ_MIN_NOTIONAL] += 1
+    elif (qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
+          and abs(qty) * px > rules[s, MAXN]):
+        rejected[REJ_BRACKET] += 1
     elif (not np.isnan(rules[s, MMR]) and qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
           and abs(qty) * px / rules[s, LEV] + rules[s, TAKER] * abs(qty - old) * px
           > _available(s, eq, st) + MARGIN_TOL * eq):
@@ -972,7 +1044,7 @@ def _fill(t, s, new_qty, price, reason, st, rules, acc, fees, slippage, trades):
     if new_qty != 0.0:
         mmr = rules[s, MMR]
         st[s, Q], st[s, ENTRY], st[s, EBAR] = new_qty, px, t
-        st[s, LIQ] = _liquidation_price(px, rules[s, LEV], mmr, 1.0 if new_qty > 0 else -1.0)
+        st[s, LIQ] = _tier_liquidation(rules, s, px, new_qty)
         st[s, MARGIN] = 0.0 if np.isnan(mmr) else abs(new_qty) * px / rules[s, LEV]
         if new_qty > 0:
             st[s, STOP], st[s, TAKE] = px * (1 - acc[SL]), px * (1 + acc[TP])

@@ -208,6 +208,10 @@ class _Loop:
             self.rejected["min_notional"] += 1
             return
         opens = qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
+        if opens and abs(qty) * price > self.max_notional(inst):
+            # the venue's brackets allow no position this large at the leverage setting
+            self.rejected["leverage_bracket"] += 1
+            return
         if inst.maintenance_margin_rate is not None and opens:
             # Isolated margin: the new position's initial margin and the order's fee must be
             # available in the equity this open sizes from, less what the other symbols'
@@ -284,15 +288,43 @@ class _Loop:
         if new_qty != 0:
             self.open_trade(t, s, new_qty, px, fee - fee_out)
 
+    @staticmethod
+    def max_notional(inst: Instrument) -> float:
+        """The largest notional of the highest tier whose leverage allows the setting."""
+        allowed = [b.cap for b in inst.brackets if b.max_leverage >= inst.max_leverage]
+        return allowed[-1] if inst.brackets else math.inf
+
+    @staticmethod
+    def liquidation_level(inst: Instrument, qty: float, px: float) -> float:
+        """Where margin + unrealized PnL meets the maintenance margin of the tier holding
+        the notional at that price: each tier's candidate level, kept if its notional falls
+        in that tier (NaN without margin rules or without a positive level)."""
+        mmr, lev = inst.maintenance_margin_rate, inst.max_leverage
+        if mmr is None:
+            return NAN
+        tiers = [(b.cap, b.mmr, b.maint_amount) for b in inst.brackets] or [(math.inf, mmr,
+                                                                            0.0)]
+        floor = 0.0
+        for cap, rate, amount in tiers:
+            # long: margin + qty (P - px) = qty P rate - amount; short: the mirror image
+            if qty > 0:
+                level = (px * (1 - 1 / lev) - amount / qty) / (1 - rate)
+            else:
+                level = (px * (1 + 1 / lev) + amount / -qty) / (1 + rate)
+            notional = abs(qty) * level
+            if floor * (1 - 1e-12) <= notional <= cap * (1 + 1e-12):
+                return level if level > 0 else NAN
+            floor = cap
+        return NAN
+
     def open_trade(self, t: int, s: int, qty: float, px: float, fee: float) -> None:
         inst = self.insts[s]
         mmr, lev = inst.maintenance_margin_rate, inst.max_leverage
         margin = 0.0 if mmr is None else abs(qty) * px / lev
+        liq = self.liquidation_level(inst, qty, px)
         if qty > 0:
-            liq = NAN if mmr is None else px * (1 - 1 / lev) / (1 - mmr)
             p = _Position(t, qty, px, liq, margin, px * (1 - self.sl), px * (1 + self.tp))
         else:
-            liq = NAN if mmr is None else px * (1 + 1 / lev) / (1 + mmr)
             p = _Position(t, qty, px, liq, margin, px * (1 + self.sl), px * (1 - self.tp))
         p.fees = fee
         p.flow -= fee

@@ -15,6 +15,19 @@ from backtest_assets.specs.models import VenueSpec
 
 
 @dataclass(frozen=True, kw_only=True)
+class Bracket:
+    """One notional tier of a venue's margin table (Binance's leverage brackets, Bybit's risk
+    limits): positions of notional below ``cap`` (and at or above the previous tier's cap)
+    may use leverage up to ``max_leverage`` and keep a maintenance margin of
+    ``notional * mmr - maint_amount``."""
+
+    cap: float
+    max_leverage: float
+    mmr: float
+    maint_amount: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Instrument:
     """Trading rules of one symbol on its venue.
 
@@ -46,6 +59,14 @@ class Instrument:
     liquidation_fee_rate : float
         Clearance fee on liquidation, as a fraction of the notional at the liquidation
         price; it is paid from what is left of the margin, never more.
+    brackets : tuple of Bracket
+        The venue's notional tiers, by increasing cap (empty: one tier, ``mmr`` at any
+        notional). The maintenance margin of a position of notional N is ``N * mmr_k -
+        maint_amount_k`` in the tier k holding N, continuous across tiers (``maint_amount_k
+        = maint_amount_{k-1} + cap_{k-1} * (mmr_k - mmr_{k-1})``, checked); the first tier's
+        rate is ``maintenance_margin_rate``. The leverage setting must be allowed by the
+        first tier, and an order taking a position's notional above the largest cap whose
+        tier allows that leverage is refused (``leverage_bracket``).
     """
 
     symbol: str
@@ -57,6 +78,7 @@ class Instrument:
     max_leverage: float = 1.0
     maintenance_margin_rate: float | None = None
     liquidation_fee_rate: float = 0.0
+    brackets: tuple[Bracket, ...] = ()
 
     @classmethod
     def from_venue(cls, symbol: str, venue: VenueSpec, **rules: float | None) -> Instrument:
@@ -77,12 +99,31 @@ class Instrument:
         Instrument
         """
         filters = venue.rules(symbol)
+        brackets = tuple(Bracket(cap=b[0], max_leverage=b[1], mmr=b[2], maint_amount=b[3])
+                         for b in filters.brackets) if venue.maintenance_margin_rate else ()
         fields = dict(taker_bps=venue.taker_bps, slippage_bps=venue.slippage_bps,
                       lot_size=filters.lot_size, tick_size=filters.tick_size,
                       min_notional=filters.min_notional, max_leverage=venue.max_leverage,
-                      maintenance_margin_rate=venue.maintenance_margin_rate,
-                      liquidation_fee_rate=venue.liquidation_fee_rate)
+                      maintenance_margin_rate=brackets[0].mmr if brackets
+                      else venue.maintenance_margin_rate,
+                      liquidation_fee_rate=venue.liquidation_fee_rate, brackets=brackets)
         return cls(symbol=symbol, **{**fields, **rules})
+
+    @property
+    def tiers(self) -> tuple[Bracket, ...]:
+        """The margin tiers the engines use: ``brackets``, or one unbounded tier at
+        ``maintenance_margin_rate`` (none without margin rules)."""
+        if self.brackets or self.maintenance_margin_rate is None:
+            return self.brackets
+        return (Bracket(cap=math.inf, max_leverage=self.max_leverage,
+                        mmr=self.maintenance_margin_rate),)
+
+    @property
+    def max_notional(self) -> float:
+        """The largest position notional the leverage setting allows: the cap of the last
+        tier whose max leverage is at least the setting (unbounded without brackets)."""
+        caps = [b.cap for b in self.brackets if b.max_leverage >= self.max_leverage]
+        return caps[-1] if caps else math.inf
 
     @property
     def taker(self) -> float:
@@ -115,6 +156,33 @@ class Instrument:
         if mmr is not None and mmr * self.max_leverage >= 1:
             raise bad("maintenance_margin_rate", f"is not below 1 / max_leverage "
                       f"({self.max_leverage:g}): the position would be liquidated at entry")
+        if self.brackets:
+            self._validate_brackets(bad)
+
+    def _validate_brackets(self, bad) -> None:
+        b = self.brackets
+        if self.maintenance_margin_rate != b[0].mmr:
+            raise bad("maintenance_margin_rate", f"is not the first bracket's rate {b[0].mmr}")
+        if self.max_leverage > b[0].max_leverage:
+            raise bad("max_leverage", f"is above the first bracket's {b[0].max_leverage:g}")
+        floor, prev = 0.0, None
+        for k, x in enumerate(b):
+            where = f"brackets[{k}]"
+            if not (x.cap > floor and (math.isfinite(x.cap) or k == len(b) - 1)):
+                raise ValueError(f"{self.symbol}: {where}.cap: {x.cap} is not above the "
+                                 f"previous cap {floor} (and finite but for the last)")
+            if not (0 <= x.mmr < 1 and x.mmr * x.max_leverage < 1 and x.max_leverage >= 1):
+                raise ValueError(f"{self.symbol}: {where}: mmr {x.mmr} and max_leverage "
+                                 f"{x.max_leverage} leave no room (need mmr x leverage < 1)")
+            expected = 0.0 if prev is None else prev.maint_amount + floor * (x.mmr - prev.mmr)
+            if abs(x.maint_amount - expected) > 1e-9 * max(1.0, floor * x.mmr):
+                raise ValueError(f"{self.symbol}: {where}.maint_amount: {x.maint_amount} is "
+                                 f"not {expected:g} (the maintenance margin must be "
+                                 "continuous at the tier's floor)")
+            if prev is not None and (x.mmr < prev.mmr or x.max_leverage > prev.max_leverage):
+                raise ValueError(f"{self.symbol}: {where}: the rate must not fall nor the "
+                                 "leverage rise as the notional grows")
+            floor, prev = x.cap, x
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -101,10 +101,15 @@ def _coerce(tp: Any, value: Any, *, file: str | Path, path: str) -> Any:  # noqa
     if origin is tuple:
         if not isinstance(value, list):
             raise SpecError(file, path, f"expected a list, got {type(value).__name__}")
-        (inner, _) = get_args(tp)
-        return tuple(
-            _coerce(inner, v, file=file, path=f"{path}[{i}]") for i, v in enumerate(value)
-        )
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any length
+            return tuple(
+                _coerce(args[0], v, file=file, path=f"{path}[{i}]") for i, v in enumerate(value)
+            )
+        if len(value) != len(args):  # tuple[X, Y, Z]: exactly these
+            raise SpecError(file, path, f"expected {len(args)} items, got {len(value)}")
+        return tuple(_coerce(a, v, file=file, path=f"{path}[{i}]")
+                     for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if dataclasses.is_dataclass(tp):
         return build(tp, value, file=file, path=path)
     if tp is dt.date:

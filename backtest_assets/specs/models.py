@@ -402,12 +402,24 @@ class SymbolRules:
     lot_size: float = 0.0
     tick_size: float = 0.0
     min_notional: float = 0.0
+    # Margin tiers by notional, [cap, max_leverage, maintenance margin rate, maintenance
+    # amount] each, by increasing cap (backtest_assets.engine.venue.Bracket); empty: the
+    # venue's single maintenance_margin_rate. Left out of the hash while empty.
+    brackets: tuple[tuple[float, float, float, float], ...] = dataclasses.field(
+        default=(), metadata={"omit_if_default": True})
 
     def validate(self) -> None:
         for name in ("lot_size", "tick_size", "min_notional"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name}: {value} is not a finite number >= 0")
+        from backtest_assets.engine.venue import Bracket, Instrument
+
+        if self.brackets:  # the engine's rules: increasing caps, continuous maintenance
+            b = tuple(Bracket(cap=c, max_leverage=lev, mmr=m, maint_amount=a)
+                      for c, lev, m, a in self.brackets)
+            Instrument(symbol="brackets", maintenance_margin_rate=b[0].mmr,
+                       max_leverage=1.0, brackets=b).validate()
 
 
 @dataclass(frozen=True, kw_only=True)

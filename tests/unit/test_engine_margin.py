@@ -151,7 +151,7 @@ def test_the_second_symbol_is_refused_for_the_margin_the_first_posted(run):
     target = np.array([[1.5, 1.5], [NAN, NAN], [NAN, NAN]])
     r = run(o, o + 1, o - 1, o, target, insts, init_cash=CASH)
     assert r.rejected == {"zero_qty": 0, "min_notional": 0, "insufficient_margin": 1,
-                          "blown": 0}
+                          "blown": 0, "leverage_bracket": 0}
     assert r.position[1].tolist() == [150, 0]
     alone = run(o, o + 1, o - 1, o, np.array([[0, 1.5], [NAN, NAN], [NAN, NAN]]), insts,
                 init_cash=CASH)

@@ -6,7 +6,9 @@ path dependent, so the closed form must be taken), ``exchange_rules`` (lots, tic
 notional: rejections), ``exits`` (stop-loss, take-profit, time stop) and ``leverage``
 (isolated margin up to 10x with targets up to the setting, and gaps at the open past the
 bankruptcy price: liquidations, insurance-fund forfeits, insufficient margin and blown
-accounts). On every run the engines
+accounts) and ``brackets`` (the same with random margin tiers whose caps fall around the
+positions' notionals: liquidation levels from the tier of the notional there, and orders
+refused above the largest notional the leverage setting allows). On every run the engines
 agree on every bar to 1e-9 relative and on every trade, and the accounting invariants hold.
 """
 
@@ -17,9 +19,9 @@ import polars as pl
 import pytest
 
 from backtest_assets.engine import ExitRules, Instrument, Result, backtest, backtest_reference
-from backtest_assets.engine.core import forward_fill
+from backtest_assets.engine.core import forward_fill, liquidation_price
 
-REGIMES = ("closed_form", "exchange_rules", "exits", "leverage")
+REGIMES = ("closed_form", "exchange_rules", "exits", "leverage", "brackets")
 SEEDS = range(150)
 SLOW_SEEDS = range(150, 1150)
 RTOL = 1e-9
@@ -31,7 +33,7 @@ def synthetic_case(seed: int, regime: str, bars: int = 240) -> dict:
     t_n, s_n = int(rng.integers(bars // 2, bars)), int(rng.integers(1, 4))
     vol = rng.uniform(0.003, 0.04)
     jump = np.zeros((t_n, s_n))  # at the open: gaps past a leveraged position's bankruptcy
-    if regime == "leverage" and rng.random() < 0.5:
+    if regime in ("leverage", "brackets") and rng.random() < 0.5:
         at = rng.random((t_n, s_n)) < 0.02
         jump[at] = rng.choice([-1.0, 1.0], at.sum()) * rng.uniform(0.08, 0.3, at.sum())
     ret = rng.standard_t(4, size=(t_n, s_n)) * vol + jump
@@ -50,7 +52,8 @@ def synthetic_case(seed: int, regime: str, bars: int = 240) -> dict:
     # asks for more margin than is left (slippage, price drift): insufficient_margin. The
     # closed_form regime trades at most 1x under a setting of 2 (headroom), so that margin
     # never refuses its orders and the closed form applies.
-    gross = float(rng.choice([3.0, 10.0])) if regime == "leverage" else 1.0
+    levered = regime in ("leverage", "brackets")
+    gross = float(rng.choice([3.0, 10.0])) if levered else 1.0
     max_lev = 2.0 if regime == "closed_form" else gross
     levels = np.array([-1.0, -0.6, -0.25, 0.0, 0.25, 0.6, 1.0]) * gross / s_n
     target = np.where(rng.random((t_n, s_n)) < rng.uniform(0.03, 0.3),
@@ -67,7 +70,8 @@ def synthetic_case(seed: int, regime: str, bars: int = 240) -> dict:
         funding[:, np.isnan(target).all(axis=0)] = np.nan
 
     rules = regime == "exchange_rules"
-    margined = rng.random() < (0.7 if regime == "leverage" else 0.3)
+    margined = regime == "brackets" or rng.random() < (0.7 if regime == "leverage" else 0.3)
+    init_cash = float(rng.choice([2_000.0, 1e6]))
     instruments = [Instrument(
         symbol=f"S{s}USDT",
         taker_bps=float(rng.choice([0.0, 2.0, 5.0])),
@@ -80,15 +84,46 @@ def synthetic_case(seed: int, regime: str, bars: int = 240) -> dict:
         maintenance_margin_rate=float(rng.choice([0.0, 0.004, 0.02])) if margined else None,
         liquidation_fee_rate=float(rng.choice([0.0, 0.005])),
     ) for s in range(s_n)]
+    if regime == "brackets":
+        notional = init_cash * gross / s_n  # a full position's notional, roughly
+        instruments = [with_brackets(rng, i, notional) for i in instruments]
     exits = None
-    if regime == "exits" or (regime == "leverage" and rng.random() < 0.4):
+    if regime == "exits" or (levered and rng.random() < 0.4):
         exits = ExitRules(
             stop_loss=float(rng.uniform(0.01, 0.1)) if rng.random() < 0.6 else None,
             take_profit=float(rng.uniform(0.01, 0.15)) if rng.random() < 0.6 else None,
             time_stop=int(rng.integers(1, 25)) if rng.random() < 0.5 else None)
     return {"open_": open_, "high": high, "low": low, "close": close, "target": target,
             "instruments": instruments, "funding": funding, "exits": exits,
-            "init_cash": float(rng.choice([2_000.0, 1e6]))}
+            "init_cash": init_cash}
+
+
+def with_brackets(rng: np.random.Generator, inst: Instrument, notional: float) -> Instrument:
+    """``inst`` with 2-4 random tiers: caps from 0.1 to 3 full positions, rates rising (the
+    maintenance amounts that keep the margin continuous), leverage falling; a later tier
+    may allow less than the setting, so an order can be refused."""
+    from backtest_assets.engine.venue import Bracket
+
+    k = int(rng.integers(2, 5))
+    caps = np.cumsum(rng.uniform(0.1, 1.0, k)) * notional
+    if rng.random() < 0.5:
+        caps[-1] = np.inf
+    rates = np.sort(rng.choice([0.0, 0.004, 0.01, 0.02, 0.04], k))
+    lev = inst.max_leverage
+    tiers, amount, floor, prev_rate, top = [], 0.0, 0.0, rates[0], lev * 2
+    for cap, rate in zip(caps, rates, strict=True):
+        amount += floor * (rate - prev_rate)
+        top = min(top, float(rng.choice([lev * 2, lev, max(1.0, lev / 2)])) if tiers else top)
+        top = min(top, 0.99 / rate) if rate > 0 else top
+        tiers.append(Bracket(cap=float(cap), max_leverage=max(1.0, top), mmr=float(rate),
+                             maint_amount=amount))
+        floor, prev_rate = cap, rate
+    setting = min(lev, tiers[0].max_leverage)
+    return Instrument(symbol=inst.symbol, taker_bps=inst.taker_bps,
+                      slippage_bps=inst.slippage_bps, lot_size=inst.lot_size,
+                      tick_size=inst.tick_size, min_notional=inst.min_notional,
+                      max_leverage=setting, maintenance_margin_rate=tiers[0].mmr,
+                      liquidation_fee_rate=inst.liquidation_fee_rate, brackets=tuple(tiers))
 
 
 def assert_same(fast: Result, ref: Result) -> None:
@@ -154,6 +189,21 @@ def test_fast_engine_matches_reference(regime):
         assert {"zero_qty", "min_notional"} <= rejected
     if regime == "exits":
         assert {"stop_loss", "take_profit", "time_stop"} <= reasons
+    if regime == "brackets":
+        assert "liquidation" in reasons
+        assert {"leverage_bracket", "insufficient_margin"} <= rejected
+        # liquidations priced in a tier other than the first (the single-rate level differs)
+        tiered = 0
+        for seed, r in zip(SEEDS, fast, strict=True):
+            insts = {i.symbol: i for i in synthetic_case(seed, regime)["instruments"]}
+            for row in r.trades.filter(pl.col("exit_reason") == "liquidation").iter_rows(
+                    named=True):
+                i = insts[row["symbol"]]
+                single = liquidation_price(row["entry_price"], i.max_leverage,
+                                           i.maintenance_margin_rate,
+                                           1.0 if row["side"] == "long" else -1.0)
+                tiered += abs(single - row["exit_price"]) > 1e-9 * row["exit_price"]
+        assert tiered >= 20
     if regime == "leverage":
         assert {"liquidation", "blown"} <= reasons
         assert {"blown", "insufficient_margin"} <= rejected

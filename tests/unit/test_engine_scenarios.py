@@ -237,7 +237,7 @@ def test_min_notional_rejection_is_counted_never_resized(run):
     r = run(**bars, instruments=inst, init_cash=CASH)
     assert r.position[:, 0].tolist() == [0, 0, 0, 2, 0]
     assert r.rejected == {"zero_qty": 0, "min_notional": 1, "insufficient_margin": 0,
-                          "blown": 0}
+                          "blown": 0, "leverage_bracket": 0}
 
 
 def test_lot_and_tick_rounding(run):
@@ -258,7 +258,7 @@ def test_lot_and_tick_rounding(run):
     assert r.trades["entry_price"].to_list() == approx([30.05, 29.95])
     assert r.trades["exit_price"][0] == approx(29.95)
     assert r.rejected == {"zero_qty": 2, "min_notional": 0, "insufficient_margin": 0,
-                          "blown": 0}
+                          "blown": 0, "leverage_bracket": 0}
 
 
 def test_blown_account_closes_everything_and_stops_trading(run):
@@ -301,7 +301,12 @@ def test_instrument_from_venue_takes_the_venue_rules_and_symbol_filters():
     perp = Instrument.from_venue("SOLUSDT", fees.venues["binance_usdm_vip0"])
     assert (perp.taker_bps, perp.slippage_bps, perp.max_leverage) == (5.0, 1.0, 20.0)
     assert (perp.lot_size, perp.tick_size, perp.min_notional) == (1.0, 0.01, 5.0)
-    assert (perp.maintenance_margin_rate, perp.liquidation_fee_rate) == (0.004, 0.0125)
+    # SOLUSDT's first bracket (0.5 % up to 20,000 USDT, 100x) sets its rate; ten tiers
+    assert (perp.maintenance_margin_rate, perp.liquidation_fee_rate) == (0.005, 0.0125)
+    assert len(perp.brackets) == 10 and perp.brackets[1].maint_amount == 30
+    assert perp.max_notional == 8_000_000  # the last tier allowing 20x
+    unlisted = Instrument.from_venue("XRPUSDT", fees.venues["binance_usdm_vip0"])
+    assert unlisted.maintenance_margin_rate == 0.004 and unlisted.brackets == ()
     spot = Instrument.from_venue("BTCUSDT", fees.venues["binance_spot_vip0"], max_leverage=1.0)
     assert spot.maintenance_margin_rate is None and spot.lot_size == 0.00001
     unknown = Instrument.from_venue("XRPUSDT", fees.venues["binance_usdm_vip0"])

@@ -72,6 +72,7 @@ METRICS_MODEL = pa.DataFrameSchema({
     "liquidation_fee_drag": pa.Column(pl.Float64, pa.Check.ge(0)),
     "insurance_drag": pa.Column(pl.Float64, pa.Check.ge(0)),
     "rejected_insufficient_margin": pa.Column(pl.Int64, pa.Check.ge(0)),
+    "rejected_leverage_bracket": pa.Column(pl.Int64, pa.Check.ge(0)),
     "funding_missing": pa.Column(pl.Int64, pa.Check.ge(0)),
     "funding_constant_runs": pa.Column(pl.Int64, pa.Check.ge(0)),
 })
