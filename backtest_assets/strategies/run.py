@@ -46,6 +46,7 @@ from backtest_assets.core.funding import (
     enforce,
 )
 from backtest_assets.engine import REJECT_REASONS, Instrument, backtest
+from backtest_assets.engine.ledger import ledger_residual
 from backtest_assets.engine.metrics import drawdown_path, metrics
 from backtest_assets.specs.models import StrategySpec, StudySpec, VenueSpec
 from backtest_assets.strategies.blueprints import Panel, exit_rules, flat_start, targets
@@ -185,6 +186,8 @@ def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.n
            "funding_constant_runs": audit.constant.height,
            **{f"rejected_{k}": res.rejected[k] for k in REJECT_REASONS},
            "blown_bar": -1 if res.blown_bar is None else res.blown_bar, "engine_path": res.path,
+           # the futures ledger rebuilt from the trades and flows, against the equity
+           "ledger_residual": ledger_residual(res, panel.close, insts, init_cash),
            "overlays": versions(bp.overlays),
            "overlay_blocked": sum(c.blocked for c in counts),
            "overlay_resized": sum(c.resized for c in counts)}

@@ -146,7 +146,8 @@ def test_backtests_are_one_simulation_per_dynamic_blueprint_partition_with_block
     assert set(checks) == {
         ("backtest_trades", "schema"), ("backtest_trades", "trades_in_window"),
         ("backtest_equity", "schema"), ("backtest_equity", "pnl_reconciles"),
-        ("backtest_metrics", "schema"), ("backtest_metrics", "metrics_reconcile")}
+        ("backtest_metrics", "schema"), ("backtest_metrics", "metrics_reconcile"),
+        ("backtest_metrics", "ledger_balances")}
     assert all(c.blocking for c in checks.values())
     catalog = defs.resolve_assets_def("strategy_blueprints")
     assert catalog.partitions_def.name == "study"

@@ -35,8 +35,14 @@ BACKTEST_CHECKS = [
     *_specs("backtest_metrics", {
         "schema": "one row per blueprint with every metric",
         "metrics_reconcile": "total return and max drawdown agree with the equity curve",
+        "ledger_balances": "available balance + posted margin + unrealized P&L, rebuilt from "
+                           "the trades, fees, funding and liquidation forfeits "
+                           "(engine/ledger.py), equal the equity at every bar (to 1e-9)",
     }),
 ]
+
+# The ledger rebuilt from the trades balances to ~1e-15 of the capital (float rounding).
+LEDGER_TOL = 1e-9
 
 TRADES_MODEL = pa.DataFrameSchema({
     **STUDY_COLUMN, "blueprint": pa.Column(pl.String), "symbol": pa.Column(pl.String),
@@ -73,6 +79,7 @@ METRICS_MODEL = pa.DataFrameSchema({
     "insurance_drag": pa.Column(pl.Float64, pa.Check.ge(0)),
     "rejected_insufficient_margin": pa.Column(pl.Int64, pa.Check.ge(0)),
     "rejected_leverage_bracket": pa.Column(pl.Int64, pa.Check.ge(0)),
+    "ledger_residual": pa.Column(pl.Float64, pa.Check.ge(0)),
     "funding_missing": pa.Column(pl.Int64, pa.Check.ge(0)),
     "funding_constant_runs": pa.Column(pl.Int64, pa.Check.ge(0)),
 })
@@ -110,3 +117,7 @@ def check_backtest(trades: pl.DataFrame, equity: pl.DataFrame, metrics: pl.DataF
         | ((pl.col("drawdown") - pl.col("max_drawdown")).abs() > 1e-12))
     yield check_result("metrics_reconcile", "backtest_metrics", off.is_empty(),
                   f"metrics disagree with the equity curve: {off.head(3).to_dicts()}")
+    off = metrics.filter(pl.col("ledger_residual") > LEDGER_TOL).select(
+        "blueprint", "ledger_residual")
+    yield check_result("ledger_balances", "backtest_metrics", off.is_empty(),
+                       f"the ledger does not balance: {off.head(3).to_dicts()}")
