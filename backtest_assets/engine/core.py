@@ -146,13 +146,15 @@ import numba
 import numpy as np
 import polars as pl
 
-from backtest_assets.engine.venue import ExitRules, Instrument
+from backtest_assets.engine.venue import ExitRules, Instrument, RiskLimits
 
 EXIT_REASONS = ("signal", "stop_loss", "take_profit", "time_stop", "liquidation", "blown",
                 "open")
 REJECT_REASONS = ("zero_qty", "min_notional", "insufficient_margin", "blown",
-                  "leverage_bracket")
-REJ_ZERO_QTY, REJ_MIN_NOTIONAL, REJ_MARGIN, REJ_BLOWN, REJ_BRACKET = range(len(REJECT_REASONS))
+                  "leverage_bracket", "daily_loss", "max_position", "max_total",
+                  "max_leverage")
+(REJ_ZERO_QTY, REJ_MIN_NOTIONAL, REJ_MARGIN, REJ_BLOWN, REJ_BRACKET, REJ_DAILY, REJ_MAXPOS,
+ REJ_MAXTOT, REJ_MAXLEV) = range(len(REJECT_REASONS))
 # An initial margin above the available balance by at most this fraction of the equity
 # passes: a target of exactly L x equity without slippage must not fail by float noise.
 MARGIN_TOL = 1e-12
@@ -235,6 +237,8 @@ class Inputs(NamedTuple):
     weights: np.ndarray  # (T, S) target in force after bar t (forward-filled, 0 before)
     changed: np.ndarray  # (T, S) bool: the target changed at bar t (order at t+1)
     gaps: bool  # some symbol lacks some bar
+    risk: RiskLimits = RiskLimits()  # pre-trade limits (none by default)
+    day: np.ndarray | None = None  # (T,) int64 UTC day of each bar (daily loss cap)
 
 
 def _as_2d(name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
@@ -274,7 +278,8 @@ BAD_BAR, BAD_TARGET, NO_PRICE_FILL, OVER_LEVERAGE, BAD_RATE, UNTRADED_RATE, RATE
 def check_inputs(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
                  target: np.ndarray, instruments: Instrument | Sequence[Instrument], *,
                  funding: np.ndarray | None = None, exits: ExitRules | None = None,
-                 init_cash: float = 1_000_000.0) -> Inputs:
+                 init_cash: float = 1_000_000.0, risk: RiskLimits | None = None,
+                 day: np.ndarray | None = None) -> Inputs:
     """Validate and normalize the engine inputs (see the module docstring).
 
     Raises
@@ -307,9 +312,19 @@ def check_inputs(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np
     exits.validate()
     if not (np.isfinite(init_cash) and init_cash > 0):
         raise ValueError(f"init_cash: {init_cash} is not a finite number > 0")
+    risk = risk if risk is not None else RiskLimits()
+    risk.validate()
+    days = None
+    if day is not None:
+        days = np.asarray(day, dtype=np.int64).reshape(-1)
+        if days.shape[0] != shape[0] or (np.diff(days) < 0).any():
+            raise ValueError(f"day: {days.shape[0]} non-decreasing UTC days are needed, one "
+                             f"per bar ({shape[0]})")
+    elif risk.daily_loss_cap is not None:
+        raise ValueError("risk.daily_loss_cap: the bars' UTC days are needed (day=...)")
     weights, changed, gaps = _scan_checked(o, h, lo, c, tgt, fund, insts, check_bars=True)
     return Inputs(o, h, lo, c, tgt, fund, insts, exits, float(init_cash), weights, changed,
-                  gaps)
+                  gaps, risk, days)
 
 
 def check_target(tgt: np.ndarray, bars: Inputs, *, weights: np.ndarray | None = None,
@@ -453,7 +468,8 @@ def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
              funding: np.ndarray | None = None, exits: ExitRules | None = None,
              init_cash: float = 1_000_000.0,
              path: Literal["auto", "compiled", "closed_form"] = "auto",
-             long_sizing: Literal["equity", "cash"] = "equity") -> Result:
+             long_sizing: Literal["equity", "cash"] = "equity",
+             risk: RiskLimits | None = None, day: np.ndarray | None = None) -> Result:
     """Backtest target weights on OHLC bars (array contract and rules: module docstring).
 
     Parameters
@@ -480,6 +496,11 @@ def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
         "equity" sizes every order as ``target * E / open``; "cash" also caps each buy by
         the cash available at its fill (vectorbt's ``size_type="targetpercent"``; module
         docstring, Long sizing). "cash" always runs the compiled loop.
+    risk : RiskLimits, optional
+        Pre-trade limits (daily loss cap, position, total and leverage limits); a run with
+        any always takes the compiled loop.
+    day : np.ndarray, optional
+        (T,) UTC day number of each bar (``datetime64[D]`` as int), for the daily loss cap.
 
     Returns
     -------
@@ -493,9 +514,9 @@ def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
     if long_sizing not in ("equity", "cash"):
         raise ValueError(f"long_sizing: {long_sizing!r} is not 'equity' or 'cash'")
     inp = check_inputs(open_, high, low, close, target, instruments, funding=funding,
-                       exits=exits, init_cash=init_cash)
+                       exits=exits, init_cash=init_cash, risk=risk, day=day)
     if (path == "closed_form" and long_sizing == "equity" and not inp.exits.any
-            and all(i.lot_size == 0 for i in inp.instruments)):
+            and not inp.risk.any and all(i.lot_size == 0 for i in inp.instruments)):
         result = _closed_form(inp)
         if result is not None:
             return result
@@ -822,7 +843,8 @@ def _closed_form_trades(inp: Inputs, fills: _Fills, traded: np.ndarray, bars: np
 # place; the rare events (fills, liquidations, a blown account) are njit functions of these
 # arrays.
 Q, ENTRY, EBAR, LIQ, STOP, TAKE, TFEES, TFUND, TFLOW, LASTC, MARGIN, TINS = range(12)
-CASH, NTRADES, BLOWN_BAR, SL, TP, TIME_STOP, LONG_CASH = range(7)
+(CASH, NTRADES, BLOWN_BAR, SL, TP, TIME_STOP, LONG_CASH, DLCAP, MAXPOS, MAXTOT, MAXLEV,
+ DAY_CUR, DAY_EQ, HALTED) = range(14)
 R_SIGNAL, R_STOP, R_TAKE, R_TIME, R_LIQ, R_BLOWN, R_OPEN = range(len(EXIT_REASONS))
 TRADE_COLS = 11  # symbol, entry bar, exit bar, qty, entry, exit, fees, funding, pnl,
 # reason, insurance
@@ -844,18 +866,34 @@ class _Out(NamedTuple):
     rejected: np.ndarray  # counts in REJECT_REASONS order
 
 
-def loop_state(init_cash: float, exits: ExitRules, long_sizing: str) -> np.ndarray:
+def loop_state(init_cash: float, exits: ExitRules, long_sizing: str,
+               risk: RiskLimits | None = None) -> np.ndarray:
     """The compiled loop's scalar slots (``acc``) at the start of a run."""
+    risk = risk or RiskLimits()
+
+    def off(v: float | None) -> float:
+        return np.nan if v is None else v
+
     return np.array([init_cash, 0.0, -1.0,
                      np.nan if exits.stop_loss is None else exits.stop_loss,
                      np.nan if exits.take_profit is None else exits.take_profit,
                      0.0 if exits.time_stop is None else exits.time_stop,
-                     1.0 if long_sizing == "cash" else 0.0])
+                     1.0 if long_sizing == "cash" else 0.0,
+                     off(risk.daily_loss_cap), off(risk.max_position_notional),
+                     off(risk.max_total_notional), off(risk.max_leverage),
+                     np.nan, np.nan, 0.0])
+
+
+def bar_days(inp: Inputs) -> np.ndarray:
+    """The bars' UTC days for the loop (zeros when none were given: no daily cap)."""
+    if inp.day is None:
+        return np.zeros(inp.open.shape[0], dtype=np.int64)
+    return np.ascontiguousarray(inp.day)
 
 
 def _compiled(inp: Inputs, long_sizing: str = "equity") -> Result:
     t_n, s_n = inp.open.shape
-    acc = loop_state(inp.init_cash, inp.exits, long_sizing)
+    acc = loop_state(inp.init_cash, inp.exits, long_sizing, inp.risk)
     # Every trade is opened by a filled order, so the changes of target bound the count.
     out = _Out(np.empty(t_n), np.empty(t_n), np.empty(t_n), np.empty((t_n, s_n)),
                *(np.zeros((t_n, s_n)) for _ in range(5)),
@@ -864,7 +902,8 @@ def _compiled(inp: Inputs, long_sizing: str = "equity") -> Result:
     rate = np.full((0, s_n), np.nan) if inp.funding is None else inp.funding
     bars = tuple(np.ascontiguousarray(a) for a in (inp.open, inp.high, inp.low, inp.close))
     _loop(*bars, np.ascontiguousarray(rate), np.ascontiguousarray(inp.changed),
-          np.ascontiguousarray(inp.weights), _rules(inp.instruments), acc, *out)
+          np.ascontiguousarray(inp.weights), bar_days(inp), _rules(inp.instruments), acc,
+          *out)
     tr = out.trades[:int(acc[NTRADES])]
     frame = trades_frame([i.symbol for i in inp.instruments], tr[:, 0].astype(np.int64),
                          tr[:, 1].astype(np.int64), tr[:, 2].astype(np.int64),
@@ -886,8 +925,9 @@ def _compiled(inp: Inputs, long_sizing: str = "equity") -> Result:
 # arrays costs more (array arguments are reference counted) than the phase itself, and made
 # this loop 5x slower. Only the rare events (fills, liquidations) are functions.
 @numba.njit(cache=True)
-def _loop(o, h, lo, c, rate, changed, weights, rules, acc, equity, cash, exposure,  # noqa: C901
-          position, fees, slippage, funding, liquidation_fees, insurance, trades, rejected):
+def _loop(o, h, lo, c, rate, changed, weights, day, rules, acc, equity, cash,  # noqa: C901
+          exposure, position, fees, slippage, funding, liquidation_fees, insurance, trades,
+          rejected):
     t_n, s_n = o.shape
     st = np.zeros((s_n, 12))
     st[:, LASTC] = np.nan
@@ -919,12 +959,17 @@ def _loop(o, h, lo, c, rate, changed, weights, rules, acc, equity, cash, exposur
         if acc[BLOWN_BAR] < 0 and eq <= 0:
             marks = np.where(np.isnan(o[t]), st[:, LASTC], o[t])
             _blow(t, marks, st, rules, acc, fees, slippage, trades)
+        if not np.isnan(acc[DLCAP]):  # the daily loss cap: a new UTC day starts afresh
+            if day[t] != acc[DAY_CUR]:
+                acc[DAY_CUR], acc[DAY_EQ], acc[HALTED] = day[t], eq, 0.0
+            elif eq <= acc[DAY_EQ] * (1 - acc[DLCAP]):
+                acc[HALTED] = 1.0
         for s in range(s_n):  # orders decided at the close of t-1
             if t > 0 and changed[t - 1, s]:
                 if acc[BLOWN_BAR] >= 0:
                     rejected[REJ_BLOWN] += 1
                 else:
-                    _order(t, s, weights[t - 1, s], eq, o[t, s], st, rules, acc, fees,
+                    _order(t, s, weights[t - 1, s], eq, o[t], st, rules, acc, fees,
                            slippage, trades, rejected)
         for s in range(s_n):  # intrabar: liquidation, then stop, then take-profit
             q, op = st[s, Q], o[t, s]
@@ -957,6 +1002,8 @@ def _loop(o, h, lo, c, rate, changed, weights, rules, acc, equity, cash, exposur
         if acc[BLOWN_BAR] < 0 and acc[CASH] + held <= 0:
             _blow(t, st[:, LASTC].copy(), st, rules, acc, fees, slippage, trades)
             held = 0.0
+        if acc[CASH] + held <= acc[DAY_EQ] * (1 - acc[DLCAP]):  # NaN: never
+            acc[HALTED] = 1.0
         gross = 0.0
         for s in range(s_n):
             q = st[s, Q]
@@ -973,8 +1020,10 @@ def _loop(o, h, lo, c, rate, changed, weights, rules, acc, equity, cash, exposur
 
 
 @numba.njit(cache=True)
-def _order(t, s, w, eq, op, st, rules, acc, fees, slippage, trades, rejected):
-    """Order decided at the close of t-1, sized from the equity ``eq`` at this open."""
+def _order(t, s, w, eq, orow, st, rules, acc, fees, slippage, trades, rejected):
+    """Order decided at the close of t-1, sized from the equity ``eq`` at this open
+    (``orow``: every symbol's open of bar t)."""
+    op = orow[s]
     lot = rules[s, LOT]
     qty = w * eq / op
     if lot > 0:
@@ -996,12 +1045,41 @@ def _order(t, s, w, eq, op, st, rules, acc, fees, slippage, trades, rejected):
     elif (qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
           and abs(qty) * px > rules[s, MAXN]):
         rejected[REJ_BRACKET] += 1
+    elif (qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
+          and _risk_refusal(s, qty, px, eq, orow, st, acc, rejected)):
+        pass
     elif (not np.isnan(rules[s, MMR]) and qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
           and abs(qty) * px / rules[s, LEV] + rules[s, TAKER] * abs(qty - old) * px
           > _available(s, eq, st) + MARGIN_TOL * eq):
         rejected[REJ_MARGIN] += 1
     else:
         _fill(t, s, qty, op, R_SIGNAL, st, rules, acc, fees, slippage, trades)
+
+
+@numba.njit(cache=True)
+def _risk_refusal(s, qty, px, eq, orow, st, acc, rejected):
+    """Count and report the first limit of the risk manager an order adding risk breaks
+    (``RiskLimits``; NaN limits are off)."""
+    if acc[HALTED] > 0:
+        rejected[REJ_DAILY] += 1
+        return True
+    notional = abs(qty) * px
+    if notional > acc[MAXPOS]:
+        rejected[REJ_MAXPOS] += 1
+        return True
+    if np.isnan(acc[MAXTOT]) and np.isnan(acc[MAXLEV]):
+        return False
+    total = notional
+    for i in range(st.shape[0]):
+        if i != s and st[i, Q] != 0.0:
+            total += abs(st[i, Q]) * (st[i, LASTC] if np.isnan(orow[i]) else orow[i])
+    if total > acc[MAXTOT]:
+        rejected[REJ_MAXTOT] += 1
+        return True
+    if total > acc[MAXLEV] * eq:
+        rejected[REJ_MAXLEV] += 1
+        return True
+    return False
 
 
 @numba.njit(cache=True)

@@ -40,7 +40,7 @@ from backtest_assets.engine.core import (
     check_inputs,
     trades_frame,
 )
-from backtest_assets.engine.venue import ExitRules, Instrument
+from backtest_assets.engine.venue import ExitRules, Instrument, RiskLimits
 
 SIGNAL, STOP_LOSS, TAKE_PROFIT, TIME_STOP, LIQUIDATION, BLOWN, OPEN = range(len(EXIT_REASONS))
 NAN = float("nan")
@@ -67,7 +67,8 @@ def backtest_reference(open_: np.ndarray, high: np.ndarray, low: np.ndarray,
                        instruments: Instrument | Sequence[Instrument], *,
                        funding: np.ndarray | None = None, exits: ExitRules | None = None,
                        init_cash: float = 1_000_000.0,
-                       long_sizing: Literal["equity", "cash"] = "equity") -> Result:
+                       long_sizing: Literal["equity", "cash"] = "equity",
+                       risk: RiskLimits | None = None, day: np.ndarray | None = None) -> Result:
     """Simulate bar by bar in plain Python (the parity oracle of the fast engine).
 
     Parameters and result as :func:`backtest_assets.engine.core.backtest` (no ``path``).
@@ -75,7 +76,7 @@ def backtest_reference(open_: np.ndarray, high: np.ndarray, low: np.ndarray,
     if long_sizing not in ("equity", "cash"):
         raise ValueError(f"long_sizing: {long_sizing!r} is not 'equity' or 'cash'")
     inp = check_inputs(open_, high, low, close, target, instruments, funding=funding,
-                       exits=exits, init_cash=init_cash)
+                       exits=exits, init_cash=init_cash, risk=risk, day=day)
     return _Loop(inp, cash_capped_buys=long_sizing == "cash").run()
 
 
@@ -106,6 +107,13 @@ class _Loop:
         self.fund_row = [0.0] * self.S
         self.liq_fee_row = [0.0] * self.S
         self.insurance_row = [0.0] * self.S
+        # the risk manager: its limits, and the UTC day whose first open set the loss cap's
+        # reference equity (halted: no new risk until the day changes)
+        self.risk = inp.risk
+        self.days = None if inp.day is None else inp.day.tolist()
+        self.day = None
+        self.day_equity = NAN
+        self.halted = False
 
     # ---- one bar ------------------------------------------------------------------------
     def run(self) -> Result:
@@ -144,13 +152,14 @@ class _Loop:
         equity = self.equity(marks)
         if self.blown_bar is None and equity <= 0:
             self.blow(t, marks)
+        self.daily_loss_check(t, equity)
         for s in range(self.S):
             if self.pending[s]:
                 self.pending[s] = False
                 if self.blown_bar is not None:
                     self.rejected["blown"] += 1
                 else:
-                    self.order(t, s, o[s], equity)
+                    self.order(t, s, o[s], equity, marks)
         for s in range(self.S):
             p = self.pos[s]
             if p is not None and not math.isnan(o[s]):
@@ -159,7 +168,38 @@ class _Loop:
                            for c, last in zip(self.c[t], self.last_close, strict=True)]
         if self.blown_bar is None and self.equity(self.last_close) <= 0:
             self.blow(t, self.last_close)
+        cap = self.risk.daily_loss_cap
+        if cap is not None and self.equity(self.last_close) <= self.day_equity * (1 - cap):
+            self.halted = True
         self.decide(t)
+
+    def daily_loss_check(self, t: int, equity: float) -> None:
+        """At each open: a new UTC day resets the cap's reference to this equity; a loss of
+        the cap's fraction since the day's first open halts new risk for the day."""
+        cap = self.risk.daily_loss_cap
+        if cap is None:
+            return
+        if self.days[t] != self.day:
+            self.day, self.day_equity, self.halted = self.days[t], equity, False
+        elif equity <= self.day_equity * (1 - cap):
+            self.halted = True
+
+    def risk_refusal(self, s: int, qty: float, price: float, equity: float,
+                     marks: list[float]) -> str | None:
+        """The risk manager's reason to refuse an order adding risk, or None."""
+        r = self.risk
+        if self.halted:
+            return "daily_loss"
+        notional = abs(qty) * price
+        if r.max_position_notional is not None and notional > r.max_position_notional:
+            return "max_position"
+        total = notional + sum(abs(p.qty) * marks[i] for i, p in enumerate(self.pos)
+                               if p is not None and i != s)
+        if r.max_total_notional is not None and total > r.max_total_notional:
+            return "max_total"
+        if r.max_leverage is not None and total > r.max_leverage * equity:
+            return "max_leverage"
+        return None
 
     def pay_funding(self, t: int, o: list[float]) -> None:
         for s, rate in enumerate(self.rate[t]):
@@ -183,7 +223,7 @@ class _Loop:
                                if p is not None)
 
     # ---- decisions ----------------------------------------------------------------------
-    def order(self, t: int, s: int, o: float, equity: float) -> None:
+    def order(self, t: int, s: int, o: float, equity: float, marks: list[float]) -> None:
         w = self.weight[s]
         inst = self.insts[s]
         qty = w * equity / o
@@ -211,6 +251,10 @@ class _Loop:
         if opens and abs(qty) * price > self.max_notional(inst):
             # the venue's brackets allow no position this large at the leverage setting
             self.rejected["leverage_bracket"] += 1
+            return
+        refusal = self.risk_refusal(s, qty, price, equity, marks) if opens else None
+        if refusal is not None:
+            self.rejected[refusal] += 1
             return
         if inst.maintenance_margin_rate is not None and opens:
             # Isolated margin: the new position's initial margin and the order's fee must be

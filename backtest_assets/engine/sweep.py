@@ -29,12 +29,13 @@ from backtest_assets.engine.core import (
     TRADE_COLS,
     _loop,
     _rules,
+    bar_days,
     check_inputs,
     check_target,
     loop_state,
 )
 from backtest_assets.engine.metrics import BARS_PER_YEAR_1M
-from backtest_assets.engine.venue import ExitRules, Instrument
+from backtest_assets.engine.venue import ExitRules, Instrument, RiskLimits
 
 # Columns of the per-combination metrics the kernel writes, in this order.
 SWEEP_METRICS = ("total_return", "sharpe", "sortino", "max_drawdown", "trades", "win_rate",
@@ -50,13 +51,14 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
           exits: ExitRules | Sequence[ExitRules] | None = None,
           init_cash: float = 1_000_000.0, long_sizing: Literal["equity", "cash"] = "equity",
           bars_per_year: float = BARS_PER_YEAR_1M, chunk: int | None = None,
-          blocks: np.ndarray | Sequence[int] | None = None
+          blocks: np.ndarray | Sequence[int] | None = None,
+          risk: RiskLimits | None = None, day: np.ndarray | None = None
           ) -> pl.DataFrame | tuple[pl.DataFrame, np.ndarray]:
     """Metrics of K backtests sharing bars, instruments and funding.
 
     Parameters
     ----------
-    open_, high, low, close, instruments, funding, init_cash, long_sizing
+    open_, high, low, close, instruments, funding, init_cash, long_sizing, risk, day
         As for :func:`backtest_assets.engine.core.backtest` (the same checks apply).
     targets : sequence of K (T,) or (T, S) arrays, or a (T, K) array for one symbol
         Each combination's target weights (NaN = keep).
@@ -93,7 +95,7 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
         raise ValueError(f"long_sizing: {long_sizing!r} is not 'equity' or 'cash'")
     # The full check once (bars, instruments, funding against the first target) ...
     inp = check_inputs(open_, high, low, close, targets[0], instruments, funding=funding,
-                       exits=rules_k[0], init_cash=init_cash)
+                       exits=rules_k[0], init_cash=init_cash, risk=risk, day=day)
     for ex in rules_k:
         (ex or ExitRules()).validate()
     t_n, s_n = inp.open.shape
@@ -119,10 +121,10 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
                 check_target(tgt, inp, weights=weights[j], changed=changed[j])
             except ValueError as exc:
                 raise ValueError(f"targets[{k}]: {exc}") from None
-        accs = np.stack([loop_state(inp.init_cash, rules_k[k] or ExitRules(), long_sizing)
-                         for k in ks])
+        accs = np.stack([loop_state(inp.init_cash, rules_k[k] or ExitRules(), long_sizing,
+                                    inp.risk) for k in ks])
         _sweep_kernel(inp.open, inp.high, inp.low, inp.close, rate, changed[:len(ks)],
-                      weights[:len(ks)], rules,
+                      weights[:len(ks)], bar_days(inp), rules,
                       accs, equity[:len(ks)], exposure[:len(ks)], out[lo:lo + len(ks)],
                       bounds, stats[lo:lo + len(ks)])
     frame = pl.DataFrame(out, schema=list(SWEEP_METRICS), orient="row")
@@ -145,7 +147,7 @@ def _bounds(blocks: np.ndarray | Sequence[int] | None, t_n: int) -> np.ndarray:
 
 
 @numba.njit(parallel=True, cache=True)
-def _sweep_kernel(o, h, lo, c, rate, changed, weights, rules, accs, equity, exposure,
+def _sweep_kernel(o, h, lo, c, rate, changed, weights, day, rules, accs, equity, exposure,
                   out, bounds, stats):  # pragma: no cover
     """Run combination j of the chunk into equity[j] / exposure[j] and summarize it (and
     its bar returns per block into stats[j]); the other outputs of the loop are single-row
@@ -157,7 +159,8 @@ def _sweep_kernel(o, h, lo, c, rate, changed, weights, rules, accs, equity, expo
         fees, slippage, funding = np.zeros((1, s_n)), np.zeros((1, s_n)), np.zeros((1, s_n))
         trades = np.empty((max(1, int(changed[j].sum())), TRADE_COLS))
         rejected = np.zeros(N_REJECT, dtype=np.int64)
-        _loop(o, h, lo, c, rate, changed[j], weights[j], rules, acc, equity[j], np.empty(1),
+        _loop(o, h, lo, c, rate, changed[j], weights[j], day, rules, acc, equity[j],
+              np.empty(1),
               exposure[j], np.empty((1, s_n)), fees, slippage, funding, np.zeros((1, s_n)),
               np.zeros((1, s_n)), trades, rejected)
         _summarize(equity[j], exposure[j], fees, slippage, funding, trades[:int(acc[1])],

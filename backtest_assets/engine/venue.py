@@ -221,3 +221,46 @@ class ExitRules:
         if ts is not None and (isinstance(ts, bool) or not isinstance(ts, numbers.Integral)
                                or ts < 1):
             raise ValueError(f"time_stop: {self.time_stop} is not an integer >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RiskLimits:
+    """Pre-trade limits of the account (a risk manager in front of the venue); None disables
+    a limit. Each applies to an order that opens, increases or reverses a position (orders
+    that only reduce one always pass), at its fill price, after the venue's own refusals and
+    before the margin check:
+
+    Parameters
+    ----------
+    daily_loss_cap : float or None
+        In (0, 1): once the equity at an open or a close has fallen this fraction below the
+        equity at the first open of its UTC day, no new risk until the next UTC day
+        (``daily_loss``); needs the bars' UTC days.
+    max_position_notional : float or None
+        The largest ``|qty| * price`` one symbol may hold (``max_position``).
+    max_total_notional : float or None
+        The largest sum of ``|qty| * price`` over the symbols, the others at this open's
+        prices, the order's symbol at its fill (``max_total``).
+    max_leverage : float or None
+        The largest total notional (as above) over the equity this open sizes from
+        (``max_leverage``).
+    """
+
+    daily_loss_cap: float | None = None
+    max_position_notional: float | None = None
+    max_total_notional: float | None = None
+    max_leverage: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.daily_loss_cap, self.max_position_notional,
+                                           self.max_total_notional, self.max_leverage))
+
+    def validate(self) -> None:
+        cap = self.daily_loss_cap
+        if cap is not None and not (math.isfinite(cap) and 0 < cap < 1):
+            raise ValueError(f"daily_loss_cap: {cap} is out of range (0, 1)")
+        for field in ("max_position_notional", "max_total_notional", "max_leverage"):
+            value = getattr(self, field)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{field}: {value} is not a finite number > 0")

@@ -741,6 +741,24 @@ class OverlaySpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RiskSpec:
+    """A blueprint's pre-trade limits: a daily loss cap (a fraction of the equity at the
+    UTC day's first open: no new risk until the next day once lost), the largest position
+    notional per symbol and in total (USDT), the largest total notional over the equity.
+    Unset: no limit. Orders that only reduce a position always pass."""
+
+    daily_loss_cap: float | None = None
+    max_position_notional: float | None = None
+    max_total_notional: float | None = None
+    max_leverage: float | None = None
+
+    def validate(self) -> None:
+        from backtest_assets.engine.venue import RiskLimits
+
+        RiskLimits(**dataclasses.asdict(self)).validate()
+
+
+@dataclass(frozen=True, kw_only=True)
 class StrategySpec:
     """A blueprint: when to enter, which way, how much, how to exit, where.
 
@@ -774,6 +792,10 @@ class StrategySpec:
     # its hash.
     overlays: tuple[OverlaySpec, ...] = dataclasses.field(
         default=(), metadata={"omit_if_default": True})
+    # The pre-trade risk manager of its runs (backtest_assets.engine.venue.RiskLimits);
+    # left out of the hash while unset.
+    risk: RiskSpec | None = dataclasses.field(default=None,
+                                              metadata={"omit_if_default": True})
 
     def validate(self) -> None:  # noqa: C901
         if not re.fullmatch(_NAME, self.name):

@@ -31,6 +31,7 @@ settings.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from backtest_assets.core.funding import (
 from backtest_assets.engine import REJECT_REASONS, Instrument, backtest
 from backtest_assets.engine.ledger import ledger_residual
 from backtest_assets.engine.metrics import drawdown_path, metrics
+from backtest_assets.engine.venue import RiskLimits
 from backtest_assets.specs.models import StrategySpec, StudySpec, VenueSpec
 from backtest_assets.strategies.blueprints import Panel, exit_rules, flat_start, targets
 from backtest_assets.strategies.overlays import OverlayCounts, versions
@@ -152,7 +154,8 @@ def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.n
     audit = check_funding(panel, funding, funding_policy)
     target, counts = edge_target(bp, panel, features=features, events=events, rates=rates,
                                  instruments=insts, init_cash=init_cash)
-    res = backtest(**_engine_bars(panel, rates, init_cash), target=target, instruments=insts,
+    res = backtest(**_engine_bars(panel, rates, init_cash, bp), target=target,
+                   instruments=insts,
                    exits=exit_rules(bp))
     bars_per_year = MINUTES_PER_YEAR / panel.interval_minutes
     m = metrics(res, panel.close, init_cash=init_cash, bars_per_year=bars_per_year,
@@ -194,9 +197,19 @@ def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.n
     return BlueprintRun(trades=trades, equity=equity, metrics=pl.DataFrame([row]))
 
 
-def _engine_bars(panel: Panel, rates: np.ndarray | None, init_cash: float) -> dict:
+def _engine_bars(panel: Panel, rates: np.ndarray | None, init_cash: float,
+                 bp: StrategySpec | None = None) -> dict:
     return {"open_": panel.open, "high": panel.high, "low": panel.low, "close": panel.close,
-            "funding": rates, "init_cash": init_cash}
+            "funding": rates, "init_cash": init_cash, **risk_inputs(bp, panel.ts)}
+
+
+def risk_inputs(bp: StrategySpec | None, ts: np.ndarray) -> dict:
+    """The engine's ``risk`` and ``day`` (each bar's UTC day) for ``bp``'s risk manager;
+    nothing when it has none."""
+    if bp is None or bp.risk is None:
+        return {}
+    return {"risk": RiskLimits(**dataclasses.asdict(bp.risk)),
+            "day": np.asarray(ts).astype("datetime64[D]").astype(np.int64)}
 
 
 def edge_target(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.ndarray],
@@ -207,7 +220,7 @@ def edge_target(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.nda
     flat at the first bar, its overlays applied (``rates``: funding placed on the panel,
     for a drawdown brake's paper run); and what each overlay did."""
     raw = flat_start(targets(bp, panel, features, events))
-    return overlaid(bp, raw, features, bars=_engine_bars(panel, rates, init_cash),
+    return overlaid(bp, raw, features, bars=_engine_bars(panel, rates, init_cash, bp),
                     instruments=instruments)
 
 

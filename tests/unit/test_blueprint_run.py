@@ -302,3 +302,34 @@ def test_study_data_reads_bars_in_time_order_whatever_order_the_table_holds(tmp_
             assert own["ts_open"].is_sorted()
     assert data.bars.height == bars.height
     data.for_blueprint(momentum(), REG.base_minutes)  # the panel accepts them
+
+
+def test_a_blueprints_risk_manager_refuses_and_counts_by_reason():
+    """``risk:`` of a blueprint reaches the engine with the bars' UTC days: a position cap
+    below the blueprint's sizing refuses every entry (``rejected_max_position``), a tight
+    daily loss cap stops some; the metrics count them; the ledger still balances; a blueprint
+    without limits keeps its hash."""
+    from backtest_assets.specs.loader import spec_hash
+    from backtest_assets.specs.models import RiskSpec
+
+    panel, funding = market()
+    feats = {"ret_12": ret_12(panel)}
+    base = momentum()
+    assert spec_hash(dataclasses.replace(base, risk=None)) == spec_hash(base)
+    free = run_blueprint(base, panel, features=feats, events=None, funding=funding,
+                         venue=VENUE, init_cash=100_000.0).metrics.row(0, named=True)
+    assert free["trades"] > 0
+    capped = run_blueprint(
+        dataclasses.replace(base, risk=RiskSpec(max_position_notional=1_000.0)), panel,
+        features=feats, events=None, funding=funding, venue=VENUE,
+        init_cash=100_000.0).metrics.row(0, named=True)
+    assert capped["trades"] == 0 and capped["rejected_max_position"] > 0
+    daily = run_blueprint(
+        dataclasses.replace(base, risk=RiskSpec(daily_loss_cap=0.001)), panel,
+        features=feats, events=None, funding=funding, venue=VENUE,
+        init_cash=100_000.0).metrics.row(0, named=True)
+    assert daily["rejected_daily_loss"] > 0 and daily["trades"] < free["trades"]
+    assert max(free["ledger_residual"], capped["ledger_residual"],
+               daily["ledger_residual"]) < 1e-12
+    with pytest.raises(ValueError, match="daily_loss_cap"):
+        RiskSpec(daily_loss_cap=2.0).validate()

@@ -8,7 +8,9 @@ notional: rejections), ``exits`` (stop-loss, take-profit, time stop) and ``lever
 bankruptcy price: liquidations, insurance-fund forfeits, insufficient margin and blown
 accounts) and ``brackets`` (the same with random margin tiers whose caps fall around the
 positions' notionals: liquidation levels from the tier of the notional there, and orders
-refused above the largest notional the leverage setting allows). On every run the engines
+refused above the largest notional the leverage setting allows) and ``risk`` (the same with
+a pre-trade risk manager: daily loss cap over random UTC days, position, total and leverage
+limits around the positions' notionals). On every run the engines
 agree on every bar to 1e-9 relative and on every trade, and the accounting invariants hold.
 """
 
@@ -21,8 +23,9 @@ import pytest
 from backtest_assets.engine import ExitRules, Instrument, Result, backtest, backtest_reference
 from backtest_assets.engine.core import forward_fill, liquidation_price
 from backtest_assets.engine.ledger import ledger_residual
+from backtest_assets.engine.venue import RiskLimits
 
-REGIMES = ("closed_form", "exchange_rules", "exits", "leverage", "brackets")
+REGIMES = ("closed_form", "exchange_rules", "exits", "leverage", "brackets", "risk")
 SEEDS = range(150)
 SLOW_SEEDS = range(150, 1150)
 RTOL = 1e-9
@@ -34,7 +37,7 @@ def synthetic_case(seed: int, regime: str, bars: int = 240) -> dict:
     t_n, s_n = int(rng.integers(bars // 2, bars)), int(rng.integers(1, 4))
     vol = rng.uniform(0.003, 0.04)
     jump = np.zeros((t_n, s_n))  # at the open: gaps past a leveraged position's bankruptcy
-    if regime in ("leverage", "brackets") and rng.random() < 0.5:
+    if levered_regime(regime) and rng.random() < 0.5:
         at = rng.random((t_n, s_n)) < 0.02
         jump[at] = rng.choice([-1.0, 1.0], at.sum()) * rng.uniform(0.08, 0.3, at.sum())
     ret = rng.standard_t(4, size=(t_n, s_n)) * vol + jump
@@ -53,7 +56,7 @@ def synthetic_case(seed: int, regime: str, bars: int = 240) -> dict:
     # asks for more margin than is left (slippage, price drift): insufficient_margin. The
     # closed_form regime trades at most 1x under a setting of 2 (headroom), so that margin
     # never refuses its orders and the closed form applies.
-    levered = regime in ("leverage", "brackets")
+    levered = regime in ("leverage", "brackets", "risk")
     gross = float(rng.choice([3.0, 10.0])) if levered else 1.0
     max_lev = 2.0 if regime == "closed_form" else gross
     levels = np.array([-1.0, -0.6, -0.25, 0.0, 0.25, 0.6, 1.0]) * gross / s_n
@@ -94,9 +97,24 @@ def synthetic_case(seed: int, regime: str, bars: int = 240) -> dict:
             stop_loss=float(rng.uniform(0.01, 0.1)) if rng.random() < 0.6 else None,
             take_profit=float(rng.uniform(0.01, 0.15)) if rng.random() < 0.6 else None,
             time_stop=int(rng.integers(1, 25)) if rng.random() < 0.5 else None)
-    return {"open_": open_, "high": high, "low": low, "close": close, "target": target,
+    case = {"open_": open_, "high": high, "low": low, "close": close, "target": target,
             "instruments": instruments, "funding": funding, "exits": exits,
             "init_cash": init_cash}
+    if regime == "risk":
+        notional = init_cash * gross / s_n
+        case["day"] = np.arange(t_n) // int(rng.integers(3, 25))
+        case["risk"] = RiskLimits(
+            daily_loss_cap=float(rng.choice([0.01, 0.03, 0.1])),
+            max_position_notional=float(notional * rng.uniform(0.3, 1.5))
+            if rng.random() < 0.5 else None,
+            max_total_notional=float(notional * s_n * rng.uniform(0.3, 1.2))
+            if rng.random() < 0.5 else None,
+            max_leverage=float(rng.uniform(0.5, gross)) if rng.random() < 0.5 else None)
+    return case
+
+
+def levered_regime(regime: str) -> bool:
+    return regime in ("leverage", "brackets", "risk")
 
 
 def with_brackets(rng: np.random.Generator, inst: Instrument, notional: float) -> Instrument:
@@ -190,6 +208,8 @@ def test_fast_engine_matches_reference(regime):
         assert {"zero_qty", "min_notional"} <= rejected
     if regime == "exits":
         assert {"stop_loss", "take_profit", "time_stop"} <= reasons
+    if regime == "risk":
+        assert {"daily_loss", "max_position", "max_total", "max_leverage"} <= rejected
     if regime == "brackets":
         assert "liquidation" in reasons
         assert {"leverage_bracket", "insufficient_margin"} <= rejected

@@ -236,8 +236,8 @@ def test_min_notional_rejection_is_counted_never_resized(run):
     ])
     r = run(**bars, instruments=inst, init_cash=CASH)
     assert r.position[:, 0].tolist() == [0, 0, 0, 2, 0]
-    assert r.rejected == {"zero_qty": 0, "min_notional": 1, "insufficient_margin": 0,
-                          "blown": 0, "leverage_bracket": 0}
+    assert r.rejected == {**dict.fromkeys(REJECT_REASONS, 0), "zero_qty": 0,
+                          "min_notional": 1, "insufficient_margin": 0}
 
 
 def test_lot_and_tick_rounding(run):
@@ -257,8 +257,8 @@ def test_lot_and_tick_rounding(run):
     assert r.cash.tolist() == approx([CASH, CASH, -15.665, 4_985.985, 4_985.985])
     assert r.trades["entry_price"].to_list() == approx([30.05, 29.95])
     assert r.trades["exit_price"][0] == approx(29.95)
-    assert r.rejected == {"zero_qty": 2, "min_notional": 0, "insufficient_margin": 0,
-                          "blown": 0, "leverage_bracket": 0}
+    assert r.rejected == {**dict.fromkeys(REJECT_REASONS, 0), "zero_qty": 2,
+                          "min_notional": 0, "insufficient_margin": 0}
 
 
 def test_blown_account_closes_everything_and_stops_trading(run):
