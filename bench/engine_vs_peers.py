@@ -9,6 +9,11 @@ comes from the same process run on the same 1,051,200 bars:
 - ``a/engine_funding``: the same orders on a perp: 8-hourly funding, isolated margin at a
   leverage setting of 2 with a 0.4 % maintenance rate (initial margin checked on every
   order, liquidation on every bar), default sizing;
+- ``a/engine_venue``: the same perp orders with the venue's rules switched on: Binance's
+  BTCUSDT leverage brackets (the liquidation level from the tier of the notional there,
+  orders refused above the notional the setting allows) and the pre-trade risk manager
+  (daily loss cap 5 % over the minute bars' UTC days, a leverage limit of 1.5, position and
+  total caps), with the ledger rebuilt from the trades checked after the run;
 - ``b/engine_sweep``: case b (100 SMA pairs) with :func:`backtest_assets.engine.sweep`, on all
   threads (2 here), and ``b/engine_sweep_1t`` on one thread (vectorbt's rows are
   single-threaded: compare those two figures with that in mind).
@@ -23,6 +28,7 @@ bench-peers`` creates ``.venv-peers`` from the peers' lock file and runs this sc
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -33,11 +39,14 @@ PEERS = ROOT.parent / "shared" / "bench" / "peers"
 DATA = ROOT / "bench" / ".data"
 sys.path[:0] = [str(PEERS), str(ROOT)]
 
+import backtest_assets  # noqa: E402, F401, I001  (first: it sets numba's cache dir)
 import numba  # noqa: E402
 
 import bench as peers  # noqa: E402  (the peers' bench.py)
 from backtest_assets.engine import Instrument, backtest  # noqa: E402
 from backtest_assets.engine.sweep import sweep  # noqa: E402
+from backtest_assets.engine.venue import RiskLimits  # noqa: E402
+from backtest_assets.specs import load_registry  # noqa: E402
 
 FUNDING_EVERY = 480  # bars of 1 minute: 8 hours
 
@@ -57,7 +66,15 @@ def prep_engine(data: dict) -> dict:
             "spot": Instrument(**fees),
             "perp": Instrument(**fees, max_leverage=2.0, maintenance_margin_rate=0.004,
                                liquidation_fee_rate=0.005),  # setting 2: headroom for 1x
-            "funding": funding}
+            "funding": funding,
+            "venue": dataclasses.replace(
+                Instrument.from_venue("BTCUSDT", load_registry().fees.venues[
+                    "binance_usdm_vip0"], max_leverage=2.0, lot_size=0.0, tick_size=0.0,
+                    min_notional=0.0), taker_bps=peers.FEE * 1e4,
+                slippage_bps=peers.SLIP * 1e4, symbol="SYNTH"),
+            "risk": RiskLimits(daily_loss_cap=0.05, max_leverage=1.5,
+                               max_position_notional=1e12, max_total_notional=1e12),
+            "day": np.arange(len(data["close"])) // 1440}
 
 
 def _case_a(ctx: dict, **kw) -> dict:
@@ -73,6 +90,11 @@ def run_engine(ctx: dict) -> dict:
 
 def run_engine_funding(ctx: dict) -> dict:
     return _case_a(ctx, instruments=ctx["perp"], funding=ctx["funding"])
+
+
+def run_engine_venue(ctx: dict) -> dict:
+    return _case_a(ctx, instruments=ctx["venue"], funding=ctx["funding"], risk=ctx["risk"],
+                   day=ctx["day"])
 
 
 class _PairTargets:
@@ -108,6 +130,8 @@ def engine_impls(args) -> list:
         peers.Impl("a", "engine", "backtest_assets engine (vbt sizing)", prep_engine, run_engine),
         peers.Impl("a", "engine_funding", "engine + funding + isolated margin", prep_engine,
                    run_engine_funding),
+        peers.Impl("a", "engine_venue", "engine + brackets + risk manager", prep_engine,
+                   run_engine_venue),
         peers.Impl("b", "engine_sweep", "engine sweep (all threads)", prep_engine,
                    run_engine_sweep, repeats="sweep_repeats", bars_factor=pairs),
         peers.Impl("b", "engine_sweep_1t", "engine sweep (1 thread)", prep_engine,
