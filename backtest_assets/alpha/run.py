@@ -39,7 +39,7 @@ from backtest_assets.alpha.model import information_coefficient, walk_forward
 from backtest_assets.alpha.panel import UniversePanel, forward_log_returns
 from backtest_assets.alpha.regime import REGIME_NAMES, RegimeRule, gate, regime_series
 from backtest_assets.alpha.signals import SIGNALS
-from backtest_assets.alpha.universe import UniverseRule, snapshot_frame, snapshots
+from backtest_assets.alpha.universe import UniverseRule, snapshots_with_frame
 from backtest_assets.specs.loader import spec_hash
 from backtest_assets.specs.models import AlphaModelSpec, LiquidUniverseSpec, interval_minutes
 
@@ -106,8 +106,7 @@ def run_bundle(spec: AlphaModelSpec, universe: LiquidUniverseSpec, panel: Univer
     if first + h + 1 >= len(panel.ts):
         raise ValueError(f"{spec.name}: {len(panel.ts) // per_day} days cannot hold "
                          f"{spec.first_train_days} days of training and a refit")
-    rule = universe_rule(universe)
-    _, member = snapshots(panel, rule)
+    member, snapshot = snapshots_with_frame(panel, universe_rule(universe))
     values = {n: SIGNALS[n](panel, member) for n in spec.signals}
     x = np.stack([np.where(member, values[n], np.nan) for n in spec.signals], axis=2)
     label = np.where(member, forward_log_returns(panel.open, h), np.nan)
@@ -138,7 +137,7 @@ def run_bundle(spec: AlphaModelSpec, universe: LiquidUniverseSpec, panel: Univer
     events_table = ex.event_expectancy(events, panel, label, horizon=h) \
         if events is not None and events.height else None
     return BundleRun(
-        snapshot=snapshot_frame(panel, rule), signals=signal_frame,
+        snapshot=snapshot, signals=signal_frame,
         regime=pl.DataFrame({"ts": ts, "regime": _names(codes)}),
         model=_model_frame(spec, ts, fits), scores=score_frame,
         expectancy=pl.concat([f.select(pl.lit(n).alias("signal"), pl.all())

@@ -153,13 +153,20 @@ def snapshot_frame(panel: UniversePanel, rule: UniverseRule | None = None,
         (1 = largest ADV among the bar's eligible symbols, null when not eligible); sorted by
         ``(ts, symbol)``. Symbols whose window is not full at a bar have no row there.
     """
-    adv, eligible, rank, top_n = _snapshot(panel, resolve_rule(rule, **params))
+    return snapshots_with_frame(panel, resolve_rule(rule, **params))[1]
+
+
+def snapshots_with_frame(panel: UniversePanel, rule: UniverseRule
+                         ) -> tuple[np.ndarray, pl.DataFrame]:
+    """The membership of :func:`snapshots` and the long frame of :func:`snapshot_frame`
+    from one computation of the ADV and ranks (what the bundle needs of both)."""
+    adv, eligible, rank, top_n = _snapshot(panel, rule)
     member = _members(rank, top_n)
     order = np.argsort(np.asarray(panel.symbols), kind="stable")
     known = np.isfinite(adv[:, order])
     rows, cols = np.nonzero(known)
     cols = order[cols]
-    return pl.DataFrame({
+    return member, pl.DataFrame({
         "ts": pl.Series(panel.ts[rows]).cast(pl.Datetime("us")),
         "symbol": pl.Series(np.asarray(panel.symbols, dtype=object)[cols], dtype=pl.String),
         "adv_usd": pl.Series(adv[rows, cols], dtype=pl.Float64),

@@ -25,7 +25,7 @@ import polars as pl
 
 from backtest_assets.alpha import export
 from backtest_assets.alpha.panel import UniversePanel, panel_from_frames
-from backtest_assets.alpha.run import BundleRun, run_bundle
+from backtest_assets.alpha.run import BundleRun, run_bundle, universe_rule
 from backtest_assets.alpha.signals import SIGNALS
 from backtest_assets.alpha.universe import snapshots
 from backtest_assets.defs.shared import (
@@ -139,8 +139,8 @@ def _checks(run: BundleRun, bars, panel, spec, universe, interval: int, frames
             oos.append(f"{early.height} scores before the first refit {first}")
     cut = len(panel.ts) // 2
     part = panel.rows(0, cut)
-    _, m_full = snapshots(panel, _rule(universe))
-    _, m_part = snapshots(part, _rule(universe))
+    _, m_full = snapshots(panel, universe_rule(universe))
+    _, m_part = snapshots(part, universe_rule(universe))
     pit = [n for n in spec.signals
            if not np.array_equal(SIGNALS[n](panel, m_full)[:cut], SIGNALS[n](part, m_part),
                                  equal_nan=True)]
@@ -155,12 +155,6 @@ def _checks(run: BundleRun, bars, panel, spec, universe, interval: int, frames
                             metadata={"cut": str(panel.ts[cut])}),
         *[schema_result(t, frames[t], MODELS[t]) for t in MODELS],
     ]
-
-
-def _rule(universe):
-    from backtest_assets.alpha.run import universe_rule
-
-    return universe_rule(universe)
 
 
 @dg.multi_asset(
