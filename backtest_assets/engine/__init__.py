@@ -5,7 +5,7 @@ in :mod:`backtest_assets.engine.core`."""
 
 from backtest_assets.engine.core import EXIT_REASONS, REJECT_REASONS, Result, backtest
 from backtest_assets.engine.reference import backtest_reference
-from backtest_assets.engine.venue import ExitRules, Instrument
+from backtest_assets.engine.venue import Bracket, ExitRules, Instrument, RiskLimits
 
-__all__ = ["EXIT_REASONS", "REJECT_REASONS", "ExitRules", "Instrument", "Result", "backtest",
-           "backtest_reference"]
+__all__ = ["EXIT_REASONS", "REJECT_REASONS", "Bracket", "ExitRules", "Instrument", "Result",
+           "RiskLimits", "backtest", "backtest_reference"]

@@ -112,13 +112,35 @@ at their price: a stop set just short of the liquidation price and filled with s
 land past the bankruptcy price and lose that slippage on top. Funding is paid from cash, not
 from the posted margin, so it does not move the liquidation price.
 
+Margin tiers (``Instrument.brackets``: Binance's leverage brackets, Bybit's risk limits).
+The maintenance margin of a position of notional N is ``N * mmr_k - amount_k`` in the tier
+k with ``cap_{k-1} <= N < cap_k`` (continuous across tiers). It is taken at the price, so
+the liquidation price is the tier-k level ``(entry * (1 - 1/L) - amount_k / |qty|) / (1 -
+mmr_k)`` (long; ``(entry * (1 + 1/L) + amount_k / |qty|) / (1 + mmr_k)`` short) of the
+one tier whose range holds ``|qty| * level`` (a long's tier falls as the price does, a
+short's rises); fixed at the fill like the single-rate level, which is the one-tier case
+(``amount = 0``). An order that opens, increases or reverses a position whose ``|qty| *
+fill`` exceeds the cap of the last tier allowing the leverage setting is refused
+(``leverage_bracket``).
+
+Risk manager (``RiskLimits``, pre-trade; off by default). For an order that opens,
+increases or reverses a position, after the venue's refusals above and before the margin
+check, in this order: ``daily_loss`` while halted (the equity at an open or a close has
+fallen ``daily_loss_cap`` below the equity at the first open of its UTC day; a new UTC day
+resets the reference and lifts the halt); ``max_position`` when ``|qty| * fill`` exceeds
+the position limit; ``max_total`` when that plus every other symbol's ``|qty| * price`` at
+this open (the last close without a bar; the symbols before it have already filled)
+exceeds the total limit; ``max_leverage`` when that total exceeds the limit times the
+equity the open sizes from. A refused order is counted, never resized.
+
 Blown account. If the equity at an open (after funding and exits) or at a close is <= 0,
 every position is closed at that price (market order: slippage and fee), and no order is
 filled afterwards (each one is counted as rejected ``blown``).
 
 Order of events in bar t: funding; open-time exits (liquidation, stop, take-profit, time
-stop); blown check at the open; orders decided at t-1; intrabar liquidation, then stop,
-then take-profit; blown check at the close.
+stop); blown check at the open; the daily loss cap's check at the open; orders decided at
+t-1; intrabar liquidation, then stop, then take-profit; blown check at the close; the
+daily loss cap's check at the close.
 
 Paths. Without exit rules and lot rounding, every step is linear in the state (cash,
 positions) given the side of each fill, so the trade bars are accounted in closed form: one

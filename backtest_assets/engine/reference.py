@@ -9,14 +9,16 @@ Everything at bar t is resolved before bar t+1, in this order:
 2. open-time exits of positions held into the open: liquidation (open beyond the
    liquidation price: closed at that price), stop-loss and take-profit (open beyond the
    level: filled at the open), time stop (the position is ``time_stop`` bars old);
-3. blown check on the equity at the open;
+3. blown check on the equity at the open, then the daily loss cap's (a new UTC day resets
+   its reference equity to this one);
 4. orders decided at the close of t-1, all sized from the equity of step 3 (with
    ``long_sizing="cash"`` a buy is then capped by the cash left at that point); an order
    opening or adding to an isolated position must find its initial margin and its fee in
-   that equity less the margin the other symbols' positions hold at that point;
+   that equity less the margin the other symbols' positions hold at that point, after the
+   venue's bracket limit and the risk manager's refusals (in that order);
 5. intrabar exits of every position (new ones included): liquidation at the extreme, then
    stop-loss, then take-profit; a liquidation takes the position's whole posted margin;
-6. marks at the close, blown check on the equity at the close;
+6. marks at the close, blown check on the equity at the close, then the daily loss cap's;
 7. targets decided at the close of t (orders for t+1).
 
 Slow by design (several microseconds per bar and symbol): use it on small inputs.
