@@ -41,7 +41,7 @@ BACKTEST_CHECKS = [
     }),
 ]
 
-# The ledger rebuilt from the trades balances to ~1e-15 of the capital (float rounding).
+# The ledger rebuilt from the trades balances to within 1e-13 of the capital (float rounding).
 LEDGER_TOL = 1e-9
 
 TRADES_MODEL = pa.DataFrameSchema({
