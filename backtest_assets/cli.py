@@ -246,8 +246,6 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
         raise SystemExit(f"{start}..{end} is outside the partitions {first}..{last} (the "
                          "universe's start_date to yesterday UTC, or its end_date)")
     runner = Runner(instance, resources_config, quiet, verbose)
-    # the symbols listed by now become partitions of the dynamic symbol dimension
-    register_listed_symbols(runner.instance, source=runner.source_kind)
     calendar = universe_listings(runner.source_kind)
     served = [x.symbol for x in calendar]
     # default: the spec's listed symbols (the generated cross-section is asked for by name)
@@ -256,6 +254,9 @@ def run(start: dt.date, end: dt.date, symbols: Sequence[str] | None, *,
     if unserved := [s for s in chosen if s not in served]:
         raise SystemExit(f"{', '.join(unserved)}: not served by the {runner.source_kind} "
                          "source (specs/universe.yaml's generated symbols are synthetic only)")
+    # the symbols listed by now become partitions of the dynamic symbol dimension (of the
+    # generated cross-section, those asked for)
+    register_listed_symbols(runner.instance, source=runner.source_kind, generated=chosen)
     # each symbol's keys within its listing: no day before it lists or after it delists
     windows = data_windows(start, end, research=research)
     requested = {a: trading_keys(calendar, lo, hi, chosen) for a, (lo, hi) in windows.items()}

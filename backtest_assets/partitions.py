@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
+from collections.abc import Collection
 
 import dagster as dg
 
@@ -57,22 +58,31 @@ def registered_symbols(instance: dg.DagsterInstance) -> list[str]:
 
 
 def symbols_to_register(instance: dg.DagsterInstance, *, through: dt.date | None = None,
-                        source: str | None = None) -> list[str]:
+                        source: str | None = None,
+                        generated: bool | Collection[str] = False) -> list[str]:
     """The symbols listed by ``through`` (default: the last partition day, or the universe's
-    start before it has one) that are not partitions yet, in listing order."""
+    start before it has one) that are not partitions yet, in listing order.
+
+    The generated cross-section is opt-in (``generated``: True for all of it, or the names
+    a run asks for): 23 more symbols multiply every date x symbol asset's partitions, which
+    the daemon's automation and the UI evaluate on every tick."""
     from backtest_assets.sources.listings import listed_by
 
     day = through or last_partition_day() or UNIVERSE.start_date
     have = set(registered_symbols(instance))
-    calendar = sorted(universe_listings(source), key=lambda x: x.first_day)  # stable
+    wanted = set(UNIVERSE.generated_names) if generated is True else set(generated or ())
+    calendar = sorted((x for x in universe_listings(source)
+                       if x.symbol not in UNIVERSE.generated_names or x.symbol in wanted),
+                      key=lambda x: x.first_day)  # stable: universe order within a day
     return [s for s in listed_by(calendar, day) if s not in have]
 
 
 def register_listed_symbols(instance: dg.DagsterInstance, *, through: dt.date | None = None,
-                            source: str | None = None) -> list[str]:
+                            source: str | None = None,
+                            generated: bool | Collection[str] = False) -> list[str]:
     """Add the symbols listed by ``through`` as symbol partitions (never removes one);
-    returns the new ones."""
-    new = symbols_to_register(instance, through=through, source=source)
+    returns the new ones. ``generated``: as :func:`symbols_to_register`."""
+    new = symbols_to_register(instance, through=through, source=source, generated=generated)
     if new:
         instance.add_dynamic_partitions(SYMBOL_PARTITIONS, new)
     return new

@@ -222,11 +222,13 @@ def blueprint_partitions_sensor(context: dg.SensorEvaluationContext,
     minimum_interval_seconds=5 * 60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Symbols become partitions of the dynamic symbol dimension on their listing "
-                "day (specs/universe.yaml); delisted ones stay, with their history.",
+                "day (specs/universe.yaml; its generated cross-section only with "
+                "BACKTEST_GENERATED_SYMBOLS=1); delisted ones stay, with their history.",
 )
 def symbol_listings_sensor(context: dg.SensorEvaluationContext,
                            market_source: MarketSourceResource):
-    new = symbols_to_register(context.instance, source=market_source.kind)
+    new = symbols_to_register(context.instance, source=market_source.kind,
+                              generated=market_source.registers_generated)
     if not new:
         return dg.SkipReason(f"every listed symbol is a partition "
                              f"({len(registered_symbols(context.instance))})")

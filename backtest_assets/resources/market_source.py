@@ -35,6 +35,16 @@ class MarketSourceResource(dg.ConfigurableResource):
     futures_api_url: str = "https://fapi.binance.com"
     max_retries: int = 4
     rest_fallback_days: int = 2
+    # whether the daemon's listings sensor registers specs/universe.yaml's generated
+    # cross-section too (the CLI registers those a run asks for); default
+    # $BACKTEST_GENERATED_SYMBOLS == "1"
+    generated_symbols: bool | None = None
+
+    @property
+    def registers_generated(self) -> bool:
+        if self.generated_symbols is not None:
+            return self.generated_symbols
+        return os.environ.get("BACKTEST_GENERATED_SYMBOLS", "") == "1"
 
     @property
     def kind(self) -> str:

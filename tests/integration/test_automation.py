@@ -111,7 +111,8 @@ def test_symbols_become_partitions_as_they_list_and_the_schedule_asks_for_the_tr
     with dg.instance_for_test(temp_dir=str(tmp_path)) as inst:
         def tick(day: dt.date):
             context = dg.build_sensor_context(instance=inst, resources={
-                "market_source": MarketSourceResource(market_source="synthetic")})
+                "market_source": MarketSourceResource(market_source="synthetic",
+                                                      generated_symbols=True)})
             with patch_last_day(day):
                 return sensor.evaluate_tick(context)
 
@@ -126,7 +127,7 @@ def test_symbols_become_partitions_as_they_list_and_the_schedule_asks_for_the_tr
         assert late.symbol in more.partition_keys
         inst.add_dynamic_partitions(SYMBOL_PARTITIONS, list(more.partition_keys))
         with patch_last_day(gone.last_day + dt.timedelta(days=30)):
-            register_listed_symbols(inst, source="synthetic")
+            register_listed_symbols(inst, source="synthetic", generated=True)
         assert gone.symbol in registered_symbols(inst)  # delisted: kept, with its history
         assert tick(dt.date(2024, 6, 1)).dynamic_partitions_requests == []  # nothing new
         # the schedule the day after the delisting: every trading symbol, not the delisted one
@@ -136,6 +137,20 @@ def test_symbols_become_partitions_as_they_list_and_the_schedule_asks_for_the_tr
         asked = {k for r in reqs for k in keys_of_tags(dict(r.tags), registered_symbols(inst))}
         assert asked == {(day, x.symbol) for x in calendar if x.trades_on(day)}
         assert (day, gone.symbol) not in asked and len(asked) > 20
+
+
+def test_the_generated_cross_section_is_registered_only_when_asked_for(tmp_path):
+    """Without BACKTEST_GENERATED_SYMBOLS the listings sensor registers the spec's listed
+    symbols only (23 more would multiply every date x symbol asset's partitions)."""
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as inst:
+        context = dg.build_sensor_context(instance=inst, resources={
+            "market_source": MarketSourceResource(market_source="synthetic",
+                                                  generated_symbols=False)})
+        (added,) = automation.symbol_listings_sensor.evaluate_tick(
+            context).dynamic_partitions_requests
+        assert list(added.partition_keys) == SYMBOLS
+        assert register_listed_symbols(inst, source="synthetic",
+                                       generated=["S03USDT"]) == [*SYMBOLS, "S03USDT"]
 
 
 def patch_last_day(day: dt.date):
