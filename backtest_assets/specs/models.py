@@ -407,12 +407,20 @@ class SymbolRules:
     # venue's single maintenance_margin_rate. Left out of the hash while empty.
     brackets: tuple[tuple[float, float, float, float], ...] = dataclasses.field(
         default=(), metadata={"omit_if_default": True})
+    # Hours between funding prints as the venue publishes them for the symbol (Bybit's
+    # instruments-info fundingInterval, in minutes there); None: not stated. Informational:
+    # the funding audit takes the interval from the prints. Left out of the hash while None.
+    funding_interval_hours: float | None = dataclasses.field(
+        default=None, metadata={"omit_if_default": True})
 
     def validate(self) -> None:
         for name in ("lot_size", "tick_size", "min_notional"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name}: {value} is not a finite number >= 0")
+        hours = self.funding_interval_hours
+        if hours is not None and not (math.isfinite(hours) and 0 < hours <= 24):
+            raise ValueError(f"funding_interval_hours: {hours} is out of range (0, 24]")
         from backtest_assets.engine.venue import Bracket, Instrument
 
         if self.brackets:  # the engine's rules: increasing caps, continuous maintenance
