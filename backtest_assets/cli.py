@@ -207,8 +207,9 @@ class Runner:
 
 
 # The date x symbol assets in dependency order, and the job each one runs in.
-MARKET_ASSETS = ("raw_perp_klines_1m", "raw_spot_klines_1m", "raw_funding_rates",
-                 "raw_open_interest", "bars_1m", "bars_5m", "bars_15m")
+MARKET_ASSETS = ("raw_perp_klines_1m", "raw_spot_klines_1m", "raw_mark_price_klines_1m",
+                 "raw_premium_index_klines_1m", "raw_funding_rates", "raw_open_interest",
+                 "bars_1m", "bars_5m", "bars_15m")
 RESEARCH_ASSETS = ("pit_features", "forward_labels", "event_table")
 
 

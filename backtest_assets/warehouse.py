@@ -10,6 +10,10 @@ the boxes' rows, ``INSERT BY NAME`` the frame, and replace the rows of any side 
 (quarantine, file manifests) keyed by the same partitions. A killed or failed write leaves
 the previous partition contents whole. Values reach SQL only as registered Arrow tables or
 parameters; identifiers are checked against a strict pattern first.
+
+A frame whose columns differ from its table's is refused ("drop or migrate the table"),
+except for the columns :data:`ADDED_COLUMNS` lists: a table written before they existed gains
+them (null in the rows it keeps) in the same transaction as the write that brings them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +32,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from backtest_assets.core.bars import ADDED_COLUMNS as _BAR_COLUMNS_ADDED
 from backtest_assets.core.lineage import (
     LINEAGE_SCHEMA,
     LINEAGE_TABLE,
@@ -37,6 +42,10 @@ from backtest_assets.core.lineage import (
 )
 
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# Columns a table gained after warehouses were written with it, by table: an older table gains
+# them on its next write instead of refusing it (its other rows read null there until rebuilt).
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = dict.fromkeys(
+    ("bars_1m", "bars_5m", "bars_15m"), _BAR_COLUMNS_ADDED)
 _LOCK_ERROR = "Could not set lock"
 # DuckDB names the holder: "Conflicting lock is held in /usr/bin/python3 (PID 2563)".
 _LOCK_HOLDER = re.compile(r"held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
@@ -289,6 +298,7 @@ class Warehouse:
                 self._check_inside(conn, table, layout)
             conn.begin()
             try:
+                self._add_columns(conn, table, "_incoming", ADDED_COLUMNS.get(table, ()))
                 self._ensure_table(conn, table, "_incoming")
                 self._delete(conn, table, layout, boxes)
                 self._insert(conn, table, "_incoming")
@@ -462,8 +472,11 @@ class Warehouse:
                 "nothing was written (drop or migrate the table)"
             )
 
-    def _add_columns(self, conn: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
-        """Add to an existing side table the (nullable) columns ``source`` has and it lacks.
+    def _add_columns(self, conn: duckdb.DuckDBPyConnection, table: str, source: str,
+                     only: Collection[str] | None = None) -> None:
+        """Add to an existing table the (nullable) columns ``source`` has and it lacks: every
+        such column of a side table, and of a partitioned table those in ``only``
+        (:data:`ADDED_COLUMNS`).
 
         Side tables (manifests) only ever gain columns, and a warehouse written before a
         column existed keeps its rows, with nulls there.
@@ -474,7 +487,7 @@ class Warehouse:
         if not have:
             return
         for name, dtype, *_ in conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall():  # noqa: S608
-            if name not in have:
+            if name not in have and (only is None or name in only):
                 conn.execute(f"ALTER TABLE {ident(table)} ADD COLUMN {ident(name)} {dtype}")
 
     def _delete(self, conn: duckdb.DuckDBPyConnection, table: str, layout: PartitionLayout,

@@ -10,6 +10,7 @@ from backtest_assets.warehouse import Box, PartitionLayout, Warehouse
 
 _TABLES = {  # table -> (time column, slot minutes or None for irregular rows)
     "raw_perp_klines_1m": ("ts_open", 1), "raw_spot_klines_1m": ("ts_open", 1),
+    "raw_mark_price_klines_1m": ("ts_open", 1), "raw_premium_index_klines_1m": ("ts_open", 1),
     "raw_funding_rates": ("ts", None), "raw_open_interest": ("ts", 5),
     "bars_1m": ("ts_open", 1), "bars_5m": ("ts_open", 5), "bars_15m": ("ts_open", 15),
     "pit_features": ("ts_open", None), "forward_labels": ("ts_open", None),

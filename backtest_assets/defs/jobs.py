@@ -12,8 +12,8 @@ from backtest_assets.resources import (
 )
 
 # The daily-ingested assets, and the name of their freshness checks (defs.automation).
-INGEST_ASSETS = ("raw_perp_klines_1m", "raw_spot_klines_1m", "raw_funding_rates",
-                 "raw_open_interest")
+INGEST_ASSETS = ("raw_perp_klines_1m", "raw_spot_klines_1m", "raw_mark_price_klines_1m",
+                 "raw_premium_index_klines_1m", "raw_funding_rates", "raw_open_interest")
 FRESHNESS_CHECK = "yesterday_ingested"
 
 market_data_job = dg.define_asset_job(

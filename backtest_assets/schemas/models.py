@@ -3,7 +3,9 @@
 Columns and dtypes come from :mod:`backtest_assets.core.frames`, so a layout is written once.
 Value checks carry the name of the asset check they feed (``positive_prices``,
 ``non_negative_volumes``, ``ohlc_sanity``); everything else a model finds (missing or extra
-columns, dtypes, nulls) reports under ``schema``.
+columns, dtypes, nulls) reports under ``schema``. The bars' mark price columns report under
+the same names (``positive_prices`` where present; ``ohlc_sanity`` for their order and for
+their presence agreeing with ``market`` and ``n_mark_bars``).
 """
 
 from __future__ import annotations
@@ -50,12 +52,37 @@ _OHLC = pa.Check(_ohlc_ok, name="ohlc_sanity")
 
 RAW_KLINES = pa.DataFrameSchema(_columns(KLINE_SCHEMA), checks=[_OHLC], strict=True,
                                 name="raw_klines_1m")
+# The premium index is a signed rate, not a price: no positive_prices, the rest as klines.
+RAW_PREMIUM_KLINES = pa.DataFrameSchema(
+    {**_columns(KLINE_SCHEMA), **{c: pa.Column(pl.Float64) for c in PRICE_COLS}},
+    checks=[_OHLC], strict=True, name="raw_premium_index_klines_1m")
+
+MARK_COLS = ("mark_open", "mark_high", "mark_low", "mark_close")
+
+
+def _mark_ok(data: pa.PolarsData) -> pl.LazyFrame:
+    """Mark OHLC ordered where present; on perp rows present iff ``0 < n_mark_bars`` (which is
+    at most ``n_source_bars``); absent on spot rows, with ``n_mark_bars`` null."""
+    o, h, lo, c = (pl.col(x) for x in MARK_COLS)
+    n = pl.col("n_mark_bars")
+    present = pl.all_horizontal(pl.col(x).is_not_null() for x in MARK_COLS)
+    absent = pl.all_horizontal(pl.col(x).is_null() for x in MARK_COLS)
+    ordered = ((lo <= o) & (lo <= c) & (o <= h) & (c <= h)).fill_null(True)
+    perp_ok = n.is_not_null() & (n <= pl.col("n_source_bars")) & pl.when(n > 0).then(
+        present).otherwise(absent)
+    return data.lazyframe.select(
+        ordered & pl.when(pl.col("market") == "perp").then(perp_ok)
+        .otherwise(n.is_null() & absent).fill_null(False))
+
 
 BARS = pa.DataFrameSchema(
     {**_columns(BAR_SCHEMA),
      "market": pa.Column(pl.String, pa.Check.isin(["perp", "spot"])),
-     "n_source_bars": pa.Column(pl.Int32, pa.Check.ge(1))},
-    checks=[_OHLC, pa.Check(
+     "n_source_bars": pa.Column(pl.Int32, pa.Check.ge(1)),
+     **{c: pa.Column(pl.Float64, _named("positive_prices", lambda c: (c > 0).fill_null(True)),
+                     nullable=True) for c in MARK_COLS},
+     "n_mark_bars": pa.Column(pl.Int32, pa.Check.ge(0), nullable=True)},
+    checks=[_OHLC, pa.Check(_mark_ok, name="ohlc_sanity"), pa.Check(
         lambda d: d.lazyframe.select(pl.col("ts_close") > pl.col("ts_open")),
         name="ts_close_after_ts_open")],
     strict=True, name="bars",

@@ -70,6 +70,16 @@ class MarketDataSource(Protocol):
         """1-minute klines of ``day`` (UTC) in :data:`KLINE_SCHEMA`, sorted by ``ts_open``."""
         ...
 
+    def mark_klines_1m(self, symbol: str, day: dt.date) -> SourceBatch:
+        """USD-M 1-minute mark price klines of ``day`` in :data:`KLINE_SCHEMA` (volumes 0,
+        ``trade_count`` the number of mark samples), sorted by ``ts_open``."""
+        ...
+
+    def premium_klines_1m(self, symbol: str, day: dt.date) -> SourceBatch:
+        """USD-M 1-minute premium index klines of ``day`` in :data:`KLINE_SCHEMA`: a signed
+        rate, (mark-side price - index) / index, not a price; volumes 0."""
+        ...
+
     def funding_rates(self, symbol: str, day: dt.date) -> SourceBatch:
         """Funding rates fixed during ``day`` in :data:`FUNDING_SCHEMA`, sorted by ``ts``."""
         ...

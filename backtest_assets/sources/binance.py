@@ -7,6 +7,11 @@ URL) and parses them with :mod:`backtest_assets.sources.binance_csv`. Days the a
 not published yet (within ``rest_fallback_days`` of today) are read from the REST API
 instead, and its raw JSON responses are kept under ``data_root/raw/rest/``.
 
+The USD-M mark price and premium index klines (``markPriceKlines``, ``premiumIndexKlines``)
+are klines of another archive folder and REST path: they go through the same download,
+checksum, parsing and quarantine code as the klines (:meth:`BinanceSource.klines` with
+``dataset=``); only the premium index, a signed rate, skips the positive-price rule.
+
 Raw bytes are never lost: a file replaced upstream keeps its old version as
 ``<name>.superseded-<sha256[:12]>``, and bytes that fail the checksum are kept under
 ``data_root/raw/_rejected/``. A file refused whole raises with its ``rejected`` record (status
@@ -67,6 +72,24 @@ _USER_AGENT = "backtest-assets/0.1 (+urllib)"
 # Transient by Binance's own description: 429 = slow down, 418 = IP banned for a while.
 _RETRY_4XX = frozenset({418, 429})
 _Parse = Callable[[bytes, str], tuple[pl.DataFrame, list[QuarantineRecord]]]
+
+
+@dataclass(frozen=True)
+class _KlineDataset:
+    """A kline archive folder: its USD-M REST path and whether its values are a signed rate."""
+
+    futures_rest: str
+    signed: bool = False
+
+
+KlineDataset = Literal["klines", "markPriceKlines", "premiumIndexKlines"]
+_KLINE_DATASETS: dict[str, _KlineDataset] = {
+    "klines": _KlineDataset("/fapi/v1/klines"),
+    "markPriceKlines": _KlineDataset("/fapi/v1/markPriceKlines"),
+    "premiumIndexKlines": _KlineDataset("/fapi/v1/premiumIndexKlines", signed=True),
+}
+# What ingest reads of a perp day besides its klines (the archive sensor waits for them).
+_PERP_DAILY_KLINES: tuple[KlineDataset, ...] = ("markPriceKlines", "premiumIndexKlines")
 
 
 @dataclass(frozen=True)
@@ -159,7 +182,13 @@ class BinanceSource:
     # ------------------------------------------------------------------------ public API
 
     def klines(
-        self, market: Market, symbol: str, interval: str, period: dt.date | str
+        self,
+        market: Market,
+        symbol: str,
+        interval: str,
+        period: dt.date | str,
+        *,
+        dataset: KlineDataset = "klines",
     ) -> SourceBatch:
         """Klines of one archive file: a day (``date`` or ``"YYYY-MM-DD"``) or a month.
 
@@ -173,6 +202,10 @@ class BinanceSource:
             Binance kline interval, e.g. ``"1m"`` or ``"1h"``.
         period
             A date for the daily file, or ``"YYYY-MM"`` for the monthly file.
+        dataset
+            The archive folder: ``"klines"`` (last price), or for ``"perp"`` only
+            ``"markPriceKlines"`` and ``"premiumIndexKlines"`` (same 12 columns, volumes 0;
+            the premium index is a signed rate: zero and negative values are kept).
 
         Returns
         -------
@@ -183,7 +216,8 @@ class BinanceSource:
         Raises
         ------
         InvalidKeyError
-            A market, symbol, interval or period that is not a plain key (before any I/O).
+            A market, symbol, interval, period or dataset that is not a plain key (before any
+            I/O).
         BinanceDataError
             Checksum mismatch, corrupt zip, malformed file or failed download. For the first
             three its ``rejected`` is the file's manifest record (status ``rejected``, the
@@ -193,8 +227,9 @@ class BinanceSource:
         market = _validate_market(market)
         interval = _validate_interval(interval)
         span = _parse_period(period)
-        rel = _klines_path(market, symbol, interval, span)
-        partition = f"{market}/klines/{symbol}/{interval}/{span.label}"
+        spec = _validate_dataset(dataset, market)
+        rel = _klines_path(market, symbol, interval, span, dataset)
+        partition = f"{market}/{dataset}/{symbol}/{interval}/{span.label}"
 
         def parse(data: bytes, source_file: str) -> tuple[pl.DataFrame, list[QuarantineRecord]]:
             return parse_klines_csv(
@@ -205,6 +240,7 @@ class BinanceSource:
                 period_start=span.start,
                 period_end=span.end,
                 partition=partition,
+                signed=spec.signed,
             )
 
         return self._from_archive(
@@ -213,7 +249,7 @@ class BinanceSource:
             span,
             parse,
             KLINE_SCHEMA,
-            rest=lambda: self._rest_klines(market, symbol, interval, span, partition),
+            rest=lambda: self._rest_klines(market, symbol, interval, span, partition, spec),
         )
 
     def klines_1m(self, market: Market, symbol: str, day: dt.date) -> SourceBatch:
@@ -234,6 +270,16 @@ class BinanceSource:
             As :meth:`klines` with ``interval="1m"``.
         """
         return self.klines(market, symbol, "1m", validate_date(day))
+
+    def mark_klines_1m(self, symbol: str, day: dt.date) -> SourceBatch:
+        """USD-M 1-minute mark price klines of ``day`` (``markPriceKlines``), as
+        :meth:`klines_1m`; volumes are 0, ``trade_count`` the number of mark samples."""
+        return self.klines("perp", symbol, "1m", validate_date(day), dataset="markPriceKlines")
+
+    def premium_klines_1m(self, symbol: str, day: dt.date) -> SourceBatch:
+        """USD-M 1-minute premium index klines of ``day`` (``premiumIndexKlines``), as
+        :meth:`klines_1m`; the values are a signed rate (zero and negative values kept)."""
+        return self.klines("perp", symbol, "1m", validate_date(day), dataset="premiumIndexKlines")
 
     def funding_rates(self, symbol: str, day: dt.date) -> SourceBatch:
         """USD-M funding rates fixed during ``day`` in :data:`FUNDING_SCHEMA`, sorted by ``ts``.
@@ -327,8 +373,9 @@ class BinanceSource:
 
     def published(self, symbol: str, day: dt.date, markets: Sequence[Market]) -> bool:
         """Whether the archive has published every daily file ingest reads for ``symbol`` on
-        ``day`` (1m klines of each market in ``markets``, and the perp's metrics): their
-        ``.CHECKSUM`` files exist. Funding is monthly, so it does not decide a day.
+        ``day`` (1m klines of each market in ``markets``, and the perp's metrics, mark price
+        and premium index klines): their ``.CHECKSUM`` files exist. Funding is monthly, so it
+        does not decide a day.
 
         Raises ``InvalidKeyError`` before any I/O for a bad key, ``BinanceDataError`` for a
         malformed CHECKSUM or a failed request (a 404 is "not yet").
@@ -338,6 +385,7 @@ class BinanceSource:
         rels = [_klines_path(_validate_market(m), symbol, "1m", span) for m in markets]
         if "perp" in markets:
             rels.append(_metrics_path(symbol, span))
+            rels += [_klines_path("perp", symbol, "1m", span, d) for d in _PERP_DAILY_KLINES]
         return all(self._checksum(rel, f"published/{rel}") is not None for rel in rels)
 
     def _from_archive(
@@ -458,10 +506,16 @@ class BinanceSource:
     # ---------------------------------------------------------------------------- REST
 
     def _rest_klines(
-        self, market: Market, symbol: str, interval: str, span: _Period, partition: str
+        self,
+        market: Market,
+        symbol: str,
+        interval: str,
+        span: _Period,
+        partition: str,
+        spec: _KlineDataset,
     ) -> SourceBatch:
         if market == "perp":
-            api, path, limit = self.futures_api_url, "/fapi/v1/klines", 1500
+            api, path, limit = self.futures_api_url, spec.futures_rest, 1500
         else:
             api, path, limit = self.spot_api_url, "/api/v3/klines", 1000
         pages, files = self._rest_pages(
@@ -480,6 +534,7 @@ class BinanceSource:
             period_start=span.start,
             period_end=span.end,
             partition=partition,
+            signed=spec.signed,
         )
         return _rest_batch(frame, files, quarantine)
 
@@ -612,10 +667,13 @@ class BinanceSource:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _klines_path(market: Market, symbol: str, interval: str, span: _Period) -> str:
+def _klines_path(
+    market: Market, symbol: str, interval: str, span: _Period, dataset: str = "klines"
+) -> str:
     root = "data/futures/um" if market == "perp" else "data/spot"
     frequency = "daily" if span.daily else "monthly"
-    return f"{root}/{frequency}/klines/{symbol}/{interval}/{symbol}-{interval}-{span.label}.zip"
+    name = f"{symbol}-{interval}-{span.label}.zip"
+    return f"{root}/{frequency}/{dataset}/{symbol}/{interval}/{name}"
 
 
 def _metrics_path(symbol: str, span: _Period) -> str:
@@ -634,6 +692,17 @@ def _validate_market(market: object) -> Market:
     if market == "spot":
         return "spot"
     raise InvalidKeyError(f"invalid market {market!r}: expected 'perp' or 'spot'")
+
+
+def _validate_dataset(dataset: object, market: Market) -> _KlineDataset:
+    spec = _KLINE_DATASETS.get(dataset) if isinstance(dataset, str) else None
+    if spec is None:
+        raise InvalidKeyError(
+            f"invalid kline dataset {dataset!r}: expected one of {', '.join(_KLINE_DATASETS)}"
+        )
+    if dataset != "klines" and market != "perp":
+        raise InvalidKeyError(f"{dataset} exist for USD-M futures only, not {market!r}")
+    return spec
 
 
 def _validate_interval(interval: object) -> str:

@@ -193,8 +193,13 @@ def parse_klines_csv(
     period_start: dt.datetime,
     period_end: dt.datetime,
     partition: str | None = None,
+    signed: bool = False,
 ) -> tuple[pl.DataFrame, list[QuarantineRecord]]:
     """Parse a spot or USD-M klines CSV into :data:`KLINE_SCHEMA`.
+
+    The USD-M ``markPriceKlines`` and ``premiumIndexKlines`` files have the same 12 columns
+    (their volumes, quote volumes and taker volumes are 0 and ``count`` is the number of
+    index samples behind the bar) and are parsed here too.
 
     Parameters
     ----------
@@ -210,6 +215,10 @@ def parse_klines_csv(
         The partition's half-open UTC period ``[start, end)``; naive datetimes are UTC.
     partition
         Label of the partition in error messages (default: symbol, interval and period).
+    signed
+        The values are a signed rate, not prices (``premiumIndexKlines``): zero and negative
+        values are kept; every other row check (finite, ``low <= open, close <= high``, ...)
+        still applies.
 
     Returns
     -------
@@ -226,7 +235,7 @@ def parse_klines_csv(
     start, end = _naive_utc(period_start), _naive_utc(period_end)
     label = partition or _partition_label(symbol, interval, start, end)
     fields = _csv_fields(data, source_file=source_file, partition=label, columns=KLINE_COLUMNS)
-    return _klines_from_fields(fields, symbol, interval, start, end, label)
+    return _klines_from_fields(fields, symbol, interval, start, end, label, signed=signed)
 
 
 def parse_klines_json(
@@ -237,15 +246,18 @@ def parse_klines_json(
     period_start: dt.datetime,
     period_end: dt.datetime,
     partition: str | None = None,
+    signed: bool = False,
 ) -> tuple[pl.DataFrame, list[QuarantineRecord]]:
     """Parse REST ``/api/v3/klines`` or ``/fapi/v1/klines`` pages into :data:`KLINE_SCHEMA`.
+
+    ``/fapi/v1/markPriceKlines`` and ``/fapi/v1/premiumIndexKlines`` answer the same rows.
 
     Parameters
     ----------
     pages
         ``(source_file, response_bytes)`` in request order; each body is a JSON array of
         12-element kline arrays.
-    symbol, interval, period_start, period_end, partition
+    symbol, interval, period_start, period_end, partition, signed
         As in :func:`parse_klines_csv`.
 
     Returns
@@ -260,7 +272,7 @@ def parse_klines_json(
         return row if isinstance(row, list) and len(row) == len(KLINE_COLUMNS) else None
 
     fields = _json_fields(pages, columns=KLINE_COLUMNS, values=values, partition=label)
-    return _klines_from_fields(fields, symbol, interval, start, end, label)
+    return _klines_from_fields(fields, symbol, interval, start, end, label, signed=signed)
 
 
 def parse_funding_csv(
@@ -617,6 +629,8 @@ def _klines_from_fields(
     start: dt.datetime,
     end: dt.datetime,
     partition: str,
+    *,
+    signed: bool = False,
 ) -> _Rows:
     if interval not in KLINE_INTERVALS:
         raise ValueError(
@@ -630,7 +644,7 @@ def _klines_from_fields(
         typed,
         ts="ts_open",
         time_name="open_time",
-        reasons=_kline_reasons(interval),
+        reasons=_kline_reasons(interval, signed=signed),
         start=start,
         end=end,
     )
@@ -647,13 +661,16 @@ def _klines_from_fields(
     return frame.cast(KLINE_SCHEMA).set_sorted("ts_open"), quarantine
 
 
-def _kline_reasons(interval: str) -> list[pl.Expr]:
+def _kline_reasons(interval: str, *, signed: bool = False) -> list[pl.Expr]:
     col = pl.col
     finite = pl.all_horizontal(col(name).is_finite() for name in (*_PRICES, *_VOLUMES))
     reasons = [_null_reason(name) for name in ("open_time", "close_time", "count")]
     reasons += [_non_finite_reason(name) for name in (*_PRICES, *_VOLUMES)]
+    if not signed:
+        reasons.append(
+            _reason(pl.any_horizontal(col(p) <= 0 for p in _PRICES), "non-positive price")
+        )
     reasons += [
-        _reason(pl.any_horizontal(col(p) <= 0 for p in _PRICES), "non-positive price"),
         _reason(finite & (col("high") < col("low")), "high < low"),
         _reason(
             finite

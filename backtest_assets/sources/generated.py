@@ -14,6 +14,11 @@ wraps. What it serves:
 - **funding**: the generator's 8-hourly prints fixed during the day (00:00, 08:00, 16:00
   UTC) while the symbol trades (after its listing bar, before its delisting bar), with
   ``mark_price`` the open of the bar at the print (null in a gap).
+- **mark price and premium index klines** (perp): at the minutes the symbol has last-price
+  bars, from them as :func:`~backtest_assets.sources.synthetic.mark_and_premium` makes them
+  for the synthetic source (the mark: last less a mean-reverting 1 bp deviation, half the
+  wicks), seeded by the block's seed, the symbol and the day. Without spot, the index is the
+  last price itself: the premium index is ``mark / last − 1``.
 - **no spot, no open interest**: both ``missing`` (the generator draws neither).
 
 The generator's market symbol (its index 0) drives the generated symbols' common factor and
@@ -36,6 +41,7 @@ from backtest_assets.core.frames import FUNDING_SCHEMA, KLINE_SCHEMA, OPEN_INTER
 from backtest_assets.core.keys import validate_date
 from backtest_assets.sources.base import Market, MarketDataSource, SourceBatch
 from backtest_assets.sources.synthetic import generated_batch as _batch
+from backtest_assets.sources.synthetic import mark_and_premium, mark_deviation
 from backtest_assets.sources.synthetic import missing_batch as _missing
 from backtest_assets.sources.synthetic_universe import (
     SyntheticUniverse,
@@ -82,15 +88,10 @@ class GeneratedUniverseSource:
             return self.other.klines_1m(market, symbol, day)
         day = validate_date(day)
         url = self._url(market, "klines_1m", symbol, day)
-        rows = self._day_rows(day)
-        if market != "perp" or rows is None:
+        t = self._bar_rows(symbol, day) if market == "perp" else None
+        if t is None:
             return _missing(url, KLINE_SCHEMA)
-        p = self._universe().panel
-        s = self._index[symbol]
-        have = np.isfinite(p.close[rows, s])
-        if not have.any():
-            return _missing(url, KLINE_SCHEMA)
-        t = np.arange(rows.start, rows.stop)[have]
+        p, s = self._universe().panel, self._index[symbol]
         o, h, lo, c = p.open[t, s], p.high[t, s], p.low[t, s], p.close[t, s]
         qv, taker = p.quote_volume[t, s], p.taker_buy_quote_volume[t, s]
         typical = (o + h + lo + c) / 4
@@ -100,6 +101,41 @@ class GeneratedUniverseSource:
             "trade_count": np.maximum(1, np.ceil(qv / _TRADE_SIZE_USD)).astype(np.int64),
             "taker_buy_volume": taker / typical, "taker_buy_quote_volume": taker})
         return _batch(url, frame, symbol, KLINE_SCHEMA)
+
+    def mark_klines_1m(self, symbol: str, day: dt.date) -> SourceBatch:
+        if symbol not in self._index:
+            return self.other.mark_klines_1m(symbol, day)
+        return self._index_klines("mark_klines_1m", symbol, validate_date(day))
+
+    def premium_klines_1m(self, symbol: str, day: dt.date) -> SourceBatch:
+        if symbol not in self._index:
+            return self.other.premium_klines_1m(symbol, day)
+        return self._index_klines("premium_klines_1m", symbol, validate_date(day))
+
+    def _index_klines(self, dataset: str, symbol: str, day: dt.date) -> SourceBatch:
+        url = self._url("perp", dataset, symbol, day)
+        t = self._bar_rows(symbol, day)
+        if t is None:
+            return _missing(url, KLINE_SCHEMA)
+        p, s = self._universe().panel, self._index[symbol]
+        last = {"open": p.open[t, s], "high": p.high[t, s], "low": p.low[t, s],
+                "close": p.close[t, s]}
+        minute = t - (day - self.start).days * _MINUTES_PER_DAY
+        e = mark_deviation(self.spec.seed, symbol, day)
+        mark, premium = mark_and_premium(last, (e[minute], e[minute + 1]),
+                                         (last["open"], last["close"]))
+        bars = mark if dataset == "mark_klines_1m" else premium
+        return _batch(url, pl.DataFrame({"ts_open": p.ts[t], **bars}), symbol, KLINE_SCHEMA)
+
+    def _bar_rows(self, symbol: str, day: dt.date) -> np.ndarray | None:
+        """The panel rows of ``day`` where ``symbol`` has a bar; None when it has none."""
+        rows = self._day_rows(day)
+        if rows is None:
+            return None
+        have = np.isfinite(self._universe().panel.close[rows, self._index[symbol]])
+        if not have.any():
+            return None
+        return np.arange(rows.start, rows.stop)[have]
 
     def funding_rates(self, symbol: str, day: dt.date) -> SourceBatch:
         if symbol not in self._index:

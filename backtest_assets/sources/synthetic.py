@@ -1,11 +1,11 @@
 """Seeded, offline generator of realistic crypto market data (no Dagster here).
 
 :class:`SyntheticSource` answers the :class:`~backtest_assets.sources.base.MarketDataSource`
-protocol with perp and spot 1-minute klines, 8-hourly funding rates and 5-minute open
-interest. The output for ``(seed, symbol, day, dataset)`` is a pure function of those four
-values: it does not depend on what else was generated before, in which order or by which
-instance, yet prices, basis, volatility state and open interest are continuous across
-midnight.
+protocol with perp and spot 1-minute klines, perp mark price and premium index 1-minute
+klines, 8-hourly funding rates and 5-minute open interest. The output for ``(seed, symbol,
+day, dataset)`` is a pure function of those four values: it does not depend on what else was
+generated before, in which order or by which instance, yet prices, basis, volatility state
+and open interest are continuous across midnight.
 
 Two layers
 ----------
@@ -91,6 +91,23 @@ Binance's rule on the premium ``P`` = mean basis of the 8 hours before the fixin
 that time): ``F = I + sign(P − I) · max(|P − I| − 5 bp, 0)``, ``I = 1 bp`` (0.01 %), clipped
 to ±0.0075. Most rates are exactly 0.0001; persistent basis regimes give runs away from it.
 mark_price = the perp price at the fixing minute.
+
+Mark price and premium index (perp, 1-minute klines as Binance's ``markPriceKlines`` and
+``premiumIndexKlines``)
+-------------------------------------------------------------------------------------------
+- The mark is the last price without part of its minute-scale noise: ``log mark = L − e``,
+  ``e`` (last over mark) a mean-reverting AR(1) (φ = 0.9 per minute, stationary sd 1 bp,
+  Gaussian) bridged between midnight anchors drawn from the stationary law, so it is
+  continuous across midnight. Its draws come from their own streams (seed, symbol, 3, day):
+  the other datasets do not change with it. mark open/close = ``exp(L_t − e_t)``,
+  ``exp(L_{t+1} − e_{t+1})``; its wicks are half the last price's (the mark is smoother):
+  high = max(open, close) · (last high / max(last open, last close))^0.5, low alike. So the
+  mark's bar extremes differ from last's in every bar, by a few bp at most.
+- The premium index is ``(mark − index) / index`` with the spot path as the index: open and
+  close ``exp(b_t − e_t) − 1`` (the basis ``b`` above less ``e``), high and low with the
+  mark's (log) wicks: ``exp(max(x_o, x_c) + w↑) − 1``. A signed rate of a few bp.
+- Volumes are 0 and ``trade_count`` is the number of index samples Binance counts (60 for
+  the mark, 12 for the premium index), as in the archive files.
 
 Open interest (5-minute stamps ``j = 0..287``)
 -----------------------------------------------
@@ -250,7 +267,11 @@ _OI_PHI, _OI_NOISE, _OI_BUILD = 0.99, 0.0015, 0.0002
 _FLUSH_THRESHOLD, _FLUSH_PER_SIGMA, _FLUSH_NOISE, _FLUSH_CAP = 2.5, 0.012, 0.3, 0.25
 _RATIO_NOISE = 0.03
 
-_STREAM_ANCHORS, _STREAM_DAY, _STREAM_PROFILE = 0, 1, 2
+# Mark price and premium index
+_MARK_DEV_PHI, _MARK_DEV_SD, _MARK_WICK_SHARE = 0.9, 1e-4, 0.5
+_MARK_SAMPLES, _PREMIUM_SAMPLES = 60, 12  # Binance's count of index samples per 1m bar
+
+_STREAM_ANCHORS, _STREAM_DAY, _STREAM_PROFILE, _STREAM_MARK = 0, 1, 2, 3
 _DAY_CACHE_SIZE = 16
 
 
@@ -662,6 +683,46 @@ def _taker_ratio(bars: dict[str, np.ndarray]) -> np.ndarray:
     return buy / sell
 
 
+def mark_deviation(seed: int, symbol: str, day: dt.date) -> np.ndarray:
+    """``e`` = log(last / mark) at the ``N + 1`` minute boundaries of ``day`` (module
+    docstring, "Mark price and premium index"): a pure function of its arguments."""
+    h, i = _symbol_hash(symbol), (day - _EPOCH).days
+    start, end = (_MARK_DEV_SD * _rng(seed, h, _STREAM_MARK, d, 0).standard_normal()
+                  for d in (i, i + 1))
+    innov = _rng(seed, h, _STREAM_MARK, i, 1).standard_normal(_N)
+    return _ar1_bridge(start, end, _MARK_DEV_SD * np.sqrt(1 - _MARK_DEV_PHI**2) * innov,
+                       _MARK_DEV_PHI)
+
+
+def mark_and_premium(
+    last: dict[str, np.ndarray],
+    deviation: tuple[np.ndarray, np.ndarray],
+    index: tuple[np.ndarray, np.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Mark price and premium index kline columns of the bars ``last`` (open, high, low,
+    close), given ``e`` at each bar's open and close (``deviation``) and the index price
+    at each bar's open and close (``index``); module docstring for the model."""
+    lo, lc = np.log(last["open"]), np.log(last["close"])
+    up = _MARK_WICK_SHARE * np.maximum(np.log(last["high"]) - np.maximum(lo, lc), 0.0)
+    down = _MARK_WICK_SHARE * np.maximum(np.minimum(lo, lc) - np.log(last["low"]), 0.0)
+    mo, mc = lo - deviation[0], lc - deviation[1]
+    xo, xc = mo - np.log(index[0]), mc - np.log(index[1])
+    mark = _sampled_bars(np.exp(mo), np.exp(np.maximum(mo, mc) + up),
+                         np.exp(np.minimum(mo, mc) - down), np.exp(mc), _MARK_SAMPLES)
+    premium = _sampled_bars(np.expm1(xo), np.expm1(np.maximum(xo, xc) + up),
+                            np.expm1(np.minimum(xo, xc) - down), np.expm1(xc), _PREMIUM_SAMPLES)
+    return mark, premium
+
+
+def _sampled_bars(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+                  samples: int) -> dict[str, np.ndarray]:
+    """Kline columns of an index-like series: no volume, ``samples`` per bar."""
+    zero = np.zeros(open_.size)
+    return {"open": open_, "high": high, "low": low, "close": close, "volume": zero,
+            "quote_volume": zero, "trade_count": np.full(open_.size, samples, np.int64),
+            "taker_buy_volume": zero, "taker_buy_quote_volume": zero}
+
+
 def _serialized(frame: pl.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.rechunk().write_ipc(buffer, compression="uncompressed")
@@ -718,6 +779,29 @@ class SyntheticSource:
             return self._missing(url, KLINE_SCHEMA)
         sim = self._day(symbol, day)
         bars = sim.perp if market == "perp" else sim.spot
+        frame = pl.DataFrame({"ts_open": _midnight(day) + _MINUTE_OFFSETS, **bars})
+        return self._batch(url, frame, symbol, KLINE_SCHEMA)
+
+    def mark_klines_1m(self, symbol: str, day: dt.date) -> SourceBatch:
+        """Perp 1-minute mark price klines of ``day``: 1440 rows in :data:`KLINE_SCHEMA`,
+        volumes 0 (module docstring, "Mark price and premium index")."""
+        return self._index_klines("mark_klines_1m", symbol, day)
+
+    def premium_klines_1m(self, symbol: str, day: dt.date) -> SourceBatch:
+        """Perp 1-minute premium index klines of ``day``, (mark − spot) / spot: 1440 rows in
+        :data:`KLINE_SCHEMA`, volumes 0 (module docstring, "Mark price and premium index")."""
+        return self._index_klines("premium_klines_1m", symbol, day)
+
+    def _index_klines(self, dataset: str, symbol: str, day: dt.date) -> SourceBatch:
+        symbol, day = validate_symbol(symbol), validate_date(day)
+        url = self._url("perp", dataset, symbol, day)
+        if not _FIRST_DAY <= day <= _LAST_DAY:
+            return self._missing(url, KLINE_SCHEMA)
+        sim = self._day(symbol, day)
+        e = mark_deviation(self.seed, symbol, day)
+        mark, premium = mark_and_premium(sim.perp, (e[:-1], e[1:]),
+                                         (sim.spot["open"], sim.spot["close"]))
+        bars = mark if dataset == "mark_klines_1m" else premium
         frame = pl.DataFrame({"ts_open": _midnight(day) + _MINUTE_OFFSETS, **bars})
         return self._batch(url, frame, symbol, KLINE_SCHEMA)
 

@@ -7,8 +7,9 @@ from backtest_assets.definitions import defs
 from backtest_assets.partitions import REGISTRY, date_symbol_partitions_def
 
 DATE_SYMBOL_ASSETS = ["bars_15m", "bars_1m", "bars_5m", "event_table", "forward_labels",
-                      "pit_features", "raw_funding_rates", "raw_open_interest",
-                      "raw_perp_klines_1m", "raw_spot_klines_1m"]
+                      "pit_features", "raw_funding_rates", "raw_mark_price_klines_1m",
+                      "raw_open_interest", "raw_perp_klines_1m", "raw_premium_index_klines_1m",
+                      "raw_spot_klines_1m"]
 PHASE2_ASSETS = ["phase2_candidates_raw", "phase2_fdr", "phase2_pvals", "phase2_report"]
 BACKTEST_ASSETS = ["backtest_equity", "backtest_metrics", "backtest_trades"]
 WALKFORWARD_ASSETS = ["walkforward_equity", "walkforward_results", "walkforward_summary"]
@@ -31,7 +32,9 @@ def test_asset_graph_is_pinned():
             for k in graph.get_all_asset_keys()}
     assert deps == {
         "raw_perp_klines_1m": [], "raw_spot_klines_1m": [], "raw_funding_rates": [],
-        "raw_open_interest": [], "bars_1m": ["raw_perp_klines_1m", "raw_spot_klines_1m"],
+        "raw_open_interest": [], "raw_mark_price_klines_1m": [],
+        "raw_premium_index_klines_1m": [],
+        "bars_1m": ["raw_mark_price_klines_1m", "raw_perp_klines_1m", "raw_spot_klines_1m"],
         "bars_5m": ["bars_1m"], "bars_15m": ["bars_1m"],
         "pit_features": ["bars_5m", "raw_funding_rates", "raw_open_interest"],
         "forward_labels": ["bars_5m"], "event_table": ["pit_features"],
@@ -120,7 +123,8 @@ def test_e1_report_is_per_study_and_event_type_with_a_partitioned_blocking_gate(
 
 @pytest.mark.parametrize(("job", "assets"), [
     ("market_data_job", ["bars_15m", "bars_1m", "bars_5m", "raw_funding_rates",
-                         "raw_open_interest", "raw_perp_klines_1m", "raw_spot_klines_1m"]),
+                         "raw_mark_price_klines_1m", "raw_open_interest", "raw_perp_klines_1m",
+                         "raw_premium_index_klines_1m", "raw_spot_klines_1m"]),
     ("research_job", ["event_table", "forward_labels", "pit_features"]),
     ("study_job", ["study_record"]),
     ("event_quality_job", ["event_quality_report"]),

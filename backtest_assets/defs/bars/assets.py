@@ -14,15 +14,26 @@ _RECONCILE = ["source_bars_reconcile"]
 
 
 @dg.asset(
-    ins={"perp": dg.AssetIn("raw_perp_klines_1m"), "spot": dg.AssetIn("raw_spot_klines_1m")},
+    ins={"perp": dg.AssetIn("raw_perp_klines_1m"), "spot": dg.AssetIn("raw_spot_klines_1m"),
+         "mark": dg.AssetIn("raw_mark_price_klines_1m")},
     check_specs=check_specs("bars_1m", bars_contract(1)),
     **_COMMON,
 )
-def bars_1m(context: dg.AssetExecutionContext, perp: pl.DataFrame, spot: pl.DataFrame):
-    """1-minute bars of perp and spot, labelled by ts_open (UTC); gaps stay gaps."""
-    frame = pl.concat([core_bars.bars_1m(perp, "perp"), core_bars.bars_1m(spot, "spot")])
+def bars_1m(context: dg.AssetExecutionContext, perp: pl.DataFrame, spot: pl.DataFrame,
+            mark: pl.DataFrame):
+    """1-minute bars of perp (mark OHLC beside last) and spot, labelled by ts_open (UTC)."""
+    frame = pl.concat([core_bars.bars_1m(perp, "perp", mark), core_bars.bars_1m(spot, "spot")])
     frame = frame.sort(core_bars.SORT_KEYS)
-    yield from checked_output(context, frame, frame, bars_contract(1))
+    yield from checked_output(context, frame, frame, bars_contract(1),
+                              metadata=_mark_metadata(frame))
+
+
+def _mark_metadata(frame: pl.DataFrame) -> dict[str, int]:
+    """Perp bars whose minutes all have a mark, and those missing some or all of them."""
+    perp = frame.filter(pl.col("market") == "perp")
+    short = perp.filter(pl.col("n_mark_bars") < pl.col("n_source_bars"))
+    return {"perp_bars_missing_marks": short.height,
+            "perp_bars_without_mark": int((short["n_mark_bars"] == 0).sum())}
 
 
 def _resampled(context: dg.AssetExecutionContext, bars_1m: pl.DataFrame, minutes: int):
@@ -31,7 +42,7 @@ def _resampled(context: dg.AssetExecutionContext, bars_1m: pl.DataFrame, minutes
     yield from checked_output(
         context, frame, frame, bars_contract(minutes),
         extra=[source_bars_reconcile(frame, bars_1m, minutes)],
-        metadata={"partial_bars": partial},
+        metadata={"partial_bars": partial, **_mark_metadata(frame)},
     )
 
 

@@ -25,6 +25,7 @@ from backtest_assets.defs.ingest.checks import (
     FUNDING_CONTRACT,
     KLINES_CONTRACT,
     OPEN_INTEREST_CONTRACT,
+    PREMIUM_KLINES_CONTRACT,
 )
 from backtest_assets.defs.shared import (
     check_specs,
@@ -122,6 +123,20 @@ raw_spot_klines_1m = _ingest_asset(
     call=lambda src, symbol, day: src.klines_1m("spot", symbol, day),
     schema=KLINE_SCHEMA, contract=KLINES_CONTRACT, partition_expr=BARS_PARTITION_EXPR,
 )
+raw_mark_price_klines_1m = _ingest_asset(
+    "raw_mark_price_klines_1m",
+    "USD-M 1-minute mark price klines (markPriceKlines; volumes 0) as delivered.",
+    market="perp", dataset="mark_klines",
+    call=lambda src, symbol, day: src.mark_klines_1m(symbol, day),
+    schema=KLINE_SCHEMA, contract=KLINES_CONTRACT, partition_expr=BARS_PARTITION_EXPR,
+)
+raw_premium_index_klines_1m = _ingest_asset(
+    "raw_premium_index_klines_1m",
+    "USD-M 1-minute premium index klines (premiumIndexKlines: a signed rate; volumes 0).",
+    market="perp", dataset="premium_klines",
+    call=lambda src, symbol, day: src.premium_klines_1m(symbol, day),
+    schema=KLINE_SCHEMA, contract=PREMIUM_KLINES_CONTRACT, partition_expr=BARS_PARTITION_EXPR,
+)
 raw_funding_rates = _ingest_asset(
     "raw_funding_rates", "Funding rates fixed during the day, stamped at calculation time.",
     market="perp", dataset="funding",
@@ -136,5 +151,5 @@ raw_open_interest = _ingest_asset(
     partition_expr=TS_PARTITION_EXPR,
 )
 
-defs = dg.Definitions(assets=[raw_perp_klines_1m, raw_spot_klines_1m, raw_funding_rates,
-                              raw_open_interest])
+defs = dg.Definitions(assets=[raw_perp_klines_1m, raw_spot_klines_1m, raw_mark_price_klines_1m,
+                              raw_premium_index_klines_1m, raw_funding_rates, raw_open_interest])
