@@ -160,6 +160,7 @@ Trades still open at the last bar are marked at its close with ``exit_reason`` "
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -168,15 +169,21 @@ import numba
 import numpy as np
 import polars as pl
 
-from backtest_assets.engine.venue import ExitRules, Instrument, RiskLimits
+from backtest_assets.engine.venue import ExitRules, Instrument, LimitOrders, RiskLimits
 
 EXIT_REASONS = ("signal", "stop_loss", "take_profit", "time_stop", "liquidation", "blown",
                 "open")
 REJECT_REASONS = ("zero_qty", "min_notional", "insufficient_margin", "blown",
                   "leverage_bracket", "daily_loss", "max_position", "max_total",
-                  "max_leverage")
+                  "max_leverage", "no_volume")
 (REJ_ZERO_QTY, REJ_MIN_NOTIONAL, REJ_MARGIN, REJ_BLOWN, REJ_BRACKET, REJ_DAILY, REJ_MAXPOS,
- REJ_MAXTOT, REJ_MAXLEV) = range(len(REJECT_REASONS))
+ REJ_MAXTOT, REJ_MAXLEV, REJ_NO_VOLUME) = range(len(REJECT_REASONS))
+# What became of the limit orders (each placed order ends filled, expired, cancelled,
+# refused (counted in REJECT_REASONS) or still open at the last bar), and the fills the
+# participation cap cut short.
+ORDER_EVENTS = ("limit_placed", "limit_filled", "limit_expired", "limit_cancelled",
+                "limit_open", "partial_fills")
+EV_PLACED, EV_FILLED, EV_EXPIRED, EV_CANCELLED, EV_OPEN, EV_PARTIAL = range(len(ORDER_EVENTS))
 # An initial margin above the available balance by at most this fraction of the equity
 # passes: a target of exactly L x equity without slippage must not fail by float noise.
 MARGIN_TOL = 1e-12
@@ -184,10 +191,11 @@ MARGIN_TOL = 1e-12
 # (100.0 / 0.1 = 1000.0000000000001) must not move a fill by a whole tick.
 GRID_TOL = 1e-9
 # Columns of the per-symbol rules array (see _rules).
-TAKER, SLIP, LOT, TICK, MINN, MMR, LIQFEE, LEV, MAXN = range(9)
+(TAKER, SLIP, LOT, TICK, MINN, MMR, LIQFEE, LEV, MAXN, MAKER, PART, IMPACT,
+ MM_ENTRY) = range(13)
 # Margin tiers follow in the rules row: tier k at TIER0 + 4k (cap, max leverage, maintenance
 # margin rate, maintenance amount), NaN after a symbol's last tier.
-TIER0, TIER_W = 9, 4
+TIER0, TIER_W = 13, 4
 TCAP, TLEV, TMMR, TCUM = range(TIER_W)
 TRADES_SCHEMA = {"symbol": pl.String, "entry_bar": pl.Int64, "exit_bar": pl.Int64,
                  "side": pl.String, "qty": pl.Float64, "entry_price": pl.Float64,
@@ -223,6 +231,9 @@ class Result:
         ``EXIT_REASONS``); sorted by entry_bar, then symbol order.
     rejected : dict[str, int]
         Rejected orders per reason in ``REJECT_REASONS``.
+    orders : dict[str, int]
+        Limit orders placed, filled, expired, cancelled and still open at the last bar, and
+        the fills the participation cap cut short (``ORDER_EVENTS``).
     blown_bar : int or None
         Bar at which the account was blown.
     path : str
@@ -242,6 +253,8 @@ class Result:
     rejected: dict[str, int]
     blown_bar: int | None
     path: str
+    orders: dict[str, int] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(ORDER_EVENTS, 0))
 
 
 class Inputs(NamedTuple):
@@ -261,6 +274,25 @@ class Inputs(NamedTuple):
     gaps: bool  # some symbol lacks some bar
     risk: RiskLimits = RiskLimits()  # pre-trade limits (none by default)
     day: np.ndarray | None = None  # (T,) int64 UTC day of each bar (daily loss cap)
+    # Mark prices (liquidation and funding); open/high/low themselves when none were given.
+    mark_open: np.ndarray | None = None
+    mark_high: np.ndarray | None = None
+    mark_low: np.ndarray | None = None
+    volume: np.ndarray | None = None  # (T, S) base volume (participation cap, impact)
+    limits: LimitOrders | None = None  # signal orders as limit orders (None: market)
+
+    @property
+    def marks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mark open, high and low: the given marks, or the bars' own prices."""
+        if self.mark_open is None:
+            return self.open, self.high, self.low
+        return self.mark_open, self.mark_high, self.mark_low
+
+    @property
+    def plain(self) -> bool:
+        """No limit orders and no liquidity rules: every signal is one market order at fixed
+        slippage (what the closed form and ``long_sizing="cash"`` assume)."""
+        return self.limits is None and not any(i.needs_volume for i in self.instruments)
 
 
 def _as_2d(name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
@@ -301,7 +333,10 @@ def check_inputs(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np
                  target: np.ndarray, instruments: Instrument | Sequence[Instrument], *,
                  funding: np.ndarray | None = None, exits: ExitRules | None = None,
                  init_cash: float = 1_000_000.0, risk: RiskLimits | None = None,
-                 day: np.ndarray | None = None) -> Inputs:
+                 day: np.ndarray | None = None, mark_open: np.ndarray | None = None,
+                 mark_high: np.ndarray | None = None, mark_low: np.ndarray | None = None,
+                 volume: np.ndarray | None = None,
+                 limits: LimitOrders | None = None) -> Inputs:
     """Validate and normalize the engine inputs (see the module docstring).
 
     Raises
@@ -310,8 +345,9 @@ def check_inputs(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np
         No bars or no symbols; naming the symbol and bar: shapes that differ, a malformed
         bar, a non-finite target or rate, an order that would fill on a bar without a
         price, funding for a symbol that is never given a target or on a bar without a
-        price, a target above a symbol's max leverage, or an invalid instrument / exit rule
-        / initial cash.
+        price, a target above a symbol's max leverage, a bar with a price but no valid mark
+        (when marks are given) or no valid volume (when the liquidity rules need it), or an
+        invalid instrument / exit rule / limit rule / initial cash.
     """
     o = _as_2d("open", open_, None)
     shape = o.shape
@@ -344,9 +380,62 @@ def check_inputs(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np
                              f"per bar ({shape[0]})")
     elif risk.daily_loss_cap is not None:
         raise ValueError("risk.daily_loss_cap: the bars' UTC days are needed (day=...)")
+    if limits is not None:
+        limits.validate()
     weights, changed, gaps = _scan_checked(o, h, lo, c, tgt, fund, insts, check_bars=True)
+    marks = _check_marks(o, (mark_open, mark_high, mark_low), insts)
+    vol = None
+    if volume is not None or any(i.needs_volume for i in insts):
+        vol = _check_volume(o, volume, insts)
     return Inputs(o, h, lo, c, tgt, fund, insts, exits, float(init_cash), weights, changed,
-                  gaps, risk, days)
+                  gaps, risk, days, *marks, vol, limits)
+
+
+def _first_bad(bad: np.ndarray) -> tuple[int, int]:
+    t, s = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    return int(t), int(s)
+
+
+def _check_marks(o: np.ndarray, marks: tuple, insts: Sequence[Instrument]
+                 ) -> tuple[np.ndarray | None, ...]:
+    """The mark open/high/low as (T, S) arrays (all None when none given): where the bar has
+    a price, finite with ``0 < low <= open <= high``; elsewhere ignored (NaN)."""
+    given = [m is not None for m in marks]
+    if not any(given):
+        return (None, None, None)
+    if not all(given):
+        raise ValueError("mark_open, mark_high, mark_low: give all three or none")
+    mo, mh, ml = (_as_2d(n, a, o.shape) for n, a in zip(
+        ("mark_open", "mark_high", "mark_low"), marks, strict=True))
+    priced = ~np.isnan(o)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(mo) & np.isfinite(mh) & np.isfinite(ml) & (ml > 0) & (ml <= mo) \
+            & (mo <= mh)
+    bad = priced & ~ok
+    if bad.any():
+        t, s = _first_bad(bad)
+        raise ValueError(f"{insts[s].symbol} bar {t}: mark open/high/low "
+                         f"{(mo[t, s], mh[t, s], ml[t, s])} is not a mark bar (all finite, "
+                         "0 < low <= open <= high) on a bar with a price (missing marks: "
+                         "apply the study's policy before the engine)")
+    return mo, mh, ml
+
+
+def _check_volume(o: np.ndarray, volume: np.ndarray | None,
+                  insts: Sequence[Instrument]) -> np.ndarray:
+    """The bars' base volume as a (T, S) array: finite and >= 0 where the bar has a price."""
+    if volume is None:
+        names = [i.symbol for i in insts if i.needs_volume]
+        raise ValueError(f"volume: {', '.join(names)} cap participation or model impact, "
+                         "which needs the bars' volume (volume=...)")
+    vol = _as_2d("volume", volume, o.shape)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isnan(o) & ~(np.isfinite(vol) & (vol >= 0))
+    if bad.any():
+        t, s = _first_bad(bad)
+        raise ValueError(f"{insts[s].symbol} bar {t}: volume {vol[t, s]} is not a finite "
+                         "number >= 0")
+    return vol
 
 
 def check_target(tgt: np.ndarray, bars: Inputs, *, weights: np.ndarray | None = None,
@@ -491,7 +580,10 @@ def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
              init_cash: float = 1_000_000.0,
              path: Literal["auto", "compiled", "closed_form"] = "auto",
              long_sizing: Literal["equity", "cash"] = "equity",
-             risk: RiskLimits | None = None, day: np.ndarray | None = None) -> Result:
+             risk: RiskLimits | None = None, day: np.ndarray | None = None,
+             mark_open: np.ndarray | None = None, mark_high: np.ndarray | None = None,
+             mark_low: np.ndarray | None = None, volume: np.ndarray | None = None,
+             limits: LimitOrders | None = None) -> Result:
     """Backtest target weights on OHLC bars (array contract and rules: module docstring).
 
     Parameters
@@ -523,6 +615,14 @@ def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
         any always takes the compiled loop.
     day : np.ndarray, optional
         (T,) UTC day number of each bar (``datetime64[D]`` as int), for the daily loss cap.
+    mark_open, mark_high, mark_low : np.ndarray, optional
+        (T, S) mark prices (all three or none): liquidations trigger on them and funding is
+        settled on the mark open (module docstring, Mark prices); none: the bars' own.
+    volume : np.ndarray, optional
+        (T, S) base volume of each bar, needed by the participation cap and the impact
+        model (``Instrument.participation``, ``Instrument.impact_coef``).
+    limits : LimitOrders, optional
+        Signal orders as limit orders (module docstring, Limit orders); none: market.
 
     Returns
     -------
@@ -533,11 +633,12 @@ def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
     ValueError
         On bad input, before any simulation (see :func:`check_inputs`).
     """
-    if long_sizing not in ("equity", "cash"):
-        raise ValueError(f"long_sizing: {long_sizing!r} is not 'equity' or 'cash'")
     inp = check_inputs(open_, high, low, close, target, instruments, funding=funding,
-                       exits=exits, init_cash=init_cash, risk=risk, day=day)
-    if (path == "closed_form" and long_sizing == "equity" and not inp.exits.any
+                       exits=exits, init_cash=init_cash, risk=risk, day=day,
+                       mark_open=mark_open, mark_high=mark_high, mark_low=mark_low,
+                       volume=volume, limits=limits)
+    check_sizing(long_sizing, inp)
+    if (path == "closed_form" and long_sizing == "equity" and not inp.exits.any and inp.plain
             and not inp.risk.any and all(i.lot_size == 0 for i in inp.instruments)):
         result = _closed_form(inp)
         if result is not None:
@@ -545,8 +646,20 @@ def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
     return _compiled(inp, long_sizing)
 
 
+def check_sizing(long_sizing: str, inp: Inputs) -> None:
+    """Refuse an unknown ``long_sizing``, and ``"cash"`` (vectorbt's comparison mode, market
+    orders at fixed slippage) with limit orders or liquidity rules."""
+    if long_sizing not in ("equity", "cash"):
+        raise ValueError(f"long_sizing: {long_sizing!r} is not 'equity' or 'cash'")
+    if long_sizing == "cash" and not inp.plain:
+        raise ValueError("long_sizing='cash' sizes market orders at fixed slippage (vectorbt's "
+                         "targetpercent); it does not combine with limit orders, a "
+                         "participation cap or impact")
+
+
 def _rules(insts: Sequence[Instrument]) -> np.ndarray:
-    """(S, 9 + 4K) float64 rules: TAKER .. MAXN (NaN mmr = no isolated margin), then each
+    """(S, 13 + 4K) float64 rules: TAKER .. MM_ENTRY (NaN mmr = no isolated margin, NaN
+    participation = no cap, MM_ENTRY 1 = maintenance valued at the entry), then each
     symbol's margin tiers (``Instrument.tiers``; K the most tiers of any symbol)."""
     k_n = max([len(i.tiers) for i in insts] + [1])
     rules = np.full((len(insts), TIER0 + TIER_W * k_n), np.nan)
@@ -554,7 +667,9 @@ def _rules(insts: Sequence[Instrument]) -> np.ndarray:
         rules[s, :TIER0] = [i.taker, i.slippage, i.lot_size, i.tick_size, i.min_notional,
                             np.nan if i.maintenance_margin_rate is None
                             else i.maintenance_margin_rate,
-                            i.liquidation_fee_rate, i.max_leverage, i.max_notional]
+                            i.liquidation_fee_rate, i.max_leverage, i.max_notional, i.maker,
+                            np.nan if i.participation is None else i.participation,
+                            i.impact_coef, float(i.maintenance_at == "entry")]
         for k, b in enumerate(i.tiers):
             rules[s, TIER0 + TIER_W * k:TIER0 + TIER_W * (k + 1)] = (
                 b.cap, b.max_leverage, b.mmr, b.maint_amount)
@@ -645,8 +760,8 @@ def _closed_form(inp: Inputs) -> Result | None:
     zero_row = np.zeros((1, s_n))
     # cum_pay[t + 1] = funding paid per unit held through the opens of bars 0..t
     cum_pay = np.zeros((t_n + 1, s_n))
-    if inp.funding is not None:
-        pay_unit = np.nan_to_num(o * inp.funding, copy=False)  # NaN rate: nothing paid
+    if inp.funding is not None:  # settled on the mark; NaN rate: nothing paid
+        pay_unit = np.nan_to_num(inp.marks[0] * inp.funding, copy=False)
         np.cumsum(pay_unit, axis=0, out=cum_pay[1:])
     since = cum_pay[bars + 1] - cum_pay[np.concatenate([[0], bars[:-1] + 1])]
     fills = _solve_fills(init, traded, weights[decided],
@@ -727,18 +842,25 @@ def _tier_liquidation(rules, s, px, qty):
     """Liquidation price of ``qty`` filled at ``px`` under symbol s's margin tiers: the
     level of the tier that holds the position's notional at that level (the maintenance
     margin is taken at the mark, so its tier follows the price; the root is unique because
-    equity less maintenance is monotone in the price). NaN without margin rules, or when no
-    positive level exists (a long at 1x)."""
+    equity less maintenance is monotone in the price), or with MM_ENTRY the level of the
+    entry notional's tier with the maintenance valued at the entry. NaN without margin
+    rules, or when no positive level exists (a long at 1x)."""
     side = 1.0 if qty > 0 else -1.0
     units = abs(qty)
     floor = 0.0
+    at_entry = rules[s, MM_ENTRY] > 0
     for k in range(TIER0, rules.shape[1], TIER_W):
         cap = rules[s, k + TCAP]
         if np.isnan(cap):
             break
-        lp = _liquidation_price(px, rules[s, LEV], rules[s, k + TMMR], side,
-                                rules[s, k + TCUM] / units)
-        n = units * lp
+        if at_entry:  # Bybit: the entry value's tier; entry - side * (IM - MM) / units
+            lp = px * (1 - side * (1 / rules[s, LEV] - rules[s, k + TMMR])) \
+                - side * rules[s, k + TCUM] / units
+            n = units * px
+        else:
+            lp = _liquidation_price(px, rules[s, LEV], rules[s, k + TMMR], side,
+                                    rules[s, k + TCUM] / units)
+            n = units * lp
         if n >= floor * (1 - TIER_TOL) and n <= cap * (1 + TIER_TOL):
             return lp if lp > 0 else np.nan
         floor = cap
@@ -819,11 +941,12 @@ def _liquidation_touched(inp: Inputs, rules: np.ndarray, fills: _Fills, traded: 
     liq = np.take_along_axis(np.vstack([np.full((1, liq.shape[1]), np.nan), liq]), rows, 0)
     liq_pad = np.vstack([np.full((1, liq.shape[1]), np.nan), liq])
     level = liq_pad[seg]
-    hit = ((position > 0) & (inp.low <= level)) | ((position < 0) & (inp.high >= level))
+    m_open, m_high, m_low = inp.marks  # liquidation triggers on the mark
+    hit = ((position > 0) & (m_low <= level)) | ((position < 0) & (m_high >= level))
     # At a fill bar the previous position is live at the open, before the order.
     before = liq_pad[:-1]
     qty_before = np.vstack([np.zeros((1, qty.shape[1])), qty[:-1]])
-    o_fill = inp.open[decided + 1]
+    o_fill = m_open[decided + 1]
     gap = ((qty_before > 0) & (o_fill <= before)) | ((qty_before < 0) & (o_fill >= before))
     return bool(hit.any() or gap.any())
 
@@ -861,15 +984,20 @@ def _closed_form_trades(inp: Inputs, fills: _Fills, traded: np.ndarray, bars: np
 
 # ---- compiled bar loop ------------------------------------------------------------------
 # The loop keeps its state in arrays: per-symbol columns of ``st``, scalar slots of ``acc``
-# (cash, trade count, blown bar, exit rules, sizing), and writes the per-bar outputs in
-# place; the rare events (fills, liquidations, a blown account) are njit functions of these
-# arrays.
-Q, ENTRY, EBAR, LIQ, STOP, TAKE, TFEES, TFUND, TFLOW, LASTC, MARGIN, TINS = range(12)
+# (cash, trade count, blown bar, exit rules, sizing, risk limits, limit rule), and writes the
+# per-bar outputs in place; the rare events (fills, liquidations, a blown account) are njit
+# functions of these arrays.
+(Q, ENTRY, EBAR, LIQ, STOP, TAKE, TFEES, TFUND, TFLOW, LASTC, MARGIN, TINS, LPX, LEXP, LBUY,
+ WORK, VOL) = range(17)
+ST_W = 17
 (CASH, NTRADES, BLOWN_BAR, SL, TP, TIME_STOP, LONG_CASH, DLCAP, MAXPOS, MAXTOT, MAXLEV,
- DAY_CUR, DAY_EQ, HALTED) = range(14)
+ DAY_CUR, DAY_EQ, HALTED, LIM_OFF, LIM_N, LIM_ENT, LIM_EXIT) = range(18)
 R_SIGNAL, R_STOP, R_TAKE, R_TIME, R_LIQ, R_BLOWN, R_OPEN = range(len(EXIT_REASONS))
 TRADE_COLS = 11  # symbol, entry bar, exit bar, qty, entry, exit, fees, funding, pnl,
 # reason, insurance
+# What an order attempt left: nothing to do, a working rest (participation cap, no volume
+# yet), a refusal (counted), a limit order no longer needed (its side changed).
+DONE, WAIT, REFUSED, CANCEL = range(4)
 
 
 class _Out(NamedTuple):
@@ -886,16 +1014,20 @@ class _Out(NamedTuple):
     insurance: np.ndarray
     trades: np.ndarray  # (capacity, TRADE_COLS)
     rejected: np.ndarray  # counts in REJECT_REASONS order
+    events: np.ndarray  # counts in ORDER_EVENTS order
 
 
 def loop_state(init_cash: float, exits: ExitRules, long_sizing: str,
-               risk: RiskLimits | None = None) -> np.ndarray:
+               risk: RiskLimits | None = None, limits: LimitOrders | None = None
+               ) -> np.ndarray:
     """The compiled loop's scalar slots (``acc``) at the start of a run."""
     risk = risk or RiskLimits()
 
     def off(v: float | None) -> float:
         return np.nan if v is None else v
 
+    lim = (np.nan, 0.0, 0.0, 0.0) if limits is None else (
+        limits.offset_bps / 1e4, limits.valid_bars, float(limits.entries), float(limits.exits))
     return np.array([init_cash, 0.0, -1.0,
                      np.nan if exits.stop_loss is None else exits.stop_loss,
                      np.nan if exits.take_profit is None else exits.take_profit,
@@ -903,7 +1035,7 @@ def loop_state(init_cash: float, exits: ExitRules, long_sizing: str,
                      1.0 if long_sizing == "cash" else 0.0,
                      off(risk.daily_loss_cap), off(risk.max_position_notional),
                      off(risk.max_total_notional), off(risk.max_leverage),
-                     np.nan, np.nan, 0.0])
+                     np.nan, np.nan, 0.0, *lim])
 
 
 def bar_days(inp: Inputs) -> np.ndarray:
@@ -913,17 +1045,33 @@ def bar_days(inp: Inputs) -> np.ndarray:
     return np.ascontiguousarray(inp.day)
 
 
+def loop_arrays(inp: Inputs) -> tuple[np.ndarray, ...]:
+    """The loop's market inputs: open, high, low, close, mark open/high/low, volume (no rows
+    when none) and funding rates (no rows when none), contiguous."""
+    s_n = inp.open.shape[1]
+    vol = np.empty((0, s_n)) if inp.volume is None else inp.volume
+    rate = np.full((0, s_n), np.nan) if inp.funding is None else inp.funding
+    return tuple(np.ascontiguousarray(a) for a in (inp.open, inp.high, inp.low, inp.close,
+                                                   *inp.marks, vol, rate))
+
+
+def trade_capacity(inp: Inputs, changed: np.ndarray) -> int:
+    """Rows the trade records need: every trade is opened by a filled signal order, one per
+    change of target, or one per bar and symbol when the participation cap splits fills."""
+    if any(i.participation is not None for i in inp.instruments):
+        return int(changed.sum()) + changed.size
+    return int(changed.sum())
+
+
 def _compiled(inp: Inputs, long_sizing: str = "equity") -> Result:
     t_n, s_n = inp.open.shape
-    acc = loop_state(inp.init_cash, inp.exits, long_sizing, inp.risk)
-    # Every trade is opened by a filled order, so the changes of target bound the count.
+    acc = loop_state(inp.init_cash, inp.exits, long_sizing, inp.risk, inp.limits)
     out = _Out(np.empty(t_n), np.empty(t_n), np.empty(t_n), np.empty((t_n, s_n)),
                *(np.zeros((t_n, s_n)) for _ in range(5)),
-               np.empty((int(inp.changed.sum()), TRADE_COLS)),
-               np.zeros(len(REJECT_REASONS), dtype=np.int64))
-    rate = np.full((0, s_n), np.nan) if inp.funding is None else inp.funding
-    bars = tuple(np.ascontiguousarray(a) for a in (inp.open, inp.high, inp.low, inp.close))
-    _loop(*bars, np.ascontiguousarray(rate), np.ascontiguousarray(inp.changed),
+               np.empty((trade_capacity(inp, inp.changed), TRADE_COLS)),
+               np.zeros(len(REJECT_REASONS), dtype=np.int64),
+               np.zeros(len(ORDER_EVENTS), dtype=np.int64))
+    _loop(*loop_arrays(inp), np.ascontiguousarray(inp.changed),
           np.ascontiguousarray(inp.weights), bar_days(inp), _rules(inp.instruments), acc,
           *out)
     tr = out.trades[:int(acc[NTRADES])]
@@ -937,7 +1085,8 @@ def _compiled(inp: Inputs, long_sizing: str = "equity") -> Result:
                   funding=out.funding, liquidation_fees=out.liquidation_fees,
                   insurance=out.insurance, trades=frame,
                   rejected=dict(zip(REJECT_REASONS, out.rejected.tolist(), strict=True)),
-                  blown_bar=None if blown < 0 else blown, path="compiled")
+                  blown_bar=None if blown < 0 else blown, path="compiled",
+                  orders=dict(zip(ORDER_EVENTS, out.events.tolist(), strict=True)))
 
 
 # ``cash``, ``position``, ``fees``, ``slippage``, ``funding``, ``liquidation_fees`` and
@@ -947,16 +1096,23 @@ def _compiled(inp: Inputs, long_sizing: str = "equity") -> Result:
 # arrays costs more (array arguments are reference counted) than the phase itself, and made
 # this loop 5x slower. Only the rare events (fills, liquidations) are functions.
 @numba.njit(cache=True)
-def _loop(o, h, lo, c, rate, changed, weights, day, rules, acc, equity, cash,  # noqa: C901
-          exposure, position, fees, slippage, funding, liquidation_fees, insurance, trades,
-          rejected):
+def _loop(o, h, lo, c, mo, mh, ml, vol, rate, changed, weights, day, rules,  # noqa: C901
+          acc, equity, cash, exposure, position, fees, slippage, funding, liquidation_fees,
+          insurance, trades, rejected, events):
     t_n, s_n = o.shape
-    st = np.zeros((s_n, 12))
+    st = np.zeros((s_n, ST_W))
     st[:, LASTC] = np.nan
+    st[:, LPX] = np.nan
+    st[:, VOL] = np.nan
+    has_vol = vol.shape[0] > 0
+    limits = not np.isnan(acc[LIM_OFF])
     for t in range(t_n):
-        for s in range(s_n):  # funding on the position held into the open
+        if has_vol:
+            for s in range(s_n):
+                st[s, VOL] = vol[t, s]
+        for s in range(s_n):  # funding on the position held into the open, at the mark
             if rate.shape[0] and st[s, Q] != 0.0 and not np.isnan(rate[t, s]):
-                pay = st[s, Q] * o[t, s] * rate[t, s]
+                pay = st[s, Q] * mo[t, s] * rate[t, s]
                 acc[CASH] -= pay
                 funding[min(t, funding.shape[0] - 1), s] += pay
                 st[s, TFUND] += pay
@@ -965,14 +1121,14 @@ def _loop(o, h, lo, c, rate, changed, weights, day, rules, acc, equity, cash,  #
             q, px = st[s, Q], o[t, s]
             if q == 0.0 or np.isnan(px):
                 continue
-            if px <= st[s, LIQ] if q > 0 else px >= st[s, LIQ]:
+            if mo[t, s] <= st[s, LIQ] if q > 0 else mo[t, s] >= st[s, LIQ]:
                 _liquidate(t, s, st, rules, acc, fees, liquidation_fees, insurance, trades)
             elif px <= st[s, STOP] if q > 0 else px >= st[s, STOP]:
-                _fill(t, s, 0.0, px, R_STOP, st, rules, acc, fees, slippage, trades)
+                _fill(t, s, 0.0, px, R_STOP, False, st, rules, acc, fees, slippage, trades)
             elif px >= st[s, TAKE] if q > 0 else px <= st[s, TAKE]:
-                _fill(t, s, 0.0, px, R_TAKE, st, rules, acc, fees, slippage, trades)
+                _fill(t, s, 0.0, px, R_TAKE, False, st, rules, acc, fees, slippage, trades)
             elif acc[TIME_STOP] > 0 and t - st[s, EBAR] >= acc[TIME_STOP]:
-                _fill(t, s, 0.0, px, R_TIME, st, rules, acc, fees, slippage, trades)
+                _fill(t, s, 0.0, px, R_TIME, False, st, rules, acc, fees, slippage, trades)
         held = 0.0  # equity at the open = cash + held: sizes every order of this open
         for s in range(s_n):
             if st[s, Q] != 0.0:
@@ -980,40 +1136,69 @@ def _loop(o, h, lo, c, rate, changed, weights, day, rules, acc, equity, cash,  #
         eq = acc[CASH] + held
         if acc[BLOWN_BAR] < 0 and eq <= 0:
             marks = np.where(np.isnan(o[t]), st[:, LASTC], o[t])
-            _blow(t, marks, st, rules, acc, fees, slippage, trades)
+            _blow(t, marks, st, rules, acc, fees, slippage, trades, events)
         if not np.isnan(acc[DLCAP]):  # the daily loss cap: a new UTC day starts afresh
             if day[t] != acc[DAY_CUR]:
                 acc[DAY_CUR], acc[DAY_EQ], acc[HALTED] = day[t], eq, 0.0
             elif eq <= acc[DAY_EQ] * (1 - acc[DLCAP]):
                 acc[HALTED] = 1.0
-        for s in range(s_n):  # orders decided at the close of t-1
+        for s in range(s_n):  # orders decided at the close of t-1, and working rests
             if t > 0 and changed[t - 1, s]:
+                if not np.isnan(st[s, LPX]):  # a new target replaces a resting limit
+                    events[EV_CANCELLED] += 1
+                    st[s, LPX] = np.nan
+                st[s, WORK] = 0.0
+                w = weights[t - 1, s]
                 if acc[BLOWN_BAR] >= 0:
                     rejected[REJ_BLOWN] += 1
-                else:
-                    _order(t, s, weights[t - 1, s], eq, o[t], st, rules, acc, fees,
-                           slippage, trades, rejected)
-        for s in range(s_n):  # intrabar: liquidation, then stop, then take-profit
+                elif limits and _is_limit(w, weights[t - 2, s] if t > 1 else 0.0, acc):
+                    _place_limit(t, s, w, eq, o[t, s], st, rules, acc, rejected, events)
+                elif _order(t, s, w, eq, o[t], True, False, st, rules, acc, fees, slippage,
+                            trades, rejected, events) == WAIT:
+                    st[s, WORK] = 1.0
+            elif (st[s, WORK] > 0.0 and not np.isnan(o[t, s])
+                  and _order(t, s, weights[t - 1, s], eq, o[t], False, False, st, rules, acc,
+                             fees, slippage, trades, rejected, events) != WAIT):
+                st[s, WORK] = 0.0
+        if limits:  # resting limits: filled when the bar trades through, else expire
+            for s in range(s_n):
+                lp = st[s, LPX]
+                if np.isnan(lp):
+                    continue
+                if (not np.isnan(o[t, s])
+                        and (lo[t, s] < lp if st[s, LBUY] > 0 else h[t, s] > lp)):
+                    done = _order(t, s, weights[t - 1, s], eq, o[t], False, True, st, rules,
+                                  acc, fees, slippage, trades, rejected, events)
+                    if done != WAIT:
+                        st[s, LPX] = np.nan
+                        if done == DONE:
+                            events[EV_FILLED] += 1
+                        elif done == CANCEL:
+                            events[EV_CANCELLED] += 1
+                if not np.isnan(st[s, LPX]) and t >= st[s, LEXP]:
+                    events[EV_EXPIRED] += 1
+                    st[s, LPX] = np.nan
+        for s in range(s_n):  # intrabar: liquidation (on the mark), stop, take-profit
             q, op = st[s, Q], o[t, s]
             if q == 0.0 or np.isnan(op):
                 continue
             if q > 0:
-                if lo[t, s] <= st[s, LIQ]:
+                if ml[t, s] <= st[s, LIQ]:
                     _liquidate(t, s, st, rules, acc, fees, liquidation_fees, insurance,
                                trades)
                 elif lo[t, s] <= st[s, STOP]:
-                    _fill(t, s, 0.0, min(op, st[s, STOP]), R_STOP, st, rules, acc, fees,
-                          slippage, trades)
+                    _fill(t, s, 0.0, min(op, st[s, STOP]), R_STOP, False, st, rules, acc,
+                          fees, slippage, trades)
                 elif h[t, s] >= st[s, TAKE]:
-                    _fill(t, s, 0.0, max(op, st[s, TAKE]), R_TAKE, st, rules, acc, fees,
-                          slippage, trades)
-            elif h[t, s] >= st[s, LIQ]:
+                    _fill(t, s, 0.0, max(op, st[s, TAKE]), R_TAKE, False, st, rules, acc,
+                          fees, slippage, trades)
+            elif mh[t, s] >= st[s, LIQ]:
                 _liquidate(t, s, st, rules, acc, fees, liquidation_fees, insurance, trades)
             elif h[t, s] >= st[s, STOP]:
-                _fill(t, s, 0.0, max(op, st[s, STOP]), R_STOP, st, rules, acc, fees,
+                _fill(t, s, 0.0, max(op, st[s, STOP]), R_STOP, False, st, rules, acc, fees,
                       slippage, trades)
             elif lo[t, s] <= st[s, TAKE]:
-                _fill(t, s, 0.0, min(op, st[s, TAKE]), R_TAKE, st, rules, acc, fees,
+                _fill(t, s, 0.0, min(op, st[s, TAKE]), R_TAKE, False, st, rules, acc, fees,
                       slippage, trades)
         held = 0.0
         for s in range(s_n):  # marks at the close
@@ -1022,7 +1207,7 @@ def _loop(o, h, lo, c, rate, changed, weights, day, rules, acc, equity, cash,  #
             if st[s, Q] != 0.0:
                 held += st[s, Q] * st[s, LASTC]
         if acc[BLOWN_BAR] < 0 and acc[CASH] + held <= 0:
-            _blow(t, st[:, LASTC].copy(), st, rules, acc, fees, slippage, trades)
+            _blow(t, st[:, LASTC].copy(), st, rules, acc, fees, slippage, trades, events)
             held = 0.0
         if acc[CASH] + held <= acc[DAY_EQ] * (1 - acc[DLCAP]):  # NaN: never
             acc[HALTED] = 1.0
@@ -1036,46 +1221,115 @@ def _loop(o, h, lo, c, rate, changed, weights, day, rules, acc, equity, cash,  #
         cash[min(t, cash.shape[0] - 1)] = acc[CASH]
         exposure[t] = gross / equity[t] if gross != 0.0 else 0.0
     for s in range(s_n):  # trades still open, marked at the last close
+        if not np.isnan(st[s, LPX]):
+            events[EV_OPEN] += 1
         if st[s, Q] != 0.0:
             st[s, TFLOW] += st[s, Q] * st[s, LASTC]
             _close_trade(-1, s, st[s, LASTC], R_OPEN, st, acc, trades)
 
 
 @numba.njit(cache=True)
-def _order(t, s, w, eq, orow, st, rules, acc, fees, slippage, trades, rejected):
-    """Order decided at the close of t-1, sized from the equity ``eq`` at this open
-    (``orow``: every symbol's open of bar t)."""
-    op = orow[s]
+def _is_limit(w, w_before, acc):
+    """Whether the order for a change of target from ``w_before`` to ``w`` is a limit: an
+    exit (to 0, or smaller on the same side) when exits are, an entry when entries are."""
+    exit_ = w == 0.0 or (w * w_before > 0 and abs(w) < abs(w_before))
+    return acc[LIM_EXIT] > 0 if exit_ else acc[LIM_ENT] > 0
+
+
+@numba.njit(cache=True)
+def _place_limit(t, s, w, eq, op, st, rules, acc, rejected, events):
+    """Rest a limit order for target ``w`` from bar t: its side is that of the quantity the
+    target asks for at this open; its price the last close known at the decision (this
+    open without one) moved ``offset`` to the passive side, on the tick grid."""
     lot = rules[s, LOT]
     qty = w * eq / op
     if lot > 0:
         qty = np.trunc(qty / lot + np.copysign(GRID_TOL, qty)) * lot
     old = st[s, Q]
-    if acc[LONG_CASH] > 0 and qty > old:  # long_sizing="cash": a buy is capped by the cash
-        cap = max(acc[CASH], 0.0) / (_fill_price(rules, s, op, True) * (1 + rules[s, TAKER]))
+    if qty == old:
+        if w != 0:
+            rejected[REJ_ZERO_QTY] += 1
+        return
+    ref = op if np.isnan(st[s, LASTC]) else st[s, LASTC]
+    tick = rules[s, TICK]
+    if qty > old:
+        lp = ref * (1 - acc[LIM_OFF])
+        lp = np.floor(lp / tick + GRID_TOL) * tick if tick > 0 else lp
+    else:
+        lp = ref * (1 + acc[LIM_OFF])
+        lp = np.ceil(lp / tick - GRID_TOL) * tick if tick > 0 else lp
+    st[s, LPX], st[s, LBUY], st[s, LEXP] = lp, 1.0 if qty > old else -1.0, t + acc[LIM_N] - 1
+    events[EV_PLACED] += 1
+
+
+@numba.njit(cache=True)
+def _order(t, s, w, eq, orow, first, limit, st, rules, acc, fees, slippage,  # noqa: C901
+           trades, rejected, events):
+    """Order for target ``w`` sized from the equity ``eq`` at this open (``orow``: every
+    symbol's open of bar t): a market order at the open (``first``: a new one, else a
+    working rest) or the resting limit order of symbol s at its price (``limit``). Returns
+    DONE, WAIT (a rest remains: participation cap), REFUSED or CANCEL (a limit whose side no
+    longer moves the position toward the target)."""
+    op = orow[s]
+    lot = rules[s, LOT]
+    ref = st[s, LPX] if limit else op
+    qty = w * eq / ref
+    if lot > 0:
+        qty = np.trunc(qty / lot + np.copysign(GRID_TOL, qty)) * lot
+    old = st[s, Q]
+    if limit:
+        if qty == old or (qty > old) != (st[s, LBUY] > 0):
+            return CANCEL
+    elif acc[LONG_CASH] > 0 and qty > old:  # long_sizing="cash": a buy is capped by the cash
+        cap = max(acc[CASH], 0.0) / (_fill_price(rules, s, op, True, 0.0, np.nan)
+                                     * (1 + rules[s, TAKER]))
         if lot > 0:
             cap = np.floor(cap / lot) * lot
         if qty - old > cap:
             qty = old + cap
     if qty == old:
-        if w != 0:
+        if first and w != 0:
             rejected[REJ_ZERO_QTY] += 1
-        return
-    px = _fill_price(rules, s, op, qty > old)
+            return REFUSED
+        return DONE
+    partial = False
+    if not np.isnan(rules[s, PART]):  # participation cap: the rest stays working
+        room = rules[s, PART] * st[s, VOL] if st[s, VOL] > 0 else 0.0
+        if lot > 0:
+            room = np.floor(room / lot + GRID_TOL) * lot
+        if abs(qty - old) > room:
+            if room <= 0:
+                return WAIT
+            qty = old + np.copysign(room, qty - old)
+            partial = True
+    if limit:
+        px, fee_rate = st[s, LPX], rules[s, MAKER]
+    else:
+        if rules[s, IMPACT] > 0 and not st[s, VOL] > 0:
+            rejected[REJ_NO_VOLUME] += 1
+            return REFUSED
+        px = _fill_price(rules, s, op, qty > old, abs(qty - old), st[s, VOL])
+        fee_rate = rules[s, TAKER]
+    adds = qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
     if qty != 0 and abs(qty - old) * px < rules[s, MINN]:
         rejected[REJ_MIN_NOTIONAL] += 1
-    elif (qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
-          and abs(qty) * px > rules[s, MAXN]):
+        return REFUSED
+    if adds and abs(qty) * px > rules[s, MAXN]:
         rejected[REJ_BRACKET] += 1
-    elif (qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
-          and _risk_refusal(s, qty, px, eq, orow, st, acc, rejected)):
-        pass
-    elif (not np.isnan(rules[s, MMR]) and qty != 0 and (qty * old <= 0 or abs(qty) > abs(old))
-          and abs(qty) * px / rules[s, LEV] + rules[s, TAKER] * abs(qty - old) * px
-          > _available(s, eq, st) + MARGIN_TOL * eq):
+        return REFUSED
+    if adds and _risk_refusal(s, qty, px, eq, orow, st, acc, rejected):
+        return REFUSED
+    if (adds and not np.isnan(rules[s, MMR])
+            and abs(qty) * px / rules[s, LEV] + fee_rate * abs(qty - old) * px
+            > _available(s, eq, st) + MARGIN_TOL * eq):
         rejected[REJ_MARGIN] += 1
-    else:
-        _fill(t, s, qty, op, R_SIGNAL, st, rules, acc, fees, slippage, trades)
+        return REFUSED
+    _fill(t, s, qty, st[s, LPX] if limit else op, R_SIGNAL, limit, st, rules, acc, fees,
+          slippage, trades)
+    if partial:
+        events[EV_PARTIAL] += 1
+        return WAIT
+    return DONE
 
 
 @numba.njit(cache=True)
@@ -1115,22 +1369,32 @@ def _available(s, eq, st):
 
 
 @numba.njit(cache=True)
-def _fill_price(rules, s, price, buy):
+def _fill_price(rules, s, price, buy, units, vol):
+    """Market fill of ``units`` at ``price`` before slippage: the slippage (plus the impact
+    ``k * sqrt(units / vol)``, ``k`` when the bar has no volume) against the trader, on the
+    tick grid."""
+    slip = rules[s, SLIP]
+    if rules[s, IMPACT] > 0:
+        slip += rules[s, IMPACT] * (np.sqrt(units / vol) if vol > 0 else 1.0)
     tick = rules[s, TICK]
     if buy:
-        px = price * (1 + rules[s, SLIP])
+        px = price * (1 + slip)
         return np.ceil(px / tick - GRID_TOL) * tick if tick > 0 else px
-    px = price * (1 - rules[s, SLIP])
+    px = price * (1 - slip)
     return np.floor(px / tick + GRID_TOL) * tick if tick > 0 else px
 
 
 @numba.njit(cache=True)
-def _fill(t, s, new_qty, price, reason, st, rules, acc, fees, slippage, trades):
-    """Market order taking symbol s to new_qty at ``price`` before slippage."""
+def _fill(t, s, new_qty, price, reason, maker, st, rules, acc, fees, slippage, trades):
+    """Order taking symbol s to new_qty: a market order at ``price`` before slippage, or
+    (``maker``) a limit order at ``price``, its limit, with the maker fee."""
     old = st[s, Q]
     delta = new_qty - old
-    px = _fill_price(rules, s, price, delta > 0)
-    fee = rules[s, TAKER] * abs(delta) * px
+    if maker:
+        px, fee = price, rules[s, MAKER] * abs(delta) * price
+    else:
+        px = _fill_price(rules, s, price, delta > 0, abs(delta), st[s, VOL])
+        fee = rules[s, TAKER] * abs(delta) * px
     acc[CASH] -= delta * px + fee
     fees[min(t, fees.shape[0] - 1), s] += fee
     slippage[min(t, slippage.shape[0] - 1), s] += delta * (px - price)
@@ -1175,11 +1439,17 @@ def _liquidate(t, s, st, rules, acc, fees, liquidation_fees, insurance, trades):
 
 
 @numba.njit(cache=True)
-def _blow(t, marks, st, rules, acc, fees, slippage, trades):
+def _blow(t, marks, st, rules, acc, fees, slippage, trades, events):
+    """Close every position at ``marks`` (market orders) and cancel every working order."""
     acc[BLOWN_BAR] = t
     for s in range(st.shape[0]):
+        if not np.isnan(st[s, LPX]):
+            events[EV_CANCELLED] += 1
+            st[s, LPX] = np.nan
+        st[s, WORK] = 0.0
         if st[s, Q] != 0.0:
-            _fill(t, s, 0.0, marks[s], R_BLOWN, st, rules, acc, fees, slippage, trades)
+            _fill(t, s, 0.0, marks[s], R_BLOWN, False, st, rules, acc, fees, slippage,
+                  trades)
 
 
 @numba.njit(cache=True)

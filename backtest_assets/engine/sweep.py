@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from backtest_assets.engine.core import (
+    ORDER_EVENTS,
     R_OPEN,
     REJECT_REASONS,
     TRADE_COLS,
@@ -31,17 +32,20 @@ from backtest_assets.engine.core import (
     _rules,
     bar_days,
     check_inputs,
+    check_sizing,
     check_target,
+    loop_arrays,
     loop_state,
 )
 from backtest_assets.engine.metrics import BARS_PER_YEAR_1M
-from backtest_assets.engine.venue import ExitRules, Instrument, RiskLimits
+from backtest_assets.engine.venue import ExitRules, Instrument, LimitOrders, RiskLimits
 
 # Columns of the per-combination metrics the kernel writes, in this order.
 SWEEP_METRICS = ("total_return", "sharpe", "sortino", "max_drawdown", "trades", "win_rate",
                  "fee_drag", "slippage_drag", "funding_pnl", "exposure", "final_equity",
                  "rejected", "blown_bar")
 N_REJECT = len(REJECT_REASONS)
+N_EVENTS = len(ORDER_EVENTS)
 
 
 def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
@@ -52,13 +56,17 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
           init_cash: float = 1_000_000.0, long_sizing: Literal["equity", "cash"] = "equity",
           bars_per_year: float = BARS_PER_YEAR_1M, chunk: int | None = None,
           blocks: np.ndarray | Sequence[int] | None = None,
-          risk: RiskLimits | None = None, day: np.ndarray | None = None
+          risk: RiskLimits | None = None, day: np.ndarray | None = None,
+          mark_open: np.ndarray | None = None, mark_high: np.ndarray | None = None,
+          mark_low: np.ndarray | None = None, volume: np.ndarray | None = None,
+          limits: LimitOrders | None = None
           ) -> pl.DataFrame | tuple[pl.DataFrame, np.ndarray]:
     """Metrics of K backtests sharing bars, instruments and funding.
 
     Parameters
     ----------
-    open_, high, low, close, instruments, funding, init_cash, long_sizing, risk, day
+    open_, high, low, close, instruments, funding, init_cash, long_sizing, risk, day,
+    mark_open, mark_high, mark_low, volume, limits
         As for :func:`backtest_assets.engine.core.backtest` (the same checks apply).
     targets : sequence of K (T,) or (T, S) arrays, or a (T, K) array for one symbol
         Each combination's target weights (NaN = keep).
@@ -91,18 +99,20 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
     rules_k = [exits] * k_n if exits is None or isinstance(exits, ExitRules) else list(exits)
     if len(rules_k) != k_n:
         raise ValueError(f"exits: {len(rules_k)} rule sets for {k_n} targets")
-    if long_sizing not in ("equity", "cash"):
-        raise ValueError(f"long_sizing: {long_sizing!r} is not 'equity' or 'cash'")
     # The full check once (bars, instruments, funding against the first target) ...
     inp = check_inputs(open_, high, low, close, targets[0], instruments, funding=funding,
-                       exits=rules_k[0], init_cash=init_cash, risk=risk, day=day)
+                       exits=rules_k[0], init_cash=init_cash, risk=risk, day=day,
+                       mark_open=mark_open, mark_high=mark_high, mark_low=mark_low,
+                       volume=volume, limits=limits)
+    check_sizing(long_sizing, inp)
     for ex in rules_k:
         (ex or ExitRules()).validate()
     t_n, s_n = inp.open.shape
     bounds = _bounds(blocks, t_n)
     stats = np.zeros((k_n, max(len(bounds) - 1, 0), 3))
     rules = _rules(inp.instruments)
-    rate = np.full((0, s_n), np.nan) if inp.funding is None else inp.funding
+    market = loop_arrays(inp)
+    split = any(i.participation is not None for i in inp.instruments)
     chunk = chunk or 4 * numba.get_num_threads()
     out = np.empty((k_n, len(SWEEP_METRICS)))
     chunk = min(chunk, k_n)
@@ -122,9 +132,9 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
             except ValueError as exc:
                 raise ValueError(f"targets[{k}]: {exc}") from None
         accs = np.stack([loop_state(inp.init_cash, rules_k[k] or ExitRules(), long_sizing,
-                                    inp.risk) for k in ks])
-        _sweep_kernel(inp.open, inp.high, inp.low, inp.close, rate, changed[:len(ks)],
-                      weights[:len(ks)], bar_days(inp), rules,
+                                    inp.risk, inp.limits) for k in ks])
+        _sweep_kernel(*market, changed[:len(ks)], weights[:len(ks)], split, bar_days(inp),
+                      rules,
                       accs, equity[:len(ks)], exposure[:len(ks)], out[lo:lo + len(ks)],
                       bounds, stats[lo:lo + len(ks)])
     frame = pl.DataFrame(out, schema=list(SWEEP_METRICS), orient="row")
@@ -147,8 +157,8 @@ def _bounds(blocks: np.ndarray | Sequence[int] | None, t_n: int) -> np.ndarray:
 
 
 @numba.njit(parallel=True, cache=True)
-def _sweep_kernel(o, h, lo, c, rate, changed, weights, day, rules, accs, equity, exposure,
-                  out, bounds, stats):  # pragma: no cover
+def _sweep_kernel(o, h, lo, c, mo, mh, ml, vol, rate, changed, weights, split, day, rules,
+                  accs, equity, exposure, out, bounds, stats):  # pragma: no cover
     """Run combination j of the chunk into equity[j] / exposure[j] and summarize it (and
     its bar returns per block into stats[j]); the other outputs of the loop are single-row
     accumulators (see core._loop)."""
@@ -157,12 +167,14 @@ def _sweep_kernel(o, h, lo, c, rate, changed, weights, day, rules, accs, equity,
     for j in numba.prange(k_n):
         acc = accs[j].copy()
         fees, slippage, funding = np.zeros((1, s_n)), np.zeros((1, s_n)), np.zeros((1, s_n))
-        trades = np.empty((max(1, int(changed[j].sum())), TRADE_COLS))
+        # as trade_capacity: one row per change, or per bar and symbol when fills split
+        n_rows = int(changed[j].sum()) + (changed[j].size if split else 0)
+        trades = np.empty((max(1, n_rows), TRADE_COLS))
         rejected = np.zeros(N_REJECT, dtype=np.int64)
-        _loop(o, h, lo, c, rate, changed[j], weights[j], day, rules, acc, equity[j],
-              np.empty(1),
+        _loop(o, h, lo, c, mo, mh, ml, vol, rate, changed[j], weights[j], day, rules, acc,
+              equity[j], np.empty(1),
               exposure[j], np.empty((1, s_n)), fees, slippage, funding, np.zeros((1, s_n)),
-              np.zeros((1, s_n)), trades, rejected)
+              np.zeros((1, s_n)), trades, rejected, np.zeros(N_EVENTS, dtype=np.int64))
         _summarize(equity[j], exposure[j], fees, slippage, funding, trades[:int(acc[1])],
                    rejected, acc[2], accs[j, 0], out[j])
         ret = exposure[j]  # _summarize left the bar returns there

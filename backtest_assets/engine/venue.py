@@ -36,8 +36,11 @@ class Instrument:
     symbol : str
         Name used in errors and in the trades table.
     taker_bps, slippage_bps : float
-        Taker fee and slippage per side, in bps of notional (``specs/fees.yaml``). Every
-        engine order is a market order, so the maker fee never applies.
+        Taker fee and slippage per side, in bps of notional (``specs/fees.yaml``), paid by
+        market orders (signals without ``LimitOrders``, and every exit).
+    maker_bps : float
+        Maker fee in bps of notional, paid by limit orders (``LimitOrders``), which fill at
+        their limit price without slippage.
     lot_size : float
         Quantity step; order quantities are rounded toward zero to it. 0 = continuous.
     tick_size : float
@@ -59,6 +62,19 @@ class Instrument:
     liquidation_fee_rate : float
         Clearance fee on liquidation, as a fraction of the notional at the liquidation
         price; it is paid from what is left of the margin, never more.
+    participation : float or None
+        In (0, 1]: a signal order (market or limit) fills at most this fraction of its fill
+        bar's volume (rounded down to the lot); the rest stays working (engine docstring,
+        Liquidity). None: no cap. Needs the bars' volume.
+    maintenance_at : {"level", "entry"}
+        Where the maintenance margin is valued: ``"level"`` (Binance USD-M) on the notional
+        at the liquidation price, in the tier holding that notional; ``"entry"`` (Bybit USDT
+        perpetuals: ``MM = position value x MMR - deduction``, the value at the entry price)
+        on the entry notional and its tier (engine docstring, Margin tiers).
+    impact_coef : float
+        Square-root impact: a market fill of ``q`` units in a bar of volume ``V`` pays
+        slippage ``slippage + impact_coef * sqrt(q / V)`` (a fraction of the price) instead
+        of ``slippage``. 0: fixed slippage only. Needs the bars' volume.
     brackets : tuple of Bracket
         The venue's notional tiers, by increasing cap (empty: one tier, ``mmr`` at any
         notional). The maintenance margin of a position of notional N is ``N * mmr_k -
@@ -78,6 +94,10 @@ class Instrument:
     max_leverage: float = 1.0
     maintenance_margin_rate: float | None = None
     liquidation_fee_rate: float = 0.0
+    maker_bps: float = 0.0
+    participation: float | None = None
+    impact_coef: float = 0.0
+    maintenance_at: str = "level"
     brackets: tuple[Bracket, ...] = ()
 
     @classmethod
@@ -102,6 +122,8 @@ class Instrument:
         brackets = tuple(Bracket(cap=b[0], max_leverage=b[1], mmr=b[2], maint_amount=b[3])
                          for b in filters.brackets) if venue.maintenance_margin_rate else ()
         fields = dict(taker_bps=venue.taker_bps, slippage_bps=venue.slippage_bps,
+                      maker_bps=venue.maker_bps, impact_coef=venue.impact_coef,
+                      maintenance_at=venue.maintenance_at,
                       lot_size=filters.lot_size, tick_size=filters.tick_size,
                       min_notional=filters.min_notional, max_leverage=venue.max_leverage,
                       maintenance_margin_rate=brackets[0].mmr if brackets
@@ -135,15 +157,26 @@ class Instrument:
         """Slippage as a fraction of price."""
         return self.slippage_bps / 1e4
 
+    @property
+    def maker(self) -> float:
+        """Maker fee as a fraction of notional."""
+        return self.maker_bps / 1e4
+
+    @property
+    def needs_volume(self) -> bool:
+        """Whether the liquidity rules (participation cap, impact) need the bars' volume."""
+        return self.participation is not None or self.impact_coef > 0
+
     def validate(self) -> None:
         """Raise ``ValueError('<symbol>: <field>: problem')`` on an impossible rule."""
         def bad(field: str, problem: str) -> ValueError:
             return ValueError(f"{self.symbol}: {field}: {getattr(self, field)} {problem}")
 
-        for field in ("taker_bps", "slippage_bps"):
+        for field in ("taker_bps", "slippage_bps", "maker_bps"):
             value = getattr(self, field)
             if not (math.isfinite(value) and 0 <= value <= 1000):
                 raise bad(field, "is out of range [0, 1000]")
+        self._validate_execution(bad)
         for field in ("lot_size", "tick_size", "min_notional", "liquidation_fee_rate"):
             value = getattr(self, field)
             if not (math.isfinite(value) and value >= 0):
@@ -158,6 +191,15 @@ class Instrument:
                       f"({self.max_leverage:g}): the position would be liquidated at entry")
         if self.brackets:
             self._validate_brackets(bad)
+
+    def _validate_execution(self, bad) -> None:
+        part = self.participation
+        if part is not None and not (math.isfinite(part) and 0 < part <= 1):
+            raise bad("participation", "is out of range (0, 1]")
+        if not (math.isfinite(self.impact_coef) and 0 <= self.impact_coef <= 1):
+            raise bad("impact_coef", "is out of range [0, 1]")
+        if self.maintenance_at not in ("level", "entry"):
+            raise bad("maintenance_at", "is not 'level' or 'entry'")
 
     def _validate_brackets(self, bad) -> None:
         b = self.brackets
@@ -264,3 +306,40 @@ class RiskLimits:
             value = getattr(self, field)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{field}: {value} is not a finite number > 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitOrders:
+    """Signal orders as limit orders (the engine docstring's Limit orders): placed at the
+    decision bar's close, resting for ``valid_bars`` bars from the next, filled only when a
+    bar trades through the limit, at the limit price, paying the maker fee.
+
+    Parameters
+    ----------
+    offset_bps : float
+        The limit's distance from the reference price (the decision bar's close) in bps:
+        a buy at ``close * (1 - offset)`` rounded down to the tick, a sell at ``close * (1 +
+        offset)`` rounded up. At least 0 (a limit on the passive side).
+    valid_bars : int
+        Bars the order rests, from the bar after the decision; unfilled after them, it
+        expires. At least 1.
+    entries, exits : bool
+        Which signal orders are limits: entries (open, increase or reverse a target) and
+        exits (a target of 0, or a smaller one of the same sign). The other kind stays a
+        market order; stops, take-profits, time stops and liquidations are always market.
+    """
+
+    offset_bps: float = 0.0
+    valid_bars: int = 1
+    entries: bool = True
+    exits: bool = True
+
+    def validate(self) -> None:
+        """Raise ``ValueError('<field>: problem')`` on an impossible rule."""
+        if not (math.isfinite(self.offset_bps) and 0 <= self.offset_bps < 1e4):
+            raise ValueError(f"offset_bps: {self.offset_bps} is out of range [0, 10000)")
+        n = self.valid_bars
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"valid_bars: {n} is not an integer >= 1")
+        if not (self.entries or self.exits):
+            raise ValueError("entries, exits: a limit rule must apply to at least one")

@@ -442,6 +442,13 @@ class VenueSpec:
     maintenance_margin_rate: float | None = None
     liquidation_fee_rate: float = 0.0
     symbols: dict[str, SymbolRules] | None = None
+    # Square-root impact: a market fill of q units in a bar of volume V slips by
+    # slippage + impact_coef * sqrt(q / V) (engine docstring, Liquidity); 0: fixed slippage.
+    impact_coef: float = dataclasses.field(default=0.0, metadata={"omit_if_default": True})
+    # Where the maintenance margin is valued: "level" (Binance: the notional at the
+    # liquidation price) or "entry" (Bybit: the position value at the entry price).
+    maintenance_at: str = dataclasses.field(default="level",
+                                            metadata={"omit_if_default": True})
 
     def validate(self) -> None:
         for name in ("maker_bps", "taker_bps", "slippage_bps"):
@@ -456,6 +463,11 @@ class VenueSpec:
             raise ValueError(f"maintenance_margin_rate: {mmr} is not below 1 / max_leverage "
                              f"({self.max_leverage}): a position at the cap would be "
                              "liquidated at entry")
+        if not 0 <= self.impact_coef <= 1:
+            raise ValueError(f"impact_coef: {self.impact_coef} is out of range [0, 1]")
+        if self.maintenance_at not in ("level", "entry"):
+            raise ValueError(f"maintenance_at: {self.maintenance_at!r} is not 'level' or "
+                             "'entry'")
         if not 0 <= self.liquidation_fee_rate < 0.1:
             raise ValueError(f"liquidation_fee_rate: {self.liquidation_fee_rate} is out of "
                              "range [0, 0.1)")

@@ -94,16 +94,17 @@ def test_the_funding_interval_is_checked():
 # 4 x 1,000,000 / 40,000 = 100 BTC at bar 1's open, 40,000 x 1.0001 = 40,004 (both venues:
 # slippage 1 bp, tick 0.1, lot 0.001). Notional 4,000,400, margin 400,040.
 #   entry fee  Binance 0.05 % x 4,000,400 = 2,000.20;  Bybit 0.055 % x 4,000,400 = 2,200.22
-# Liquidation level (engine: maintenance on the notional at the level, tier of that notional):
-#   Binance, tier 4 (3,000,000-12,000,000: 1 %, amount 11,450):
+# Liquidation level:
+#   Binance (maintenance on the notional at the level, in that notional's tier), tier 4
+#   (3,000,000-12,000,000: 1 %, amount 11,450):
 #     (40,004 x 0.9 - 11,450 / 100) / (1 - 0.01) = 35,889.1 / 0.99 = 36,251.616161...
 #     (notional there 3,625,161.6: in tier 4)
-#   Bybit, tier 4 (3,200,000-3,800,000: 0.67 %, deduction 4,300):
-#     (36,003.6 - 4,300 / 100) / (1 - 0.0067) = 35,960.6 / 0.9933 = 36,203.161179...
-#     (notional there 3,620,316: in tier 4)
-#   Bybit by its own article (maintenance on the value at entry, 4,000,400: tier 5, 0.71 %,
-#   deduction 5,820): 40,004 - (400,040 - (4,000,400 x 0.0071 - 5,820)) / 100
-#     = 40,004 - (400,040 - 22,582.84) / 100 = 36,229.4284: also below Binance's level.
+#   Bybit ("Liquidation Price (USDT Contract)": maintenance on the position value at the
+#   entry, 4,000,400, in its tier 5: 0.71 %, deduction 5,820; maintenance_at: entry):
+#     MM = 4,000,400 x 0.0071 - 5,820 = 22,582.84
+#     40,004 - (400,040 - 22,582.84) / 100 = 36,229.4284: below Binance's level.
+#   (Binance's rule on Bybit's tiers would give tier 4 (0.67 %, 4,300) at the level:
+#     (36,003.6 - 43) / 0.9933 = 36,203.161179..., lower still.)
 # Bar 2's low 36,240 reaches Binance's level only.
 #   Binance: closed at 36,251.616161...; margin left 400,040 + 100 x (36,251.616161 -
 #     40,004) = 24,801.616161... = 1 % x 3,625,161.6 - 11,450; the clearance fee (1.25 % x
@@ -117,13 +118,12 @@ BARS = table([(40_000, 40_100, 39_900, 40_000, 4.0),
               (38_000, 38_500, 36_240, 37_000, 0.0),
               (37_000, 37_100, 36_900, 37_000, NAN)])
 BINANCE_LIQ = 35_889.1 / 0.99
-BYBIT_LIQ = 35_960.6 / 0.9933
+BYBIT_LIQ = 36_229.4284
 
 
 def test_the_same_long_costs_more_on_bybit_and_is_liquidated_on_binance_only(run):
     assert abs(BINANCE_LIQ - 36_251.61616161616) < 1e-9
-    assert abs(BYBIT_LIQ - 36_203.16117990536) < 1e-9
-    assert BYBIT_LIQ < 40_004 - (400_040 - (4_000_400 * 0.0071 - 5_820)) / 100 < 36_240
+    assert BYBIT_LIQ < 36_240 < BINANCE_LIQ
     binance = run(**BARS, instruments=Instrument.from_venue("BTCUSDT", BINANCE,
                                                             max_leverage=10),
                   init_cash=1_000_000.0)
@@ -149,6 +149,28 @@ def test_the_same_long_costs_more_on_bybit_and_is_liquidated_on_binance_only(run
     assert bybit.equity[-1] == approx(694_994.9835)
     # The fees of the same fill differ by the ratio of the taker rates.
     assert bybit.fees[1, 0] / binance.fees[1, 0] == pytest.approx(5.5 / 5.0, rel=1e-12)
+
+
+def test_a_deeper_low_liquidates_both_at_their_own_levels(run):
+    """Bar 2's low at 36,200 reaches both levels. Binance closes at 36,251.616 (its
+    clearance fee takes the margin left); Bybit at 36,229.4284, where the margin left is
+    the maintenance margin at entry, 22,582.84: no clearance fee is published, so it goes
+    to the insurance fund. Either way the trader loses the posted margin, 400,040, and the
+    entry fee: Bybit's equity 1,000,000 - 400,040 - 2,200.22 = 597,759.78."""
+    bars = {k: v.copy() for k, v in BARS.items()}
+    bars["low"][2] = 36_200.0
+    binance = run(**bars, instruments=Instrument.from_venue("BTCUSDT", BINANCE,
+                                                            max_leverage=10),
+                  init_cash=1_000_000.0)
+    bybit = run(**bars, instruments=Instrument.from_venue("BTCUSDT", BYBIT, max_leverage=10),
+                init_cash=1_000_000.0)
+    assert only_trade(binance)["exit_price"] == approx(BINANCE_LIQ)
+    t = only_trade(bybit)
+    assert (t["exit_bar"], t["exit_reason"]) == (2, "liquidation")
+    assert t["exit_price"] == approx(BYBIT_LIQ)
+    assert bybit.insurance.sum() == approx(22_582.84) and bybit.liquidation_fees.sum() == 0
+    assert t["pnl"] == approx(-400_040 - 2_200.22)
+    assert bybit.equity[2:].tolist() == approx([597_759.78, 597_759.78])
 
 
 # ---- a blueprint names either venue ------------------------------------------------------

@@ -10,22 +10,32 @@ accounts) and ``brackets`` (the same with random margin tiers whose caps fall ar
 positions' notionals: liquidation levels from the tier of the notional there, and orders
 refused above the largest notional the leverage setting allows) and ``risk`` (the same with
 a pre-trade risk manager: daily loss cap over random UTC days, position, total and leverage
-limits around the positions' notionals). On every run the engines
+limits around the positions' notionals) and ``venue`` (brackets, and often the risk manager
+and exits, with mark prices off the last by a drifting basis, volume that binds a
+participation cap or is missing, square-root impact, limit orders with maker fees). On
+every run the engines
 agree on every bar to 1e-9 relative and on every trade, and the accounting invariants hold.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import polars as pl
 import pytest
 
 from backtest_assets.engine import ExitRules, Instrument, Result, backtest, backtest_reference
-from backtest_assets.engine.core import forward_fill, liquidation_price
+from backtest_assets.engine.core import (
+    _rules,
+    forward_fill,
+    liquidation_price,
+    tier_liquidation_price,
+)
 from backtest_assets.engine.ledger import ledger_residual
-from backtest_assets.engine.venue import RiskLimits
+from backtest_assets.engine.venue import LimitOrders, RiskLimits
 
-REGIMES = ("closed_form", "exchange_rules", "exits", "leverage", "brackets", "risk")
+REGIMES = ("closed_form", "exchange_rules", "exits", "leverage", "brackets", "risk", "venue")
 SEEDS = range(150)
 SLOW_SEEDS = range(150, 1150)
 RTOL = 1e-9
@@ -56,7 +66,7 @@ def synthetic_case(seed: int, regime: str, bars: int = 240) -> dict:
     # asks for more margin than is left (slippage, price drift): insufficient_margin. The
     # closed_form regime trades at most 1x under a setting of 2 (headroom), so that margin
     # never refuses its orders and the closed form applies.
-    levered = regime in ("leverage", "brackets", "risk")
+    levered = levered_regime(regime)
     gross = float(rng.choice([3.0, 10.0])) if levered else 1.0
     max_lev = 2.0 if regime == "closed_form" else gross
     levels = np.array([-1.0, -0.6, -0.25, 0.0, 0.25, 0.6, 1.0]) * gross / s_n
@@ -88,7 +98,7 @@ def synthetic_case(seed: int, regime: str, bars: int = 240) -> dict:
         maintenance_margin_rate=float(rng.choice([0.0, 0.004, 0.02])) if margined else None,
         liquidation_fee_rate=float(rng.choice([0.0, 0.005])),
     ) for s in range(s_n)]
-    if regime == "brackets":
+    if regime in ("brackets", "venue"):
         notional = init_cash * gross / s_n  # a full position's notional, roughly
         instruments = [with_brackets(rng, i, notional) for i in instruments]
     exits = None
@@ -100,7 +110,9 @@ def synthetic_case(seed: int, regime: str, bars: int = 240) -> dict:
     case = {"open_": open_, "high": high, "low": low, "close": close, "target": target,
             "instruments": instruments, "funding": funding, "exits": exits,
             "init_cash": init_cash}
-    if regime == "risk":
+    if regime == "venue":
+        venue_rules(rng, case, gross)
+    if regime == "risk" or (regime == "venue" and rng.random() < 0.5):
         notional = init_cash * gross / s_n
         case["day"] = np.arange(t_n) // int(rng.integers(3, 25))
         case["risk"] = RiskLimits(
@@ -114,7 +126,36 @@ def synthetic_case(seed: int, regime: str, bars: int = 240) -> dict:
 
 
 def levered_regime(regime: str) -> bool:
-    return regime in ("leverage", "brackets", "risk")
+    return regime in ("leverage", "brackets", "risk", "venue")
+
+
+def venue_rules(rng: np.random.Generator, case: dict, gross: float) -> None:
+    """Mark prices off the last by a drifting basis (their extremes beyond or short of the
+    last's), volume that sometimes binds a participation cap (and some bars without any),
+    square-root impact, limit orders and maker fees, on ``case`` in place."""
+    o, h, lo, c = (case[k] for k in ("open_", "high", "low", "close"))
+    t_n, s_n = o.shape
+    scale = float(rng.choice([0.002, 0.01, 0.03]))
+    basis = np.cumsum(rng.normal(0, scale / 3, (t_n, s_n)), axis=0) * 0.3
+    basis = np.clip(basis, -3 * scale, 3 * scale)
+    m_open = o * np.exp(basis)
+    m_high = np.maximum(m_open, h * np.exp(basis + rng.normal(0, scale, (t_n, s_n))))
+    m_low = np.minimum(m_open, lo * np.exp(basis + rng.normal(0, scale, (t_n, s_n))))
+    units = case["init_cash"] * gross / s_n / np.nanmean(c, axis=0)  # a full position
+    volume = units * np.exp(rng.normal(np.log(rng.choice([0.3, 3.0, 30.0])), 1.0, (t_n, s_n)))
+    volume[rng.random((t_n, s_n)) < 0.05] = 0.0
+    volume[np.isnan(o)] = np.nan
+    case.update(mark_open=m_open, mark_high=m_high, mark_low=m_low, volume=volume)
+    case["instruments"] = [dataclasses.replace(
+        i, maker_bps=float(rng.choice([-0.0, 1.0, 2.0])),
+        participation=None if rng.random() < 0.3 else float(rng.choice([0.05, 0.3, 1.0])),
+        impact_coef=float(rng.choice([0.0, 0.001, 0.02])),
+        maintenance_at=str(rng.choice(["level", "entry"]))) for i in case["instruments"]]
+    if rng.random() < 0.7:
+        entries = bool(rng.random() < 0.7)
+        case["limits"] = LimitOrders(
+            offset_bps=float(rng.choice([0.0, 5.0, 40.0])), valid_bars=int(rng.integers(1, 7)),
+            entries=entries, exits=not entries or bool(rng.random() < 0.5))
 
 
 def with_brackets(rng: np.random.Generator, inst: Instrument, notional: float) -> Instrument:
@@ -146,17 +187,25 @@ def with_brackets(rng: np.random.Generator, inst: Instrument, notional: float) -
 
 
 def assert_same(fast: Result, ref: Result) -> None:
+    # Money is compared to 1e-9 of the account (a liquidation's margin left over, exactly 0
+    # in one engine, can be 1e-9 in absolute terms in the other on a million of equity).
+    account = float(np.abs(ref.equity).max(initial=0.0))
     for name in ("equity", "cash", "position", "exposure", "fees", "slippage", "funding",
                  "liquidation_fees", "insurance"):
         got, want = getattr(fast, name), getattr(ref, name)
         scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+        if name in ("fees", "slippage", "funding", "liquidation_fees", "insurance"):
+            scale = max(scale, account)
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale, err_msg=name)
     assert fast.rejected == ref.rejected
+    assert fast.orders == ref.orders
     assert fast.blown_bar == ref.blown_bar
     assert fast.trades.drop(pl.selectors.float()).equals(ref.trades.drop(pl.selectors.float()))
     for name in ("qty", "entry_price", "exit_price", "fees", "funding", "insurance", "pnl"):
         want = ref.trades[name].to_numpy()
         scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+        if name in ("fees", "funding", "insurance", "pnl"):
+            scale = max(scale, account)
         np.testing.assert_allclose(fast.trades[name].to_numpy(), want, rtol=RTOL,
                                    atol=RTOL * scale, err_msg=f"trades.{name}")
 
@@ -210,6 +259,8 @@ def test_fast_engine_matches_reference(regime):
         assert {"stop_loss", "take_profit", "time_stop"} <= reasons
     if regime == "risk":
         assert {"daily_loss", "max_position", "max_total", "max_leverage"} <= rejected
+    if regime == "venue":
+        assert_venue_rules_exercised(fast, rejected)
     if regime == "brackets":
         assert "liquidation" in reasons
         assert {"leverage_bracket", "insufficient_margin"} <= rejected
@@ -230,6 +281,39 @@ def test_fast_engine_matches_reference(regime):
         assert {"blown", "insufficient_margin"} <= rejected
         assert sum((r.insurance > 0).any() for r in fast) >= 10
         assert sum(r.path == "closed_form" for r in fast) >= 10  # margin verified in closed form
+
+
+def assert_venue_rules_exercised(fast: list[Result], rejected: set[str]) -> None:
+    """Every new rule happens in the venue regime's runs: limits of each outcome, cut fills,
+    bars refused for want of volume, liquidations on the mark that the last price would not
+    have triggered (and the reverse: the last price through the level, the mark not)."""
+    orders = {k: sum(r.orders[k] for r in fast) for k in fast[0].orders}
+    assert min(orders.values()) >= 5, orders
+    assert {"no_volume", "leverage_bracket", "insufficient_margin", "daily_loss"} <= rejected
+    by_mark = by_last = 0
+    for seed, r in zip(SEEDS, fast, strict=True):
+        case = synthetic_case(seed, "venue")
+        for row in r.trades.filter(pl.col("exit_reason") == "liquidation").iter_rows(
+                named=True):
+            t, s = row["exit_bar"], int(row["symbol"][1:-4])
+            long = row["side"] == "long"
+            last = case["low"][t, s] if long else case["high"][t, s]
+            by_mark += (last > row["exit_price"]) if long else (last < row["exit_price"])
+        # the last price through a live position's level while the mark stays short of it
+        for row in r.trades.filter(pl.col("exit_reason") != "liquidation").iter_rows(
+                named=True):
+            end = row["exit_bar"] if row["exit_bar"] is not None else len(r.equity) - 1
+            s, long = int(row["symbol"][1:-4]), row["side"] == "long"
+            i = case["instruments"][s]
+            if i.maintenance_margin_rate is None:
+                continue
+            span = slice(row["entry_bar"] + 1, end)
+            qty = np.array([[row["qty"] if long else -row["qty"]]])
+            level = tier_liquidation_price(_rules([i]), np.array([[row["entry_price"]]]),
+                                           qty)[0, 0]
+            last = case["low"][span, s] if long else case["high"][span, s]
+            by_last += bool(((last <= level) if long else (last >= level)).any())
+    assert by_mark >= 5 and by_last >= 5, (by_mark, by_last)
 
 
 @pytest.mark.slow
