@@ -241,6 +241,9 @@ def publish(root, day: dt.date, symbol: str) -> None:
     """The day's daily archive files of ``symbol`` (zip + CHECKSUM, as Binance lays them)."""
     for market in ("perp", "spot"):
         write_zip(root, daily_klines_path(market, symbol, day), "1,2,3\n")
+    for folder in ("markPriceKlines", "premiumIndexKlines"):  # the sensor waits for them too
+        write_zip(root, daily_klines_path("perp", symbol, day).replace("/klines/", f"/{folder}/"),
+                  "1,2,3\n")
     write_zip(root, f"data/futures/um/daily/metrics/{symbol}/{symbol}-metrics-{day}.zip",
               "create_time,symbol\n")
 

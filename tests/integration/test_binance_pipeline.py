@@ -9,6 +9,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -28,6 +29,7 @@ from tests.support.archive import KLINE_HEADER, daily_klines_path, write_klines_
 from tests.support.http_server import ArchiveServer
 from tests.support.specs import specs_with_universe
 
+INDEX_KLINES = REPO / "tests" / "fixtures" / "binance_index_klines"
 REAL_UNIVERSE = """\
 name: real-files
 start_date: 2021-11-27
@@ -71,7 +73,12 @@ def csv_rows(zip_path):
 
 
 def test_real_files_ingest_to_bars(tmp_path, binance_files):
-    with ArchiveServer(binance_files) as server:
+    # the real files, and beside them the mark price / premium index day of the real layout
+    # (values derived from the perp day: tests/fixtures/binance_index_klines/SOURCES.md)
+    site = tmp_path / "site"
+    shutil.copytree(binance_files / "data", site / "data")
+    shutil.copytree(INDEX_KLINES / "data", site / "data", dirs_exist_ok=True)
+    with ArchiveServer(site) as server:
         out = cli(tmp_path, server.base_url, "--start", "2022-05-06", "--end", "2022-05-06",
                   "--symbols", "BTCUSDT")
         cli(tmp_path, server.base_url, "--start", "2021-11-27", "--end", "2021-11-28",
@@ -101,9 +108,28 @@ def test_real_files_ingest_to_bars(tmp_path, binance_files):
     assert bar["trade_count"] == sum(int(r[8]) for r in five)
     assert bar["n_source_bars"] == 5
 
+    # The mark beside last: the 1m bars carry the mark file's values, the 5m bar aggregates them.
+    marks = csv_rows(INDEX_KLINES / rel.replace("/klines/", "/markPriceKlines/"))
+    assert len(marks) == 1440
+    mark_1m = query(tmp_path, "SELECT mark_open, mark_high, mark_low, mark_close, n_mark_bars "
+                              "FROM bars_1m WHERE market = 'perp' ORDER BY ts_open").rows()
+    assert mark_1m == [(*(float(x) for x in r[1:5]), 1) for r in marks]
+    five_marks = [r for r in marks if start <= int(r[0]) < start + 5 * 60_000]
+    assert (bar["mark_open"], bar["mark_high"], bar["mark_low"], bar["mark_close"],
+            bar["n_mark_bars"]) == (float(five_marks[0][1]),
+                                    max(float(r[2]) for r in five_marks),
+                                    min(float(r[3]) for r in five_marks),
+                                    float(five_marks[-1][4]), 5)
+    spot_marks = query(tmp_path, "SELECT count(*) FROM bars_5m WHERE market = 'spot' AND "
+                                 "(mark_close IS NOT NULL OR n_mark_bars IS NOT NULL)").item()
+    assert spot_marks == 0
+    premium = query(tmp_path, "SELECT * FROM raw_premium_index_klines_1m")
+    assert premium.height == 1440 and (premium["close"] < 0).any()
+
     # Raw bytes kept with the sha256 of their CHECKSUM; absent days recorded as missing.
     files = query(tmp_path, "SELECT * FROM ingest_files ORDER BY ALL")
-    kline = files.filter(pl.col("url").str.ends_with("BTCUSDT-1m-2022-05-06.zip")).row(
+    kline = files.filter(pl.col("asset") == "raw_perp_klines_1m",
+                         pl.col("url").str.ends_with("BTCUSDT-1m-2022-05-06.zip")).row(
         0, named=True)
     expected = (binance_files / f"{rel}.CHECKSUM").read_text().split()[0]
     assert kline["sha256"] == expected and kline["status"] == "ok"

@@ -114,6 +114,7 @@ def test_rebuild_builds_every_key_again_and_an_unchanged_input_leaves_the_rest_f
     assert run(START, START, [SYMBOL], instance=instance, research=False, rebuild=True)
     out = capsys.readouterr().out
     assert set(built_rows(out)) == {"raw_perp_klines_1m", "raw_spot_klines_1m",
+                                    "raw_mark_price_klines_1m", "raw_premium_index_klines_1m",
                                     "raw_funding_rates", "raw_open_interest", "bars_1m",
                                     "bars_5m", "bars_15m"}, out
     assert len(instance.get_runs()) == n_runs + 1  # one run: every asset shares the keys
