@@ -343,8 +343,16 @@ class StudySpec:
     # Studies the research report sets beside this one (its "compare" section). What the
     # report shows, not what the study reads: left out of the study's record hash.
     compare_with: tuple[str, ...] = ()
+    # Perp bars without a mark price (backtest_assets.engine.core, Mark prices): "refuse"
+    # the run (naming the symbol and first bar), or fall back to the last price for those
+    # bars, counted in the metrics' mark_fallback_bars. Left out of the hash at the default.
+    missing_marks: Literal["refuse", "last"] = dataclasses.field(
+        default="refuse", metadata={"omit_if_default": True})
 
     def validate(self) -> None:
+        if self.missing_marks not in ("refuse", "last"):
+            raise ValueError(f"missing_marks: {self.missing_marks!r} is not 'refuse' or "
+                             "'last'")
         if self.name in self.compare_with:
             raise ValueError(f"compare_with: a study is not compared with itself ({self.name})")
         if self.source not in (None, "synthetic", "binance"):
@@ -779,6 +787,43 @@ class RiskSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExecutionSpec:
+    """How a blueprint's signal orders reach the venue. ``orders: limit`` rests them as limit
+    orders ``limit_offset_bps`` from the decision bar's close on the passive side, for
+    ``limit_valid_bars`` bars, filled only when a bar trades through, at the limit, paying
+    the maker fee (``limit_entries`` / ``limit_exits``: which orders; the others, and every
+    stop, stay market orders). ``participation``: the largest share of a bar's volume a
+    fill may take; the rest works over the next bars (backtest_assets.engine.core,
+    Liquidity). Unset: market orders, no cap."""
+
+    orders: Literal["market", "limit"] = "market"
+    limit_offset_bps: float = 0.0
+    limit_valid_bars: int = 1
+    limit_entries: bool = True
+    limit_exits: bool = True
+    participation: float | None = None
+
+    def limits(self):
+        """The engine's ``LimitOrders`` (None for market orders)."""
+        from backtest_assets.engine.venue import LimitOrders
+
+        if self.orders != "limit":
+            return None
+        return LimitOrders(offset_bps=self.limit_offset_bps, valid_bars=self.limit_valid_bars,
+                           entries=self.limit_entries, exits=self.limit_exits)
+
+    def validate(self) -> None:
+        if self.orders not in ("market", "limit"):
+            raise ValueError(f"orders: {self.orders!r} is not 'market' or 'limit'")
+        limits = self.limits()
+        if limits is not None:
+            limits.validate()
+        p = self.participation
+        if p is not None and not (math.isfinite(p) and 0 < p <= 1):
+            raise ValueError(f"participation: {p} is out of range (0, 1]")
+
+
+@dataclass(frozen=True, kw_only=True)
 class StrategySpec:
     """A blueprint: when to enter, which way, how much, how to exit, where.
 
@@ -816,6 +861,10 @@ class StrategySpec:
     # left out of the hash while unset.
     risk: RiskSpec | None = dataclasses.field(default=None,
                                               metadata={"omit_if_default": True})
+    # Limit orders and a participation cap for its signal orders; left out of the hash
+    # while unset (market orders, no cap).
+    execution: ExecutionSpec | None = dataclasses.field(default=None,
+                                                        metadata={"omit_if_default": True})
 
     def validate(self) -> None:  # noqa: C901
         if not re.fullmatch(_NAME, self.name):

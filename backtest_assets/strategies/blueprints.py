@@ -31,6 +31,7 @@ changes, a repeated same-side signal does not re-enter after a stop.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,7 @@ from backtest_assets.engine import ExitRules
 from backtest_assets.specs.models import Entry, Exits, StrategySpec
 
 PRICES = ("open", "high", "low", "close")
+EXTRAS = ("mark_open", "mark_high", "mark_low", "volume")  # optional bar columns
 NAME_MAX = 48  # models._NAME: [a-z][a-z0-9_]{0,47}
 _FOLLOW = {"continuation": 1.0, "mean_reversion": -1.0}
 _FIXED = {"long": 1.0, "short": -1.0}
@@ -73,15 +75,23 @@ class Panel:
     low: np.ndarray
     close: np.ndarray
     interval_minutes: int
+    # Mark open/high/low and base volume, where the bars carry them (NaN where a bar has
+    # none); None when the bars have no such column.
+    mark_open: np.ndarray | None = None
+    mark_high: np.ndarray | None = None
+    mark_low: np.ndarray | None = None
+    volume: np.ndarray | None = None
+    # Bars with a price but no mark that run on the last price instead (with_mark_policy)
+    mark_fallback: int = 0
 
     def __post_init__(self) -> None:
         shape = (len(self.ts), len(self.symbols))
         if not shape[0] or not shape[1]:
             raise ValueError(f"panel: needs at least one bar and one symbol, got {shape}")
-        for name in PRICES:
-            if getattr(self, name).shape != shape:
-                raise ValueError(f"panel: {name} has shape {getattr(self, name).shape}, "
-                                 f"expected {shape}")
+        for name in PRICES + EXTRAS:
+            a = getattr(self, name)
+            if a is not None and a.shape != shape:
+                raise ValueError(f"panel: {name} has shape {a.shape}, expected {shape}")
 
     @classmethod
     def from_bars(cls, bars: pl.DataFrame, symbols: Sequence[str], start: dt.datetime,
@@ -127,15 +137,55 @@ class Panel:
             raise ValueError(f"bars: {absent[0]} has no bar in [{start}, {end})")
         for name in PRICES:
             getattr(panel, name)[rows, cols] = frame[name].cast(pl.Float64).to_numpy()
-        return panel
+        extra = {}
+        for name in EXTRAS:
+            if name in frame.columns:
+                extra[name] = np.full((n, len(symbols)), np.nan)
+                extra[name][rows, cols] = frame[name].cast(pl.Float64).fill_null(
+                    np.nan).to_numpy()
+        return dataclasses.replace(panel, **extra) if extra else panel
+
+    def with_mark_policy(self, policy: str) -> Panel:
+        """This panel with every bar that has a price also having a mark: unchanged when it
+        does (or when the bars carry no mark column), else by the study's ``policy``:
+        ``"refuse"`` raises, ``"last"`` marks those bars with their own open/high/low and
+        counts them in ``mark_fallback``.
+
+        Raises
+        ------
+        ValueError
+            ``policy`` "refuse" and a bar without its mark, naming the symbol, the first
+            such bar's time and how many there are.
+        """
+        if self.mark_open is None:
+            return self
+        missing = ~np.isnan(self.open) & (np.isnan(self.mark_open) | np.isnan(self.mark_high)
+                                          | np.isnan(self.mark_low))
+        n = int(missing.sum())
+        if not n:
+            return self
+        if policy != "last":
+            t, s = np.argwhere(missing)[0]
+            per = int(missing[:, s].sum())
+            raise ValueError(
+                f"{self.symbols[s]}: {per} bar(s) with a price but no mark price, the first "
+                f"at {self.ts[t].astype('datetime64[us]').item()} (the study's missing_marks "
+                "is 'refuse': ingest the mark price klines, or set missing_marks: last to run "
+                "those bars on the last price, counted in mark_fallback_bars)")
+        fill = {m: np.where(missing, getattr(self, p), getattr(self, m))
+                for m, p in (("mark_open", "open"), ("mark_high", "high"), ("mark_low", "low"))}
+        return dataclasses.replace(self, **fill, mark_fallback=n)
 
     def rows(self, start: int, end: int) -> Panel:
         """The bars ``start .. end - 1`` as a panel of their own (a fold's window)."""
         if not 0 <= start < end <= len(self.ts):
             raise ValueError(f"panel: rows [{start}, {end}) outside [0, {len(self.ts)})")
+        extra = {n: getattr(self, n)[start:end] for n in EXTRAS
+                 if getattr(self, n) is not None}
         return Panel(self.ts[start:end], self.symbols,
                      *(getattr(self, p)[start:end] for p in PRICES),
-                     interval_minutes=self.interval_minutes)
+                     interval_minutes=self.interval_minutes, **extra,
+                     mark_fallback=self.mark_fallback)
 
     def _window(self) -> tuple[dt.datetime, dt.datetime, int]:
         """Start, end (exclusive) and step in microseconds."""

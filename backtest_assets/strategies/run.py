@@ -14,7 +14,9 @@ engine (refusing bad input before simulating) and returns three frames:
   and liquidations included), the overlays applied (``overlays``: ``name@hash8`` each;
   ``overlay_blocked`` / ``overlay_resized``: entries they blocked or resized) plus the
   rejected orders per reason (``rejected_<reason>`` for each of ``REJECT_REASONS``,
-  ``insufficient_margin`` among them), the blown bar, the run's
+  ``insufficient_margin`` among them), the limit orders' outcomes and the fills a
+  participation cap cut (``ORDER_EVENTS``: ``limit_placed`` ... ``partial_fills``), the bars
+  run on the last price for want of a mark (``mark_fallback_bars``), the blown bar, the run's
   size and the funding audit: ``funding_missing`` (prints missing at the times each symbol's
   interval expects, run as no payment) and ``funding_constant_runs`` (runs of one rate
   longer than the policy's limit), both 0 without funding.
@@ -76,8 +78,9 @@ def instruments_for(bp: StrategySpec, venue: VenueSpec) -> list[Instrument]:
     if bp.leverage > venue.max_leverage:
         raise ValueError(f"{bp.name}: leverage {bp.leverage:g} is above the venue's cap of "
                          f"{venue.max_leverage:g}")
-    return [Instrument.from_venue(s, venue, max_leverage=max(1.0, bp.leverage))
-            for s in bp.symbols]
+    cap = bp.execution.participation if bp.execution is not None else None
+    return [Instrument.from_venue(s, venue, max_leverage=max(1.0, bp.leverage),
+                                  participation=cap) for s in bp.symbols]
 
 
 def funding_policy(study: StudySpec, bp: StrategySpec) -> FundingPolicy:
@@ -188,6 +191,7 @@ def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.n
            **m, "funding_missing": audit.missing.height,
            "funding_constant_runs": audit.constant.height,
            **{f"rejected_{k}": res.rejected[k] for k in REJECT_REASONS},
+           **res.orders, "mark_fallback_bars": panel.mark_fallback,
            "blown_bar": -1 if res.blown_bar is None else res.blown_bar, "engine_path": res.path,
            # the futures ledger rebuilt from the trades and flows, against the equity
            "ledger_residual": ledger_residual(res, panel.close, insts, init_cash),
@@ -200,7 +204,23 @@ def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.n
 def _engine_bars(panel: Panel, rates: np.ndarray | None, init_cash: float,
                  bp: StrategySpec | None = None) -> dict:
     return {"open_": panel.open, "high": panel.high, "low": panel.low, "close": panel.close,
-            "funding": rates, "init_cash": init_cash, **risk_inputs(bp, panel.ts)}
+            "funding": rates, "init_cash": init_cash, **venue_inputs(bp, panel)}
+
+
+def venue_inputs(bp: StrategySpec | None, panel: Panel, rows: slice = slice(None)) -> dict:
+    """The engine's venue inputs for ``bp`` on ``panel``'s ``rows``: its risk manager
+    (:func:`risk_inputs`), the mark prices and volume where the bars carry them (the marks
+    completed by the study's policy: ``Panel.with_mark_policy``), and its limit orders."""
+    out = risk_inputs(bp, panel.ts[rows])
+    if panel.mark_open is not None:
+        out.update(mark_open=panel.mark_open[rows], mark_high=panel.mark_high[rows],
+                   mark_low=panel.mark_low[rows])
+    if panel.volume is not None:
+        out["volume"] = panel.volume[rows]
+    limits = bp.execution.limits() if bp is not None and bp.execution is not None else None
+    if limits is not None:
+        out["limits"] = limits
+    return out
 
 
 def risk_inputs(bp: StrategySpec | None, ts: np.ndarray) -> dict:

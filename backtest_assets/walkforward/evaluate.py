@@ -71,7 +71,7 @@ from backtest_assets.strategies.run import (
     check_funding,
     instruments_for,
     overlaid,
-    risk_inputs,
+    venue_inputs,
 )
 from backtest_assets.walkforward import folds as F
 from backtest_assets.walkforward.grid import params_json, variants
@@ -261,7 +261,7 @@ class _Simulator:
         return {"open_": p.open[a:b], "high": p.high[a:b], "low": p.low[a:b],
                 "close": p.close[a:b],
                 "funding": None if self.rates is None else self.rates[a:b],
-                "init_cash": self.m.init_cash, **risk_inputs(self.bp, p.ts[a:b])}
+                "init_cash": self.m.init_cash, **venue_inputs(self.bp, p, slice(a, b))}
 
     def sweep(self, a: int, b: int, blocks: np.ndarray | None = None):
         """Every combination on bars [a, b): the sweep's table (and block stats)."""

@@ -36,7 +36,8 @@ def test_sweep_matches_one_backtest_per_combination(regime):
         targets = _random_targets(case, rng, 4)
         exits = [case["exits"], None, ExitRules(stop_loss=0.02), ExitRules(time_stop=5)]
         args = {k: case[k] for k in ("open_", "high", "low", "close", "instruments",
-                                     "funding", "init_cash", "risk", "day") if k in case}
+                                     "funding", "init_cash", "risk", "day", "mark_open",
+                                     "mark_high", "mark_low", "volume", "limits") if k in case}
         table = sweep(**args, targets=targets, exits=exits, bars_per_year=105_120, chunk=3)
         assert table["combo"].to_list() == [0, 1, 2, 3]
         for k, (tgt, ex) in enumerate(zip(targets, exits, strict=True)):

@@ -128,7 +128,8 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
     for bp in blueprints:
         venue = reg.fees.venues[bp.venue or reg.fees.default_venue]
         try:
-            panel, features, own_funding = data.for_blueprint(bp, reg.base_minutes)
+            panel, features, own_funding = data.for_blueprint(bp, reg.base_minutes,
+                                                                study.missing_marks)
             run = run_blueprint(bp, panel, features=features, events=data.events,
                                 funding=own_funding, venue=venue, init_cash=study.capital,
                                 funding_policy=funding_policy(study, bp))

@@ -9,6 +9,7 @@ import pandera.polars as pa
 import polars as pl
 
 from backtest_assets.defs.shared import blocking_checks, check_result, schema_result
+from backtest_assets.engine import ORDER_EVENTS
 from backtest_assets.partitions import study_blueprint_partitions_def, study_partitions_def
 from backtest_assets.schemas.research import STUDY_COLUMN
 
@@ -79,6 +80,9 @@ METRICS_MODEL = pa.DataFrameSchema({
     "insurance_drag": pa.Column(pl.Float64, pa.Check.ge(0)),
     "rejected_insufficient_margin": pa.Column(pl.Int64, pa.Check.ge(0)),
     "rejected_leverage_bracket": pa.Column(pl.Int64, pa.Check.ge(0)),
+    "rejected_no_volume": pa.Column(pl.Int64, pa.Check.ge(0)),
+    **{k: pa.Column(pl.Int64, pa.Check.ge(0)) for k in ORDER_EVENTS},
+    "mark_fallback_bars": pa.Column(pl.Int64, pa.Check.ge(0)),
     "ledger_residual": pa.Column(pl.Float64, pa.Check.ge(0)),
     "funding_missing": pa.Column(pl.Int64, pa.Check.ge(0)),
     "funding_constant_runs": pa.Column(pl.Int64, pa.Check.ge(0)),

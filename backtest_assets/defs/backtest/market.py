@@ -62,14 +62,17 @@ class StudyData:
                   for m in models}
         return cls(bars, feats, events, funding, boxes[0].start, boxes[0].end, scores)
 
-    def for_blueprint(self, bp: StrategySpec, base_minutes: int
+    def for_blueprint(self, bp: StrategySpec, base_minutes: int, missing_marks: str = "refuse"
                       ) -> tuple[Panel, dict[str, np.ndarray], pl.DataFrame]:
-        """The blueprint's panel, the features its entry and overlays read and its symbols'
-        funding.
+        """The blueprint's panel (its marks completed by the study's ``missing_marks``
+        policy: :meth:`Panel.with_mark_policy`), the features its entry and overlays read
+        and its symbols' funding.
 
-        Raises ``ValueError`` (naming symbol and time) for bars that do not fit the grid.
+        Raises ``ValueError`` (naming symbol and time) for bars that do not fit the grid, or
+        bars without a mark price the policy refuses.
         """
-        panel = Panel.from_bars(self.bars, bp.symbols, self.start, self.end, base_minutes)
+        panel = Panel.from_bars(self.bars, bp.symbols, self.start, self.end,
+                                base_minutes).with_mark_policy(missing_marks)
         features = {f: panel.column(self.features, f) for f in features_of(bp)
                     if not f.startswith("alpha:")}
         if bp.entry.alpha is not None:

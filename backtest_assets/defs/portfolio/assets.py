@@ -179,7 +179,8 @@ def portfolio_book(context: dg.AssetExecutionContext, specs: SpecRegistryResourc
     edges, evidence_of = [], []
     trials_phase2 = phase2_trials(wh, study.name)
     for bp in blueprints:
-        panel, features, own_funding = data.for_blueprint(bp, reg.base_minutes)
+        panel, features, own_funding = data.for_blueprint(bp, reg.base_minutes,
+                                                            study.missing_marks)
         venue = reg.fees.venues[bp.venue or reg.fees.default_venue]
         evidence_of.append(as_of(
             bp, Market(panel, features, data.events, own_funding, venue, study.capital,

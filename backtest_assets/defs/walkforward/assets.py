@@ -125,7 +125,8 @@ def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistr
     for bp in blueprints:
         venue = reg.fees.venues[bp.venue or reg.fees.default_venue]
         try:
-            panel, features, funding = data.for_blueprint(bp, reg.base_minutes)
+            panel, features, funding = data.for_blueprint(bp, reg.base_minutes,
+                                                          study.missing_marks)
             wf = evaluate(bp, Market(panel, features, data.events, funding, venue,
                                      study.capital, funding_policy(study, bp)),
                           reg.walkforward,
