@@ -14,6 +14,13 @@ target : (T, S) float64
     previous target (0 before the first). Only a change of target makes an order.
 funding : (T, S) float64 or None
     Funding rate exchanged at the open of bar t; NaN (or None) where none is exchanged.
+mark_open, mark_high, mark_low : (T, S) float64 or None
+    The mark price's bar (Mark prices, below); where a bar has a price its mark must be
+    finite with ``0 < low <= open <= high`` (a study completes missing marks by its policy
+    before the engine: refused otherwise). None: the bars' own open/high/low.
+volume : (T, S) float64 or None
+    Base volume of each bar (finite, >= 0 where the bar has a price), for the liquidity
+    rules (participation cap, impact).
 instruments : Instrument or sequence of S Instrument
     Fees, slippage, lot, tick, min notional, leverage setting and margin rules per symbol.
 exits : ExitRules or None
@@ -62,9 +69,49 @@ symbol the result holds fees, slippage cost (``qty * (fill - price before slippa
 including tick rounding), funding, and the liquidation clearance fees (part of the fees)
 and insurance-fund forfeits (not part of them) of Isolated margin, below.
 
-Funding. At a bar with a rate, ``payment = position held into the open * open * rate`` is
-taken from cash before anything else at that open: a long pays a positive rate, a short
-receives it.
+Funding. At a bar with a rate, ``payment = position held into the open * mark open * rate``
+is taken from cash before anything else at that open: a long pays a positive rate, a short
+receives it. It is settled on the mark (the venues' rule; the open without marks).
+
+Mark prices. Liquidations trigger on the mark: at the open when the mark open is at or
+beyond the liquidation price, inside the bar when the mark's extreme (low for a long, high
+for a short) reaches it; the position is then closed at the liquidation price as below.
+Everything else (fills, stops, take-profits, the equity, the blown check) uses the last
+price. Without marks the last price's bar stands in for the mark.
+
+Limit orders (``limits``: ``LimitOrders``; off by default). A change of target decided at
+the close of bar t that the rule makes a limit (entries: orders to open, increase or
+reverse a target; exits: a target of 0, or smaller on the same side) is not filled at the
+next open: it rests from bar t+1 for ``valid_bars`` bars on the side the target asks for at
+that open (buy if the target quantity there is above the position), at the last close
+known at the decision less ``offset`` for a buy (rounded down to the tick) or plus it for
+a sell (rounded up). It fills in the first of those bars that trades through it, strictly
+(a buy when the low is below the limit, a sell when the high is above: a touch does not
+fill), at the limit price, without slippage, paying the maker fee; the quantity is then
+the target's at that price, ``target * E / limit`` rounded to the lot, from the equity E
+of that bar's open, and the order meets the same refusals as a market order (min notional,
+brackets, risk manager, margin, with the maker fee in the margin check). A resting order
+is cancelled when a new target is decided (the new one replaces it), when at its fill the
+target asks for no change or for the other side (a stop closed the position meanwhile), or
+when the account is blown; unfilled after its last bar it expires. Limit fills come after
+the market orders of the same open and before the bar's intrabar exits, so a position a
+limit opens can be stopped in its fill bar. ``Result.orders`` counts placed, filled,
+expired, cancelled and still-open limits. Stops, take-profits, time stops, liquidations and
+a blown account's closes are always market orders.
+
+Liquidity (``Instrument.participation``, ``Instrument.impact_coef``; need ``volume``).
+Participation cap: a signal order (market or limit) fills at most ``participation *
+volume`` of its fill bar (rounded down to the lot); the rest stays working: a market
+order's rest is sent again at each next open, re-sized to the target from that open's
+equity, a limit's keeps resting until it expires; either ends when the target is reached,
+when a new target replaces it, or when a slice is refused (a slice under the min notional
+among them). A bar without volume fills nothing and the order waits. Each fill starts a
+new trade; ``Result.orders["partial_fills"]`` counts the fills the cap cut short.
+Impact: a market fill of ``q`` units in a bar of volume ``V`` slips by ``slippage +
+impact_coef * sqrt(q / V)`` instead of ``slippage`` (every market fill: signals, stops,
+take-profits, time stops, a blown account's closes; an exit on a bar without volume pays
+the full coefficient); a signal order into a bar without volume is refused
+(``no_volume``) unless a participation cap makes it wait. Exits are never capped.
 
 Exits (per position, from its fill bar on; a gap is judged at the open, before orders):
 stop-loss at ``entry * (1 - sl)`` for a long (``1 + sl`` short), hit when the low (high)
@@ -114,14 +161,18 @@ from the posted margin, so it does not move the liquidation price.
 
 Margin tiers (``Instrument.brackets``: Binance's leverage brackets, Bybit's risk limits).
 The maintenance margin of a position of notional N is ``N * mmr_k - amount_k`` in the tier
-k with ``cap_{k-1} <= N < cap_k`` (continuous across tiers). It is taken at the price, so
-the liquidation price is the tier-k level ``(entry * (1 - 1/L) - amount_k / |qty|) / (1 -
-mmr_k)`` (long; ``(entry * (1 + 1/L) + amount_k / |qty|) / (1 + mmr_k)`` short) of the
-one tier whose range holds ``|qty| * level`` (a long's tier falls as the price does, a
-short's rises); fixed at the fill like the single-rate level, which is the one-tier case
-(``amount = 0``). An order that opens, increases or reverses a position whose ``|qty| *
-fill`` exceeds the cap of the last tier allowing the leverage setting is refused
-(``leverage_bracket``).
+k with ``cap_{k-1} <= N < cap_k`` (continuous across tiers). On Binance
+(``maintenance_at="level"``) it is taken at the price, so the liquidation price is the
+tier-k level ``(entry * (1 - 1/L) - amount_k / |qty|) / (1 - mmr_k)`` (long; ``(entry *
+(1 + 1/L) + amount_k / |qty|) / (1 + mmr_k)`` short) of the one tier whose range holds
+``|qty| * level`` (a long's tier falls as the price does, a short's rises). On Bybit
+(``maintenance_at="entry"``) it is taken on the position value at the entry, in the
+entry notional's tier, and the level is ``entry -/+ (initial margin - maintenance) /
+|qty|``, i.e. ``entry * (1 - 1/L + mmr_k) - amount_k / |qty|`` long and ``entry * (1 +
+1/L - mmr_k) + amount_k / |qty|`` short. Either is fixed at the fill like the single-rate
+level, which is the one-tier case (``amount = 0``). An order that opens, increases or
+reverses a position whose ``|qty| * fill`` exceeds the cap of the last tier allowing the
+leverage setting is refused (``leverage_bracket``).
 
 Risk manager (``RiskLimits``, pre-trade; off by default). For an order that opens,
 increases or reverses a position, after the venue's refusals above and before the margin
@@ -137,12 +188,15 @@ Blown account. If the equity at an open (after funding and exits) or at a close 
 every position is closed at that price (market order: slippage and fee), and no order is
 filled afterwards (each one is counted as rejected ``blown``).
 
-Order of events in bar t: funding; open-time exits (liquidation, stop, take-profit, time
-stop); blown check at the open; the daily loss cap's check at the open; orders decided at
-t-1; intrabar liquidation, then stop, then take-profit; blown check at the close; the
-daily loss cap's check at the close.
+Order of events in bar t: funding (on the mark open); open-time exits (liquidation on the
+mark, stop, take-profit, time stop); blown check at the open; the daily loss cap's check at
+the open; orders decided at t-1 (market orders fill, limits are placed) and the working
+rests of earlier ones; resting limits the bar trades through; intrabar liquidation (on the
+mark's extreme), then stop, then take-profit; blown check at the close; the daily loss
+cap's check at the close.
 
-Paths. Without exit rules and lot rounding, every step is linear in the state (cash,
+Paths. Without exit rules, lot rounding, limit orders, liquidity rules or a risk manager,
+every step is linear in the state (cash,
 positions) given the side of each fill, so the trade bars are accounted in closed form: one
 (S+1)x(S+1) matrix per fill bar, multiplied by a prefix scan, and the bars in between are
 gathered. The result is then verified (sides as assumed, no order under the min notional,
