@@ -44,8 +44,16 @@ from backtest_assets.core.lineage import (
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Columns a table gained after warehouses were written with it, by table: an older table gains
 # them on its next write instead of refusing it (its other rows read null there until rebuilt).
-ADDED_COLUMNS: dict[str, tuple[str, ...]] = dict.fromkeys(
-    ("bars_1m", "bars_5m", "bars_15m"), _BAR_COLUMNS_ADDED)
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("bars_1m", "bars_5m", "bars_15m"), _BAR_COLUMNS_ADDED),
+    # issue 18's venue rules (engine.core.REJECT_REASONS and ORDER_EVENTS; a test keeps this
+    # list and the metrics' columns in step)
+    "backtest_metrics": ("rejected_leverage_bracket", "rejected_daily_loss",
+                         "rejected_max_position", "rejected_max_total", "rejected_max_leverage",
+                         "rejected_no_volume", "ledger_residual", "limit_placed",
+                         "limit_filled", "limit_expired", "limit_cancelled", "limit_open",
+                         "partial_fills", "mark_fallback_bars"),
+}
 _LOCK_ERROR = "Could not set lock"
 # DuckDB names the holder: "Conflicting lock is held in /usr/bin/python3 (PID 2563)".
 _LOCK_HOLDER = re.compile(r"held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")

@@ -248,3 +248,43 @@ def test_bars_carry_the_mark_of_the_day_and_resample_it(server, make_source) -> 
         assert merged["n_mark_bars"].to_list() == merged["n"].to_list()
     five = core_bars.resample(one, 5).filter(pl.col("ts_open").dt.minute() == 5).row(0, named=True)
     assert (five["n_source_bars"], five["n_mark_bars"]) == (5, 3)  # 00:07, 00:08 lack a mark
+
+
+def test_a_liquidation_on_that_day_is_computed_on_the_mark(server, make_source) -> None:
+    """The day's 5m bars from the archive files (last and mark: the mark 1 bp under the last
+    on this fixture), a long from the second bar's open at a leverage setting whose
+    liquidation price lies between the day's lowest mark low and lowest last low after the
+    entry: the engine liquidates it where the mark first reaches the level, at the level,
+    and the same run on the last price alone holds it to the end."""
+    import numpy as np
+
+    from backtest_assets.engine import Instrument, backtest
+    from backtest_assets.strategies import Panel
+
+    source = make_source(server)
+    one = core_bars.bars_1m(source.klines_1m("perp", "BTCUSDT", DAY).frame, "perp",
+                            source.mark_klines_1m("BTCUSDT", DAY).frame)
+    start = dt.datetime(2022, 5, 6)
+    panel = Panel.from_bars(core_bars.resample(one, 5).with_columns(pl.lit("BTCUSDT")
+                                                                    .alias("symbol")),
+                            ("BTCUSDT",), start, start + dt.timedelta(days=1), 5)
+    assert np.isfinite(panel.mark_low).all()
+    entry, mmr = panel.open[1, 0], 0.004
+    last_floor, mark_floor = panel.low[1:, 0].min(), panel.mark_low[1:, 0].min()
+    assert mark_floor < last_floor  # the mark's bars reach lower than the last's
+    level = (last_floor + mark_floor) / 2
+    # long liquidation price entry * (1 - 1/L) / (1 - mmr) = level, solved for L
+    setting = 1 / (1 - level * (1 - mmr) / entry)
+    target = np.full((len(panel.ts), 1), np.nan)
+    target[0, 0] = 1.0
+    inst = Instrument(symbol="BTCUSDT", max_leverage=setting, maintenance_margin_rate=mmr)
+    bars = {"open_": panel.open, "high": panel.high, "low": panel.low, "close": panel.close,
+            "target": target, "instruments": inst}
+    on_mark = backtest(**bars, mark_open=panel.mark_open, mark_high=panel.mark_high,
+                       mark_low=panel.mark_low)
+    (t,) = on_mark.trades.iter_rows(named=True)
+    first = int(np.argmax(panel.mark_low[1:, 0] <= level)) + 1
+    assert (t["exit_reason"], t["exit_bar"]) == ("liquidation", first)
+    assert t["exit_price"] == pytest.approx(level, rel=1e-12)
+    assert panel.low[first, 0] > level  # the last price never got there
+    assert backtest(**bars).trades["exit_reason"].to_list() == ["open"]

@@ -146,3 +146,18 @@ def test_specs_without_the_new_fields_keep_their_hash_and_the_fields_load():
     assert spec_hash(study) != spec_hash(dataclasses.replace(study, missing_marks="last"))
     with pytest.raises(ValueError, match="missing_marks"):
         dataclasses.replace(study, missing_marks="mid").validate()
+
+
+def test_an_older_metrics_table_gains_the_venue_columns():
+    """A warehouse written before these columns existed gains them on its next
+    backtest_metrics write (warehouse.ADDED_COLUMNS): the list names every column of
+    issue 18's rules the metrics frame has, and nothing it lacks."""
+    from backtest_assets.engine import ORDER_EVENTS
+    from backtest_assets.warehouse import ADDED_COLUMNS
+
+    panel, features, funding = market()
+    columns = set(run(blueprint(), panel, features, funding).metrics.columns)
+    added = set(ADDED_COLUMNS["backtest_metrics"])
+    assert added <= columns
+    assert {*ORDER_EVENTS, "mark_fallback_bars", "rejected_no_volume",
+            "ledger_residual"} <= added
