@@ -23,6 +23,7 @@ import duckdb
 import pytest
 
 from backtest_assets.core.schedule import RANGE_START_TAG, keys_of_tags
+from backtest_assets.defs.jobs import INGEST_ASSETS
 from backtest_assets.partitions import UNIVERSE
 from backtest_assets.sources.synthetic import SyntheticSource
 from tests.support.archive import daily_klines_path, write_klines_day
@@ -34,7 +35,7 @@ from tests.support.dagster_servers import (
 )
 from tests.support.http_server import ArchiveServer
 
-INGEST = ["raw_perp_klines_1m", "raw_spot_klines_1m", "raw_funding_rates", "raw_open_interest"]
+INGEST = list(INGEST_ASSETS)
 BARS = ["bars_1m", "bars_5m", "bars_15m"]
 MARKET_DATA = INGEST + BARS
 DAYS = [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]
@@ -160,7 +161,8 @@ def test_ui_backfill_runs_single_runs_over_ranges_in_the_duckdb_pool(start_serve
     # The warehouse: exactly the requested keys, full days, no duplicates.
     servers.wait_idle()
     db = servers.warehouse
-    for table in ("raw_perp_klines_1m", "raw_spot_klines_1m"):
+    for table in ("raw_perp_klines_1m", "raw_spot_klines_1m", "raw_mark_price_klines_1m",
+                  "raw_premium_index_klines_1m"):
         assert counts(db, table) == {k: 1440 for k in KEYS}, table
         assert duplicates(db, table, "symbol, ts_open") == 0, table
     for table, per_day in (("bars_1m", 1440), ("bars_5m", 288), ("bars_15m", 96)):
@@ -244,7 +246,9 @@ def test_ui_retry_from_failure_completes_every_key_exactly_once(start_servers, t
     files = query(db, "SELECT asset, symbol, date, status, count(*) FROM ingest_files "
                       "GROUP BY ALL ORDER BY ALL")
     expected_status = {"raw_perp_klines_1m": "ok", "raw_spot_klines_1m": "ok",
-                       "raw_funding_rates": "missing", "raw_open_interest": "missing"}
+                       "raw_funding_rates": "missing", "raw_open_interest": "missing",
+                       "raw_mark_price_klines_1m": "missing",
+                       "raw_premium_index_klines_1m": "missing"}
     assert sorted(files) == sorted((a, s, d, expected_status[a], 1)
                                    for a in INGEST for d, s in KEYS), files
     kept = servers.data_root / "raw" / bad_file.lstrip("/")
