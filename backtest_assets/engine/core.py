@@ -91,9 +91,11 @@ fill), at the limit price, without slippage, paying the maker fee; the quantity 
 the target's at that price, ``target * E / limit`` rounded to the lot, from the equity E
 of that bar's open, and the order meets the same refusals as a market order (min notional,
 brackets, risk manager, margin, with the maker fee in the margin check). A resting order
-is cancelled when a new target is decided (the new one replaces it), when at its fill the
-target asks for no change or for the other side (a stop closed the position meanwhile), or
-when the account is blown; unfilled after its last bar it expires. Limit fills come after
+is cancelled when a new target is decided (the new one replaces it), when an exit (stop,
+take-profit, time stop, liquidation, blown account) closes the symbol's position (after an
+exit the symbol stays flat until its target changes), when at its fill the target asks for
+no change or for the other side, or when the account is blown; unfilled after its last bar
+it expires. Limit fills come after
 the market orders of the same open and before the bar's intrabar exits, so a position a
 limit opens can be stopped in its fill bar. ``Result.orders`` counts placed, filled,
 expired, cancelled and still-open limits. Stops, take-profits, time stops, liquidations and
@@ -104,9 +106,10 @@ Participation cap: a signal order (market or limit) fills at most ``participatio
 volume`` of its fill bar (rounded down to the lot); the rest stays working: a market
 order's rest is sent again at each next open, re-sized to the target from that open's
 equity, a limit's keeps resting until it expires; either ends when the target is reached,
-when a new target replaces it, or when a slice is refused (a slice under the min notional
-among them). A bar without volume fills nothing and the order waits. Each fill starts a
-new trade; ``Result.orders["partial_fills"]`` counts the fills the cap cut short.
+when a new target replaces it, when an exit closes the position, or when a slice is
+refused (a slice under the min notional among them). A bar without volume fills nothing
+and the order waits. Each fill starts a new trade; ``Result.orders["partial_fills"]``
+counts the fills the cap cut short.
 Impact: a market fill of ``q`` units in a bar of volume ``V`` slips by ``slippage +
 impact_coef * sqrt(q / V)`` instead of ``slippage`` (every market fill: signals, stops,
 take-profits, time stops, a blown account's closes; an exit on a bar without volume pays
@@ -1045,7 +1048,7 @@ def _closed_form_trades(inp: Inputs, fills: _Fills, traded: np.ndarray, bars: np
  WORK, VOL) = range(17)
 ST_W = 17
 (CASH, NTRADES, BLOWN_BAR, SL, TP, TIME_STOP, LONG_CASH, DLCAP, MAXPOS, MAXTOT, MAXLEV,
- DAY_CUR, DAY_EQ, HALTED, LIM_OFF, LIM_N, LIM_ENT, LIM_EXIT) = range(18)
+ DAY_CUR, DAY_EQ, HALTED, LIM_OFF, LIM_N, LIM_ENT, LIM_EXIT, EXIT_CANCELS) = range(19)
 R_SIGNAL, R_STOP, R_TAKE, R_TIME, R_LIQ, R_BLOWN, R_OPEN = range(len(EXIT_REASONS))
 TRADE_COLS = 11  # symbol, entry bar, exit bar, qty, entry, exit, fees, funding, pnl,
 # reason, insurance
@@ -1089,7 +1092,7 @@ def loop_state(init_cash: float, exits: ExitRules, long_sizing: str,
                      1.0 if long_sizing == "cash" else 0.0,
                      off(risk.daily_loss_cap), off(risk.max_position_notional),
                      off(risk.max_total_notional), off(risk.max_leverage),
-                     np.nan, np.nan, 0.0, *lim])
+                     np.nan, np.nan, 0.0, *lim, 0.0])
 
 
 def bar_days(inp: Inputs) -> np.ndarray:
@@ -1274,6 +1277,7 @@ def _loop(o, h, lo, c, mo, mh, ml, vol, rate, changed, weights, day, rules,  # n
         equity[t] = acc[CASH] + held
         cash[min(t, cash.shape[0] - 1)] = acc[CASH]
         exposure[t] = gross / equity[t] if gross != 0.0 else 0.0
+    events[EV_CANCELLED] += int(acc[EXIT_CANCELS])
     for s in range(s_n):  # trades still open, marked at the last close
         if not np.isnan(st[s, LPX]):
             events[EV_OPEN] += 1
@@ -1515,3 +1519,8 @@ def _close_trade(t, s, px, reason, st, acc, trades):
     trades[n, 9], trades[n, 10] = reason, st[s, TINS]
     acc[NTRADES] = n + 1
     st[s, Q], st[s, MARGIN], st[s, TINS] = 0.0, 0.0, 0.0
+    if reason != R_SIGNAL and reason != R_OPEN:  # an exit: flat until the target changes
+        if not np.isnan(st[s, LPX]):
+            acc[EXIT_CANCELS] += 1
+            st[s, LPX] = np.nan
+        st[s, WORK] = 0.0

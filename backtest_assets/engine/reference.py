@@ -572,6 +572,11 @@ class _Loop:
         self.trades.append((s, p.bar, t, p.qty, p.entry, px, p.fees, p.funding, p.insurance,
                             p.flow, reason))
         self.pos[s] = None
+        if reason != SIGNAL:  # an exit: the symbol's orders go with it, flat until a new target
+            if self.resting[s] is not None:
+                self.resting[s] = None
+                self.orders["limit_cancelled"] += 1
+            self.working[s] = False
 
     def trades_table(self):
         rows = list(self.trades)

@@ -185,6 +185,41 @@ def test_a_new_target_replaces_the_working_rest(run):
     assert r.orders["partial_fills"] == 1
 
 
+def test_an_exit_ends_the_working_rest(run):
+    """Bar 1 fills 20 of the 100 units (half of its volume 40) at 100, and its low 94 hits
+    the 5 % stop at 95 the same bar: the stop closes the 20 and ends the order, so bar 2
+    (volume 100) buys nothing: after an exit the symbol stays flat until its target
+    changes."""
+    from backtest_assets.engine import ExitRules
+
+    rows = [(100, 100, 100, 100, 1.0), (100, 100, 94, 96, NAN), (96, 97, 95.5, 96, NAN)]
+    inst = Instrument(symbol="BTCUSDT", participation=0.5)
+    r = run(**table(rows), instruments=inst, init_cash=CASH, volume=np.array([1., 40, 100]),
+            exits=ExitRules(stop_loss=0.05))
+    t = only_trade(r)
+    assert (t["qty"], t["exit_bar"], t["exit_reason"]) == (20, 1, "stop_loss")
+    assert t["exit_price"] == approx(95.0)
+    assert r.position[:, 0].tolist() == [0, 0, 0]
+    assert r.equity[-1] == approx(CASH - 20 * 5)
+
+
+def test_a_stop_cancels_the_resting_limit(run):
+    """A market entry (entries are not limits) of 100 at 100; the target 0.5 at bar 1's
+    close rests a sell limit at 100 x 1.01 = 101 for 3 bars; bar 2 stops the long out at 95
+    (5 % stop), which cancels the sell: bar 3 trades through 101 and nothing fills."""
+    from backtest_assets.engine import ExitRules
+
+    rows = [(100, 100, 100, 100, 1.0), (100, 100.5, 99.5, 100, 0.5),
+            (99, 99.5, 94, 96, NAN), (100, 102, 99, 101, NAN)]
+    r = run(**table(rows), instruments=Instrument(symbol="BTCUSDT"), init_cash=CASH,
+            exits=ExitRules(stop_loss=0.05),
+            limits=LimitOrders(offset_bps=100, valid_bars=3, entries=False))
+    t = only_trade(r)
+    assert (t["exit_bar"], t["exit_reason"]) == (2, "stop_loss")
+    assert r.orders["limit_placed"] == 1 and r.orders["limit_cancelled"] == 1
+    assert r.orders["limit_filled"] == 0 and r.position[-1, 0] == 0
+
+
 def test_square_root_impact_slips_with_size_over_volume(run):
     """100 units in a bar of 400: slippage 0 + 1 % x sqrt(100 / 400) = 0.5 %: bought at
     100.5; the exit, 100 units in a bar of 2,500: 1 % x sqrt(0.04) = 0.2 %, sold at
