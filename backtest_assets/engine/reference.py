@@ -193,6 +193,7 @@ class _Loop:
             if p is not None and not math.isnan(o[s]):
                 self.intrabar_exit(t, s, p, o[s], self.h[t][s], self.lo[t][s],
                                    self.mh[t][s], self.ml[t][s])
+        self.after_intrabar(t)
         self.last_close = [c if not math.isnan(c) else last
                            for c, last in zip(self.c[t], self.last_close, strict=True)]
         if self.blown_bar is None and self.equity(self.last_close) <= 0:
@@ -201,6 +202,10 @@ class _Loop:
         if cap is not None and self.equity(self.last_close) <= self.day_equity * (1 - cap):
             self.halted = True
         self.decide(t)
+
+    def after_intrabar(self, t: int) -> None:
+        """Nothing here; the strategy event loop (backtest_assets.sim.loop) checks its
+        strategy's stop and take-profit orders at this point of the bar."""
 
     def send_orders(self, t: int, o: list[float], equity: float, marks: list[float]) -> None:
         """The orders decided at the close of t-1 (each replaces a resting limit), and the
