@@ -20,6 +20,11 @@ comes from the same process run on the same 1,051,200 bars:
   close, valid 5 bars, filled at its price with the maker fee when a bar trades through;
 - ``a/engine_full_liquidity``: the same with a 10 % participation cap on the bars' volume
   and square-root impact (coefficient 0.05) on every market fill;
+- ``a/engine_events``: case a written as a strategy (``backtest_assets.sim``): its Python
+  ``on_bar`` called on every one of the 1,051,200 bars by the event loop, on the same fees and
+  slippage (sizing as the engine's targets, +-100 % of equity); beside backtesting.py, the
+  other event-driven row, whose time is extrapolated from its slice. The agreement lines
+  compare the two's trades (entry bar, exit bar, side) on backtesting.py's slice;
 - ``b/engine_sweep``: case b (100 SMA pairs) with :func:`backtest_assets.engine.sweep`, on all
   threads (2 here), and ``b/engine_sweep_1t`` on one thread (vectorbt's rows are
   single-threaded: compare those two figures with that in mind).
@@ -39,6 +44,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT.parent / "shared" / "bench" / "peers"
@@ -50,6 +56,7 @@ import numba  # noqa: E402
 
 import bench as peers  # noqa: E402  (the peers' bench.py)
 from backtest_assets.engine import Instrument, LimitOrders, backtest  # noqa: E402
+from backtest_assets.sim import Strategy, Target, run_strategy  # noqa: E402
 from backtest_assets.engine.sweep import sweep  # noqa: E402
 from backtest_assets.engine.venue import RiskLimits  # noqa: E402
 from backtest_assets.specs import load_registry  # noqa: E402
@@ -136,6 +143,55 @@ def run_engine_full_liquidity(ctx: dict) -> dict:
                    day=ctx["day"], limits=LIMITS, volume=ctx["volume"], **ctx["marks"])
 
 
+class SmaCrossApi(Strategy):
+    """Case a in the strategy API: long while the fast SMA is above the slow one, short
+    otherwise, as backtesting.py's SmaCross, which first calls ``next`` on the bar after
+    the one where its last indicator starts (bar SLOW)."""
+
+    def on_bar(self, bar, account):
+        if bar.index < peers.SLOW:
+            if bar.index == 0:
+                self.fast, self.slow = bar.feature("fast"), bar.feature("slow")
+            return None
+        return Target(symbol="SYNTH", weight=1.0 if self.fast[-1] > self.slow[-1] else -1.0)
+
+
+def _events(ctx: dict, n: int | None = None) -> tuple:
+    o, h, lo, c = (a[:n] for a in ctx["bars"])
+    feats = {"fast": peers.sma(c, peers.FAST), "slow": peers.sma(c, peers.SLOW)}
+    run = run_strategy(SmaCrossApi(), o, h, lo, c, ctx["spot"], features=feats,
+                       init_cash=peers.INIT_CASH)
+    return run.result
+
+
+def run_engine_events(ctx: dict) -> dict:
+    res = _events(ctx)
+    return {"equity": res.equity, "n_trades": res.trades.height, **peers.metrics(res.equity)}
+
+
+def same_trades_as_backtesting(data: dict, n: int) -> str:
+    """backtesting.py's SmaCross and the API's on the first ``n`` bars: their trades' entry
+    bar, exit bar and side."""
+    import warnings
+
+    from backtesting import Backtest
+
+    ctx = peers.prep_bt(data, n)
+    bt = Backtest(ctx["df"], ctx["strategy"], cash=peers.BT_CASH, commission=peers.FEE,
+                  spread=2 * peers.SLIP, exclusive_orders=True, trade_on_close=False,
+                  finalize_trades=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = bt.run()["_trades"]
+    theirs = list(zip(theirs["EntryBar"].astype(int), theirs["ExitBar"].astype(int),
+                      np.where(theirs["Size"] > 0, "long", "short"), strict=True))
+    ours = _events(prep_engine(data), n).trades.filter(pl.col("exit_bar").is_not_null())
+    ours = list(zip(ours["entry_bar"], ours["exit_bar"], ours["side"], strict=True))
+    diff = sum(a != b for a, b in zip(theirs, ours, strict=False)) + abs(len(theirs) - len(ours))
+    return (f"backtesting.py vs engine_events on the {n:,}-bar slice: {len(theirs)} vs "
+            f"{len(ours)} closed trades, {diff} differing in entry bar, exit bar or side")
+
+
 class _PairTargets:
     """The 100 pairs' targets, each built when the sweep asks for it."""
 
@@ -175,6 +231,8 @@ def engine_impls(args) -> list:
                    run_engine_full),
         peers.Impl("a", "engine_full_liquidity", "engine_full + participation + impact",
                    prep_engine, run_engine_full_liquidity),
+        peers.Impl("a", "engine_events", "engine event loop, Python on_bar per bar",
+                   prep_engine, run_engine_events),
         peers.Impl("b", "engine_sweep", "engine sweep (all threads)", prep_engine,
                    run_engine_sweep, repeats="sweep_repeats", bars_factor=pairs),
         peers.Impl("b", "engine_sweep_1t", "engine sweep (1 thread)", prep_engine,
@@ -205,6 +263,7 @@ def engine_agreement(res: dict, data: dict, args) -> list[str]:
                 f"max final-equity rel diff "
                 f"{peers.rel(1 + eng['total_return'], 1 + ref['total_return']):.2e}, max |dSharpe| "
                 f"{np.max(np.abs(eng['sharpe'] - ref['sharpe'])):.2e}")
+    lines += _event_lines(res, data, args)
     plain = res.get("a/engine", {}).get("median_s_full")
     for key in ("a/engine_venue", "a/engine_full", "a/engine_full_liquidity"):
         if plain and key in res:
@@ -227,6 +286,17 @@ def engine_agreement(res: dict, data: dict, args) -> list[str]:
                              f"{vbt[fastest]:.4f} s) = {ratio:.3f} (target <= {target}: "
                              f"{verdict})")
     return lines
+
+
+def _event_lines(res: dict, data: dict, args) -> list[str]:
+    """The event loop against backtesting.py: speed, and the same trades on its slice."""
+    if "a/engine_events" not in res or "a/backtesting" not in res:
+        return []
+    ev, bt = res["a/engine_events"]["median_s_full"], res["a/backtesting"]["median_s_full"]
+    return [f"speed: backtesting.py ({bt:.3f} s, extrapolated) / a/engine_events ({ev:.3f} s, "
+            f"{ev / len(data['close']) * 1e9:.0f} ns per bar) = {bt / ev:.2f}x (target >= 5: "
+            f"{'met' if bt / ev >= 5 else 'MISSED'})",
+            same_trades_as_backtesting(data, args.bt_bars)]
 
 
 _peers_registry = peers.build_registry

@@ -107,17 +107,18 @@ class _Loop:
     def __init__(self, inp: Inputs, cash_capped_buys: bool = False) -> None:
         self.cash_capped_buys = cash_capped_buys
         self.T, self.S = inp.open.shape
-        self.o, self.h, self.lo, self.c = (a.tolist() for a in (inp.open, inp.high, inp.low,
-                                                                inp.close))
-        self.tgt = inp.target.tolist()
-        self.mo, self.mh, self.ml = (a.tolist() for a in inp.marks)
-        self.vol = None if inp.volume is None else inp.volume.tolist()
+        rows = self.rows
+        self.o, self.h, self.lo, self.c = (rows(a) for a in (inp.open, inp.high, inp.low,
+                                                             inp.close))
+        self.tgt = rows(inp.target)
+        self.mo, self.mh, self.ml = (rows(a) for a in inp.marks)
+        self.vol = None if inp.volume is None else rows(inp.volume)
         self.bar_volume = [NAN] * self.S
         self.limits = inp.limits
         self.resting: list[_Resting | None] = [None] * self.S
         self.working = [False] * self.S  # a market order's rest, cut by participation
         self.orders = dict.fromkeys(ORDER_EVENTS, 0)
-        self.rate = None if inp.funding is None else inp.funding.tolist()
+        self.rate = None if inp.funding is None else rows(inp.funding)
         self.insts = inp.instruments
         self.symbols = [i.symbol for i in inp.instruments]
         ex = inp.exits
@@ -145,6 +146,11 @@ class _Loop:
         self.day = None
         self.day_equity = NAN
         self.halted = False
+
+    @staticmethod
+    def rows(a: np.ndarray) -> list[list[float]]:
+        """A (T, S) input as the rows this loop indexes ``[t][s]`` (Python floats)."""
+        return a.tolist()
 
     # ---- one bar ------------------------------------------------------------------------
     def run(self) -> Result:

@@ -34,7 +34,7 @@ import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -45,8 +45,10 @@ class LookAheadError(IndexError):
     """A strategy asked for a value after the current bar's close."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Target:
+class Target(NamedTuple):
+    """Hold ``weight`` x equity of ``symbol`` (a tuple: strategies return one per bar, and
+    the loop's check that it asks for nothing new must cost next to nothing)."""
+
     symbol: str
     weight: float
 
@@ -114,6 +116,8 @@ class Series:
 
     def __getitem__(self, key: Any) -> Any:
         end = self._view.t + 1
+        if key.__class__ is int and -end <= key < end:  # the common case, kept cheap
+            return self._a[key if key >= 0 else key + end]
         if isinstance(key, slice):
             start, stop, step = key.indices(end)
             if key.stop is not None and key.stop > 0 and key.stop > end:

@@ -56,6 +56,8 @@ from backtest_assets.sim.api import (
 )
 
 MAX_DRAIN = 1_000
+# The quiet-bar scan looks this many bars ahead first, then twice as far each time.
+SCAN = 256
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def run_strategy(strategy: Strategy, open_: np.ndarray, high: np.ndarray, low: n
                  init_cash: float = 1_000_000.0, risk: RiskLimits | None = None,
                  day: np.ndarray | None = None, mark_open: np.ndarray | None = None,
                  mark_high: np.ndarray | None = None, mark_low: np.ndarray | None = None,
-                 limits: LimitOrders | None = None) -> Run:
+                 limits: LimitOrders | None = None, skip_quiet: bool = True) -> Run:
     """Run ``strategy`` over the bars (array contract of
     :func:`backtest_assets.engine.core.backtest`; no target: the strategy decides).
 
@@ -87,6 +89,10 @@ def run_strategy(strategy: Strategy, open_: np.ndarray, high: np.ndarray, low: n
         (T,) bar open times the strategy may read (``bar.ts``); default 0..T-1.
     features : mapping of str to (T,) or (T, S) arrays, optional
         What the strategy may read besides the bars, known at each bar's close.
+    skip_quiet : bool
+        Run the venue's steps only on bars where one can change something (module
+        docstring, Quiet bars); False runs them on every bar (the same result, slower: the
+        tests compare the two).
     Other parameters
         As for ``backtest``.
 
@@ -111,12 +117,33 @@ def run_strategy(strategy: Strategy, open_: np.ndarray, high: np.ndarray, low: n
     view = BarView(np.arange(shape[0]) if ts is None else np.asarray(ts),
                    [i.symbol for i in inp.instruments], columns, features)
     loop = _StrategyLoop(inp, strategy, view)
-    result = loop.run()
+    result = loop.run_quiet() if skip_quiet else loop.run()
     return Run(result=result, fills=tuple(loop.fills))
+
+
+class _Rows:
+    """Rows of a (T, S) array as lists, made when a bar asks for its row: a run that skips
+    quiet bars converts only the rows of the bars it steps through."""
+
+    __slots__ = ("_a", "_cache")
+
+    def __init__(self, a: np.ndarray) -> None:
+        self._a, self._cache = a, {}
+
+    def __getitem__(self, t: int) -> list[float]:
+        row = self._cache.get(t)
+        if row is None:
+            row = self._cache[t] = self._a[t].tolist()
+        return row
+
+    def __len__(self) -> int:
+        return len(self._a)
 
 
 class _StrategyLoop(_Loop):
     """The reference loop with the strategy deciding at each close (module docstring)."""
+
+    rows = _Rows
 
     def __init__(self, inp, strategy: Strategy, view: BarView) -> None:
         super().__init__(inp)
@@ -178,6 +205,178 @@ class _StrategyLoop(_Loop):
                 self.orders["limit_placed"] += 1
             at_once = not from_fill or isinstance(intent, (Stop, TakeProfit))
             self.book.append((start if at_once else start + 1, intent))
+
+    # ---- quiet bars ----------------------------------------------------------------------
+    def run_quiet(self) -> Result:
+        """As :meth:`run`, with the venue's steps only on the bars where one of them can
+        change something: a funding print on a held symbol, a held position's exit or
+        liquidation level reached, an equity at an open or a close low enough for the blown
+        or daily-loss check, a new UTC day under a daily cap, or any order of the run (a
+        pending target, a working rest, a resting limit, the strategy's book). On the other
+        bars only the close moves (the equity with it) and ``on_bar`` is called; the scan
+        that finds them compares the same prices with the same levels, and leans to a full
+        bar wherever an equity sits within 1e-9 of a threshold."""
+        t_n, s_n = self.T, self.S
+        o = self.o._a
+        self.closes = _ffill(self.c._a)
+        before = np.vstack([np.full((1, s_n), np.nan), self.closes[:-1]])
+        self.open_marks_all = np.where(np.isnan(o), before, o)
+        arr = {k: getattr(self, k)._a for k in ("o", "h", "lo", "mo", "mh", "ml")}
+        with np.errstate(invalid="ignore"):  # NaN where a bar has no price: never a hit
+            self.lowest = np.fmin.reduce([arr["o"], arr["lo"], arr["mo"], arr["ml"],
+                                          self.closes, self.open_marks_all])
+            self.highest = np.fmax.reduce([arr["o"], arr["h"], arr["mo"], arr["mh"],
+                                           self.closes, self.open_marks_all])
+        self.reach, self.more = SCAN, False
+        self.fund_bars = ([np.flatnonzero(~np.isnan(col)) for col in self.rate._a.T]
+                          if self.rate is not None else None)
+        days = np.asarray(self.days) if self.days is not None else None
+        self.new_days = (np.flatnonzero(np.diff(days) != 0) + 1) if days is not None else None
+        out = {k: np.zeros(t_n) for k in ("equity", "cash", "exposure")}
+        per = {k: np.zeros((t_n, s_n)) for k in ("position", "fees", "slippage", "funding",
+                                                  "liquidation_fees", "insurance")}
+        full = np.zeros(t_n, dtype=bool)
+        live = _LiveAccount(self)
+        on_bar, view, weight, index = self.strategy.on_bar, self.view, self.weight, self.index
+        quiet_until, busy = 0, True
+        for t in range(t_n):
+            if t >= quiet_until and self.more and not busy:
+                quiet_until = self.next_event(t)  # the last look stopped short of here
+            if t >= quiet_until or busy:
+                self.last_close = before[t].tolist()
+                self.fee_row, self.slip_row, self.fund_row = [0.0] * s_n, [0.0] * s_n, \
+                    [0.0] * s_n
+                self.liq_fee_row, self.insurance_row = [0.0] * s_n, [0.0] * s_n
+                self.bar(t)
+                self._record(t, out, per)
+                full[t] = True
+                quiet_until, busy = self.next_event(t + 1), self.busy()
+                continue
+            view.t = live._t = t
+            got = on_bar(view, live)
+            if got is None:
+                continue
+            if type(got) is Target and got.symbol in index and got.weight == weight[
+                    index[got.symbol]]:
+                continue  # the target in force: nothing to order
+            self.apply(got, t + 1)
+            busy = self.busy()
+        self._fill_quiet(full, out, per)
+        self.last_close = self.closes[-1].tolist()  # open trades are marked at the last close
+        self.orders["limit_open"] = sum(r is not None for r in self.resting) + sum(
+            isinstance(o_, Limit) for _, o_ in self.book)
+        return Result(**out, **per, trades=self.trades_table(), rejected=self.rejected,
+                      blown_bar=self.blown_bar, path="reference", orders=self.orders)
+
+    def busy(self) -> bool:
+        """Whether some order of the run may act at the next bar."""
+        return (bool(self.book) or any(self.pending) or any(self.working)
+                or self.resting.count(None) != self.S)
+
+    def _record(self, t: int, out: dict, per: dict) -> None:
+        held = [p.qty if p is not None else 0.0 for p in self.pos]
+        equity = self.equity(self.last_close)
+        gross = sum(abs(q * m) for q, m in zip(held, self.last_close, strict=True) if q)
+        out["equity"][t], out["cash"][t] = equity, self.cash
+        out["exposure"][t] = gross / equity if gross else 0.0
+        per["position"][t] = held
+        for k, row in (("fees", self.fee_row), ("slippage", self.slip_row),
+                       ("funding", self.fund_row), ("liquidation_fees", self.liq_fee_row),
+                       ("insurance", self.insurance_row)):
+            per[k][t] = row
+
+    def _fill_quiet(self, full: np.ndarray, out: dict, per: dict) -> None:
+        """Cash and positions of a quiet bar are those of the full bar before it; its equity
+        and exposure follow the closes."""
+        quiet = ~full
+        if not quiet.any():
+            return
+        last = np.maximum.accumulate(np.where(full, np.arange(self.T), 0))[quiet]
+        pos = per["position"][last]
+        per["position"][quiet] = pos
+        out["cash"][quiet] = out["cash"][last]
+        marks = np.nan_to_num(self.closes[quiet])
+        held = pos * marks
+        equity = out["cash"][quiet] + held.sum(axis=1)
+        gross = np.abs(held).sum(axis=1)
+        out["equity"][quiet] = equity
+        out["exposure"][quiet] = np.divide(gross, equity, out=np.zeros_like(gross),
+                                           where=gross != 0)
+
+    def next_event(self, t0: int) -> int:
+        """The first bar from ``t0`` where a venue step may change something (run_quiet),
+        looking at most ``self.reach`` bars ahead: past that, ``self.more`` says the answer
+        is only where the look stopped (the loop looks again from there)."""
+        t_n = self.T
+        self.more = False
+        if t0 >= t_n:
+            return t_n
+        first = t_n
+        held = [s for s, p in enumerate(self.pos) if p is not None]
+        if self.fund_bars is not None:
+            for s in held:
+                bars = self.fund_bars[s]
+                k = np.searchsorted(bars, t0)
+                if k < len(bars):
+                    first = min(first, int(bars[k]))
+        capped = self.risk.daily_loss_cap is not None
+        if capped:
+            k = np.searchsorted(self.new_days, t0)
+            if k < len(self.new_days):
+                first = min(first, int(self.new_days[k]))
+        if self.time_stop is not None:
+            for s in held:
+                first = min(first, max(t0, self.pos[s].bar + self.time_stop))
+        if not held or first == t0:
+            return first
+        end = min(first, t0 + self.reach)
+        hit = self._scan(held, t0, end, capped)
+        if hit is not None:
+            self.reach = max(SCAN // 4, self.reach // 2)
+            return hit
+        if end < first:
+            self.more, self.reach = True, min(self.reach * 2, 1 << 16)
+        return end
+
+    def _scan(self, held: list[int], a: int, b: int, capped: bool) -> int | None:
+        """The first bar in [a, b) where a held position's exit or liquidation level is
+        reached or the equity nears the blown or daily-loss threshold (None if none): per
+        symbol, the bar's lowest and highest of open, low, close, mark open and mark low
+        (high) against the levels; one symbol's equity thresholds are price levels too, and
+        several symbols' equity is summed."""
+        scale = 1e-9 * max(abs(self.cash), 1.0)
+        floors = []  # equity levels that make a bar full: blown, and the daily cap
+        if self.blown_bar is None:
+            floors.append(scale)
+        if capped and not self.halted:
+            floors.append(self.day_equity * (1 - self.risk.daily_loss_cap) + scale)
+        one = len(held) == 1
+        hit = None
+        for s in held:
+            p = self.pos[s]
+            down = [x for x in ((p.liq, p.stop) if p.qty > 0 else (p.take,)) if x == x]
+            up = [x for x in ((p.take,) if p.qty > 0 else (p.liq, p.stop)) if x == x]
+            if one and floors:  # equity = cash + qty x price reaches a floor
+                level = (max(floors) - self.cash) / p.qty
+                (down if p.qty > 0 else up).append(level)
+            if down:
+                cond = self.lowest[a:b, s] <= max(down)
+                hit = cond if hit is None else hit | cond
+            if up:
+                cond = self.highest[a:b, s] >= min(up)
+                hit = cond if hit is None else hit | cond
+        if not one and floors:
+            value = np.full(b - a, self.cash)
+            value_open = value.copy()
+            for s in held:
+                value += self.pos[s].qty * self.closes[a:b, s]
+                value_open += self.pos[s].qty * self.open_marks_all[a:b, s]
+            cond = (value <= max(floors)) | (value_open <= max(floors))
+            hit = cond if hit is None else hit | cond
+        if hit is None:
+            return None
+        k = np.flatnonzero(hit)
+        return a + int(k[0]) if k.size else None
 
     # ---- fills reach the strategy -------------------------------------------------------
     def fill(self, t: int, s: int, new_qty: float, price: float, reason: int,
@@ -310,3 +509,41 @@ class _StrategyLoop(_Loop):
 
 
 NAN_EQUITY = float("nan")
+
+
+def _ffill(a: np.ndarray) -> np.ndarray:
+    """Each column's last non-NaN value at each row (NaN before the first)."""
+    rows = np.where(np.isnan(a), 0, np.arange(1, a.shape[0] + 1)[:, None])
+    np.maximum.accumulate(rows, axis=0, out=rows)
+    padded = np.vstack([np.full((1, a.shape[1]), np.nan), a])
+    return np.take_along_axis(padded, rows, axis=0)
+
+
+class _LiveAccount:
+    """The account as ``on_bar`` sees it on a quiet bar: read from the loop when asked
+    (valid during the call)."""
+
+    __slots__ = ("_loop", "_t")
+
+    def __init__(self, loop: _StrategyLoop) -> None:
+        self._loop, self._t = loop, 0
+
+    @property
+    def cash(self) -> float:
+        return self._loop.cash
+
+    @property
+    def equity(self) -> float:
+        return self._loop.equity(self._loop.closes[self._t].tolist())
+
+    @property
+    def position(self) -> dict[str, float]:
+        return self._loop.account().position
+
+    @property
+    def entry_price(self) -> dict[str, float]:
+        return self._loop.account().entry_price
+
+    @property
+    def open_orders(self) -> tuple[int, ...]:
+        return tuple(o.id for _, o in self._loop.book)

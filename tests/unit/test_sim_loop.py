@@ -36,6 +36,11 @@ class Replay(Strategy):
                 if not np.isnan(w)]
 
 
+def sparse_targets(target: np.ndarray) -> int:
+    """Bars without a target (where nothing new is ordered)."""
+    return int(np.isnan(target).all(axis=1).sum())
+
+
 ENGINE_ARGS = ("open_", "high", "low", "close", "instruments", "funding", "exits",
                "init_cash", "risk", "day", "mark_open", "mark_high", "mark_low", "volume",
                "limits")
@@ -44,13 +49,19 @@ ENGINE_ARGS = ("open_", "high", "low", "close", "instruments", "funding", "exits
 @pytest.mark.parametrize("regime", REGIMES)
 def test_a_target_strategy_gives_the_engines_result(regime):
     """On every bar and trade, to 1e-9, with the regime's rules (brackets, risk manager,
-    marks, limits, participation, impact in ``venue``)."""
+    marks, limits, participation, impact in ``venue``), whether the loop skips quiet bars
+    or runs every step on every bar."""
+    skipped = 0
     for seed in range(40):
         case = synthetic_case(seed, regime)
         target = np.asarray(case["target"], dtype=float).reshape(len(case["close"]), -1)
         args = {k: case[k] for k in ENGINE_ARGS if k in case}
-        run = run_strategy(Replay(target=target), **args)
-        assert_same(run.result, backtest(**args, target=case["target"]))
+        want = backtest(**args, target=case["target"])
+        for skip in (True, False):
+            run = run_strategy(Replay(target=target), **args, skip_quiet=skip)
+            assert_same(run.result, want)
+        skipped += sparse_targets(target)
+    assert skipped  # the cases hold quiet stretches to skip
 
 
 # ---- point in time -------------------------------------------------------------------------
