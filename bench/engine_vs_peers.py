@@ -153,7 +153,7 @@ class SmaCrossApi(Strategy):
             if bar.index == 0:
                 self.fast, self.slow = bar.feature("fast"), bar.feature("slow")
             return None
-        return Target(symbol="SYNTH", weight=1.0 if self.fast[-1] > self.slow[-1] else -1.0)
+        return Target("SYNTH", 1.0 if self.fast[-1] > self.slow[-1] else -1.0)
 
 
 def _events(ctx: dict, n: int | None = None) -> tuple:

@@ -109,15 +109,21 @@ class Fill:
 class Series:
     """One column of the run, readable up to the current bar only."""
 
-    __slots__ = ("_a", "_view")
+    __slots__ = ("_a", "_items", "_view")
 
     def __init__(self, a: np.ndarray, view: BarView) -> None:
         self._a, self._view = a, view
+        self._items = a.tolist()  # one value read per bar: a list is the cheapest to index
 
     def __getitem__(self, key: Any) -> Any:
+        if key.__class__ is int:  # the common case, kept cheap
+            end = self._view.t + 1
+            if key < 0:
+                if key >= -end:
+                    return self._items[key + end]
+            elif key < end:
+                return self._items[key]
         end = self._view.t + 1
-        if key.__class__ is int and -end <= key < end:  # the common case, kept cheap
-            return self._a[key if key >= 0 else key + end]
         if isinstance(key, slice):
             start, stop, step = key.indices(end)
             if key.stop is not None and key.stop > 0 and key.stop > end:

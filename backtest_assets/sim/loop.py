@@ -155,6 +155,8 @@ class _StrategyLoop(_Loop):
         self.t = 0
         self.open_equity = NAN_EQUITY
         self.later: list[Target] = []  # targets from on_fill: ordered at the next open
+        self.live = _LiveAccount(self)
+        self.hears_fills = type(strategy).on_fill is not Strategy.on_fill
         self.apply(strategy.on_start(tuple(self.symbols)), 0)
 
     def run(self) -> Result:
@@ -173,10 +175,10 @@ class _StrategyLoop(_Loop):
                        entry_price=entry, open_orders=tuple(o.id for _, o in self.book))
 
     def decide(self, t: int) -> None:
-        self.view.t = t
+        self.view.t = self.live._t = t
         later, self.later = self.later, []
         self.apply(later, t + 1)
-        self.apply(self.strategy.on_bar(self.view, self.account()), t + 1)
+        self.apply(self.strategy.on_bar(self.view, self.live), t + 1)
 
     def apply(self, out, start: int, *, from_fill: bool = False) -> None:
         """Take the strategy's intents: targets as the engine's (from ``on_fill``: at the
@@ -236,13 +238,17 @@ class _StrategyLoop(_Loop):
         per = {k: np.zeros((t_n, s_n)) for k in ("position", "fees", "slippage", "funding",
                                                   "liquidation_fees", "insurance")}
         full = np.zeros(t_n, dtype=bool)
-        live = _LiveAccount(self)
+        live = self.live
         on_bar, view, weight, index = self.strategy.on_bar, self.view, self.weight, self.index
         quiet_until, busy = 0, True
         for t in range(t_n):
             if t >= quiet_until and self.more and not busy:
-                quiet_until = self.next_event(t)  # the last look stopped short of here
+                # the last look ahead ended quiet: look again, twice as far
+                self.reach = min(self.reach * 2, 1 << 16)
+                quiet_until = self.next_event(t)
             if t >= quiet_until or busy:
+                if t < quiet_until:  # an order cut the quiet stretch short: look less far
+                    self.reach = max(SCAN // 8, self.reach // 2)
                 self.last_close = before[t].tolist()
                 self.fee_row, self.slip_row, self.fund_row = [0.0] * s_n, [0.0] * s_n, \
                     [0.0] * s_n
@@ -332,10 +338,8 @@ class _StrategyLoop(_Loop):
         end = min(first, t0 + self.reach)
         hit = self._scan(held, t0, end, capped)
         if hit is not None:
-            self.reach = max(SCAN // 4, self.reach // 2)
             return hit
-        if end < first:
-            self.more, self.reach = True, min(self.reach * 2, 1 << 16)
+        self.more = end < first
         return end
 
     def _scan(self, held: list[int], a: int, b: int, capped: bool) -> int | None:
@@ -400,7 +404,8 @@ class _StrategyLoop(_Loop):
 
     def notify(self, fill: Fill) -> None:
         self.fills.append(fill)
-        self.apply(self.strategy.on_fill(fill, self.account()), self.t, from_fill=True)
+        if self.hears_fills:
+            self.apply(self.strategy.on_fill(fill, self.account()), self.t, from_fill=True)
 
     # ---- the strategy's orders ----------------------------------------------------------
     def bar(self, t: int) -> None:
@@ -534,7 +539,9 @@ class _LiveAccount:
 
     @property
     def equity(self) -> float:
-        return self._loop.equity(self._loop.closes[self._t].tolist())
+        loop = self._loop
+        closes = getattr(loop, "closes", None)  # run_quiet's; run's last_close is current
+        return loop.equity(loop.last_close if closes is None else closes[self._t].tolist())
 
     @property
     def position(self) -> dict[str, float]:
