@@ -229,3 +229,25 @@ def test_exits_of_the_engine_reach_on_fill():
     s = Scripted(at={0: Target(symbol="X", weight=1.0)})
     r = run(s, FLAT, instruments=Instrument(symbol="X"), exits=ExitRules(stop_loss=0.05))
     assert [(f.bar, f.reason) for f in r.fills] == [(1, "signal"), (3, "stop_loss")]
+
+
+def test_the_readme_example_runs_as_written():
+    """The README's strategy, verbatim, on a flat stretch (whose close already equals its
+    20-bar high), a climb and a fall: one market entry, then its stop 2 % under the fill,
+    sold with the 1 bp slippage."""
+    from pathlib import Path
+
+    text = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    section = text[text.index("## Strategies as code"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")]
+    close = np.concatenate([np.full(25, 100.0), [101.0, 102.0, 103.0],
+                            np.linspace(103, 95, 10)])
+    open_ = np.concatenate([[100.0], close[:-1]])
+    scope = {"open_": open_, "high": np.maximum(open_, close) + 0.5,
+             "low": np.minimum(open_, close) - 0.5, "close": close}
+    exec(compile(code, "README.md", "exec"), scope)
+    fills = [(f.bar, f.reason, f.qty) for f in scope["run"].fills]
+    assert fills[0][1:] == ("market", 1.0) and fills[1][1:] == ("stop", -1.0)
+    entry = scope["run"].fills[0].price
+    assert scope["run"].fills[1].price == approx(entry * 0.98 * (1 - 1e-4))
