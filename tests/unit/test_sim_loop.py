@@ -251,3 +251,32 @@ def test_the_readme_example_runs_as_written():
     assert fills[0][1:] == ("market", 1.0) and fills[1][1:] == ("stop", -1.0)
     entry = scope["run"].fills[0].price
     assert scope["run"].fills[1].price == approx(entry * 0.98 * (1 - 1e-4))
+
+
+def test_a_stop_placed_on_a_fill_watches_the_rest_of_that_bar():
+    """Bought at bar 1's open (100.1 with costs); on the fill a sell stop at 99.5; bar 1's
+    low 99 reaches it in the same bar: sold at 99.5 x 0.999 = 99.4005. A market order
+    returned by the same on_fill would wait for the next open."""
+    s = Scripted(at={0: Market(symbol="X", qty=10)},
+                 react=lambda f: [Stop(symbol="X", qty=-f.qty, trigger=99.5, reduce_only=True),
+                                  Market(symbol="X", qty=1)] if f.reason == "market"
+                 and f.qty == 10 else None)
+    r = run(s, FLAT)
+    assert [(f.bar, f.reason, f.qty) for f in r.fills] == [
+        (1, "market", 10.0), (1, "stop", -10.0), (2, "market", 1.0)]
+    assert r.fills[1].price == approx(99.4005)
+
+
+def test_two_symbols_a_pair_trade():
+    """Long 1 A and short 2 B at the same open, each with its own costs and rules; the
+    fills come in the order given, and each symbol's position is its own."""
+    a = Instrument(symbol="A", taker_bps=10)
+    b = Instrument(symbol="B", taker_bps=20)
+    rows = np.array([[100.0, 50.0], [101.0, 49.0], [102.0, 48.0]])
+    s = Scripted(at={0: [Market(symbol="A", qty=1), Market(symbol="B", qty=-2)]})
+    r = run_strategy(s, rows, rows * 1.01, rows * 0.99, rows, [a, b], init_cash=CASH)
+    assert [(f.symbol, f.bar, f.qty, f.price) for f in r.fills] == [
+        ("A", 1, 1.0, 101.0), ("B", 1, -2.0, 49.0)]
+    assert r.result.fees[1].tolist() == approx([0.101, 0.196])
+    assert r.result.position[-1].tolist() == [1.0, -2.0]
+    assert r.result.equity[-1] == approx(CASH + (102 - 101) - 2 * (48 - 49) - 0.101 - 0.196)
