@@ -191,9 +191,7 @@ class _StrategyLoop(_Loop):
                 self.book = [(b, o) for b, o in self.book if o.id != intent.id]
                 self.orders["limit_cancelled"] += sum(isinstance(o, Limit) for o in gone)
                 continue
-            if intent.symbol not in self.index:
-                raise ValueError(f"intent {intent!r}: symbol {intent.symbol!r} is not in the "
-                                 f"run {self.symbols}")
+            self.check(intent)
             if isinstance(intent, Target):
                 if from_fill:
                     self.later.append(intent)
@@ -202,11 +200,41 @@ class _StrategyLoop(_Loop):
                 if intent.weight != self.weight[s]:
                     self.weight_before[s], self.weight[s] = self.weight[s], intent.weight
                     self.pending[s] = True
+                    self.check_leverage(s)
                 continue
             if isinstance(intent, Limit):
                 self.orders["limit_placed"] += 1
             at_once = not from_fill or isinstance(intent, (Stop, TakeProfit))
             self.book.append((start if at_once else start + 1, intent))
+
+    def check(self, intent) -> None:
+        """Refuse an intent no venue would take: an unknown symbol, a non-finite weight or
+        quantity, a price or trigger that is not a positive number."""
+        if intent.symbol not in self.index:
+            raise ValueError(f"bar {self.t}: intent {intent!r}: symbol {intent.symbol!r} is "
+                             f"not in the run {self.symbols}")
+        # field -> (its value, the rule it must meet)
+        rules = {"weight": (lambda v: True, "a finite number"),
+                 "qty": (lambda v: v != 0, "a non-zero finite number"),
+                 "price": (lambda v: v > 0, "a positive finite number"),
+                 "trigger": (lambda v: v > 0, "a positive finite number")}
+        for name, (rule, words) in rules.items():
+            v = getattr(intent, name, None)
+            if v is not None and not (math.isfinite(v) and rule(v)):
+                raise ValueError(f"bar {self.t}: intent {intent!r}: {name} {v} is not {words}")
+        if isinstance(intent, Limit) and intent.valid_bars < 1:
+            raise ValueError(f"bar {self.t}: intent {intent!r}: valid_bars must be >= 1")
+
+    def check_leverage(self, s: int) -> None:
+        """The engine's rule for targets: the gross of the targets in force may not exceed
+        the leverage setting of a symbol given a non-zero one."""
+        gross = sum(abs(w) for w in self.weight)
+        for i, w in enumerate(self.weight):
+            cap = self.insts[i].max_leverage
+            if w != 0 and gross > cap * (1 + 1e-12):
+                raise ValueError(f"{self.symbols[s]} bar {self.t}: target gross leverage "
+                                 f"{gross:g} exceeds the max leverage {cap:g} of "
+                                 f"{self.symbols[i]}")
 
     # ---- quiet bars ----------------------------------------------------------------------
     def run_quiet(self) -> Result:

@@ -280,3 +280,17 @@ def test_two_symbols_a_pair_trade():
     assert r.result.fees[1].tolist() == approx([0.101, 0.196])
     assert r.result.position[-1].tolist() == [1.0, -2.0]
     assert r.result.equity[-1] == approx(CASH + (102 - 101) - 2 * (48 - 49) - 0.101 - 0.196)
+
+
+@pytest.mark.parametrize(("intent", "message"), [
+    (Target(symbol="X", weight=float("nan")), "weight nan is not a finite number"),
+    (Market(symbol="X", qty=0.0), "qty 0.0 is not a non-zero finite number"),
+    (Limit(symbol="X", qty=1.0, price=-1.0), "price -1.0 is not a positive finite number"),
+    (Stop(symbol="X", qty=-1.0, trigger=float("inf")), "trigger inf is not a positive"),
+    (Target(symbol="X", weight=1.5), "target gross leverage 1.5 exceeds the max leverage 1"),
+])
+def test_intents_no_venue_would_take_are_refused(intent, message):
+    """As the engine refuses such targets before simulating, the loop refuses them when
+    given, naming the bar, the intent and what is wrong."""
+    with pytest.raises(ValueError, match=f"bar 0: .*{message}|X bar 0: {message}"):
+        run(Scripted(at={0: intent}), FLAT)
