@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backtest_assets.engine.core import EXIT_REASONS, GRID_TOL, Result, check_inputs
+from backtest_assets.engine.core import EXIT_REASONS, Result, check_inputs, forward_fill
 from backtest_assets.engine.reference import LIQUIDATION, SIGNAL, STOP_LOSS, TAKE_PROFIT, _Loop
 from backtest_assets.engine.venue import ExitRules, Instrument, LimitOrders, RiskLimits
 from backtest_assets.sim.api import (
@@ -248,7 +248,7 @@ class _StrategyLoop(_Loop):
         bar wherever an equity sits within 1e-9 of a threshold."""
         t_n, s_n = self.T, self.S
         o = self.o._a
-        self.closes = _ffill(self.c._a)
+        self.closes = forward_fill(self.c._a, np.nan)
         before = np.vstack([np.full((1, s_n), np.nan), self.closes[:-1]])
         self.open_marks_all = np.where(np.isnan(o), before, o)
         arr = {k: getattr(self, k)._a for k in ("o", "h", "lo", "mo", "mh", "ml")}
@@ -516,9 +516,7 @@ class _StrategyLoop(_Loop):
         inst = self.insts[s]
         p = self.pos[s]
         old = p.qty if p is not None else 0.0
-        qty = order.qty
-        if inst.lot_size > 0:
-            qty = math.trunc(qty / inst.lot_size + math.copysign(GRID_TOL, qty)) * inst.lot_size
+        qty = self.lots(inst, order.qty)
         if order.reduce_only:
             qty = 0.0 if old * qty >= 0 else math.copysign(min(abs(qty), abs(old)), qty)
             if qty == 0.0:
@@ -542,14 +540,6 @@ class _StrategyLoop(_Loop):
 
 
 NAN_EQUITY = float("nan")
-
-
-def _ffill(a: np.ndarray) -> np.ndarray:
-    """Each column's last non-NaN value at each row (NaN before the first)."""
-    rows = np.where(np.isnan(a), 0, np.arange(1, a.shape[0] + 1)[:, None])
-    np.maximum.accumulate(rows, axis=0, out=rows)
-    padded = np.vstack([np.full((1, a.shape[1]), np.nan), a])
-    return np.take_along_axis(padded, rows, axis=0)
 
 
 class _LiveAccount:
