@@ -33,7 +33,7 @@ def out_of_sample_ic(seed: int, **universe) -> dict:
     return information_coefficient(scores, y, block_bars=288)
 
 
-@pytest.mark.parametrize("seed", [1, 4])
+@pytest.mark.parametrize("seed", [1, pytest.param(4, marks=pytest.mark.slow)])  # CI time
 def test_the_planted_cross_sectional_effect_is_found_out_of_sample(seed):
     ic = out_of_sample_ic(seed)
     assert ic["lo"] > 0 and ic["t"] > 3, ic

@@ -114,6 +114,7 @@ def test_the_report_sets_the_studies_it_names_beside_its_own(two_studies):
     assert "Compared with no other study" in compare_section(B)
 
 
+@pytest.mark.slow  # 32 s of CI time; `make test-all` runs it
 def test_rerunning_one_study_leaves_the_other_byte_identical(two_studies):
     instance, _ = two_studies
     before = {t: rows(t, B) for t in RESEARCH_TABLES}
