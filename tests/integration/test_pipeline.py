@@ -117,7 +117,6 @@ def test_blocking_check_failure_keeps_previous_data_and_stops_downstream(
         assert after[t].equals(before[t]), t
 
 
-@pytest.mark.slow  # 20 s of CI time; `make test-all` runs it
 @pytest.mark.parametrize("tz", ["America/New_York"])
 def test_non_utc_machine_time_zone_gives_the_same_warehouse(tmp_path, tz):
     contents = {}
