@@ -157,26 +157,34 @@ class _Loop:
         out = {k: [] for k in ("equity", "cash", "position", "exposure", "fees", "slippage",
                                "funding", "liquidation_fees", "insurance")}
         for t in range(self.T):
-            self.fee_row, self.slip_row, self.fund_row = [0.0] * self.S, [0.0] * self.S, \
-                [0.0] * self.S
-            self.liq_fee_row, self.insurance_row = [0.0] * self.S, [0.0] * self.S
-            self.bar(t)
-            held = [p.qty if p is not None else 0.0 for p in self.pos]
-            equity = self.equity(self.last_close)
-            gross = sum(abs(q * m) for q, m in zip(held, self.last_close, strict=True) if q)
-            out["equity"].append(equity)
-            out["cash"].append(self.cash)
-            out["position"].append(held)
-            out["exposure"].append(gross / equity if gross else 0.0)
-            out["fees"].append(self.fee_row)
-            out["slippage"].append(self.slip_row)
-            out["funding"].append(self.fund_row)
-            out["liquidation_fees"].append(self.liq_fee_row)
-            out["insurance"].append(self.insurance_row)
+            for k, v in self.step(t).items():
+                out[k].append(v)
         arrays = {k: np.array(v, dtype=np.float64) for k, v in out.items()}
-        self.orders["limit_open"] = sum(r is not None for r in self.resting)
+        return self.result(arrays)
+
+    def step(self, t: int) -> dict:
+        """Bar t from fresh per-bar rows, and what the result holds of it at its close."""
+        self.fee_row, self.slip_row, self.fund_row = [0.0] * self.S, [0.0] * self.S, \
+            [0.0] * self.S
+        self.liq_fee_row, self.insurance_row = [0.0] * self.S, [0.0] * self.S
+        self.bar(t)
+        held = [p.qty if p is not None else 0.0 for p in self.pos]
+        equity = self.equity(self.last_close)
+        gross = sum(abs(q * m) for q, m in zip(held, self.last_close, strict=True) if q)
+        return {"equity": equity, "cash": self.cash, "position": held,
+                "exposure": gross / equity if gross else 0.0, "fees": self.fee_row,
+                "slippage": self.slip_row, "funding": self.fund_row,
+                "liquidation_fees": self.liq_fee_row, "insurance": self.insurance_row}
+
+    def result(self, arrays: dict) -> Result:
+        """The run's Result from its per-bar arrays."""
+        self.orders["limit_open"] = self.open_limits()
         return Result(**arrays, trades=self.trades_table(), rejected=self.rejected,
                       blown_bar=self.blown_bar, path="reference", orders=self.orders)
+
+    def open_limits(self) -> int:
+        """Limit orders still resting after the last bar."""
+        return sum(r is not None for r in self.resting)
 
     def bar(self, t: int) -> None:
         o = self.o[t]

@@ -159,10 +159,8 @@ class _StrategyLoop(_Loop):
         self.hears_fills = type(strategy).on_fill is not Strategy.on_fill
         self.apply(strategy.on_start(tuple(self.symbols)), 0)
 
-    def run(self) -> Result:
-        result = super().run()
-        result.orders["limit_open"] += sum(isinstance(o, Limit) for _, o in self.book)
-        return result
+    def open_limits(self) -> int:
+        return super().open_limits() + sum(isinstance(o, Limit) for _, o in self.book)
 
     # ---- the strategy -------------------------------------------------------------------
     def account(self) -> Account:
@@ -278,11 +276,8 @@ class _StrategyLoop(_Loop):
                 if t < quiet_until:  # an order cut the quiet stretch short: look less far
                     self.reach = max(SCAN // 8, self.reach // 2)
                 self.last_close = before[t].tolist()
-                self.fee_row, self.slip_row, self.fund_row = [0.0] * s_n, [0.0] * s_n, \
-                    [0.0] * s_n
-                self.liq_fee_row, self.insurance_row = [0.0] * s_n, [0.0] * s_n
-                self.bar(t)
-                self._record(t, out, per)
+                for k, v in self.step(t).items():
+                    (out if k in out else per)[k][t] = v
                 full[t] = True
                 quiet_until, busy = self.next_event(t + 1), self.busy()
                 continue
@@ -297,27 +292,12 @@ class _StrategyLoop(_Loop):
             busy = self.busy()
         self._fill_quiet(full, out, per)
         self.last_close = self.closes[-1].tolist()  # open trades are marked at the last close
-        self.orders["limit_open"] = sum(r is not None for r in self.resting) + sum(
-            isinstance(o_, Limit) for _, o_ in self.book)
-        return Result(**out, **per, trades=self.trades_table(), rejected=self.rejected,
-                      blown_bar=self.blown_bar, path="reference", orders=self.orders)
+        return self.result({**out, **per})
 
     def busy(self) -> bool:
         """Whether some order of the run may act at the next bar."""
         return (bool(self.book) or any(self.pending) or any(self.working)
                 or self.resting.count(None) != self.S)
-
-    def _record(self, t: int, out: dict, per: dict) -> None:
-        held = [p.qty if p is not None else 0.0 for p in self.pos]
-        equity = self.equity(self.last_close)
-        gross = sum(abs(q * m) for q, m in zip(held, self.last_close, strict=True) if q)
-        out["equity"][t], out["cash"][t] = equity, self.cash
-        out["exposure"][t] = gross / equity if gross else 0.0
-        per["position"][t] = held
-        for k, row in (("fees", self.fee_row), ("slippage", self.slip_row),
-                       ("funding", self.fund_row), ("liquidation_fees", self.liq_fee_row),
-                       ("insurance", self.insurance_row)):
-            per[k][t] = row
 
     def _fill_quiet(self, full: np.ndarray, out: dict, per: dict) -> None:
         """Cash and positions of a quiet bar are those of the full bar before it; its equity
