@@ -231,12 +231,28 @@ class Account:
 
 
 class Strategy:
-    """Subclass and override what you need; ``params`` come from the spec (or keywords)."""
+    """Subclass and override what you need; ``params`` come from the spec (or keywords).
+
+    A parameter declared on the class with a type (``fast: int = 10``) is converted to it,
+    so a spec's number reaches the strategy as the type it declares (``10.0`` as ``10``; a
+    fraction for an ``int`` is an error); others are set as given. A code blueprint also
+    passes ``weight`` (its ``target_weight``) and ``direction``.
+    """
 
     def __init__(self, **params: Any) -> None:
-        self.params = params
+        declared = _declared(type(self))
         for k, v in params.items():
+            tp = declared.get(k)
+            if tp in ("int", int) and isinstance(v, float):
+                if not v.is_integer():
+                    raise ValueError(f"{type(self).__name__}: parameter {k} is declared int, "
+                                     f"got {v!r}")
+                v = int(v)
+            elif tp in ("float", float) and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            params[k] = v
             setattr(self, k, v)
+        self.params = params
 
     def on_start(self, symbols: Sequence[str]) -> Iterable[Intent] | Intent | None:
         return None
@@ -246,6 +262,14 @@ class Strategy:
 
     def on_fill(self, fill: Fill, account: Account) -> Iterable[Intent] | Intent | None:
         return None
+
+
+def _declared(cls: type) -> dict[str, Any]:
+    """The annotated class attributes of ``cls`` and its bases (a subclass's win)."""
+    out: dict[str, Any] = {}
+    for c in reversed(cls.__mro__):
+        out.update(c.__dict__.get("__annotations__", {}))
+    return out
 
 
 def as_intents(out: Iterable[Intent] | Intent | None) -> list[Intent]:

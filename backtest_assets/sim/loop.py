@@ -77,7 +77,8 @@ def run_strategy(strategy: Strategy, open_: np.ndarray, high: np.ndarray, low: n
                  init_cash: float = 1_000_000.0, risk: RiskLimits | None = None,
                  day: np.ndarray | None = None, mark_open: np.ndarray | None = None,
                  mark_high: np.ndarray | None = None, mark_low: np.ndarray | None = None,
-                 limits: LimitOrders | None = None, skip_quiet: bool = True) -> Run:
+                 limits: LimitOrders | None = None, skip_quiet: bool = True,
+                 history: int = 0) -> Run:
     """Run ``strategy`` over the bars (array contract of
     :func:`backtest_assets.engine.core.backtest`; no target: the strategy decides).
 
@@ -93,6 +94,12 @@ def run_strategy(strategy: Strategy, open_: np.ndarray, high: np.ndarray, low: n
         Run the venue's steps only on bars where one can change something (module
         docstring, Quiet bars); False runs them on every bar (the same result, slower: the
         tests compare the two).
+    history : int
+        The first ``history`` bars of every per-bar array (bars, ``ts``, features, funding,
+        marks, volume, ``day``) are the past before the run: the strategy may read them
+        (``bar.index`` counts from the first of them) but nothing trades there and the
+        result covers the bars after them only. A walk-forward window reads the bars before
+        it this way, as a live strategy would.
     Other parameters
         As for ``backtest``.
 
@@ -102,6 +109,17 @@ def run_strategy(strategy: Strategy, open_: np.ndarray, high: np.ndarray, low: n
         Bad input (as ``backtest``), or an intent for a symbol not in the run.
     """
     o = np.asarray(open_, dtype=np.float64)
+    if not 0 <= history < len(o):
+        raise ValueError(f"history: {history} bars of {len(o)}: the run needs at least one "
+                         "bar after the history")
+    past = {"open": o, "high": high, "low": low, "close": close, "volume": volume}
+    if history:
+        def cut(a):
+            return None if a is None else np.asarray(a)[history:]
+        open_, high, low, close, volume, funding, day, mark_open, mark_high, mark_low = (
+            cut(a) for a in (open_, high, low, close, volume, funding, day, mark_open,
+                             mark_high, mark_low))
+        o = o[history:]
     shape = o.shape if o.ndim == 2 else (o.shape[0], 1)
     # The engine's input checks, with a target that orders nothing (0 on the first bar: the
     # symbols count as traded, so funding for them is accepted).
@@ -114,9 +132,12 @@ def run_strategy(strategy: Strategy, open_: np.ndarray, high: np.ndarray, low: n
     columns = {"open": inp.open, "high": inp.high, "low": inp.low, "close": inp.close}
     if inp.volume is not None:
         columns["volume"] = inp.volume
-    view = BarView(np.arange(shape[0]) if ts is None else np.asarray(ts),
+    if history:  # the same columns with the past in front (as the inputs are (T, S))
+        columns = {k: np.vstack([np.asarray(past[k], dtype=np.float64).reshape(
+                       history + shape[0], -1)[:history], v]) for k, v in columns.items()}
+    view = BarView(np.arange(history + shape[0]) if ts is None else np.asarray(ts),
                    [i.symbol for i in inp.instruments], columns, features)
-    loop = _StrategyLoop(inp, strategy, view)
+    loop = _StrategyLoop(inp, strategy, view, history)
     result = loop.run_quiet() if skip_quiet else loop.run()
     return Run(result=result, fills=tuple(loop.fills))
 
@@ -145,9 +166,9 @@ class _StrategyLoop(_Loop):
 
     rows = _Rows
 
-    def __init__(self, inp, strategy: Strategy, view: BarView) -> None:
+    def __init__(self, inp, strategy: Strategy, view: BarView, history: int = 0) -> None:
         super().__init__(inp)
-        self.strategy, self.view = strategy, view
+        self.strategy, self.view, self.history = strategy, view, history
         self.index = {s: i for i, s in enumerate(self.symbols)}
         self.book: list[tuple[int, object]] = []  # (first bar it acts, order), given order
         self.fills: list[Fill] = []
@@ -173,7 +194,7 @@ class _StrategyLoop(_Loop):
                        entry_price=entry, open_orders=tuple(o.id for _, o in self.book))
 
     def decide(self, t: int) -> None:
-        self.view.t = self.live._t = t
+        self.view.t, self.live._t = t + self.history, t
         later, self.later = self.later, []
         self.apply(later, t + 1)
         self.apply(self.strategy.on_bar(self.view, self.live), t + 1)
@@ -266,6 +287,7 @@ class _StrategyLoop(_Loop):
         full = np.zeros(t_n, dtype=bool)
         live = self.live
         on_bar, view, weight, index = self.strategy.on_bar, self.view, self.weight, self.index
+        shift = self.history
         quiet_until, busy = 0, True
         for t in range(t_n):
             if t >= quiet_until and self.more and not busy:
@@ -281,7 +303,7 @@ class _StrategyLoop(_Loop):
                 full[t] = True
                 quiet_until, busy = self.next_event(t + 1), self.busy()
                 continue
-            view.t = live._t = t
+            view.t, live._t = t + shift, t
             got = on_bar(view, live)
             if got is None:
                 continue

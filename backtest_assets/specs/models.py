@@ -645,19 +645,57 @@ class AlphaEntry:
             raise ValueError(f"rebalance_bars: {self.rebalance_bars} is out of range")
 
 
+_STRATEGY_PATH = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CodeEntry:
+    """A blueprint of kind ``code``: the :class:`backtest_assets.sim.Strategy` subclass
+    ``strategy`` (``package.module:Class``) decides, bar by bar on the event loop, built with
+    ``params`` (its grid varies them: ``entry.code.params.<name>``) plus the blueprint's
+    ``target_weight`` as ``weight`` and its ``direction``. It may read the ``features``
+    named here and the ``events`` of the types named here (``bar.feature("event:<type>")``:
+    the event's direction at the bars where one fired, NaN elsewhere), each known at the
+    bar's close."""
+
+    strategy: str
+    params: dict[str, float] | None = None
+    features: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+
+    def __hash__(self) -> int:  # params is a dict: hash its items
+        return hash((self.strategy, tuple(sorted((self.params or {}).items())),
+                     self.features, self.events))
+
+    def validate(self) -> None:
+        if not re.fullmatch(_STRATEGY_PATH, self.strategy):
+            raise ValueError(f"strategy: {self.strategy!r} is not package.module:Class")
+        for name, value in (self.params or {}).items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"params: {name!r} is not a Python name")
+            if not math.isfinite(value):
+                raise ValueError(f"params: {name} is {value}, not a finite number")
+            if name in ("weight", "direction"):
+                raise ValueError(f"params: {name} comes from the blueprint's "
+                                 f"{'target_weight' if name == 'weight' else name}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Entry:
-    """Enter on an event type, when a feature condition holds, or on an alpha model's
-    scores (exactly one)."""
+    """Enter on an event type, when a feature condition holds, on an alpha model's scores,
+    or as a strategy class decides (exactly one)."""
 
     event: str | None = None
     condition: Condition | None = None
     alpha: AlphaEntry | None = dataclasses.field(default=None,
                                                  metadata={"omit_if_default": True})
+    code: CodeEntry | None = dataclasses.field(default=None,
+                                               metadata={"omit_if_default": True})
 
     def validate(self) -> None:
-        if sum(x is not None for x in (self.event, self.condition, self.alpha)) != 1:
-            raise ValueError("event: give exactly one of event, condition and alpha")
+        if sum(x is not None for x in (self.event, self.condition, self.alpha,
+                                       self.code)) != 1:
+            raise ValueError("event: give exactly one of event, condition, alpha and code")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -881,22 +919,32 @@ class StrategySpec:
         if self.target_weight * len(self.symbols) > self.leverage:
             raise ValueError(f"target_weight: {self.target_weight} x {len(self.symbols)} "
                              f"symbols exceeds the leverage {self.leverage}")
+        if self.entry.code is not None and self.overlays:
+            raise ValueError("overlays: a code blueprint's strategy sizes its own positions "
+                             "(overlays act on a target array)")
         for key, values in (self.grid or {}).items():
-            if key not in GRID_PARAMS:
+            if key.startswith(CODE_PARAM):
+                name = key[len(CODE_PARAM):]
+                if self.entry.code is None or name not in (self.entry.code.params or {}):
+                    raise ValueError(f"grid.{key}: the entry has no code parameter {name!r}")
+            elif key not in GRID_PARAMS:
                 raise ValueError(f"grid.{key}: not a tunable parameter (one of "
-                                 f"{sorted(GRID_PARAMS)})")
+                                 f"{sorted(GRID_PARAMS)} or {CODE_PARAM}<name>)")
             if key.startswith("entry.condition") and self.entry.condition is None:
                 raise ValueError(f"grid.{key}: the entry has no condition")
             if key.startswith("entry.alpha") and self.entry.alpha is None:
                 raise ValueError(f"grid.{key}: the entry has no alpha model")
             if not values or len(set(values)) != len(values):
                 raise ValueError(f"grid.{key}: give distinct values")
-            if GRID_PARAMS[key] is int and any(v != int(v) for v in values):
+            if GRID_PARAMS.get(key) is int and any(v != int(v) for v in values):
                 raise ValueError(f"grid.{key}: values must be whole numbers")
         if math.prod(len(v) for v in (self.grid or {}).values()) > 100_000:
             raise ValueError("grid: more than 100,000 combinations")
 
 
+# A code blueprint's grid varies its strategy's parameters under this prefix (the strategy
+# converts each to the type it declares).
+CODE_PARAM = "entry.code.params."
 # Parameters a blueprint's grid may vary, with their type.
 GRID_PARAMS: dict[str, type] = {
     "entry.condition.threshold": float, "entry.condition.lag": int,

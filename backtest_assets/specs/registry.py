@@ -418,6 +418,19 @@ def blueprint_problems(bp: StrategySpec, symbols: Collection[str], events: Colle
     if bp.entry.alpha is not None and bp.entry.alpha.model not in alpha_models:
         yield "entry.alpha.model", (f"unknown alpha model {bp.entry.alpha.model!r} "
                                     f"(specs/alpha: {sorted(alpha_models)})")
+    code = bp.entry.code
+    if code is not None:
+        from backtest_assets.strategies.code import strategy_class  # the sim: pure, heavy
+        try:
+            strategy_class(code.strategy)
+        except ValueError as exc:
+            yield "entry.code.strategy", str(exc)
+        for i, f in enumerate(code.features):
+            if f not in features:
+                yield f"entry.code.features[{i}]", f"unknown feature {f!r}"
+        for i, e in enumerate(code.events):
+            if e not in events:
+                yield f"entry.code.events[{i}]", f"unknown event type {e!r}"
     for i, o in enumerate(bp.overlays):
         for feature in o.features:
             if feature not in features:

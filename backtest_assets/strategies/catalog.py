@@ -120,6 +120,10 @@ def load_blueprint(row: dict) -> StrategySpec:
 def _entry(bp: StrategySpec) -> str:
     if bp.entry.event is not None:
         return f"event {bp.entry.event}"
+    if bp.entry.code is not None:
+        c = bp.entry.code
+        params = ", ".join(f"{k} {v:g}" for k, v in sorted((c.params or {}).items()))
+        return f"code {c.strategy.rpartition(':')[2]}" + (f" ({params})" if params else "")
     if bp.entry.alpha is not None:
         a = bp.entry.alpha
         return (f"alpha {a.model} {a.mode}" + (f" {a.quantile:g}" if a.mode == "quantile"

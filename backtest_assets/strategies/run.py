@@ -21,6 +21,10 @@ engine (refusing bad input before simulating) and returns three frames:
   interval expects, run as no payment) and ``funding_constant_runs`` (runs of one rate
   longer than the policy's limit), both 0 without funding.
 
+A blueprint of kind ``code`` (``entry.code``) runs its strategy class on the event loop
+(:mod:`backtest_assets.strategies.code`) instead of the engine on a target array; the frames
+are the same.
+
 The blueprint's ``leverage`` is each symbol's leverage setting (``Instrument.max_leverage``):
 its isolated positions post ``notional / leverage`` (core.py, Isolated margin).
 
@@ -54,6 +58,7 @@ from backtest_assets.engine.metrics import drawdown_path, metrics
 from backtest_assets.engine.venue import RiskLimits
 from backtest_assets.specs.models import StrategySpec, StudySpec, VenueSpec
 from backtest_assets.strategies.blueprints import Panel, exit_rules, flat_start, targets
+from backtest_assets.strategies.code import code_inputs, held_target, run_code
 from backtest_assets.strategies.overlays import OverlayCounts, versions
 from backtest_assets.strategies.overlays import apply as apply_overlays
 
@@ -155,11 +160,15 @@ def run_blueprint(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.n
     insts = instruments_for(bp, venue)
     rates = panel.funding(funding) if funding is not None and funding.height else None
     audit = check_funding(panel, funding, funding_policy)
-    target, counts = edge_target(bp, panel, features=features, events=events, rates=rates,
-                                 instruments=insts, init_cash=init_cash)
-    res = backtest(**_engine_bars(panel, rates, init_cash, bp), target=target,
-                   instruments=insts,
-                   exits=exit_rules(bp))
+    if bp.entry.code is not None:  # the strategy class decides, on the event loop
+        counts: list[OverlayCounts] = []
+        res = run_code(bp, panel, code_inputs(bp, panel, features, events),
+                       bars=_engine_bars(panel, rates, init_cash, bp), instruments=insts)
+    else:
+        target, counts = edge_target(bp, panel, features=features, events=events,
+                                     rates=rates, instruments=insts, init_cash=init_cash)
+        res = backtest(**_engine_bars(panel, rates, init_cash, bp), target=target,
+                       instruments=insts, exits=exit_rules(bp))
     bars_per_year = MINUTES_PER_YEAR / panel.interval_minutes
     m = metrics(res, panel.close, init_cash=init_cash, bars_per_year=bars_per_year,
                 instruments=insts)
@@ -239,6 +248,10 @@ def edge_target(bp: StrategySpec, panel: Panel, *, features: Mapping[str, np.nda
     """The engine target ``bp`` trades on ``panel``: its signal shaped by the hold rule,
     flat at the first bar, its overlays applied (``rates``: funding placed on the panel,
     for a drawdown brake's paper run); and what each overlay did."""
+    if bp.entry.code is not None:  # the targets its run acted on (code.held_target)
+        res = run_code(bp, panel, code_inputs(bp, panel, features, events),
+                       bars=_engine_bars(panel, rates, init_cash, bp), instruments=instruments)
+        return held_target(res, panel.close, panel.symbols), []
     raw = flat_start(targets(bp, panel, features, events))
     return overlaid(bp, raw, features, bars=_engine_bars(panel, rates, init_cash, bp),
                     instruments=instruments)

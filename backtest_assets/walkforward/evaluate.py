@@ -23,6 +23,10 @@ For a blueprint with a parameter grid (:mod:`backtest_assets.walkforward.grid`) 
 Every Sharpe ratio in the frames is annualized (``bars_per_year`` from the bar interval);
 the deflated-Sharpe inputs are per bar, as the statistics are defined.
 
+A blueprint of kind ``code`` runs each combination's strategy on the event loop
+(:mod:`backtest_assets.strategies.code`) in every window, reading the bars before the
+window as history; its sweep table and block stats are those of these runs.
+
 Signals are computed once on the whole panel per entry rule and sliced per window: a
 feature condition at a window's first bar reads its (point-in-time) value from before the
 window, as a live strategy would. Funding is placed on the whole panel and sliced likewise;
@@ -65,6 +69,7 @@ from backtest_assets.strategies.blueprints import (
     shape_targets,
     signals,
 )
+from backtest_assets.strategies.code import code_inputs, run_code
 from backtest_assets.strategies.overlays import features_read
 from backtest_assets.strategies.run import (
     MINUTES_PER_YEAR,
@@ -239,7 +244,10 @@ class _Simulator:
         self.funding = check_funding(p, market.funding, market.funding_policy)
         cache: dict = {}
         self.signal = []
-        for _, v in self.combos:  # one signal per distinct entry rule
+        # a code blueprint's strategy reads these (its grid varies only its params)
+        self.inputs = (code_inputs(bp, p, market.features, market.events)
+                       if bp.entry.code is not None else None)
+        for _, v in self.combos if self.inputs is None else ():  # one per entry rule
             if v.entry not in cache:
                 cache[v.entry] = signals(v, p, market.features, market.events)
             self.signal.append(cache[v.entry])
@@ -265,6 +273,8 @@ class _Simulator:
 
     def sweep(self, a: int, b: int, blocks: np.ndarray | None = None):
         """Every combination on bars [a, b): the sweep's table (and block stats)."""
+        if self.inputs is not None:
+            return self._code_sweep(a, b, blocks)
         return sweep(**self._bars(a, b), targets=_Targets(self, a, b),
                      instruments=self.insts, exits=self.exits, blocks=blocks,
                      bars_per_year=self.annual ** 2)
@@ -278,11 +288,34 @@ class _Simulator:
                 v, maker_bps=v.maker_bps * cost_multiplier,
                 taker_bps=v.taker_bps * cost_multiplier,
                 slippage_bps=v.slippage_bps * cost_multiplier))
-        tgt = self.target(k, a, b, insts)
         bars = self._bars(a, b)
-        res = backtest(**bars, target=tgt, instruments=insts, exits=self.exits[k])
+        if self.inputs is not None:
+            res = run_code(self.combos[k][1], self.m.panel, self.inputs, bars=bars,
+                           instruments=insts, a=a, b=b)
+        else:
+            res = backtest(**bars, target=self.target(k, a, b, insts), instruments=insts,
+                           exits=self.exits[k])
         return metrics(res, bars["close"], init_cash=self.m.init_cash,
                        bars_per_year=self.annual ** 2, instruments=insts), res
+
+    def _code_sweep(self, a: int, b: int, blocks: np.ndarray | None):
+        """The sweep's table (and block stats) of a code blueprint: each combination run on
+        the event loop, summarized as the sweep kernel summarizes its runs."""
+        rows, stats = [], []
+        for k in range(self.k):
+            m, res = self.run(k, a, b)
+            rows.append({**{c: m[c] for c in SWEEP_METRICS if c in m},
+                         "final_equity": float(res.equity[-1]),
+                         "rejected": sum(res.rejected.values()),
+                         "blown_bar": -1 if res.blown_bar is None else res.blown_bar})
+            if blocks is not None:
+                r = bar_returns(res.equity, self.m.init_cash)
+                stats.append([[e - s, r[s:e].sum(), (r[s:e] ** 2).sum()]
+                              for s, e in zip(blocks[:-1], blocks[1:], strict=True)])
+        frame = pl.DataFrame(rows).select(SWEEP_METRICS).with_columns(
+            pl.col(c).cast(pl.Int64) for c in ("trades", "rejected", "blown_bar")
+        ).with_row_index("combo").with_columns(pl.col("combo").cast(pl.Int64))
+        return frame if blocks is None else (frame, np.asarray(stats, dtype=np.float64))
 
     def describe(self, split: F.Split, sample: str, k: int | None, a: int, b: int) -> dict:
         ts, step = self.m.panel.ts, np.timedelta64(self.m.panel.interval_minutes, "m")

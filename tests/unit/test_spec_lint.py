@@ -89,7 +89,7 @@ CASES = {
                               "entry: {event: vol_compression_breakout}",
                               "entry: {event: vol_compression_breakout, condition: "
                               "{feature: ret_1, op: gt, threshold: 0.0}}",
-                              "entry.event", "exactly one of event, condition and alpha"),
+                              "entry.event", "exactly one of event, condition, alpha and code"),
     "blueprint-duplicate": ("strategies/reversion_v1.yaml", "name: reversion_v1",
                             "name: momentum_v1", "name", "duplicate strategy 'momentum_v1'"),
     "blueprint-overweight": ("strategies/vol_compression_v1.yaml", "target_weight: 0.3",

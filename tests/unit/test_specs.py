@@ -134,8 +134,11 @@ def test_a_study_record_leaves_out_which_studies_its_report_compares(tmp_path):
 def test_baseline_blueprints_load_typed():
     reg = SpecRegistry.load(default_specs_dir())
     assert sorted(reg.strategies) == ["momentum_guarded_v1", "momentum_v1", "reversion_v1",
-                                      "vol_compression_momentum_v1",
+                                      "sma_cross_code_v1", "vol_compression_momentum_v1",
                                       "vol_compression_reversion_v1", "vol_compression_v1"]
+    code = reg.strategies["sma_cross_code_v1"].entry.code
+    assert code.strategy == "backtest_assets.sim.examples:SmaCross"
+    assert code.params == {"fast": 12.0, "slow": 48.0}
     vc = reg.strategies["vol_compression_v1"]
     assert vc.entry.event == "vol_compression_breakout" and vc.entry.condition is None
     assert vc.direction == "continuation" and vc.exits.time_stop_bars == 12

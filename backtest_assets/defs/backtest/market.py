@@ -50,7 +50,7 @@ class StudyData:
                         order_by=by_bar).select("symbol", "ts_open", *wanted) if wanted else None
         events = wh.read("event_table", symbol_layout("ts"), boxes,
                          order_by=(*by_ts, "event_type")) \
-            if any(bp.entry.event for bp in blueprints) else None
+            if any(events_of(bp) for bp in blueprints) else None
         funding = wh.read("raw_funding_rates", symbol_layout("ts"), boxes,
                           order_by=by_ts).select("symbol", "ts", "funding_rate")
         models = sorted({bp.entry.alpha.model for bp in blueprints if bp.entry.alpha})
@@ -88,8 +88,8 @@ class StudyData:
         """The frames the blueprint read (for its dataset hash)."""
         inputs = {"bars": self.bars.filter(pl.col("symbol").is_in(bp.symbols)),
                   "funding": self.funding.filter(pl.col("symbol").is_in(bp.symbols))}
-        if self.events is not None and bp.entry.event:
-            inputs["events"] = self.events.filter(pl.col("event_type") == bp.entry.event)
+        if self.events is not None and events_of(bp):
+            inputs["events"] = self.events.filter(pl.col("event_type").is_in(events_of(bp)))
         own = [f for f in features_of(bp) if not f.startswith("alpha:")]
         if self.features is not None and own:
             inputs["features"] = self.features.select("symbol", "ts_open", *own)
@@ -99,10 +99,19 @@ class StudyData:
 
 
 def features_of(bp: StrategySpec) -> tuple[str, ...]:
-    """The features a blueprint reads: its entry condition's, then its overlays'."""
+    """The features a blueprint reads: its entry condition's (a code entry's), then its
+    overlays'."""
     entry = (bp.entry.condition.feature,) if bp.entry.condition else \
-        (alpha_feature(bp.entry.alpha.model),) if bp.entry.alpha else ()
+        (alpha_feature(bp.entry.alpha.model),) if bp.entry.alpha else \
+        bp.entry.code.features if bp.entry.code else ()
     return tuple(dict.fromkeys((*entry, *features_read(bp.overlays))))
+
+
+def events_of(bp: StrategySpec) -> tuple[str, ...]:
+    """The event types a blueprint reads: its event entry's, or a code entry's."""
+    if bp.entry.event is not None:
+        return (bp.entry.event,)
+    return bp.entry.code.events if bp.entry.code is not None else ()
 
 
 def selected_blueprints(reg: SpecRegistry, catalog: pl.DataFrame, names: Sequence[str]
