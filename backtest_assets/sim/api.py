@@ -31,6 +31,7 @@ Intents
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -268,7 +269,7 @@ def _declared(cls: type) -> dict[str, Any]:
     """The annotated class attributes of ``cls`` and its bases (a subclass's win)."""
     out: dict[str, Any] = {}
     for c in reversed(cls.__mro__):
-        out.update(c.__dict__.get("__annotations__", {}))
+        out.update(inspect.get_annotations(c))
     return out
 
 

@@ -562,8 +562,13 @@ class PromotionGate:
     min_oos_trades: int
     cost_stress: CostStress = CostStress()
     min_demo_days: int = 30  # demo -> live needs this many days of demo (paper) trading
+    # The demo's consistency test: archived when its mean daily return is below the
+    # backtest's by more than z_(1 - demo_alpha) standard errors (strategies/demo.py)
+    demo_alpha: float = dataclasses.field(default=0.05, metadata={"omit_if_default": True})
 
     def validate(self) -> None:
+        if not 0 < self.demo_alpha < 0.5:
+            raise ValueError(f"demo_alpha: {self.demo_alpha} is out of range (0, 0.5)")
         for name in ("min_deflated_sharpe", "max_pbo", "max_oos_drawdown"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}: {getattr(self, name)} is out of range [0, 1]")

@@ -28,6 +28,8 @@ from backtest_assets.specs.models import (
     PRICE_COLUMNS,
     PRINT_FAMILIES,
     AlphaModelSpec,
+    CodeEntry,
+    Entry,
     EventSpec,
     FamiliesSpec,
     FeatureFile,
@@ -411,26 +413,7 @@ def blueprint_problems(bp: StrategySpec, symbols: Collection[str], events: Colle
     for i, s in enumerate(bp.symbols):
         if s not in symbols:
             yield f"symbols[{i}]", f"{s} is not in universe.yaml"
-    if bp.entry.event is not None and bp.entry.event not in events:
-        yield "entry.event", f"unknown event type {bp.entry.event!r}"
-    if bp.entry.condition is not None and bp.entry.condition.feature not in features:
-        yield "entry.condition.feature", f"unknown feature {bp.entry.condition.feature!r}"
-    if bp.entry.alpha is not None and bp.entry.alpha.model not in alpha_models:
-        yield "entry.alpha.model", (f"unknown alpha model {bp.entry.alpha.model!r} "
-                                    f"(specs/alpha: {sorted(alpha_models)})")
-    code = bp.entry.code
-    if code is not None:
-        from backtest_assets.strategies.code import strategy_class  # the sim: pure, heavy
-        try:
-            strategy_class(code.strategy)
-        except ValueError as exc:
-            yield "entry.code.strategy", str(exc)
-        for i, f in enumerate(code.features):
-            if f not in features:
-                yield f"entry.code.features[{i}]", f"unknown feature {f!r}"
-        for i, e in enumerate(code.events):
-            if e not in events:
-                yield f"entry.code.events[{i}]", f"unknown event type {e!r}"
+    yield from _entry_problems(bp.entry, events, features, alpha_models)
     for i, o in enumerate(bp.overlays):
         for feature in o.features:
             if feature not in features:
@@ -443,6 +426,36 @@ def blueprint_problems(bp: StrategySpec, symbols: Collection[str], events: Colle
     elif bp.leverage > fees.venues[venue].max_leverage:
         yield "leverage", (f"{bp.leverage} is above {venue}'s cap of "
                            f"{fees.venues[venue].max_leverage}")
+
+
+def _entry_problems(entry: Entry, events: Collection[str], features: Collection[str],
+                    alpha_models: Collection[str]) -> Iterator[tuple[str, str]]:
+    """An unknown event type, condition feature or alpha model; a code entry's problems."""
+    if entry.event is not None and entry.event not in events:
+        yield "entry.event", f"unknown event type {entry.event!r}"
+    if entry.condition is not None and entry.condition.feature not in features:
+        yield "entry.condition.feature", f"unknown feature {entry.condition.feature!r}"
+    if entry.alpha is not None and entry.alpha.model not in alpha_models:
+        yield "entry.alpha.model", (f"unknown alpha model {entry.alpha.model!r} "
+                                    f"(specs/alpha: {sorted(alpha_models)})")
+    if entry.code is not None:
+        yield from _code_problems(entry.code, events, features)
+
+
+def _code_problems(code: CodeEntry, events: Collection[str], features: Collection[str]
+                   ) -> Iterator[tuple[str, str]]:
+    """A code entry's class that does not import, and its unknown features and events."""
+    from backtest_assets.strategies.code import strategy_class  # the sim: imported on use
+    try:
+        strategy_class(code.strategy)
+    except ValueError as exc:
+        yield "entry.code.strategy", str(exc)
+    for i, f in enumerate(code.features):
+        if f not in features:
+            yield f"entry.code.features[{i}]", f"unknown feature {f!r}"
+    for i, e in enumerate(code.events):
+        if e not in events:
+            yield f"entry.code.events[{i}]", f"unknown event type {e!r}"
 
 
 @functools.cache

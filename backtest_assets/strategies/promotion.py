@@ -8,7 +8,9 @@ Lifecycle: ``idea -> backtest -> demo -> live -> archived``.
   ``promotion`` passes it goes on to ``demo`` (paper trading); otherwise it is ``archived``
   with the failed gates as reasons. Editing the spec makes a new blueprint version (a new
   spec hash), which starts again as an idea.
-- ``demo -> live`` needs, besides the gates, ``min_demo_days`` of demo trading on record.
+- ``demo -> live`` needs, besides the gates, ``min_demo_days`` of demo trading on record,
+  consistent with the backtest (:mod:`.demo`: the forward test); a demo that decays, or
+  breaches the drawdown limit or is liquidated, is ``archived`` with the reason.
 - A ``demo`` or ``live`` blueprint whose evidence now fails a gate is ``archived``.
 - ``archived`` is final for that spec hash.
 
@@ -24,9 +26,13 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from backtest_assets.specs.loader import to_plain
 from backtest_assets.specs.models import PromotionGate
+
+if TYPE_CHECKING:
+    from backtest_assets.strategies.demo import DemoEvidence
 
 STAGES = ("idea", "backtest", "demo", "live", "archived")
 # The walk-forward summary columns a decision reads.
@@ -74,8 +80,8 @@ def gate_results(evidence: Mapping[str, float], gate: PromotionGate
 
 
 def decide(evidence: Mapping[str, float] | None, gate: PromotionGate, *,
-           from_stage: str = "idea", backtested: bool = False, demo_days: int = 0
-           ) -> Decision:
+           from_stage: str = "idea", backtested: bool = False, demo_days: int = 0,
+           demo: DemoEvidence | None = None) -> Decision:
     """The next stage of a blueprint (module docstring).
 
     Parameters
@@ -91,7 +97,11 @@ def decide(evidence: Mapping[str, float] | None, gate: PromotionGate, *,
         Whether the blueprint has backtest results (an idea without walk-forward evidence
         then moves to ``backtest``).
     demo_days : int
-        Days of demo trading on record (demo -> live).
+        Days of demo trading on record (demo -> live), when ``demo`` is not given.
+    demo : DemoEvidence, optional
+        The demo's forward record and its consistency test (:mod:`.demo`): a ``demo``
+        blueprint that breached it (decaying, drawdown, liquidation) is archived with the
+        reasons; live needs ``min_demo_days`` of it, tested consistent.
     """
     if from_stage not in STAGES:
         raise ValueError(f"from_stage: {from_stage!r} is not one of {STAGES}")
@@ -99,6 +109,11 @@ def decide(evidence: Mapping[str, float] | None, gate: PromotionGate, *,
               {k: _plain(evidence.get(k)) for k in EVIDENCE},
               "gate": to_plain(gate), "from_stage": from_stage, "backtested": backtested,
               "demo_days": demo_days}
+    if demo is not None:  # left out otherwise: decisions without a demo keep their hash
+        demo_days = demo.days
+        inputs |= {"demo_days": demo_days, "demo": {
+            k: _plain(getattr(demo, k)) for k in ("mean", "z", "max_drawdown",
+                                                  "liquidations")}}
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
     def made(to: str, decision: str, passed: bool, reasons: list[str]) -> Decision:
@@ -117,6 +132,8 @@ def decide(evidence: Mapping[str, float] | None, gate: PromotionGate, *,
     passed = [why for _, ok, why in results]
     if from_stage in ("idea", "backtest"):
         return made("demo", "promote", True, passed)
+    if from_stage == "demo" and demo is not None:
+        return made(*_from_demo(demo, gate, passed))
     if from_stage == "demo" and demo_days >= gate.min_demo_days:
         return made("live", "promote", True, [*passed, f"{demo_days} demo days >= "
                                                        f"{gate.min_demo_days}"])
@@ -124,6 +141,20 @@ def decide(evidence: Mapping[str, float] | None, gate: PromotionGate, *,
         return made("demo", "hold", True, [f"live needs {gate.min_demo_days} days of demo "
                                            f"trading on record, {demo_days} so far"])
     return made("live", "hold", True, passed)
+
+
+def _from_demo(demo: DemoEvidence, gate: PromotionGate, passed: list[str]
+               ) -> tuple[str, str, bool, list[str]]:
+    """(to stage, decision, passed, reasons) of a demo blueprint whose gates pass."""
+    if demo.breaches:
+        return "archived", "archive", False, list(demo.breaches)
+    if demo.days >= gate.min_demo_days and demo.consistent:
+        return "live", "promote", True, [*passed, (
+            f"{demo.days} demo days >= {gate.min_demo_days}, consistent with the backtest "
+            f"(t = {demo.z:.2f}, demo Sharpe {demo.sharpe:.2f})")]
+    return "demo", "hold", True, [demo.untested or (
+        f"live needs {gate.min_demo_days} days of demo trading on record, {demo.days} so "
+        f"far (t = {demo.z:.2f})")]
 
 
 def _negate(op: str) -> str:

@@ -41,6 +41,7 @@ window is a run of its own), at the costs of the run it brakes (stressed or not)
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -311,7 +312,7 @@ class _Simulator:
             if blocks is not None:
                 r = bar_returns(res.equity, self.m.init_cash)
                 stats.append([[e - s, r[s:e].sum(), (r[s:e] ** 2).sum()]
-                              for s, e in zip(blocks[:-1], blocks[1:], strict=True)])
+                              for s, e in itertools.pairwise(blocks)])
         frame = pl.DataFrame(rows).select(SWEEP_METRICS).with_columns(
             pl.col(c).cast(pl.Int64) for c in ("trades", "rejected", "blown_bar")
         ).with_row_index("combo").with_columns(pl.col("combo").cast(pl.Int64))

@@ -1,9 +1,10 @@
 """A blueprint's parameter grid as concrete blueprints (pure; no Dagster).
 
 ``StrategySpec.grid`` maps parameter paths (``specs.models.GRID_PARAMS``, or a code
-entry's ``entry.code.params.<name>``) to the values to try; the combinations are the Cartesian product in sorted-path order, so combination k is
-the same for the same spec. Each combination is the blueprint with those values set and no
-grid of its own, validated like a spec file.
+entry's ``entry.code.params.<name>``) to the values to try; the combinations are the
+Cartesian product in sorted-path order, so combination k is the same for the same spec.
+Each combination is the blueprint with those values set and no grid of its own, validated
+like a spec file.
 """
 
 from __future__ import annotations

@@ -225,11 +225,11 @@ def test_code_spec_rules_are_enforced_with_the_field_named():
     for change, field in bad:
         with pytest.raises(SpecError, match=field.replace(".", r"\.")):
             build(StrategySpec, {**base, **change}, file="c.yaml")
-    with pytest.raises(ValueError, match="declared int, got 5.5"):
+    with pytest.raises(ValueError, match=r"declared int, got 5\.5"):
         SmaCross(fast=5.5, slow=20)
-    with pytest.raises(ValueError, match="no 'Nope'"):
+    with pytest.raises(ValueError, match=r"no 'Nope'"):
         strategy_class("backtest_assets.sim.examples:Nope")
-    with pytest.raises(ValueError, match="not a backtest_assets.sim.Strategy"):
+    with pytest.raises(ValueError, match=r"not a backtest_assets\.sim\.Strategy"):
         strategy_class("backtest_assets.sim.examples:Target")
     odd = build(StrategySpec, {**base, "entry": {"code": {
         "strategy": "backtest_assets.nowhere:X", "features": ["nope"], "events": ["nah"]}}},
