@@ -108,6 +108,27 @@ def run_strategy(strategy: Strategy, open_: np.ndarray, high: np.ndarray, low: n
     ValueError
         Bad input (as ``backtest``), or an intent for a symbol not in the run.
     """
+    inp, view, history = prepare(open_, high, low, close, instruments, ts=ts, volume=volume,
+                                 features=features, funding=funding, exits=exits,
+                                 init_cash=init_cash, risk=risk, day=day,
+                                 mark_open=mark_open, mark_high=mark_high,
+                                 mark_low=mark_low, limits=limits, history=history)
+    loop = _StrategyLoop(inp, strategy, view, history)
+    result = loop.run_quiet() if skip_quiet else loop.run()
+    return Run(result=result, fills=tuple(loop.fills))
+
+
+def prepare(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+            instruments: Instrument | Sequence[Instrument], *, ts: np.ndarray | None = None,
+            volume: np.ndarray | None = None,
+            features: Mapping[str, np.ndarray] | None = None,
+            funding: np.ndarray | None = None, exits: ExitRules | None = None,
+            init_cash: float = 1_000_000.0, risk: RiskLimits | None = None,
+            day: np.ndarray | None = None, mark_open: np.ndarray | None = None,
+            mark_high: np.ndarray | None = None, mark_low: np.ndarray | None = None,
+            limits: LimitOrders | None = None, history: int = 0) -> tuple:
+    """The checked inputs of a strategy run, the strategy's view and its history
+    (:func:`run_strategy`; shared with :class:`backtest_assets.sim.live.SimAdapter`)."""
     o = np.asarray(open_, dtype=np.float64)
     if not 0 <= history < len(o):
         raise ValueError(f"history: {history} bars of {len(o)}: the run needs at least one "
@@ -137,9 +158,7 @@ def run_strategy(strategy: Strategy, open_: np.ndarray, high: np.ndarray, low: n
                        history + shape[0], -1)[:history], v]) for k, v in columns.items()}
     view = BarView(np.arange(history + shape[0]) if ts is None else np.asarray(ts),
                    [i.symbol for i in inp.instruments], columns, features)
-    loop = _StrategyLoop(inp, strategy, view, history)
-    result = loop.run_quiet() if skip_quiet else loop.run()
-    return Run(result=result, fills=tuple(loop.fills))
+    return inp, view, history
 
 
 class _Rows:
