@@ -16,6 +16,8 @@ _TABLES = {  # table -> (time column, slot minutes or None for irregular rows)
     "pit_features": ("ts_open", None), "forward_labels": ("ts_open", None),
     "event_table": ("ts", None),
 }
+# the table column: as wide as the longest table name (the mark and premium klines)
+_W = max(len(t) for t in _TABLES)
 
 
 _KLINE_MARKETS = {"raw_perp_klines_1m": "perp", "raw_spot_klines_1m": "spot"}
@@ -38,10 +40,10 @@ def warehouse_summary(warehouse: Warehouse, start: dt.date, end: dt.date,
     manifest = (warehouse.read("ingest_files", PartitionLayout()).filter(
         pl.col("date").is_between(start, end)) if "ingest_files" in have else None)
     lines = [f"warehouse: {warehouse.path}", f"window: {start}..{end} (UTC, inclusive)",
-             f"{'table':<20} {'rows':>10} {'symbols':>8} {'missing':>9} {'partial':>8}"]
+             f"{'table':<{_W}} {'rows':>10} {'symbols':>8} {'missing':>9} {'partial':>8}"]
     for table, (tcol, slot) in _TABLES.items():
         if table not in have:
-            lines.append(f"{table:<20} {'(not materialized)':>10}")
+            lines.append(f"{table:<{_W}} {'(not materialized)':>10}")
             continue
         frame = warehouse.read(table, PartitionLayout(time_col=tcol, time_dim="date"),
                                [Box(start=lo, end=hi)])
@@ -53,7 +55,7 @@ def warehouse_summary(warehouse: Warehouse, start: dt.date, end: dt.date,
             missing = str(n_groups * days * 24 * 60 // slot - frame.height)
         if "n_source_bars" in frame.columns and slot and slot > 1:
             partial = str(int((frame["n_source_bars"] < slot).sum()))
-        lines.append(f"{table:<20} {frame.height:>10,} {frame['symbol'].n_unique():>8} "
+        lines.append(f"{table:<{_W}} {frame.height:>10,} {frame['symbol'].n_unique():>8} "
                      f"{missing:>9} {partial:>8}")
     if manifest is not None and (no_data := _no_data_files(manifest)):
         lines.append(no_data)

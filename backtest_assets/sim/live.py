@@ -71,9 +71,7 @@ class _Stepped(_StrategyLoop):
     """The strategy loop one bar at a time: the close hands the decision to the driver."""
 
     def decide(self, t: int) -> None:
-        self.view.t, self.live._t = t + self.history, t
-        later, self.later = self.later, []
-        self.apply(later, t + 1)
+        self.at_close(t)  # on_bar is the driver's: it submits what the strategy returns
 
 
 class SimAdapter:

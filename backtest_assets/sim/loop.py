@@ -130,7 +130,7 @@ def prepare(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndar
     """The checked inputs of a strategy run, the strategy's view and its history
     (:func:`run_strategy`; shared with :class:`backtest_assets.sim.live.SimAdapter`)."""
     o = np.asarray(open_, dtype=np.float64)
-    if not 0 <= history < len(o):
+    if history and not 0 < history < len(o):
         raise ValueError(f"history: {history} bars of {len(o)}: the run needs at least one "
                          "bar after the history")
     past = {"open": o, "high": high, "low": low, "close": close, "volume": volume}
@@ -213,10 +213,14 @@ class _StrategyLoop(_Loop):
                        entry_price=entry, open_orders=tuple(o.id for _, o in self.book))
 
     def decide(self, t: int) -> None:
+        self.at_close(t)
+        self.apply(self.strategy.on_bar(self.view, self.live), t + 1)
+
+    def at_close(self, t: int) -> None:
+        """The view moves to bar t's close; targets ``on_fill`` returned are ordered."""
         self.view.t, self.live._t = t + self.history, t
         later, self.later = self.later, []
         self.apply(later, t + 1)
-        self.apply(self.strategy.on_bar(self.view, self.live), t + 1)
 
     def apply(self, out, start: int, *, from_fill: bool = False) -> None:
         """Take the strategy's intents: targets as the engine's (from ``on_fill``: at the

@@ -58,18 +58,24 @@ class SigFollower(Strategy):
         return Target(self.symbol, self.weight * math.copysign(1.0, v))
 
 
-def _market(seed: int, days: int = 12, beta: float = 0.0005, tails: bool = False) -> Market:
-    """5m bars of one symbol whose next return follows the feature ``sig``; ``tails``: the
-    noise is Student-t with 3 degrees of freedom and volatility clusters (GARCH-like)."""
+def _market(seed: int, days: int = 12, beta: float = 0.0005, tails: bool = False,
+            effect_until: int | None = None, clustered: bool = True) -> Market:
+    """5m bars of one symbol whose next return follows the feature ``sig`` by ``beta`` (the
+    planted effect; on the first ``effect_until`` days only, when given); ``tails``: the
+    noise is Student-t with 3 degrees of freedom, its volatility clustered (GARCH-like)
+    unless ``clustered`` is False."""
     rng = np.random.default_rng(seed)
     n = days * 288
     sig = rng.standard_normal(n)
     if tails:
-        vol = 0.002 * np.exp(np.convolve(rng.standard_normal(n), np.ones(50) / 7, "same"))
+        vol = 0.002 * (np.exp(np.convolve(rng.standard_normal(n), np.ones(50) / 7, "same"))
+                       if clustered else 1.0)
         step = vol * rng.standard_t(3, n) / math.sqrt(3)
     else:
         step = 0.002 * rng.standard_normal(n)
-    step[1:] += beta * sig[:-1]
+    b = np.full(n, beta) if effect_until is None else \
+        np.where(np.arange(n) < effect_until * 288, beta, 0.0)
+    step[1:] += b[1:] * sig[:-1]
     close = 100 * np.exp(np.cumsum(step))
     open_ = np.concatenate(([100.0], close[:-1]))
     ts = np.datetime64("2024-01-01T00:00", "us") + np.arange(n) * np.timedelta64(5, "m")

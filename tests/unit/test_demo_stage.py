@@ -19,10 +19,7 @@ from backtest_assets.specs.models import (
     Exits,
     PromotionGate,
     StrategySpec,
-    VenueSpec,
-    WalkForwardSpec,
 )
-from backtest_assets.strategies import Panel
 from backtest_assets.strategies.demo import (
     DEMO_DAY_SCHEMA,
     Expectation,
@@ -33,10 +30,10 @@ from backtest_assets.strategies.demo import (
 )
 from backtest_assets.strategies.promotion import decide
 from backtest_assets.walkforward.evaluate import Market, evaluate
+from tests.unit.test_code_blueprint import SPEC
+from tests.unit.test_code_blueprint import _market as planted
 
-VENUE = VenueSpec(maker_bps=2.0, taker_bps=4.0, slippage_bps=1.0, max_leverage=5.0)
-SPEC = WalkForwardSpec(scheme="rolling", folds=4, train_days=6, purge_bars=12,
-                       embargo_bars=12, min_trades=3, cpcv_groups=4, cscv_groups=4)
+SPEC = dataclasses.replace(SPEC, train_days=6)
 GATE = PromotionGate(min_deflated_sharpe=0.0, max_pbo=1.0, min_oos_sharpe=0.0,
                      max_oos_drawdown=0.5, min_oos_trades=1, min_demo_days=20,
                      cost_stress=CostStress(multiplier=1.0))  # the demo is under test here
@@ -46,19 +43,8 @@ STUDY_DAYS, PER_DAY = 20, 288
 def _market(seed: int, days: int, effect_until: int) -> Market:
     """5m bars whose next return follows the feature ``sig`` (the planted effect) on the
     first ``effect_until`` days only; Student-t(3) noise."""
-    rng = np.random.default_rng(seed)
-    n = days * PER_DAY
-    sig = rng.standard_normal(n)
-    step = 0.002 * rng.standard_t(3, n) / math.sqrt(3)
-    beta = np.where(np.arange(n) < effect_until * PER_DAY, 0.0012, 0.0)
-    step[1:] += beta[1:] * sig[:-1]
-    close = 100 * np.exp(np.cumsum(step))
-    open_ = np.concatenate(([100.0], close[:-1]))
-    ts = np.datetime64("2024-01-01T00:00", "us") + np.arange(n) * np.timedelta64(5, "m")
-    panel = Panel(ts, ("BTCUSDT",), open_[:, None], np.maximum(open_, close)[:, None] * 1.001,
-                  np.minimum(open_, close)[:, None] * 0.999, close[:, None],
-                  interval_minutes=5)
-    return Market(panel, {"sig": sig[:, None]}, None, None, VENUE, 100_000.0)
+    return planted(seed, days, beta=0.0012, tails=True, effect_until=effect_until,
+                   clustered=False)
 
 
 def _cut(m: Market, days: int) -> Market:
