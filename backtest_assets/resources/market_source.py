@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -30,6 +31,8 @@ class MarketSourceResource(dg.ConfigurableResource):
 
     market_source: str | None = None  # "synthetic" or "binance"
     seed: int = 7
+    # synthetic: the planted effect stops after this day (YYYY-MM-DD; None: never)
+    effect_until: str | None = None
     base_url: str | None = None
     spot_api_url: str = "https://api.binance.com"
     futures_api_url: str = "https://fapi.binance.com"
@@ -55,7 +58,10 @@ class MarketSourceResource(dg.ConfigurableResource):
         """What the ingested rows come from, for their lineage: a switch of source (or of
         the synthetic seed) makes every ingested key stale. Binance mirrors serve the same
         archive, so the base URL is not part of it."""
-        return f"synthetic seed {self.seed}" if self.kind == "synthetic" else self.kind
+        if self.kind != "synthetic":
+            return self.kind
+        return f"synthetic seed {self.seed}" + (
+            f", effect until {self.effect_until}" if self.effect_until else "")
 
     def source(self, data_root: Path) -> MarketDataSource:
         """The configured source; raw files are kept under ``data_root``."""
@@ -64,7 +70,8 @@ class MarketSourceResource(dg.ConfigurableResource):
             from backtest_assets.sources.synthetic import SyntheticSource
             from backtest_assets.specs import load_registry
 
-            source = SyntheticSource(seed=self.seed)
+            source = SyntheticSource(seed=self.seed, effect_until=dt.date.fromisoformat(
+                self.effect_until) if self.effect_until else None)
             universe = load_registry().universe
             if universe.generated is None:
                 return source

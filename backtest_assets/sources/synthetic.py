@@ -492,9 +492,9 @@ def _drift_reach(jump: np.ndarray) -> np.ndarray:
     return (jump != 0) * np.minimum(left, _DRIFT_MINUTES) / _DRIFT_MINUTES
 
 
-def _after_jumps(value: np.ndarray) -> np.ndarray:
+def _after_jumps(value: np.ndarray, kappa: float = _JUMP_DRIFT_KAPPA) -> np.ndarray:
     """κ · value_t / H on each of the minutes t + 1 .. t + H after a jump minute t."""
-    rate = _JUMP_DRIFT_KAPPA * value / _DRIFT_MINUTES
+    rate = kappa * value / _DRIFT_MINUTES
     steps = np.zeros(_N + _DRIFT_MINUTES + 1)
     (at,) = np.nonzero(value)
     steps[at + 1] += rate[at]
@@ -502,7 +502,8 @@ def _after_jumps(value: np.ndarray) -> np.ndarray:
     return np.cumsum(steps[:_N])
 
 
-def _price_path(anchors: _Anchors, i: int, shocks: _Shocks) -> _PricePath:
+def _price_path(anchors: _Anchors, i: int, shocks: _Shocks,
+                kappa: float = _JUMP_DRIFT_KAPPA) -> _PricePath:
     impulse = (shocks.jump != 0) * _JUMP_VOL_IMPULSE  # a jump at t raises vol from t + 1
     vol_state = _ar1_bridge(
         anchors.vol_state[i],
@@ -520,16 +521,16 @@ def _price_path(anchors: _Anchors, i: int, shocks: _Shocks) -> _PricePath:
     # λ matches the day's variance including T²·J²; the bridge weight of each minute is its
     # covariance with the day's sum (the jump minute T·J², each drift minute κ·T·J² / H), so
     # the bridged path keeps the covariance of the free one: jump and drift shrink alike.
-    total = 1 + _JUMP_DRIFT_KAPPA * _drift_reach(shocks.jump)
+    total = 1 + kappa * _drift_reach(shocks.jump)
     lam = _solve_ramp(
         base_var * (1 + (total * shocks.jump) ** 2),
         np.exp(anchors.log_vol[i] + anchors.log_vol[i + 1]),
     )
     var = base_var * np.exp(lam * _RAMP)
     sigma = np.sqrt(var)
-    x = sigma * (shocks.eps + shocks.jump) + _after_jumps(sigma * shocks.jump)
+    x = sigma * (shocks.eps + shocks.jump) + _after_jumps(sigma * shocks.jump, kappa)
     jump_cov = total * var * shocks.jump**2
-    weight = var + jump_cov + _after_jumps(jump_cov)
+    weight = var + jump_cov + _after_jumps(jump_cov, kappa)
     day_return = anchors.log_price[i + 1] - anchors.log_price[i]
     correction = (day_return - x.sum()) / weight.sum()
     returns = x + correction * weight
@@ -632,10 +633,11 @@ def _open_interest(
 
 
 def _simulate_day(
-    profile: _Profile, anchors: _Anchors, i: int, shocks: _Shocks, weekend: bool
+    profile: _Profile, anchors: _Anchors, i: int, shocks: _Shocks, weekend: bool,
+    kappa: float = _JUMP_DRIFT_KAPPA,
 ) -> _Day:
     """One symbol-day of every dataset from the anchors of ``i``, ``i + 1`` and the shocks."""
-    path = _price_path(anchors, i, shocks)
+    path = _price_path(anchors, i, shocks, kappa)
     basis = _basis_path(anchors, i, shocks, path)
     base_log_volume = (
         np.log(profile.perp_quote_per_minute)
@@ -738,6 +740,9 @@ class SyntheticSource:
         Non-negative seed. The output for ``(seed, symbol, day, dataset)`` never depends on
         the order of calls or on the instance. Days outside 2017-01-02 .. 2040-12-31 are
         returned as ``missing``.
+    effect_until : datetime.date, optional
+        The planted effect (the post-jump drift, κ) is switched off on the days after it:
+        κ = 0 there, every draw unchanged (a decaying edge, for the demo stage's tests).
 
     Notes
     -----
@@ -747,10 +752,13 @@ class SyntheticSource:
     funding and first taker ratio, which need the previous day) are simulated once.
     """
 
-    def __init__(self, *, seed: int = 7) -> None:
+    def __init__(self, *, seed: int = 7, effect_until: dt.date | None = None) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.seed = seed
+        # the planted post-jump drift stops after this day (None: never); every other draw
+        # is unchanged, so a day up to it equals the default source's
+        self.effect_until = effect_until
         self._anchors: dict[str, tuple[_Profile, _Anchors]] = {}
         self._days: OrderedDict[tuple[str, int], _Day] = OrderedDict()
         self._lock = threading.Lock()  # the memo is shared if Dagster calls from threads
@@ -894,14 +902,18 @@ class SyntheticSource:
             self._anchors[symbol] = (profile, _build_anchors(self.seed, symbol, profile))
         profile, anchors = self._anchors[symbol]
         shocks = _draw_shocks(self.seed, symbol, key[1])
-        sim = _simulate_day(profile, anchors, key[1], shocks, day.weekday() >= 5)
+        kappa = _JUMP_DRIFT_KAPPA if self.effect_until is None or day <= self.effect_until \
+            else 0.0
+        sim = _simulate_day(profile, anchors, key[1], shocks, day.weekday() >= 5, kappa)
         self._days[key] = sim
         if len(self._days) > _DAY_CACHE_SIZE:
             self._days.popitem(last=False)
         return sim
 
     def _url(self, market: str, dataset: str, symbol: str, day: dt.date) -> str:
-        return f"synthetic://seed={self.seed}/{market}/{dataset}/{symbol}/{day.isoformat()}"
+        off = "" if self.effect_until is None or day <= self.effect_until else ",no-effect"
+        return (f"synthetic://seed={self.seed}{off}/{market}/{dataset}/{symbol}/"
+                f"{day.isoformat()}")
 
     def _batch(
         self, url: str, frame: pl.DataFrame, symbol: str, schema: dict[str, pl.DataType]

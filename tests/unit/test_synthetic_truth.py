@@ -205,3 +205,29 @@ def test_truth_table_over_a_year() -> None:
     for event_type in NULLS:
         _, mean_bps, t = year.stats(event_type)
         assert abs(mean_bps) < 15 and abs(t) < 2.5, event_type
+
+
+def test_the_planted_effect_can_be_switched_off_after_a_day() -> None:
+    """``effect_until``: days up to it equal the default source's; after it the post-jump
+    drift is gone (the next hour's move no longer follows the jump) while every draw and
+    each day's close stay the default's."""
+    until = DEMO_START + dt.timedelta(days=4)
+    on, off = SyntheticSource(seed=7), SyntheticSource(seed=7, effect_until=until)
+    h = synthetic._DRIFT_MINUTES
+    moves = {"on": ([], []), "off": ([], [])}
+    for k in range(40):
+        day = DEMO_START + dt.timedelta(days=k)
+        a, b = (s.klines_1m("perp", "BTCUSDT", day).frame for s in (on, off))
+        if day <= until:
+            assert a.equals(b)
+            continue
+        assert a["close"][-1] == pytest.approx(b["close"][-1], rel=1e-12)  # the day's anchor
+        index = (day - synthetic._EPOCH).days
+        minutes = np.flatnonzero(synthetic._draw_shocks(7, "BTCUSDT", index).jump)
+        minutes = minutes[minutes + 1 + h <= 1439]
+        for name, frame in (("on", a), ("off", b)):
+            p = np.log(frame["open"].to_numpy())
+            moves[name][0].extend(p[minutes + 1] - p[minutes])
+            moves[name][1].extend(p[minutes + 1 + h] - p[minutes + 1])
+    slope = {k: np.polyfit(np.array(j), np.array(m), 1)[0] for k, (j, m) in moves.items()}
+    assert slope["on"] > 0.6 and abs(slope["off"]) < 0.3, slope
