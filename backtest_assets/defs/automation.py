@@ -6,7 +6,8 @@ new blueprint partitions, freshness and a record of failed runs.
 - ``binance_archive_sensor``: when the source is ``binance``, probes the archive for days
   published since its cursor and requests the date x symbol keys not yet ingested.
 - ``downstream_automation``: declarative automation materializes bars, features, labels and
-  events when their upstream partitions land (as single-run backfills over ranges).
+  events when their upstream partitions land (as single-run backfills over ranges), and the
+  day's ``demo_days`` (the demo stage's paper trading) once the day's research layers have.
 - ``symbol_listings_sensor``: symbols become partitions of the dynamic symbol dimension on
   their listing day (the schedule and the archive sensor ask for the days each trades).
 - ``blueprint_partitions_sensor``: when Phase 2 produces new survivors, registers their
@@ -157,14 +158,15 @@ def binance_archive_sensor(context: dg.SensorEvaluationContext,
     return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 
-AUTOMATED_GROUPS = ("bars", "features", "events")
+AUTOMATED_GROUPS = ("bars", "features", "events", "demo")
 downstream_automation = dg.AutomationConditionSensorDefinition(
     "downstream_automation",
     target=dg.AssetSelection.groups(*AUTOMATED_GROUPS),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
     description="Bars, features, labels and events follow their upstream partitions "
-                "(launched as backfills, so as single runs over ranges).",
+                "(launched as backfills, so as single runs over ranges); a day's demo "
+                "trading follows its research layers.",
 )
 
 

@@ -67,6 +67,12 @@ walkforward_job = dg.define_asset_job(
     description="Walk-forward folds, the parameter grid in and out of sample, deflated Sharpe "
                 "and PBO, per blueprint partition.",
 )
+demo_job = dg.define_asset_job(
+    "demo_job",
+    selection=dg.AssetSelection.groups("demo"),
+    description="A day of the demo stage: every blueprint in demo paper-traded through the "
+                "day, tested against its backtest, held, promoted to live or archived.",
+)
 portfolio_job = dg.define_asset_job(
     "portfolio_job",
     selection=dg.AssetSelection.groups("portfolio"),
@@ -89,7 +95,7 @@ report_job = dg.define_asset_job(
 defs = dg.Definitions(
     jobs=[market_data_job, research_job, study_job, event_quality_job, discovery_job,
           blueprints_job,
-          backtest_job, walkforward_job, portfolio_job, alpha_job, report_job],
+          backtest_job, walkforward_job, demo_job, portfolio_job, alpha_job, report_job],
     resources={
         "io_manager": WarehouseIOManager(),
         "warehouse": WarehouseResource(),

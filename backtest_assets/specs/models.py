@@ -563,7 +563,7 @@ class PromotionGate:
     cost_stress: CostStress = CostStress()
     min_demo_days: int = 30  # demo -> live needs this many days of demo (paper) trading
     # The demo's consistency test: archived when its mean daily return is below the
-    # backtest's by more than z_(1 - demo_alpha) standard errors (strategies/demo.py)
+    # backtest's by more than z_(1 - demo_alpha) standard errors (lifecycle/demo.py)
     demo_alpha: float = dataclasses.field(default=0.05, metadata={"omit_if_default": True})
 
     def validate(self) -> None:

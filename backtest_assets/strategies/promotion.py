@@ -32,7 +32,7 @@ from backtest_assets.specs.loader import to_plain
 from backtest_assets.specs.models import PromotionGate
 
 if TYPE_CHECKING:
-    from backtest_assets.strategies.demo import DemoEvidence
+    from backtest_assets.lifecycle.demo import DemoEvidence
 
 STAGES = ("idea", "backtest", "demo", "live", "archived")
 # The walk-forward summary columns a decision reads.

@@ -355,8 +355,8 @@ def test_downstream_automation_sensor_targets_the_daily_layers():
     sensor = automation.downstream_automation
     graph = defs.resolve_asset_graph()
     targeted = sorted(k.to_user_string() for k in sensor.asset_selection.resolve(graph))
-    assert targeted == ["bars_15m", "bars_1m", "bars_5m", "event_table", "forward_labels",
-                        "pit_features"]
+    assert targeted == ["bars_15m", "bars_1m", "bars_5m", "demo_days", "event_table",
+                        "forward_labels", "pit_features"]
     for name in targeted:
         assert graph.get(dg.AssetKey(name)).automation_condition is not None, name
     for name in automation.INGEST_ASSETS:  # ingest is driven by the schedule and sensor

@@ -17,8 +17,10 @@ import pytest
 from backtest_assets.cli import Runner, backtest, quality, report, run
 from backtest_assets.core.studies import study_files
 from backtest_assets.defs.backtest.checks import BACKTEST_CHECKS
+from backtest_assets.defs.lifecycle.assets import EPOCH_CHECKS
 from backtest_assets.defs.report.checks import REPORT_CHECKS, SECTIONS
 from backtest_assets.defs.walkforward.checks import FOLD_CHECKS, WALKFORWARD_CHECKS
+from backtest_assets.lifecycle.epochs import read_epoch
 from backtest_assets.partitions import REGISTRY
 from backtest_assets.resources import WarehouseResource
 from backtest_assets.warehouse import PartitionLayout
@@ -407,6 +409,38 @@ def test_promotions_and_the_research_report(evaluated):
     assert "constant funding runs" in summary
     event = instance.get_latest_materialization_event(dg.AssetKey("research_report"))
     assert "base64," in event.asset_materialization.metadata["chart"].value
+
+
+def test_every_backtest_and_walk_forward_is_an_epoch_with_its_files(evaluated):
+    """run_epochs (built with the report): one backtest and one walk-forward epoch per
+    blueprint, each with the run that produced it and its four files; the files hold the
+    table's verdict and the warehouse's figures and trades."""
+    root, instance = evaluated
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    epochs = wh.read("run_epochs", PartitionLayout())
+    catalog = wh.read("strategy_blueprints", PartitionLayout())
+    for stage in ("backtest", "walkforward"):
+        mine = epochs.filter(pl.col("stage") == stage)
+        assert sorted(mine["blueprint"]) == sorted(catalog["blueprint"]), stage
+    metrics = wh.read("backtest_metrics", PartitionLayout())
+    trades = wh.read("backtest_trades", PartitionLayout())
+    decisions = wh.read("promotion_decisions", PartitionLayout())
+    for row in epochs.iter_rows(named=True):
+        files = read_epoch(Path(row["folder"]))
+        assert files["summary.json"]["verdict"] == row["verdict"]
+        assert files["config.json"]["run_id"] == row["run_id"]
+        run = instance.get_run_by_id(row["run_id"])
+        assert run is not None and run.job_name == f"{row['stage']}_job"
+        name = row["blueprint"]
+        if row["stage"] == "backtest":
+            m = metrics.filter(pl.col("blueprint") == name).row(0, named=True)
+            assert files["results.json"]["sharpe"] == pytest.approx(m["sharpe"], rel=1e-12)
+            assert len(files["trades"]) == trades.filter(pl.col("blueprint") == name).height
+        else:  # the decision its evidence got: the study's promotion decision
+            d = decisions.filter(pl.col("blueprint") == name).row(0, named=True)
+            assert (row["verdict"], row["to_stage"]) == (d["decision"], d["to_stage"])
+    statuses = _check_statuses(instance, EPOCH_CHECKS)
+    assert statuses and set(statuses.values()) == {"SUCCEEDED"}, statuses
 
 
 def test_a_promotion_decision_is_reproducible(evaluated):

@@ -14,6 +14,7 @@ PHASE2_ASSETS = ["phase2_candidates_raw", "phase2_fdr", "phase2_pvals", "phase2_
 BACKTEST_ASSETS = ["backtest_equity", "backtest_metrics", "backtest_trades"]
 WALKFORWARD_ASSETS = ["walkforward_equity", "walkforward_results", "walkforward_summary"]
 REPORT_ASSETS = ["promotion_decisions", "research_report"]
+LIFECYCLE_ASSETS = ["demo_days", "run_epochs"]
 PORTFOLIO_ASSETS = ["edge_contracts", "portfolio_equity", "portfolio_metrics",
                     "portfolio_weights"]
 ALPHA_ASSETS = ["alpha_model", "alpha_scores", "alpha_signals", "edge_candidates",
@@ -21,7 +22,8 @@ ALPHA_ASSETS = ["alpha_model", "alpha_scores", "alpha_signals", "edge_candidates
                 "universe_snapshot"]
 ASSETS = sorted([*DATE_SYMBOL_ASSETS, "event_quality_report", *PHASE2_ASSETS, "spec_registry",
                  "study_record", "strategy_blueprints", *BACKTEST_ASSETS, "walkforward_folds",
-                 *WALKFORWARD_ASSETS, *REPORT_ASSETS, *PORTFOLIO_ASSETS, *ALPHA_ASSETS])
+                 *WALKFORWARD_ASSETS, *REPORT_ASSETS, *PORTFOLIO_ASSETS, *ALPHA_ASSETS,
+                 *LIFECYCLE_ASSETS])
 BASE_CHECKS = {"schema", "unique_keys", "monotonic_time", "row_count", "complete_days"}
 
 
@@ -70,6 +72,12 @@ def test_asset_graph_is_pinned():
         **{name: ["alpha_scores", "alpha_signals"]
            for name in ("expectancy_report", "expectancy_robustness")},
         "edge_candidates": ["expectancy_report", "phase2_fdr"],
+        # the demo reads the day's data and the study's decisions; the epochs the study's
+        # evaluations (and the demo days' table, undeclared: it is daily over every day)
+        "demo_days": ["bars_5m", "event_table", "pit_features", "promotion_decisions",
+                      "raw_funding_rates", "walkforward_equity", "walkforward_summary"],
+        "run_epochs": ["backtest_metrics", "backtest_trades", "promotion_decisions",
+                       "strategy_blueprints", "walkforward_summary"],
     }
 
 
@@ -132,7 +140,8 @@ def test_e1_report_is_per_study_and_event_type_with_a_partitioned_blocking_gate(
     ("blueprints_job", ["strategy_blueprints"]),
     ("backtest_job", BACKTEST_ASSETS),
     ("walkforward_job", sorted(["walkforward_folds", *WALKFORWARD_ASSETS])),
-    ("report_job", REPORT_ASSETS),
+    ("report_job", sorted([*REPORT_ASSETS, "run_epochs"])),
+    ("demo_job", ["demo_days"]),
 ])
 def test_jobs_select_their_layers(job, assets):
     keys = defs.resolve_job_def(job).asset_layer.executable_asset_keys

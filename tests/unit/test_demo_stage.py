@@ -11,6 +11,14 @@ import numpy as np
 import polars as pl
 import pytest
 
+from backtest_assets.lifecycle.demo import (
+    DEMO_DAY_SCHEMA,
+    Expectation,
+    demo_start,
+    evidence,
+    expectation,
+    forward,
+)
 from backtest_assets.specs.models import (
     CodeEntry,
     Condition,
@@ -19,14 +27,6 @@ from backtest_assets.specs.models import (
     Exits,
     PromotionGate,
     StrategySpec,
-)
-from backtest_assets.strategies.demo import (
-    DEMO_DAY_SCHEMA,
-    Expectation,
-    demo_start,
-    evidence,
-    expectation,
-    forward,
 )
 from backtest_assets.strategies.promotion import decide
 from backtest_assets.walkforward.evaluate import Market, evaluate

@@ -3,7 +3,9 @@
 ``promotion_decisions`` applies the promotion gates of ``specs/gates.yaml`` to every
 blueprint's walk-forward summary and moves it through the lifecycle
 (:mod:`backtest_assets.strategies.promotion`), from the stage its previous decision (for
-the same spec hash) left it at. ``research_report`` writes the study's self-contained HTML
+the same spec hash) left it at. Once a blueprint's demo has days on record, its latest
+demo day's decision is its decision (the demo stage decides demo -> live and archival:
+``defs.lifecycle``). ``research_report`` writes the study's self-contained HTML
 report (:mod:`backtest_assets.reporting.report`) under the data root and shows its summary
 chart in the UI.
 """
@@ -28,6 +30,7 @@ from backtest_assets.defs.shared import (
 )
 from backtest_assets.defs.studies.assets import recorded_study
 from backtest_assets.discovery.phase2 import TESTED, frame_hash
+from backtest_assets.lifecycle.demo import decision_of_day
 from backtest_assets.partitions import (
     ALPHA_NAMES,
     BASE_BARS,
@@ -53,6 +56,16 @@ DECISION_SCHEMA = {"study": pl.String, "blueprint": pl.String, "spec_hash": pl.S
                    "passed": pl.Boolean, "reasons": pl.String, "inputs_hash": pl.String,
                    "gates_hash": pl.String, **dict.fromkeys(EVIDENCE, pl.Float64)}
 EVENT_WINDOW = (12, 24)  # event-study curves: bars before and after the entry
+
+
+def latest_demo_days(wh, study: str) -> dict[tuple[str, str], dict]:
+    """(blueprint, spec hash) -> its latest ``demo_days`` row in ``study`` (read, not a
+    declared dependency: the demo days depend on these decisions)."""
+    rows = wh.study_rows("demo_days", study)
+    if rows is None or rows.is_empty():
+        return {}
+    last = rows.sort("date").group_by("blueprint", "spec_hash", maintain_order=True).last()
+    return {(r["blueprint"], r["spec_hash"]): r for r in last.iter_rows(named=True)}
 
 
 def _comparisons(wh, study) -> dict[str, Comparison]:
@@ -92,14 +105,19 @@ def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryRe
         (r["blueprint"], r["spec_hash"]): r["to_stage"]
         for r in previous.filter(pl.col("study") == study.name).iter_rows(named=True)}
     done = set() if backtested is None else set(backtested["blueprint"])
+    demo = latest_demo_days(wh, study.name)
     rows = []
     for bp in catalog.iter_rows(named=True):
         ev = evidence.get(bp["blueprint"])
         if ev is not None and ev["spec_hash"] != bp["spec_hash"]:
             ev = None  # evidence of an older version of the spec
-        d = decide(ev, reg.gates.promotion,
-                   from_stage=before.get((bp["blueprint"], bp["spec_hash"]), "idea"),
-                   backtested=bp["blueprint"] in done)
+        last = demo.get((bp["blueprint"], bp["spec_hash"]))
+        if last is not None:  # in demo: its demo days decide (defs.lifecycle.demo_days)
+            d = decision_of_day(last)
+        else:
+            d = decide(ev, reg.gates.promotion,
+                       from_stage=before.get((bp["blueprint"], bp["spec_hash"]), "idea"),
+                       backtested=bp["blueprint"] in done)
         rows.append({"study": study.name, "blueprint": bp["blueprint"],
                      "spec_hash": bp["spec_hash"], "from_stage": d.from_stage,
                      "to_stage": d.to_stage, "decision": d.decision, "passed": d.passed,

@@ -37,8 +37,10 @@ band under the backtest's expectation are recorded beside ``z``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +49,7 @@ from scipy import stats
 
 from backtest_assets.engine.metrics import drawdown_path
 from backtest_assets.specs.models import PromotionGate, StrategySpec
+from backtest_assets.strategies.promotion import Decision
 from backtest_assets.walkforward.evaluate import Market, _Simulator
 
 DAYS_PER_YEAR = 365  # DESIGN.md: crypto trades every day
@@ -191,6 +194,18 @@ def evidence(days: pl.DataFrame, expected: Expectation, gate: PromotionGate) -> 
     return DemoEvidence(days=n, mean=mean, sharpe=sharpe, z=z, sharpe_band=band,
                         max_drawdown=dd, liquidations=liq, breaches=tuple(breaches),
                         untested=untested)
+
+
+def decision_of_day(row: Mapping) -> Decision:
+    """The lifecycle decision a stored demo day carries (a ``demo_days`` row: its stage,
+    decision and reasons), as the study's promotion decisions show it once the demo has
+    started: the demo stage decides demo -> live and demo -> archived."""
+    kept = {k: row[k] for k in ("blueprint", "spec_hash", "date", "stage", "decision",
+                                "reasons", "demo_days")}
+    digest = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+    return Decision("demo", row["stage"], row["decision"], row["decision"] != "archive",
+                    (f"demo day {row['date']} ({row['demo_days']} on record): "
+                     f"{row['reasons']}",), digest)
 
 
 def look_alpha(gate: PromotionGate) -> float:
