@@ -28,10 +28,10 @@ uncertain (``m`` is a few weeks of folds), so both samples count. It holds when 
 returns are roughly independent with a common variance; heavy tails only slow the normal
 approximation (Student-t(3) days keep the sequential size below ``demo_alpha``:
 tests/unit/test_demo_stage.py).
-Also archived, whatever ``z``: a demo whose
-drawdown from its start exceeds ``promotion.max_oos_drawdown``, or with a liquidation or a
-blown account (the risk limits the backtest was promoted under). The demo Sharpe and its
-band under the backtest's expectation are recorded beside ``z``.
+
+Also archived, whatever ``t``: a demo whose drawdown from its start exceeds
+``promotion.max_oos_drawdown``, or with a liquidation or a blown account (the risk limits the
+backtest was promoted under). The demo's annualized Sharpe is recorded beside ``t``.
 """
 
 from __future__ import annotations
@@ -144,7 +144,6 @@ class DemoEvidence:
     mean: float
     sharpe: float  # annualized over 365 days
     z: float  # the two-sample t of the demo mean against the backtest's
-    sharpe_band: tuple[float, float]  # where the demo Sharpe falls 1 - 2 alpha of the time
     max_drawdown: float
     liquidations: int
     breaches: tuple[str, ...]  # why it is archived: decaying, drawdown, liquidation, blown
@@ -173,8 +172,6 @@ def evidence(days: pl.DataFrame, expected: Expectation, gate: PromotionGate) -> 
     alpha = look_alpha(gate)
     q = float(stats.t.ppf(1 - alpha, df)) if math.isfinite(z) else \
         float(stats.norm.ppf(1 - alpha))
-    band = ((expected.mean - q * se) / s_b * ann, (expected.mean + q * se) / s_b * ann) \
-        if math.isfinite(z) else (math.nan, math.nan)
     dd = float(days["drawdown"].min()) if n else 0.0
     liq = int(days["liquidations"].sum()) if n else 0
     breaches, untested = [], None
@@ -191,7 +188,7 @@ def evidence(days: pl.DataFrame, expected: Expectation, gate: PromotionGate) -> 
         breaches.append(f"{liq} liquidation(s) in the demo")
     if n and float(days.sort("date")["equity"][-1]) <= 0:
         breaches.append("the demo account was blown")
-    return DemoEvidence(days=n, mean=mean, sharpe=sharpe, z=z, sharpe_band=band,
+    return DemoEvidence(days=n, mean=mean, sharpe=sharpe, z=z,
                         max_drawdown=dd, liquidations=liq, breaches=tuple(breaches),
                         untested=untested)
 
