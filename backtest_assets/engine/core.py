@@ -695,6 +695,13 @@ def backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
                        mark_open=mark_open, mark_high=mark_high, mark_low=mark_low,
                        volume=volume, limits=limits)
     check_sizing(long_sizing, inp)
+    return simulate(inp, long_sizing, path)
+
+
+def simulate(inp: Inputs, long_sizing: Literal["equity", "cash"] = "equity",
+             path: Literal["auto", "compiled", "closed_form"] = "auto") -> Result:
+    """The backtest of checked inputs (:func:`check_inputs`; ``path`` as for
+    :func:`backtest`): the compiled loop, or the closed form where asked and it applies."""
     if (path == "closed_form" and long_sizing == "equity" and not inp.exits.any and inp.plain
             and not inp.risk.any and all(i.lot_size == 0 for i in inp.instruments)):
         result = _closed_form(inp)

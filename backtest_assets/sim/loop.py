@@ -28,17 +28,36 @@ happens; intents ``on_fill`` returns act from that moment (a stop placed on an e
 the rest of that bar, a market order fills at the next open). The drain ends when a step
 leaves no new event; a bar whose stops keep triggering each other more than
 ``MAX_DRAIN`` times is an error. Nothing is random: a run repeated gives identical results.
+
+Blind decisions. A strategy whose decisions cannot see the venue (it returns only
+``Target`` intents, never reads the account ``on_bar`` is handed, has no ``on_fill`` and
+starts with no intent) decides the same targets whatever the fills were, so the venue's
+steps can wait: on a copy of it, ``on_bar`` is called at every bar's close with an account
+that refuses to be read, its targets are collected, and the compiled engine runs them (the
+engine equals this loop to 1e-9 on every bar and trade: tests/unit/test_sim_loop.py); the
+strategy then takes the copy's state. The first read of the account, or any other intent,
+abandons the copy and the run starts again on the loop, so a strategy that looks at its
+account or orders by quantity is never run blind. ``Run.plan`` says which ran
+(``"collected"`` or ``"loop"``); a collected run's ``fills`` are replayed on the loop when
+first asked for. ``skip_quiet=False`` always runs the loop.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from backtest_assets.engine.core import EXIT_REASONS, Result, check_inputs, forward_fill
+from backtest_assets.engine.core import (
+    EXIT_REASONS,
+    Result,
+    check_inputs,
+    check_target,
+    forward_fill,
+    simulate,
+)
 from backtest_assets.engine.reference import LIQUIDATION, SIGNAL, STOP_LOSS, TAKE_PROFIT, _Loop
 from backtest_assets.engine.venue import ExitRules, Instrument, LimitOrders, RiskLimits
 from backtest_assets.sim.api import (
@@ -60,13 +79,37 @@ MAX_DRAIN = 1_000
 SCAN = 256
 
 
-@dataclass(frozen=True)
 class Run:
-    """A strategy's run: the engine's :class:`Result` (equity, trades, costs, refusals) and
-    every fill in the order it happened."""
+    """A strategy's run: the engine's :class:`Result` (equity, trades, costs, refusals),
+    every fill in the order it happened, and the ``plan`` that ran it (module docstring,
+    Blind decisions): ``"loop"`` or ``"collected"``."""
 
-    result: Result
-    fills: tuple[Fill, ...]
+    __slots__ = ("_fills", "_replay", "plan", "result")
+
+    def __init__(self, result: Result, fills: tuple[Fill, ...] | None = None, *,
+                 plan: str = "loop", replay=None) -> None:
+        self.result, self.plan, self._fills, self._replay = result, plan, fills, replay
+
+    @property
+    def fills(self) -> tuple[Fill, ...]:
+        """Every fill, in order (a collected run replays its targets on the loop the first
+        time they are asked for)."""
+        if self._fills is None:
+            self._fills, self._replay = self._replay(), None
+        return self._fills
+
+
+class _NeedsVenue(BaseException):
+    """A collected run's strategy read the account."""  # that the strategy cannot catch it)
+
+
+class _Blind:
+    """The account a collected run hands ``on_bar``: reading it needs the venue."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str):
+        raise _NeedsVenue(name)
 
 
 def run_strategy(strategy: Strategy, open_: np.ndarray, high: np.ndarray, low: np.ndarray,
@@ -113,9 +156,88 @@ def run_strategy(strategy: Strategy, open_: np.ndarray, high: np.ndarray, low: n
                                  init_cash=init_cash, risk=risk, day=day,
                                  mark_open=mark_open, mark_high=mark_high,
                                  mark_low=mark_low, limits=limits, history=history)
+    if skip_quiet:
+        collected = _collected(strategy, inp, view, history)
+        if collected is not None:
+            return collected
     loop = _StrategyLoop(inp, strategy, view, history)
     result = loop.run_quiet() if skip_quiet else loop.run()
-    return Run(result=result, fills=tuple(loop.fills))
+    return Run(result, tuple(loop.fills))
+
+
+def _collected(strategy: Strategy, inp, view: BarView, history: int) -> Run | None:
+    """The run of a strategy whose decisions cannot see the venue (module docstring, Blind
+    decisions), or None when this one can: on a copy, ``on_bar`` is called on every bar with
+    an account it may not read and its targets are collected; the engine then runs them. On
+    success the strategy takes the copy's state, as if it had run."""
+    if type(strategy).on_fill is not Strategy.on_fill or not hasattr(strategy, "__dict__"):
+        return None
+    try:
+        trial = copy.deepcopy(strategy)
+    except Exception:
+        return None
+    t_n, s_n = inp.open.shape
+    index = {inst.symbol: k for k, inst in enumerate(inp.instruments)}
+    target = np.full((t_n, s_n), np.nan)
+    weight = [0.0] * s_n
+    blind = _Blind()
+    try:
+        if as_intents(trial.on_start(tuple(index))):
+            return None
+        on_bar = trial.on_bar
+        for t in range(t_n):
+            view.t = t + history
+            got = on_bar(view, blind)
+            if got is None:
+                continue
+            if not _take((got,) if type(got) is Target else as_intents(got), t, index,
+                         weight, target):
+                return None
+    except _NeedsVenue:
+        return None
+    target[0, np.isnan(target[0])] = 0.0  # flat from the start, as the loop
+    try:
+        weights, changed = check_target(target, inp)
+    except ValueError:
+        return None  # the loop raises its own error at the bar
+    result = simulate(inp._replace(target=target, weights=weights, changed=changed))
+    strategy.__dict__.update(trial.__dict__)
+
+    def replay() -> tuple[Fill, ...]:
+        loop = _StrategyLoop(inp, _Replay(target, history), view, history)
+        loop.run_quiet()
+        return tuple(loop.fills)
+
+    return Run(result, plan="collected", replay=replay)
+
+
+def _take(intents, t: int, index: dict[str, int], weight: list[float],
+          target: np.ndarray) -> bool:
+    """Record bar t's targets into ``target`` (changes only); False when the bar holds
+    anything a collected run cannot take: an order or a cancel, an unknown symbol or a
+    non-finite weight (the loop refuses those, naming the bar), two targets for a symbol."""
+    seen = set()
+    for x in intents:
+        s = index.get(x.symbol) if type(x) is Target else None
+        if s is None or s in seen or not math.isfinite(x.weight):
+            return False
+        seen.add(s)
+        if x.weight != weight[s]:
+            weight[s] = target[t, s] = x.weight
+    return True
+
+
+class _Replay(Strategy):
+    """A collected run's targets, bar by bar (its fills, on demand)."""
+
+    def __init__(self, target: np.ndarray, history: int) -> None:
+        super().__init__()
+        self.target, self.history = target, history
+
+    def on_bar(self, bar, account):
+        row = self.target[bar.index - self.history]
+        return [Target(s, float(w)) for s, w in zip(bar.symbols, row, strict=True)
+                if w == w]
 
 
 def prepare(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,

@@ -124,7 +124,8 @@ def test_a_code_blueprint_backtests_as_the_rule_it_restates(seed, tails):
     _same(rule.trades, code.trades)
     _same(rule.equity, code.equity)
     _same(rule.metrics.drop("engine_path"), code.metrics.drop("engine_path"))
-    assert code.metrics["engine_path"][0] == "reference"
+    # SigFollower never reads its account: its targets are collected and the engine runs them
+    assert code.metrics["engine_path"][0] == "compiled"
 
 
 def test_a_code_blueprint_walks_forward_as_the_rule_it_restates():
