@@ -24,7 +24,10 @@ comes from the same process run on the same 1,051,200 bars:
   ``on_bar`` called on every one of the 1,051,200 bars by the event loop, on the same fees and
   slippage (sizing as the engine's targets, +-100 % of equity); beside backtesting.py, the
   other event-driven row, whose time is extrapolated from its slice. The agreement lines
-  compare the two's trades (entry bar, exit bar, side) on backtesting.py's slice;
+  compare the two's trades (entry bar, exit bar, side) on backtesting.py's slice. The
+  strategy never reads its account, so its targets are collected and the compiled engine
+  runs them (``backtest_assets.sim.loop``, Blind decisions); ``a/engine_events_loop`` is the
+  same strategy reading its account at every bar, which the event loop runs step by step;
 - ``b/engine_sweep``: case b (100 SMA pairs) with :func:`backtest_assets.engine.sweep`, on all
   threads (2 here), and ``b/engine_sweep_1t`` on one thread (vectorbt's rows are
   single-threaded: compare those two figures with that in mind).
@@ -156,16 +159,26 @@ class SmaCrossApi(Strategy):
         return Target("SYNTH", 1.0 if self.fast[-1] > self.slow[-1] else -1.0)
 
 
-def _events(ctx: dict, n: int | None = None) -> tuple:
+class SmaCrossApiAccount(SmaCrossApi):
+    """The same strategy reading its account at every bar (the equity it would size by):
+    its decisions could see the venue, so it runs on the event loop, never collected."""
+
+    def on_bar(self, bar, account):
+        self.equity = account.equity
+        return super().on_bar(bar, account)
+
+
+def _events(ctx: dict, n: int | None = None, strategy: type[Strategy] = SmaCrossApi):
     o, h, lo, c = (a[:n] for a in ctx["bars"])
     feats = {"fast": peers.sma(c, peers.FAST), "slow": peers.sma(c, peers.SLOW)}
-    run = run_strategy(SmaCrossApi(), o, h, lo, c, ctx["spot"], features=feats,
+    run = run_strategy(strategy(), o, h, lo, c, ctx["spot"], features=feats,
                        init_cash=peers.INIT_CASH)
+    assert run.plan == ("loop" if strategy is SmaCrossApiAccount else "collected"), run.plan
     return run.result
 
 
-def run_engine_events(ctx: dict) -> dict:
-    res = _events(ctx)
+def run_engine_events(ctx: dict, strategy: type[Strategy] = SmaCrossApi) -> dict:
+    res = _events(ctx, strategy=strategy)
     return {"equity": res.equity, "n_trades": res.trades.height, **peers.metrics(res.equity)}
 
 
@@ -233,6 +246,8 @@ def engine_impls(args) -> list:
                    prep_engine, run_engine_full_liquidity),
         peers.Impl("a", "engine_events", "engine event loop, Python on_bar per bar",
                    prep_engine, run_engine_events),
+        peers.Impl("a", "engine_events_loop", "the same reading its account: the loop",
+                   prep_engine, lambda ctx: run_engine_events(ctx, SmaCrossApiAccount)),
         peers.Impl("b", "engine_sweep", "engine sweep (all threads)", prep_engine,
                    run_engine_sweep, repeats="sweep_repeats", bars_factor=pairs),
         peers.Impl("b", "engine_sweep_1t", "engine sweep (1 thread)", prep_engine,
@@ -292,11 +307,17 @@ def _event_lines(res: dict, data: dict, args) -> list[str]:
     """The event loop against backtesting.py: speed, and the same trades on its slice."""
     if "a/engine_events" not in res or "a/backtesting" not in res:
         return []
-    ev, bt = res["a/engine_events"]["median_s_full"], res["a/backtesting"]["median_s_full"]
-    return [f"speed: backtesting.py ({bt:.3f} s, extrapolated) / a/engine_events ({ev:.3f} s, "
-            f"{ev / len(data['close']) * 1e9:.0f} ns per bar) = {bt / ev:.2f}x (target >= 5: "
-            f"{'met' if bt / ev >= 5 else 'MISSED'})",
-            same_trades_as_backtesting(data, args.bt_bars)]
+    bt = res["a/backtesting"]["median_s_full"]
+    lines = []
+    for row in ("a/engine_events", "a/engine_events_loop"):
+        if row not in res:
+            continue
+        ev = res[row]["median_s_full"]
+        lines.append(f"speed: backtesting.py ({bt:.3f} s, extrapolated) / {row} ({ev:.3f} s, "
+                     f"{ev / len(data['close']) * 1e9:.0f} ns per bar) = {bt / ev:.2f}x"
+                     + (f" (target >= 5: {'met' if bt / ev >= 5 else 'MISSED'})"
+                        if row == "a/engine_events" else ""))
+    return [*lines, same_trades_as_backtesting(data, args.bt_bars)]
 
 
 _peers_registry = peers.build_registry

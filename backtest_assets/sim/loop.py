@@ -176,23 +176,12 @@ def _collected(strategy: Strategy, inp, view: BarView, history: int) -> Run | No
         trial = copy.deepcopy(strategy)
     except Exception:
         return None
-    t_n, s_n = inp.open.shape
     index = {inst.symbol: k for k, inst in enumerate(inp.instruments)}
-    target = np.full((t_n, s_n), np.nan)
-    weight = [0.0] * s_n
-    blind = _Blind()
+    target = np.full(inp.open.shape, np.nan)
     try:
-        if as_intents(trial.on_start(tuple(index))):
+        if as_intents(trial.on_start(tuple(index))) or not _collect(
+                trial, view, history, index, target):
             return None
-        on_bar = trial.on_bar
-        for t in range(t_n):
-            view.t = t + history
-            got = on_bar(view, blind)
-            if got is None:
-                continue
-            if not _take((got,) if type(got) is Target else as_intents(got), t, index,
-                         weight, target):
-                return None
     except _NeedsVenue:
         return None
     target[0, np.isnan(target[0])] = 0.0  # flat from the start, as the loop
@@ -209,6 +198,30 @@ def _collected(strategy: Strategy, inp, view: BarView, history: int) -> Run | No
         return tuple(loop.fills)
 
     return Run(result, plan="collected", replay=replay)
+
+
+def _collect(trial: Strategy, view: BarView, history: int, index: dict[str, int],
+             target: np.ndarray) -> bool:
+    """``trial.on_bar`` at every bar's close, its targets recorded into ``target``; False
+    when a bar returns what a collected run cannot take (:func:`_take`)."""
+    weight = [0.0] * target.shape[1]
+    blind = _Blind()
+    on_bar = trial.on_bar
+    for t in range(target.shape[0]):
+        view.t = t + history
+        got = on_bar(view, blind)
+        if got is None:
+            continue
+        if type(got) is Target:  # the common case, kept cheap
+            s = index.get(got.symbol)
+            w = got.weight
+            if s is None or w - w != 0:  # unknown symbol, or not finite
+                return False
+            if w != weight[s]:
+                weight[s] = target[t, s] = w
+        elif not _take(as_intents(got), t, index, weight, target):
+            return False
+    return True
 
 
 def _take(intents, t: int, index: dict[str, int], weight: list[float],

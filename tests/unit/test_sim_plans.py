@@ -110,3 +110,20 @@ def test_a_collected_strategy_keeps_the_state_of_its_run():
     peeked = Peeking(target=np.full(np.shape(args["close"]), np.nan).reshape(
         len(args["close"]), -1), peek_at=7)
     assert run_strategy(peeked, **args).plan == "loop" and peeked.seen > 0
+
+
+def test_a_target_no_venue_takes_is_refused_as_on_the_loop():
+    """A non-finite weight or an unknown symbol leaves the collected plan: the loop refuses
+    it, naming the bar."""
+    target, args = _case(2, "exits")
+
+    class Bad(Replay):
+        def on_bar(self, bar, account):
+            if bar.index == 4:
+                return Target(self.symbol, self.weight_at_4)
+            return super().on_bar(bar, account)
+
+    for weight, symbol, message in ((float("inf"), "S0USDT", "weight inf is not a finite"),
+                                    (0.1, "NOPE", "symbol 'NOPE' is not in the run")):
+        with pytest.raises(ValueError, match=f"bar 4: intent .*{message}"):
+            run_strategy(Bad(target=target, symbol=symbol, weight_at_4=weight), **args)
