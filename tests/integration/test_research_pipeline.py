@@ -17,7 +17,7 @@ import pytest
 from backtest_assets.cli import Runner, backtest, quality, report, run
 from backtest_assets.core.studies import study_files
 from backtest_assets.defs.backtest.checks import BACKTEST_CHECKS
-from backtest_assets.defs.lifecycle.assets import EPOCH_CHECKS
+from backtest_assets.defs.lifecycle.assets import DEMO_CHECKS, EPOCH_CHECKS
 from backtest_assets.defs.report.checks import REPORT_CHECKS, SECTIONS
 from backtest_assets.defs.walkforward.checks import FOLD_CHECKS, WALKFORWARD_CHECKS
 from backtest_assets.lifecycle.epochs import read_epoch
@@ -501,6 +501,32 @@ def test_a_portfolio_of_the_approved_edges_as_one_netted_book(evaluated):
         "equity_reconciles", "schema")}
     assert not failed, failed
     assert checks[("equity_reconciles", "passed")] == len(REGISTRY.portfolios)
+
+
+def test_the_first_demo_day_after_the_study(evaluated):
+    """A day after the study lands: demo_days paper-trades every blueprint the promotion put
+    in demo through it, one row each, on that day's 288 bars; a rerun of the day is the same
+    row (the demo is causal: tests/integration/test_demo_stage.py has the days arriving one
+    by one, slow)."""
+    root, instance = evaluated
+    config = warehouse_config(root)
+    day = dt.date(2024, 2, 1)
+    assert run(day, day, None, instance=instance, quiet=True, resources_config=config)
+    runner = Runner(instance, config, quiet=True)
+    assert runner.execute("demo_job", "demo", partition_key=day.isoformat())
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    promoted = wh.read("promotion_decisions", PartitionLayout()).filter(
+        pl.col("to_stage") == "demo")["blueprint"].sort().to_list()
+    rows = wh.read("demo_days", PartitionLayout())
+    assert promoted and rows["blueprint"].sort().to_list() == promoted
+    assert (rows["date"] == day).all() and (rows["bars"] == 288).all()
+    assert (rows["demo_days"] == 1).all() and (rows["stage"] == "demo").all()
+    assert rows["reasons"].str.contains("live needs 30 days").all()
+    assert runner.execute("demo_job", "demo again", partition_key=day.isoformat())
+    assert wh.read("demo_days", PartitionLayout()).sort("blueprint").equals(
+        rows.sort("blueprint"))
+    statuses = _check_statuses(instance, DEMO_CHECKS)
+    assert statuses and set(statuses.values()) == {"SUCCEEDED"}, statuses
 
 
 def test_missing_funding_refuses_the_backtest_and_walk_forward_unless_the_study_allows(
