@@ -41,7 +41,7 @@ from backtest_assets.sources.synthetic import SyntheticSource
 from backtest_assets.specs import load_registry
 from backtest_assets.specs.models import Condition, Entry, Exits, StrategySpec, WalkForwardSpec
 from backtest_assets.strategies import Panel
-from backtest_assets.walkforward.evaluate import Market, _Simulator, evaluate, purge_bars, windows
+from backtest_assets.walkforward.evaluate import Market, Simulator, evaluate, purge_bars, windows
 
 SYMBOL = "BTCUSDT"
 START = dt.date(2024, 1, 1)
@@ -79,7 +79,7 @@ SPEC = WalkForwardSpec(scheme="rolling", folds=6, train_days=180, purge_bars=12,
 
 def naive_per_combination(m: Market, sample: int) -> float:
     """Seconds per combination of one ``backtest`` + ``metrics`` on the first train window."""
-    sim = _Simulator(BLUEPRINT, m)
+    sim = Simulator(BLUEPRINT, m)
     wf, _ = windows(len(m.panel.ts), m.panel.interval_minutes, SPEC,
                     purge_bars(BLUEPRINT, SPEC))
     a, b = wf[0].train[0]

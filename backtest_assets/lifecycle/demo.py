@@ -50,7 +50,7 @@ from scipy import stats
 from backtest_assets.engine.metrics import drawdown_path
 from backtest_assets.specs.models import PromotionGate, StrategySpec
 from backtest_assets.strategies.promotion import Decision
-from backtest_assets.walkforward.evaluate import Market, _Simulator
+from backtest_assets.walkforward.evaluate import Market, Simulator
 
 DAYS_PER_YEAR = 365  # DESIGN.md: crypto trades every day
 DEMO_DAY_SCHEMA = {"date": pl.Date, "bars": pl.Int64, "equity": pl.Float64,
@@ -73,7 +73,7 @@ def forward(bp: StrategySpec, market: Market, start_bar: int,
     if not 0 < start_bar < len(p.ts):
         raise ValueError(f"{bp.name}: the demo starts at bar {start_bar}, the market has "
                          f"bars 0..{len(p.ts) - 1} (it needs history before and a bar after)")
-    sim = _Simulator(dataclasses.replace(bp, grid=None), market)
+    sim = Simulator(dataclasses.replace(bp, grid=None), market)
     _, res = sim.run(0, start_bar, len(p.ts))
     step = np.timedelta64(p.interval_minutes, "m")
     close_ts = p.ts[start_bar:] + step

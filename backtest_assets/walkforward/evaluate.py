@@ -161,7 +161,7 @@ def evaluate(bp: StrategySpec, market: Market, spec: WalkForwardSpec, *,
         prints missing or constant beyond what ``market.funding_policy`` allows (each naming
         what and where), before any simulation.
     """
-    sim = _Simulator(bp, market)
+    sim = Simulator(bp, market)
     n = len(market.panel.ts)
     purge = purge_bars(bp, spec)
     wf, cp = windows(n, market.panel.interval_minutes, spec, purge)
@@ -230,7 +230,7 @@ def choose(table: pl.DataFrame, objective: str, min_trades: int) -> int | None:
     return int(ok.sort([objective, "combo"], descending=[True, False])["combo"][0])
 
 
-class _Simulator:
+class Simulator:
     """The blueprint's combinations over windows of one market (signals computed once)."""
 
     def __init__(self, bp: StrategySpec, market: Market) -> None:
@@ -329,7 +329,7 @@ class _Simulator:
 class _Targets(Sequence):
     """The combinations' targets on bars [a, b), built when the sweep asks for each."""
 
-    def __init__(self, sim: _Simulator, a: int, b: int) -> None:
+    def __init__(self, sim: Simulator, a: int, b: int) -> None:
         self.sim, self.a, self.b = sim, a, b
 
     def __len__(self) -> int:
@@ -339,7 +339,7 @@ class _Targets(Sequence):
         return self.sim.target(k, self.a, self.b)
 
 
-def _train_rows(sim: _Simulator, table: pl.DataFrame, split: F.Split, best: int | None,
+def _train_rows(sim: Simulator, table: pl.DataFrame, split: F.Split, best: int | None,
                 a: int, b: int) -> pl.DataFrame:
     d = sim.describe(split, "train", None, a, b)
     return table.with_columns(
@@ -351,7 +351,7 @@ def _train_rows(sim: _Simulator, table: pl.DataFrame, split: F.Split, best: int 
         pl.lit(d["bars"]).alias("bars"))
 
 
-def _cpcv_rows(sim: _Simulator, splits: list[F.Split], stats: np.ndarray,
+def _cpcv_rows(sim: Simulator, splits: list[F.Split], stats: np.ndarray,
                bounds: np.ndarray) -> pl.DataFrame:
     rows = []
     for s in splits:
@@ -365,7 +365,7 @@ def _cpcv_rows(sim: _Simulator, splits: list[F.Split], stats: np.ndarray,
     return pl.DataFrame(rows)
 
 
-def _deflated(sim: _Simulator, full: pl.DataFrame, spec: WalkForwardSpec,
+def _deflated(sim: Simulator, full: pl.DataFrame, spec: WalkForwardSpec,
               trials_phase2: int) -> dict:
     """Deflated Sharpe of the full sample's best combination (module docstring, 3)."""
     best = choose(full, spec.objective, spec.min_trades)

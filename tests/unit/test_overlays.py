@@ -16,7 +16,7 @@ from backtest_assets.specs.models import OverlaySpec, VetoRule
 from backtest_assets.specs.registry import load_registry
 from backtest_assets.strategies.overlays import apply, brake_state
 from backtest_assets.strategies.run import edge_target, instruments_for, run_blueprint
-from backtest_assets.walkforward.evaluate import Market, _Simulator
+from backtest_assets.walkforward.evaluate import Market, Simulator
 from tests.unit.test_blueprint_run import VENUE, market, momentum, ret_12
 
 NAN = np.nan
@@ -189,7 +189,7 @@ def test_walk_forward_windows_apply_the_same_overlays_as_a_backtest():
     panel, funding = market(seed=3)
     bp, feats = _guarded(panel)
     feats["funding_rate"] = _funding_feature(panel, funding)
-    sim = _Simulator(bp, Market(panel, feats, None, funding, VENUE, 100_000.0))
+    sim = Simulator(bp, Market(panel, feats, None, funding, VENUE, 100_000.0))
     own, _ = edge_target(bp, panel, features=feats, events=None,
                          rates=panel.funding(funding), instruments=instruments_for(bp, VENUE),
                          init_cash=100_000.0)
