@@ -142,12 +142,14 @@ def demo_days(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
 
 
 def in_demo(wh: Warehouse, day: dt.date) -> dict[str, dict[str, str]]:
-    """study -> {blueprint: spec hash} of the blueprints in demo on ``day``: promoted to demo
-    by their study's decisions, and not yet live or archived by a demo day before ``day``."""
+    """study -> {blueprint: spec hash} of the blueprints in demo on ``day``: their study's
+    decision put them in demo or comes from their demo (one that has ended since shows
+    live or archived there), and no demo day before ``day`` made them live or archived. A
+    day run again after the demo ended therefore gives its rows again."""
     decisions = wh.study_rows("promotion_decisions")
     if decisions is None:
         return {}
-    promoted = decisions.filter(pl.col("to_stage") == "demo")
+    promoted = decisions.filter((pl.col("to_stage") == "demo") | (pl.col("from_stage") == "demo"))
     done = wh.study_rows("demo_days")
     ended = set() if done is None else {
         (r["study"], r["blueprint"], r["spec_hash"]) for r in done.filter(
