@@ -21,8 +21,10 @@ env: $(VENV)/.ready
 demo: env ## synthetic data, three symbols, January 2024, into ./data/warehouse.duckdb
 	$(PY) -m backtest_assets demo
 
+# Two worker processes (pytest-xdist), a test file each at a time: module fixtures build once.
+TEST_WORKERS ?= 2
 test: env ## the CI suite (slow tests excluded)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-all: env
 	$(PY) -m pytest -m ""
