@@ -6,10 +6,24 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 export DAGSTER_HOME := $(CURDIR)/dagster_home
+# INSTANCE=postgres: the instance of real work (dagster_home/postgres/dagster.yaml). Without a
+# DAGSTER_PG_URL of your own, a local cluster in .postgres/ on 127.0.0.1:$(PG_PORT) is started.
+INSTANCE ?= sqlite
+PG_PORT ?= 5433
+ifeq ($(INSTANCE),postgres)
+export DAGSTER_HOME := $(CURDIR)/dagster_home/postgres
+ifeq ($(origin DAGSTER_PG_URL),undefined)
+LOCAL_PG := 1
+export DAGSTER_PG_URL := postgresql+psycopg2://postgres@127.0.0.1:$(PG_PORT)/dagster
+endif
+endif
+# The settings the processes that create runs need on this instance (none on SQLite)
+RUN_ENV = $$($(PY) -c 'from backtest_assets.deploy.settings import run_creation_env as e; \
+	print(*(f"{k}={v}" for k, v in e().items()))')
 export BACKTEST_DATA_ROOT ?= $(CURDIR)/data
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: env demo test test-all ui lint bench bench-peers golden clean
+.PHONY: env pg-up demo test test-all ui lint bench bench-peers golden clean
 
 $(VENV)/.ready: pyproject.toml uv.lock
 	@test -x .tools/bin/uv || { $(PYTHON) -m venv .tools && .tools/bin/pip install -q uv==$(UV_VERSION); }
@@ -18,7 +32,10 @@ $(VENV)/.ready: pyproject.toml uv.lock
 
 env: $(VENV)/.ready
 
-demo: env ## synthetic data, three symbols, January 2024, into ./data/warehouse.duckdb
+pg-up: env
+	$(if $(LOCAL_PG),$(PY) -m backtest_assets postgres up --port $(PG_PORT) >/dev/null,@true)
+
+demo: env pg-up ## synthetic data, three symbols, January 2024, into ./data/warehouse.duckdb
 	$(PY) -m backtest_assets demo
 
 # Two worker processes (pytest-xdist), a test file each at a time: module fixtures build once.
@@ -30,9 +47,9 @@ test-all: env
 	$(PY) -m pytest -m ""
 
 UI_PORT ?= 3000
-ui: env ## the Dagster UI and daemon on http://127.0.0.1:3000 (UI_PORT=... for another port)
+ui: env pg-up ## the Dagster UI and daemon on http://127.0.0.1:3000 (UI_PORT=... for another port)
 	$(VENV)/bin/dagster instance concurrency set duckdb 1
-	$(VENV)/bin/dg dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+	env $(RUN_ENV) $(VENV)/bin/dg dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 lint: env
 	$(VENV)/bin/ruff check .

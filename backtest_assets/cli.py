@@ -112,6 +112,9 @@ class Runner:
 
             os.environ.setdefault("DAGSTER_HOME", str(REPO / "dagster_home"))
             self.instance = dg.DagsterInstance.get()
+        from backtest_assets.instance import prepare
+
+        prepare(self.instance)  # Postgres: run-creation settings and a pooled connection
 
     @property
     def source_kind(self) -> str:
@@ -191,6 +194,11 @@ class Runner:
                 one_line(root_cause(ev.step_failure_data))) if x))
             if self.verbose and ev.step_failure_data.error is not None:
                 print(ev.step_failure_data.error.to_string())
+        from backtest_assets.instance import describe, mark_unmaterialized
+
+        # Failed in the instance too (a range run planned in subsets is not marked by Dagster)
+        for line in describe(mark_unmaterialized(self.instance, run_id)):
+            print(f"  {line}")
         print(f"  full log: {UI_RUN_URL.format(run_id=run_id)} (make ui), or "
               "--verbose for the tracebacks")
 
@@ -373,8 +381,11 @@ def _built_table(built: list[tuple[str, str, list, str]], requested: int, rebuil
         "keys": [counts[k] * len(a) for k, a in rows.items()],
         "which": [k[0] for k in rows], "why": [k[1] for k in rows],
         "outcome": [k[2] for k in rows]})
+    tried = sum(len(k) for _, _, k, _ in built)
     title = (f"built {done} of {requested} asset keys"
-             + ("" if rebuild else f"; the other {requested - done} were up to date") + ":")
+             + (f"; {tried - done} not built (failed runs)" if tried > done else "")
+             + ("" if rebuild or requested == tried
+                else f"; the other {requested - tried} were up to date") + ":")
     return f"{title}\n" + render_table(frame, [
         Col(name="assets", header="assets", kind="wrap"),
         Col(name="keys", header="keys", kind="int"),
@@ -990,6 +1001,30 @@ def summary(start: dt.date, end: dt.date, study: str = "default") -> str:
     return warehouse_summary(WarehouseResource().warehouse(), start, end, study)
 
 
+def postgres(action: str, directory: Path, port: int) -> bool:
+    """Start, stop or show the local cluster of the Postgres instance; ``up`` prints the
+    environment that points the CLI, the webserver and the daemon at it."""
+    from backtest_assets.deploy.postgres import LocalPostgres
+    from backtest_assets.deploy.settings import PG_URL_ENV, RUN_CREATION_ENV
+
+    cluster = LocalPostgres(directory, port=port)
+    if action == "down":
+        cluster.stop()
+        print(f"postgres in {cluster.data}: stopped")
+        return True
+    if action == "status":
+        state = "running" if cluster.running() else "stopped"
+        print(f"postgres in {cluster.data}: {state} ({cluster.url()})")
+        return True
+    cluster.start()
+    print(f"postgres in {cluster.data}: running on 127.0.0.1:{port} (log {cluster.log})")
+    print("point the CLI, `make ui` and the daemon at it with:")
+    for key, value in {"DAGSTER_HOME": REPO / "dagster_home" / "postgres",
+                       PG_URL_ENV: cluster.url(), **RUN_CREATION_ENV}.items():
+        print(f"  export {key}={value}")
+    return True
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m backtest_assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1049,6 +1084,12 @@ def _parser() -> argparse.ArgumentParser:
                                                    "directory, removed afterwards)")
     cert.add_argument("--golden", type=Path, default=REPO / "golden")
     cert.add_argument("--write", action="store_true", help="pin the fresh artifacts")
+    pg = sub.add_parser("postgres", help="a PostgreSQL cluster on 127.0.0.1 for the Dagster "
+                                         "instance of real work (dagster_home/postgres)")
+    pg.add_argument("action", choices=["up", "down", "status"])
+    pg.add_argument("--dir", type=Path, default=REPO / ".postgres",
+                    help="the cluster's directory (default: .postgres)")
+    pg.add_argument("--port", type=int, default=5433)
     for name in ("run", "summary"):
         p = sub.add_parser(name)
         if name == "summary":
@@ -1095,6 +1136,8 @@ def _next_step(cmd: str, ok: bool, args: argparse.Namespace) -> str:
         "walkforward": f"next: {me} portfolio (the approved edges as one book)",
         "portfolio": f"next: {me} report (promotion decisions and the HTML report)",
         "alpha": f"next: {me} report, or the edge candidates under data/exports/",
+        "postgres": "next: the exports above, then make ui or python -m backtest_assets run"
+        if getattr(args, "action", "") == "up" else "next: make ui",
         "certify": "next: git diff golden/ (the re-pinned artifacts)"
         if getattr(args, "write", False) else "next: make test",
     }.get(cmd, "next: 'make ui' to browse the runs")
@@ -1148,6 +1191,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if ok else 1
 
 
+def _tooling(args: argparse.Namespace) -> bool:
+    """The commands about the platform itself: the local Postgres, the golden batch."""
+    if args.cmd == "postgres":
+        return postgres(args.action, args.dir, args.port)
+    from backtest_assets import certify
+
+    return certify.main(args.workdir, args.golden, args.write) == 0
+
+
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
     """Run ``args.cmd``; True if every run succeeded."""
     verbose = args.verbose
@@ -1177,10 +1229,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
     if args.cmd == "alpha":
         names = args.models.split(",") if args.models else None
         return alpha(names, verbose=verbose, study=study)
-    if args.cmd == "certify":
-        from backtest_assets import certify
-
-        return certify.main(args.workdir, args.golden, args.write) == 0
+    if args.cmd in ("postgres", "certify"):
+        return _tooling(args)
     t0 = time.perf_counter()
     if args.cmd in ("demo", "run-all"):
         demo = args.cmd == "demo"

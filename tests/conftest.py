@@ -7,6 +7,8 @@ import dagster as dg
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# postgres_cluster and postgres_home: a real PostgreSQL server for the Postgres instance's tests
+pytest_plugins = ["tests.support.postgres"]
 SHARED_BINANCE = REPO.parent / "shared" / "data" / "binance"
 
 

@@ -14,7 +14,8 @@ new blueprint partitions, freshness and a record of failed runs.
   blueprint partitions and re-catalogs ``strategy_blueprints``.
 - ``yesterday_ingested`` checks on the ingest assets (yesterday's partitions by 06:00 UTC,
   evaluated hourly by ``freshness_schedule``; a warning in the UI when ingest is behind) and
-  ``run_failure_recorder`` (every failed run, its partitions and error, appended to
+  ``run_failure_recorder`` (every failed run, its partitions and error, and the partitions it
+  left unmaterialized, marked failed (``backtest_assets.instance``), appended to
   ``<data root>/ops/run_failures.jsonl``).
 
 Every one is idempotent: a repeated tick requests nothing new (cursors, run keys, and only
@@ -36,6 +37,7 @@ from backtest_assets.defs.jobs import (
     market_data_job,
 )
 from backtest_assets.defs.shared import root_cause
+from backtest_assets.instance import mark_unmaterialized
 from backtest_assets.partitions import (
     BLUEPRINT_PARTITIONS,
     STUDY_PARTITIONS,
@@ -303,6 +305,9 @@ freshness_schedule = dg.ScheduleDefinition(
 )
 def run_failure_recorder(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
     record = failure_record(context)
+    # The partitions it left unmaterialized, marked failed (Dagster does not when the run
+    # planned them as one subset: DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS)
+    record["not_materialized"] = mark_unmaterialized(context.instance, record["run_id"])
     path = warehouse.root / RUN_FAILURES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as out:  # one line per run, written at once

@@ -1,0 +1,65 @@
+"""A real PostgreSQL server for tests of the Postgres Dagster instance.
+
+One disposable cluster per test session (per xdist worker) on a free loopback port, a fresh
+database per test. Without Debian's ``postgresql`` programs the tests skip, except under CI
+(``.ci/run`` installs them; a skip there would hide the instance's tests).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backtest_assets.deploy.postgres import LocalPostgres, PostgresError, postgres_bin
+from backtest_assets.deploy.settings import PG_URL_ENV
+from tests.conftest import REPO
+from tests.support.dagster_servers import free_port
+
+PG_DAGSTER_YAML = REPO / "dagster_home" / "postgres" / "dagster.yaml"
+
+
+def available() -> str | None:
+    """Why the tests cannot start a cluster here, or None."""
+    try:
+        postgres_bin("initdb")
+    except PostgresError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster(tmp_path_factory) -> Iterator[LocalPostgres]:
+    missing = available()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the Postgres instance's tests: {missing}")
+        pytest.skip(missing)
+    directory = tmp_path_factory.mktemp("postgres")
+    if os.geteuid() == 0:  # the cluster's owner must reach it (pytest's tmp is 0700)
+        for parent in (directory, *directory.parents):
+            if parent == Path("/"):
+                break
+            parent.chmod(stat.S_IMODE(parent.stat().st_mode) | 0o711)
+    cluster = LocalPostgres(directory / "cluster", port=free_port(), disposable=True)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_home(postgres_cluster, tmp_path, request, monkeypatch) -> Path:
+    """A DAGSTER_HOME holding the repository's Postgres instance, on a fresh database;
+    DAGSTER_PG_URL set in this process (children get it through ``subprocess_env``)."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:40].lower()
+    name = f"{name}_{os.getpid()}"
+    url = postgres_cluster.create_database(name)
+    monkeypatch.setenv(PG_URL_ENV, url)
+    home = tmp_path / "pg_home"
+    home.mkdir()
+    shutil.copy(PG_DAGSTER_YAML, home / "dagster.yaml")
+    return home
