@@ -51,8 +51,9 @@ def start_servers(tmp_path) -> Iterator:
     """Start dagster-webserver and dagster-daemon (fresh instance and data root) with ``env``."""
     started: list[DagsterServers] = []
 
-    def start(**env: str) -> DagsterServers:
-        servers = DagsterServers(tmp_path / f"servers-{len(started)}", env)
+    def start(instance_yaml: Path | None = None, **env: str) -> DagsterServers:
+        servers = DagsterServers(tmp_path / f"servers-{len(started)}", env,
+                                 **({"instance_yaml": instance_yaml} if instance_yaml else {}))
         started.append(servers)
         servers.start()
         return servers
@@ -177,6 +178,29 @@ def test_ui_backfill_runs_single_runs_over_ranges_in_the_duckdb_pool(start_serve
 # ------------------------------------------------------------------------- test B
 
 
+def assert_planned_in_subsets(servers: DagsterServers, runs: Sequence[dict], bad_run: str,
+                              bad_partitions: list[str]) -> None:
+    """The daemon created the runs with one planned event per asset (the setting was in
+    force), and the failed run's unmaterialized partitions were marked one by one."""
+    import dagster as dg
+    from dagster._core.events import DagsterEventType
+
+    with dg.DagsterInstance.from_config(str(servers.home)) as inst:
+        assert type(inst.event_log_storage).__module__.startswith("dagster_postgres")
+        for run in runs:
+            planned = [r.event_log_entry.dagster_event.asset_materialization_planned_data
+                       for r in inst.get_records_for_run(
+                           run["runId"],
+                           of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records]
+            subsets = [p for p in planned if p.partitions_subset is not None]
+            assert len(subsets) == len(run["assetSelection"]), (run["runId"], planned)
+            singles = sorted((p.asset_key.to_user_string(), p.partition)
+                             for p in planned if p.partitions_subset is None)
+            expected = sorted((a, k) for a in ["raw_perp_klines_1m", *BARS]
+                              for k in bad_partitions) if run["runId"] == bad_run else []
+            assert singles == expected, (run["runId"], singles)
+
+
 def write_archive(root: Path) -> None:
     """Perp and spot 1m klines of every requested key (funding and metrics stay absent:
     the binance source records those days as missing, which is no failure)."""
@@ -186,15 +210,21 @@ def write_archive(root: Path) -> None:
             write_klines_day(root, market, symbol, day, synth.klines_1m(market, symbol, day).frame)
 
 
-@pytest.mark.slow
-def test_ui_retry_from_failure_completes_every_key_exactly_once(start_servers, tmp_path):
+@pytest.mark.parametrize("instance", [pytest.param("sqlite", marks=pytest.mark.slow),
+                                      "postgres"])
+def test_ui_retry_from_failure_completes_every_key_exactly_once(start_servers, tmp_path,
+                                                                  instance, request):
     t0 = time.monotonic()
+    # Postgres: the instance of real work (dagster_home/postgres), on a real server, with the
+    # run-creation settings in the webserver's and daemon's environment
+    home = request.getfixturevalue("postgres_home") if instance == "postgres" else None
     write_archive(tmp_path / "archive")
     bad_day, bad_symbol = DAYS[-1], SYMBOLS[0]
     bad_file = "/" + daily_klines_path("perp", bad_symbol, bad_day)
     with ArchiveServer(tmp_path / "archive") as archive:
         archive.fail(bad_file, 500, times=1_000_000)  # beyond any retry
-        servers = start_servers(BACKTEST_MARKET_SOURCE="binance",
+        servers = start_servers(home and home / "dagster.yaml",
+                                BACKTEST_MARKET_SOURCE="binance",
                                 BACKTEST_BINANCE_BASE_URL=archive.base_url)
         first = servers.launch_backfill(MARKET_DATA, PARTITIONS, "e2e binance with a bad file")
         backfill = servers.wait_backfill(first, timeout=BACKFILL_TIMEOUT)
@@ -264,4 +294,10 @@ def test_ui_retry_from_failure_completes_every_key_exactly_once(start_servers, t
     (record,) = wait_for(recorded, timeout=90, what=f"{bad_run['runId']} in {log}",
                          details=servers.log_tails)
     assert record["backfill"] == first and "HTTP 500" in json.dumps(record["steps"]), record
+    # ... naming the partitions it left unmaterialized (and marking them failed)
+    bad_partitions = sorted(f"{d.isoformat()}|{s}" for d, s in bad_keys)
+    assert record["not_materialized"] == dict.fromkeys(
+        sorted(["raw_perp_klines_1m", *BARS]), bad_partitions), record
+    if instance == "postgres":
+        assert_planned_in_subsets(servers, runs + retry_runs, bad_run["runId"], bad_partitions)
     print(f"test B: failed after {t_failed - t0:.0f} s, done after {time.monotonic() - t0:.0f} s")

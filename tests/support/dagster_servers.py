@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from backtest_assets.deploy.settings import run_creation_env
 from tests.conftest import REPO, subprocess_env
 
 BIN = Path(sys.executable).parent
@@ -144,6 +145,9 @@ class DagsterServers:
     tmp: Path
     extra_env: Mapping[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    # the instance's dagster.yaml (the Postgres one: dagster_home/postgres/dagster.yaml, with
+    # DAGSTER_PG_URL in the environment)
+    instance_yaml: Path = REPO / "dagster_home" / "dagster.yaml"
     processes: dict[str, ServerProcess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -151,9 +155,11 @@ class DagsterServers:
         self.data_root = self.tmp / "data"
         self.home.mkdir(parents=True, exist_ok=True)
         self.data_root.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "dagster_home" / "dagster.yaml", self.home / "dagster.yaml")
+        shutil.copy(self.instance_yaml, self.home / "dagster.yaml")
+        # the settings the processes that create runs need on this instance, as `make ui` sets
         self.env = subprocess_env(DAGSTER_HOME=str(self.home),
-                                  BACKTEST_DATA_ROOT=str(self.data_root), **self.extra_env)
+                                  BACKTEST_DATA_ROOT=str(self.data_root),
+                                  **run_creation_env(self.home), **self.extra_env)
 
     @property
     def base_url(self) -> str:
