@@ -196,8 +196,10 @@ class Runner:
                 print(ev.step_failure_data.error.to_string())
         from backtest_assets.instance import describe, mark_unmaterialized
 
-        # Failed in the instance too (a range run planned in subsets is not marked by Dagster)
-        for line in describe(mark_unmaterialized(self.instance, run_id)):
+        # Failed in the instance too (a range run planned in subsets is not marked by Dagster);
+        # a range run's partitions named (a single partition's is on the lines above)
+        missing = mark_unmaterialized(self.instance, run_id)
+        for line in describe(missing) if partition_key is None else ():
             print(f"  {line}")
         print(f"  full log: {UI_RUN_URL.format(run_id=run_id)} (make ui), or "
               "--verbose for the tracebacks")
