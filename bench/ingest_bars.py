@@ -36,7 +36,8 @@ from harness import report_child, spawn
 REPO = Path(__file__).resolve().parents[1]
 START = dt.date(2024, 1, 1)
 SYMBOL = "BTCUSDT"
-TABLES = ["raw_perp_klines_1m", "raw_spot_klines_1m", "raw_funding_rates", "raw_open_interest",
+TABLES = ["raw_perp_klines_1m", "raw_spot_klines_1m", "raw_mark_price_klines_1m",
+          "raw_premium_index_klines_1m", "raw_funding_rates", "raw_open_interest",
           "bars_1m", "bars_5m", "bars_15m"]
 
 
@@ -108,6 +109,7 @@ def variant_plain(days: int) -> dict:
         FUNDING_CONTRACT,
         KLINES_CONTRACT,
         OPEN_INTEREST_CONTRACT,
+        PREMIUM_KLINES_CONTRACT,
     )
     from backtest_assets.partitions import BARS_PARTITION_EXPR, TS_PARTITION_EXPR
     from backtest_assets.resources import WarehouseResource
@@ -143,6 +145,10 @@ def variant_plain(days: int) -> dict:
          KLINES_CONTRACT, BARS_PARTITION_EXPR),
         ("raw_spot_klines_1m", lambda s, d: src.klines_1m("spot", s, d), KLINE_SCHEMA,
          KLINES_CONTRACT, BARS_PARTITION_EXPR),
+        ("raw_mark_price_klines_1m", src.mark_klines_1m, KLINE_SCHEMA, KLINES_CONTRACT,
+         BARS_PARTITION_EXPR),
+        ("raw_premium_index_klines_1m", src.premium_klines_1m, KLINE_SCHEMA,
+         PREMIUM_KLINES_CONTRACT, BARS_PARTITION_EXPR),
     ]
     for name, fetch, schema, contract, expr in ingest:
         t = time.perf_counter()
