@@ -43,7 +43,9 @@ bench-peers`` creates ``.venv-peers`` from the peers' lock file and runs this sc
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -286,6 +288,12 @@ def engine_agreement(res: dict, data: dict, args) -> list[str]:
             lines.append(f"cost: {key} / a/engine ({plain:.4f} s) = {ratio:.2f}x (target for "
                          f"the full model <= 2x: {'met' if ratio <= 2 else 'MISSED'}); "
                          f"trades {out(key)['n_trades']}")
+    busiest = LOAD.stop()
+    cores = os.cpu_count() or 1
+    quiet = busiest <= cores
+    lines.append(f"load average (1 min) during the run: at most {busiest:.2f} on {cores} cpus"
+                 + ("" if quiet else " -- BUSIER THAN ITS CORES: the ratios below are not a "
+                    "result"))
     for case, engines, target in (("a", ("a/engine", "a/engine_funding"), 0.25),
                                   ("b", ("b/engine_sweep", "b/engine_sweep_1t"), 0.2)):
         vbt = {k: r["median_s_full"] for k, r in res.items()
@@ -296,7 +304,8 @@ def engine_agreement(res: dict, data: dict, args) -> list[str]:
         for key in engines:
             if key in res:
                 ratio = res[key]["median_s_full"] / vbt[fastest]
-                verdict = "met" if ratio <= target else "MISSED"
+                verdict = ("not a result (load)" if not quiet
+                           else "met" if ratio <= target else "MISSED")
                 lines.append(f"speed: {key} / fastest vectorbt ({fastest}, "
                              f"{vbt[fastest]:.4f} s) = {ratio:.3f} (target <= {target}: "
                              f"{verdict})")
@@ -320,6 +329,26 @@ def _event_lines(res: dict, data: dict, args) -> list[str]:
     return [*lines, same_trades_as_backtesting(data, args.bt_bars)]
 
 
+class LoadWatch:
+    """The highest 1-minute load average seen while the benchmark runs (every 2 s)."""
+
+    def __init__(self) -> None:
+        self.highest = os.getloadavg()[0]
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(2.0):
+            self.highest = max(self.highest, os.getloadavg()[0])
+
+    def stop(self) -> float:
+        self._done.set()
+        self.highest = max(self.highest, os.getloadavg()[0])
+        return self.highest
+
+
+LOAD = LoadWatch()
 _peers_registry = peers.build_registry
 _peers_agreement = peers.agreement
 peers.build_registry = lambda args: _peers_registry(args) + engine_impls(args)

@@ -29,6 +29,7 @@ from backtest_assets.engine.core import (
     REJECT_REASONS,
     TRADE_COLS,
     _loop,
+    _plain_loop,
     _rules,
     bar_days,
     check_inputs,
@@ -36,6 +37,7 @@ from backtest_assets.engine.core import (
     check_target,
     loop_arrays,
     loop_state,
+    plain_loop,
 )
 from backtest_assets.engine.metrics import BARS_PER_YEAR_1M
 from backtest_assets.engine.venue import ExitRules, Instrument, LimitOrders, RiskLimits
@@ -113,6 +115,8 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
     rules = _rules(inp.instruments)
     market = loop_arrays(inp)
     split = any(i.participation is not None for i in inp.instruments)
+    # the loop without the phases that cannot act, when no combination has exit rules
+    plain = all(plain_loop(inp._replace(exits=ex or ExitRules()), rules) for ex in rules_k)
     chunk = chunk or 4 * numba.get_num_threads()
     out = np.empty((k_n, len(SWEEP_METRICS)))
     chunk = min(chunk, k_n)
@@ -134,7 +138,7 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
         accs = np.stack([loop_state(inp.init_cash, rules_k[k] or ExitRules(), long_sizing,
                                     inp.risk, inp.limits) for k in ks])
         _sweep_kernel(*market, changed[:len(ks)], weights[:len(ks)], split, bar_days(inp),
-                      rules,
+                      rules, plain,
                       accs, equity[:len(ks)], exposure[:len(ks)], out[lo:lo + len(ks)],
                       bounds, stats[lo:lo + len(ks)])
     frame = pl.DataFrame(out, schema=list(SWEEP_METRICS), orient="row")
@@ -158,7 +162,7 @@ def _bounds(blocks: np.ndarray | Sequence[int] | None, t_n: int) -> np.ndarray:
 
 @numba.njit(parallel=True, cache=True)
 def _sweep_kernel(o, h, lo, c, mo, mh, ml, vol, rate, changed, weights, split, day, rules,
-                  accs, equity, exposure, out, bounds, stats):  # pragma: no cover
+                  plain, accs, equity, exposure, out, bounds, stats):  # pragma: no cover
     """Run combination j of the chunk into equity[j] / exposure[j] and summarize it (and
     its bar returns per block into stats[j]); the other outputs of the loop are single-row
     accumulators (see core._loop)."""
@@ -171,10 +175,17 @@ def _sweep_kernel(o, h, lo, c, mo, mh, ml, vol, rate, changed, weights, split, d
         n_rows = int(changed[j].sum()) + (changed[j].size if split else 0)
         trades = np.empty((max(1, n_rows), TRADE_COLS))
         rejected = np.zeros(N_REJECT, dtype=np.int64)
-        _loop(o, h, lo, c, mo, mh, ml, vol, rate, changed[j], weights[j], day, rules, acc,
-              equity[j], np.empty(1),
-              exposure[j], np.empty((1, s_n)), fees, slippage, funding, np.zeros((1, s_n)),
-              np.zeros((1, s_n)), trades, rejected, np.zeros(N_EVENTS, dtype=np.int64))
+        if plain:
+            _plain_loop(o, h, lo, c, mo, mh, ml, vol, rate, changed[j], weights[j], day, rules,
+                        acc, equity[j], np.empty(1), exposure[j], np.empty((1, s_n)), fees,
+                        slippage, funding, np.zeros((1, s_n)), np.zeros((1, s_n)), trades,
+                        rejected, np.zeros(N_EVENTS, dtype=np.int64))
+        else:
+            _loop(o, h, lo, c, mo, mh, ml, vol, rate, changed[j], weights[j], day, rules, acc,
+                  equity[j], np.empty(1),
+                  exposure[j], np.empty((1, s_n)), fees, slippage, funding,
+                  np.zeros((1, s_n)), np.zeros((1, s_n)), trades, rejected,
+                  np.zeros(N_EVENTS, dtype=np.int64))
         _summarize(equity[j], exposure[j], fees, slippage, funding, trades[:int(acc[1])],
                    rejected, acc[2], accs[j, 0], out[j])
         ret = exposure[j]  # _summarize left the bar returns there
