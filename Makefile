@@ -63,7 +63,7 @@ bench: env ## measurements under bench/ (minutes)
 
 PEERS := ../shared/bench/peers
 .venv-peers/.ready: $(PEERS)/requirements-lock.txt | $(VENV)/.ready
-	.tools/bin/uv venv -q --python $(PYTHON) .venv-peers
+	.tools/bin/uv venv -q --clear --python $(PYTHON) .venv-peers
 	VIRTUAL_ENV=.venv-peers .tools/bin/uv pip install -q -r $(PEERS)/requirements-lock.txt pyyaml
 	@touch $@
 

@@ -35,8 +35,13 @@ def prepare(instance: dg.DagsterInstance) -> dict[str, str]:
         return {}
     for key, value in RUN_CREATION_ENV.items():
         os.environ.setdefault(key, value)
-    instance.optimize_for_webserver(**POOL)
+    if not getattr(instance, _POOLED, False):  # once: a second pool would leave the first open
+        instance.optimize_for_webserver(**POOL)
+        setattr(instance, _POOLED, True)
     return {key: os.environ[key] for key in RUN_CREATION_ENV}
+
+
+_POOLED = "_backtest_assets_pooled"
 
 
 def unmaterialized(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[str]]:

@@ -182,7 +182,8 @@ def variant_read(days: int) -> dict:
     with wh.connect(read_only=True) as conn:
         for t in TABLES:
             rows[t] = conn.sql(f"SELECT * FROM {t} ORDER BY ALL").pl().height  # noqa: S608
-    return {"wall_s": time.perf_counter() - t0, "rows": rows}
+    return {"wall_s": time.perf_counter() - t0, "rows": rows,
+            "warehouse_mb": wh.path.stat().st_size / 2**20}
 
 
 VARIANTS = {"dagster": variant_dagster, "dagster_memory": variant_dagster_memory,
@@ -269,7 +270,8 @@ def main() -> None:
     print("           dagster Postgres " + json.dumps(pg["steps_s"]))
     print("           dagster SQLite " + json.dumps(dag["steps_s"]))
     print("           dagster memory " + json.dumps(mem["steps_s"]))
-    print("rows read back: " + json.dumps(read["rows"]))
+    print("rows read back: " + json.dumps(read["rows"])
+          + f"; warehouse file {read['warehouse_mb']:.0f} MB")
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"days": args.days, "plain": plain, "dagster": dag, "dagster_memory": mem,

@@ -49,13 +49,14 @@ def setup(days: int) -> dict:
 
 
 def variant_dagster(days: int) -> dict:
-    from backtest_assets.cli import Runner, _range_tags
+    from backtest_assets.cli import Runner
+    from backtest_assets.core.schedule import range_tags
 
     end = START + dt.timedelta(days=days - 1)
     instance = _instance()
     runner = Runner(instance, quiet=True)
     t0 = time.perf_counter()
-    ok = runner.execute("research_job", "year", tags=_range_tags(START, end, [SYMBOL]))
+    ok = runner.execute("research_job", "year", tags=range_tags(START, end, [SYMBOL]))
     wall = time.perf_counter() - t0
     assert ok, "research_job failed"
     (last,) = instance.get_runs(limit=1)

@@ -10,6 +10,7 @@ of one key answers HTTP 500 until the fault is cleared.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import sys
 
@@ -116,3 +117,20 @@ def test_a_failed_range_run_marks_and_names_its_partitions_and_a_rerun_completes
     finally:
         con.close()
     assert sorted(rows) == [(d, s, 1440, 1440) for d in DAYS for s in SYMBOLS]
+
+
+def test_prepare_sets_the_run_creation_settings_and_pools_once_on_postgres_only(
+        postgres_home, instance, monkeypatch):
+    from backtest_assets.instance import is_postgres, prepare
+
+    for key in RUN_CREATION_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert not is_postgres(instance) and prepare(instance) == {}  # the SQLite test instance
+    assert not any(key in os.environ for key in RUN_CREATION_ENV)
+    with dg.DagsterInstance.from_config(str(postgres_home)) as pg:
+        assert is_postgres(pg)
+        assert prepare(pg) == RUN_CREATION_ENV
+        engine = pg.event_log_storage._engine  # what optimize_for_webserver set
+        assert type(engine.pool).__name__ == "QueuePool"
+        assert prepare(pg) == RUN_CREATION_ENV and pg.event_log_storage._engine is engine
+        assert pg.get_runs() == []  # the pooled connection works
