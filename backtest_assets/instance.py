@@ -80,25 +80,26 @@ def mark_unmaterialized(instance: dg.DagsterInstance, run_id: str) -> dict[str, 
     records = instance.get_records_for_run(
         run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
     singles: set[tuple[dg.AssetKey, str]] = set()
-    subset_steps: dict[dg.AssetKey, str | None] = {}
+    subsets: dict[dg.AssetKey, EventLogEntry] = {}  # the asset's planned event with a subset
     for record in records:
-        data = record.event_log_entry.dagster_event.asset_materialization_planned_data
+        entry = record.event_log_entry
+        data = entry.dagster_event.asset_materialization_planned_data
         if data.partitions_subset is not None:
-            subset_steps[data.asset_key] = record.event_log_entry.step_key
+            subsets[data.asset_key] = entry
         elif data.partition is not None:
             singles.add((data.asset_key, data.partition))
     entries = []
-    for key, step_key in subset_steps.items():
+    for key, planned in subsets.items():
         for partition in missing.get(key.to_user_string(), []):
             if (key, partition) in singles:
                 continue  # marked before
             event = DagsterEvent.build_asset_materialization_planned_event(
-                run.job_name, step_key,
+                run.job_name, planned.step_key,
                 AssetMaterializationPlannedData(key, partition=partition))
             entries.append(EventLogEntry(
                 user_message="", level="INFO", job_name=run.job_name, run_id=run_id,
-                error_info=None, timestamp=record.event_log_entry.timestamp,
-                step_key=step_key, dagster_event=event))
+                error_info=None, timestamp=planned.timestamp, step_key=planned.step_key,
+                dagster_event=event))
     if entries:
         instance.event_log_storage.store_event_batch(entries)
     return missing

@@ -44,11 +44,3 @@ def instance_kind(home: str | os.PathLike | None = None) -> str:
 def run_creation_env(home: str | os.PathLike | None = None) -> dict[str, str]:
     """The settings the processes of the instance in ``home`` need (none for SQLite)."""
     return dict(RUN_CREATION_ENV) if instance_kind(home) == "postgres" else {}
-
-
-def apply_run_creation_env(home: str | os.PathLike | None = None) -> dict[str, str]:
-    """Set the settings in this process unless already set; the ones now in force."""
-    settings = run_creation_env(home)
-    for key, value in settings.items():
-        os.environ.setdefault(key, value)
-    return {key: os.environ[key] for key in settings}
