@@ -87,7 +87,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
-from scipy import linalg, stats
+import scipy  # its submodules load on first use: not when the code location is imported
 
 METHODS = ("residual", "lowdin", "pca")
 SCALES = ("kept", "unit")
@@ -240,7 +240,7 @@ def orthogonalize(X2d: np.ndarray, method: str = "residual",
         # unit columns: Z = Xs R^-1; kept: column j times R[j, j], the residual's sd
         keep = np.diag(r) if scale == "kept" else np.ones(k)
         matrix = np.empty((k, k))
-        matrix[list(seq)] = linalg.solve_triangular(r, np.eye(k)) * keep / sd[list(seq), None]
+        matrix[list(seq)] = scipy.linalg.solve_triangular(r, np.eye(k)) * keep / sd[list(seq), None]
         return Orthogonalization("residual", seq, mean, matrix, scale)
     corr = xs.T @ xs / x.shape[0]
     w, v = np.linalg.eigh((corr + corr.T) / 2)
@@ -424,7 +424,7 @@ def _bar_ic(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     n = valid.sum(axis=1)
     ranked = []
     for a in (scores, labels):
-        r = stats.rankdata(np.where(valid, a, np.nan), axis=1, nan_policy="omit")
+        r = scipy.stats.rankdata(np.where(valid, a, np.nan), axis=1, nan_policy="omit")
         r = np.where(valid, r, 0.0)
         ranked.append(np.where(valid, r - r.sum(axis=1, keepdims=True) / np.maximum(n, 1)[:, None],
                                0.0))

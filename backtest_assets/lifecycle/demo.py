@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
+import scipy  # its submodules load on first use: not when the code location is imported
 
 from backtest_assets.engine.metrics import drawdown_path
 from backtest_assets.specs.models import PromotionGate, StrategySpec
@@ -170,8 +170,8 @@ def evidence(days: pl.DataFrame, expected: Expectation, gate: PromotionGate) -> 
     se = pooled * math.sqrt(1 / n + 1 / m) if math.isfinite(pooled) else math.nan
     z = (mean - expected.mean) / se if math.isfinite(se) and se > 0 else math.nan
     alpha = look_alpha(gate)
-    q = float(stats.t.ppf(1 - alpha, df)) if math.isfinite(z) else \
-        float(stats.norm.ppf(1 - alpha))
+    q = float(scipy.stats.t.ppf(1 - alpha, df)) if math.isfinite(z) else \
+        float(scipy.stats.norm.ppf(1 - alpha))
     dd = float(days["drawdown"].min()) if n else 0.0
     liq = int(days["liquidations"].sum()) if n else 0
     breaches, untested = [], None

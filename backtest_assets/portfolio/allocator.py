@@ -54,9 +54,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize, sparse
-from scipy.cluster import hierarchy
-from scipy.spatial.distance import squareform
+import scipy  # its submodules load on first use: not when the code location is imported
 
 MODES = ("inverse_vol", "equal_risk", "score_weighted", "cluster", "constrained_optimizer")
 _TOL = 1e-9
@@ -300,7 +298,9 @@ def clusters(returns: np.ndarray, corr_threshold: float) -> np.ndarray:
     corr = np.corrcoef(returns, rowvar=False) if np.all(sd > 0) else np.eye(n)
     dist = np.sqrt(np.clip((1 - corr) / 2, 0, None))
     np.fill_diagonal(dist, 0)
-    tree = hierarchy.linkage(squareform(dist, checks=False), method="average")
+    hierarchy = scipy.cluster.hierarchy
+    tree = hierarchy.linkage(scipy.spatial.distance.squareform(dist, checks=False),
+                             method="average")
     return hierarchy.fcluster(tree, t=math.sqrt((1 - corr_threshold) / 2),
                               criterion="distance") - 1
 
@@ -345,7 +345,7 @@ class _Program:
         return first
 
     def add(self, rows, rhs, tag: str, kind: str = "ub") -> None:
-        self.blocks.append((sparse.csr_matrix(rows), np.atleast_1d(np.asarray(rhs, float)),
+        self.blocks.append((scipy.sparse.csr_matrix(rows), np.atleast_1d(np.asarray(rhs, float)),
                             tag, kind))
 
     def matrices(self, slacks: Mapping[str, int] | None = None):
@@ -358,28 +358,29 @@ class _Program:
             for rows, b, tag, k in self.blocks:
                 if k != kind:
                     continue
-                rows = sparse.hstack([rows, sparse.csr_matrix((rows.shape[0], self.n_vars
-                                                               - rows.shape[1]))])
+                rows = scipy.sparse.hstack([rows, scipy.sparse.csr_matrix(
+                    (rows.shape[0], self.n_vars - rows.shape[1]))])
                 if extra:
-                    col = sparse.csr_matrix((rows.shape[0], extra))
+                    col = scipy.sparse.csr_matrix((rows.shape[0], extra))
                     if tag in slacks:
-                        col = sparse.lil_matrix((rows.shape[0], extra))
+                        col = scipy.sparse.lil_matrix((rows.shape[0], extra))
                         col[:, slacks[tag]] = -1.0 if kind == "ub" else 1.0
-                    rows = sparse.hstack([rows, col])
+                    rows = scipy.sparse.hstack([rows, col])
                 mats.append(rows)
                 rhs.append(b)
                 tags += [tag] * rows.shape[0]
-            out.append((sparse.vstack(mats).tocsr(), np.concatenate(rhs), tags) if mats
+            out.append((scipy.sparse.vstack(mats).tocsr(), np.concatenate(rhs), tags) if mats
                        else (None, None, []))
         (a_ub, b_ub, ub_tags), (a_eq, b_eq, _) = out
         return a_ub, b_ub, a_eq, b_eq, ub_tags
 
 
-def _weights_rows(coef, p: _Program, *extra: tuple[int, object]) -> sparse.csr_matrix:
+def _weights_rows(coef, p: _Program, *extra: tuple[int, object]) -> scipy.sparse.csr_matrix:
     """Rows with ``coef`` (rows x n, dense or sparse) on the weights and each ``extra``
     (first column, rows x k block) further right."""
-    pieces = [(0, sparse.coo_matrix(coef))] + [(f, sparse.coo_matrix(b)) for f, b in extra]
-    return sparse.csr_matrix(
+    pieces = [(0, scipy.sparse.coo_matrix(coef)),
+              *((f, scipy.sparse.coo_matrix(b)) for f, b in extra)]
+    return scipy.sparse.csr_matrix(
         (np.concatenate([m.data for _, m in pieces]),
          (np.concatenate([m.row for _, m in pieces]),
           np.concatenate([m.col + f for f, m in pieces]))),
@@ -392,7 +393,7 @@ def _add_cvar(p: _Program, r: np.ndarray, limits: Limits, risk_aversion: float) 
     u0 = p.new_vars("u", t, (0, None))
     scale = 1 / ((1 - limits.cvar_alpha) * t)
     # u_k >= -r_k.w - zeta  <=>  -r_k.w - zeta - u_k <= 0
-    p.add(_weights_rows(-r, p, (z0, -np.ones((t, 1))), (u0, -sparse.eye(t))),
+    p.add(_weights_rows(-r, p, (z0, -np.ones((t, 1))), (u0, -scipy.sparse.eye(t))),
           np.zeros(t), "cvar_def")
     cvar_row = np.zeros((1, p.n_vars))
     cvar_row[0, z0], cvar_row[0, u0:u0 + t] = 1.0, scale
@@ -405,10 +406,10 @@ def _add_drawdown(p: _Program, r: np.ndarray, limit: float) -> None:
     t, _ = r.shape
     cum = np.cumsum(r, axis=0)
     q0 = p.new_vars("peak", t, (0, None))  # peak >= 0: the book starts at 0
-    eye = sparse.eye(t, format="csr")
+    eye = scipy.sparse.eye(t, format="csr")
     p.add(_weights_rows(cum, p, (q0, -eye)), np.zeros(t), "drawdown_def")
     if t > 1:  # peak_k >= peak_{k-1}
-        step = sparse.eye(t - 1, t, k=0) - sparse.eye(t - 1, t, k=1)
+        step = scipy.sparse.eye(t - 1, t, k=0) - scipy.sparse.eye(t - 1, t, k=1)
         p.add(_weights_rows(np.zeros((t - 1, r.shape[1])), p, (q0, step)),
               np.zeros(t - 1), "drawdown_def")
     p.add(_weights_rows(-cum, p, (q0, eye)), np.full(t, limit), "max_drawdown")
@@ -456,7 +457,7 @@ def _diagnose(p: _Program, limits: Limits, n: int) -> Infeasible:
     slacks = {tag: k for k, tag in enumerate(tags)}
     a_ub, b_ub, a_eq, b_eq, _ = p.matrices(slacks)
     c = np.concatenate([np.zeros(p.n_vars), np.ones(len(tags))])
-    res = optimize.linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
+    res = scipy.optimize.linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
                            bounds=list(p.bounds) + [(0, None)] * len(tags), method="highs")
     if res.status != 0:
         return Infeasible({}, f"the elastic program failed too: {res.message}")
@@ -470,7 +471,7 @@ def _optimize(edges: Edges, limits: Limits, mu: np.ndarray, cov: np.ndarray, *,
     p = _optimizer_program(edges, limits, mu, risk_aversion=risk_aversion, tilt=tilt,
                            prev=prev)
     a_ub, b_ub, a_eq, b_eq, ub_tags = p.matrices()
-    res = optimize.linprog(p.c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
+    res = scipy.optimize.linprog(p.c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
                            bounds=p.bounds, method="highs")
     if res.status == 2:
         raise _diagnose(p, limits, edges.n)

@@ -5,12 +5,23 @@ from __future__ import annotations
 import base64
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")  # before pyplot: never look for a display
-
-import matplotlib.pyplot as plt
 import polars as pl
+
+
+class _Pyplot:
+    """``matplotlib.pyplot`` on the Agg backend, imported at its first use (0.3 s that the
+    code location's import, in every run worker, does not pay)."""
+
+    def __getattr__(self, name: str):
+        import matplotlib
+
+        matplotlib.use("Agg")  # before pyplot: never look for a display
+        import matplotlib.pyplot
+
+        return getattr(matplotlib.pyplot, name)
+
+
+plt = _Pyplot()
 
 
 def equity_drawdown_png(equity: pl.DataFrame, *, title: str = "", dpi: int = 100) -> bytes:

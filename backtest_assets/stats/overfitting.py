@@ -62,7 +62,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
+import scipy  # its submodules load on first use: not when the code location is imported
 
 _EPS = float(np.finfo(np.float64).eps)
 # Elements of the (N, splits, S/2, 3) gather of one chunk of CSCV splits: bounds memory at
@@ -200,7 +200,7 @@ def probabilistic_sharpe(
     if not var_term > 0.0:
         return math.nan
     z = (sr - sr_benchmark) * math.sqrt(n - 1) / math.sqrt(var_term)
-    return float(norm.cdf(z))
+    return float(scipy.stats.norm.cdf(z))
 
 
 def expected_max_sharpe(n_trials: int, var_sr: float) -> float:
@@ -238,7 +238,7 @@ def expected_max_sharpe(n_trials: int, var_sr: float) -> float:
     if n_trials == 1:
         return 0.0
     g = float(np.euler_gamma)
-    quantiles = (1.0 - g) * norm.ppf(1.0 - 1.0 / n_trials) + g * norm.ppf(
+    quantiles = (1.0 - g) * scipy.stats.norm.ppf(1.0 - 1.0 / n_trials) + g * scipy.stats.norm.ppf(
         1.0 - 1.0 / (n_trials * math.e)
     )
     return math.sqrt(var_sr) * float(quantiles)
