@@ -1,2 +1,2 @@
-"""Deployment helpers with no Dagster import: a local PostgreSQL cluster (the instance of real
-work and the lake's catalog) and the Dagster instance's run-creation settings."""
+"""Deployment helpers with no Dagster import: a local PostgreSQL cluster (for the instance of
+real work) and the Dagster instance's run-creation settings."""

@@ -1304,8 +1304,9 @@ def plain_loop(inp: Inputs, rules: np.ndarray) -> bool:
 # The loop for the runs ``plain_loop`` admits: ``_loop`` with the phases that cannot act left
 # out (funding, exits at the open, limits, intrabar exits, the daily cap), the same arithmetic
 # in the same order on what is left (bit-identical results; tests/unit/test_engine_plain.py).
-# Quantities and last closes are kept in local arrays between orders: the per-bar work is
-# then a few loads and stores per symbol, and a 1-symbol year of minutes runs in ~5 ms.
+# Quantities and last closes are kept in local arrays between orders, so the per-bar work is
+# a few loads and stores per symbol (the peers' 1,051,200 bars: 17.5 ms, the full loop 25 ms;
+# about half of it is the 14,443 orders).
 @numba.njit(cache=True)
 def _plain_loop(o, h, lo, c, mo, mh, ml, vol, rate, changed, weights, day, rules,  # noqa: C901
                 acc, equity, cash, exposure, position, fees, slippage, funding,

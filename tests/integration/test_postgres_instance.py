@@ -123,8 +123,9 @@ def test_prepare_sets_the_run_creation_settings_and_pools_once_on_postgres_only(
         postgres_home, instance, monkeypatch):
     from backtest_assets.instance import is_postgres, prepare
 
-    for key in RUN_CREATION_ENV:
-        monkeypatch.delenv(key, raising=False)
+    for key in RUN_CREATION_ENV:  # set, then deleted: undone at teardown, whatever prepare sets
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     assert not is_postgres(instance) and prepare(instance) == {}  # the SQLite test instance
     assert not any(key in os.environ for key in RUN_CREATION_ENV)
     with dg.DagsterInstance.from_config(str(postgres_home)) as pg:
@@ -134,3 +135,4 @@ def test_prepare_sets_the_run_creation_settings_and_pools_once_on_postgres_only(
         assert type(engine.pool).__name__ == "QueuePool"
         assert prepare(pg) == RUN_CREATION_ENV and pg.event_log_storage._engine is engine
         assert pg.get_runs() == []  # the pooled connection works
+
