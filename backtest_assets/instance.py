@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 import dagster as dg
 from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent, DagsterEventType
@@ -44,30 +45,48 @@ def prepare(instance: dg.DagsterInstance) -> dict[str, str]:
 _POOLED = "_backtest_assets_pooled"
 
 
+@dataclass
+class _Plan:
+    """What a run planned and did, from one read of its planned and materialization events."""
+
+    planned: dict[dg.AssetKey, set[str]] = field(default_factory=lambda: defaultdict(set))
+    done: dict[dg.AssetKey, set[str]] = field(default_factory=lambda: defaultdict(set))
+    subsets: dict[dg.AssetKey, EventLogEntry] = field(default_factory=dict)  # subset events
+    singles: set[tuple[dg.AssetKey, str]] = field(default_factory=set)  # one-partition events
+
+    @classmethod
+    def of(cls, instance: dg.DagsterInstance, run_id: str) -> _Plan:
+        plan = cls()
+        for record in instance.get_records_for_run(
+                run_id, of_type={DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+                                 DagsterEventType.ASSET_MATERIALIZATION}).records:
+            entry = record.event_log_entry
+            event = entry.dagster_event
+            if event is None:
+                continue
+            if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                mat = event.step_materialization_data.materialization
+                if mat.partition is not None:
+                    plan.done[mat.asset_key].add(mat.partition)
+                continue
+            data = event.asset_materialization_planned_data
+            if data.partitions_subset is not None:
+                plan.planned[data.asset_key].update(data.partitions_subset.get_partition_keys())
+                plan.subsets[data.asset_key] = entry
+            elif data.partition is not None:
+                plan.planned[data.asset_key].add(data.partition)
+                plan.singles.add((data.asset_key, data.partition))
+        return plan
+
+    def missing(self) -> dict[str, list[str]]:
+        return {key.to_user_string(): sorted(keys - self.done[key])
+                for key, keys in sorted(self.planned.items()) if keys - self.done[key]}
+
+
 def unmaterialized(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[str]]:
     """Partitions the run planned for each asset and did not materialize (subset or single
     planned events alike), sorted; assets with none are left out."""
-    records = instance.get_records_for_run(
-        run_id, of_type={DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
-                         DagsterEventType.ASSET_MATERIALIZATION}).records
-    planned: dict[dg.AssetKey, set[str]] = defaultdict(set)
-    done: dict[dg.AssetKey, set[str]] = defaultdict(set)
-    for record in records:
-        event = record.event_log_entry.dagster_event
-        if event is None:
-            continue
-        if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
-            mat = event.step_materialization_data.materialization
-            if mat.partition is not None:
-                done[mat.asset_key].add(mat.partition)
-            continue
-        data = event.asset_materialization_planned_data
-        if data.partitions_subset is not None:
-            planned[data.asset_key].update(data.partitions_subset.get_partition_keys())
-        elif data.partition is not None:
-            planned[data.asset_key].add(data.partition)
-    return {key.to_user_string(): sorted(keys - done[key])
-            for key, keys in sorted(planned.items()) if keys - done[key]}
+    return _Plan.of(instance, run_id).missing()
 
 
 def mark_unmaterialized(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[str]]:
@@ -76,22 +95,12 @@ def mark_unmaterialized(instance: dg.DagsterInstance, run_id: str) -> dict[str, 
     run = instance.get_run_by_id(run_id)
     if run is None or run.status != dg.DagsterRunStatus.FAILURE:
         return {}
-    missing = unmaterialized(instance, run_id)
-    records = instance.get_records_for_run(
-        run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
-    singles: set[tuple[dg.AssetKey, str]] = set()
-    subsets: dict[dg.AssetKey, EventLogEntry] = {}  # the asset's planned event with a subset
-    for record in records:
-        entry = record.event_log_entry
-        data = entry.dagster_event.asset_materialization_planned_data
-        if data.partitions_subset is not None:
-            subsets[data.asset_key] = entry
-        elif data.partition is not None:
-            singles.add((data.asset_key, data.partition))
+    plan = _Plan.of(instance, run_id)
+    missing = plan.missing()
     entries = []
-    for key, planned in subsets.items():
+    for key, planned in plan.subsets.items():
         for partition in missing.get(key.to_user_string(), []):
-            if (key, partition) in singles:
+            if (key, partition) in plan.singles:
                 continue  # marked before
             event = DagsterEvent.build_asset_materialization_planned_event(
                 run.job_name, planned.step_key,
