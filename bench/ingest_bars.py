@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import report_child, spawn
+from harness import load_line, postgres_server, report_child, spawn
 
 REPO = Path(__file__).resolve().parents[1]
 START = dt.date(2024, 1, 1)
@@ -191,24 +191,6 @@ VARIANTS = {"dagster": variant_dagster, "dagster_memory": variant_dagster_memory
             "read": variant_read}
 
 
-def postgres_server(tmp: Path):
-    """A local PostgreSQL cluster (durable settings, as deployed) and a fresh database."""
-    from backtest_assets.deploy.postgres import LocalPostgres
-    from backtest_assets.deploy.settings import PG_URL_ENV
-
-    cluster = LocalPostgres(tmp / "pg", port=_free_port()).start()
-    os.environ[PG_URL_ENV] = cluster.url()
-    return cluster
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--days", type=int, default=366)
@@ -220,8 +202,6 @@ def main() -> None:
         return
     loads = {}
     with tempfile.TemporaryDirectory() as tmp:
-        if os.geteuid() == 0:  # the cluster's owner (user postgres) must reach its directory
-            Path(tmp).chmod(0o711)
         cluster = postgres_server(Path(tmp))
         try:
             loads["before"] = os.getloadavg()[0]
@@ -262,10 +242,7 @@ def main() -> None:
           f"{pg['wall_s'] / plain['wall_s']:.3f} in the run, code location import included; "
           f"{pg['process_s'] / plain['process_s']:.3f} for the whole process (target <= 1.15); "
           f"{pg['events']:,} events")
-    print("load average (1 min): " + ", ".join(f"{k} {v:.2f}" for k, v in loads.items())
-          + f" on {os.cpu_count()} cpus"
-          + ("" if max(loads.values()) <= (os.cpu_count() or 1)
-             else " -- BUSIER THAN ITS CORES: the ratios are not a result"))
+    print(load_line(loads))
     print("steps (s): plain " + json.dumps(plain["steps_s"]))
     print("           dagster Postgres " + json.dumps(pg["steps_s"]))
     print("           dagster SQLite " + json.dumps(dag["steps_s"]))

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import report_child, spawn
+from harness import load_line, postgres_server, report_child, spawn
 
 REPO = Path(__file__).resolve().parents[1]
 START = dt.date(2024, 1, 1)
@@ -151,12 +151,8 @@ def main() -> None:
     if args.child:
         report_child(VARIANTS[args.child](args.days))
         return
-    from ingest_bars import postgres_server
-
     loads = {}
     with tempfile.TemporaryDirectory() as tmp:
-        if os.geteuid() == 0:  # the cluster's owner (user postgres) must reach its directory
-            Path(tmp).chmod(0o711)
         cluster = postgres_server(Path(tmp))
         try:
             worlds, preps = {}, {}
@@ -187,10 +183,7 @@ def main() -> None:
         print(f"{kind}: dagster / plain = {r['wall_s'] / plain['wall_s']:.2f}; single run "
               f"{r['wall_s']:.1f} s (target <= 20 s), peak {r['max_rss_mb']:.0f} MB "
               "(target < 2 GB)")
-    print("load average (1 min): " + ", ".join(f"{k} {v:.2f}" for k, v in loads.items())
-          + f" on {os.cpu_count()} cpus"
-          + ("" if max(loads.values()) <= (os.cpu_count() or 1)
-             else " -- BUSIER THAN ITS CORES: the figures are not a result"))
+    print(load_line(loads, "figures"))
     print("steps (s): plain " + json.dumps(plain["steps_s"]))
     print("           dagster SQLite " + json.dumps(dag["steps_s"]))
     print("           dagster Postgres " + json.dumps(pg["steps_s"]))

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from backtest_assets.deploy.postgres import free_port
 from backtest_assets.deploy.settings import run_creation_env
 from tests.conftest import REPO, subprocess_env
 
@@ -45,12 +45,6 @@ _EXEC_WITH_DEFAULT_SIGNALS = (
 )
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, query: str, variables: Mapping[str, Any] | None = None, *,

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from backtest_assets.deploy.postgres import LocalPostgres, PostgresError, postgres_bin
+from backtest_assets.deploy.postgres import LocalPostgres, PostgresError, free_port, postgres_bin
 from backtest_assets.deploy.settings import PG_URL_ENV
 from tests.conftest import REPO
-from tests.support.dagster_servers import free_port
 
 PG_DAGSTER_YAML = REPO / "dagster_home" / "postgres" / "dagster.yaml"
 
