@@ -34,6 +34,7 @@ from tests.support.dagster_servers import (
     wait_for,
 )
 from tests.support.http_server import ArchiveServer
+from tests.support.postgres import planned_events
 
 INGEST = list(INGEST_ASSETS)
 BARS = ["bars_1m", "bars_5m", "bars_15m"]
@@ -183,19 +184,13 @@ def assert_planned_in_subsets(servers: DagsterServers, runs: Sequence[dict], bad
     """The daemon created the runs with one planned event per asset (the setting was in
     force), and the failed run's unmaterialized partitions were marked one by one."""
     import dagster as dg
-    from dagster._core.events import DagsterEventType
 
     with dg.DagsterInstance.from_config(str(servers.home)) as inst:
         assert type(inst.event_log_storage).__module__.startswith("dagster_postgres")
         for run in runs:
-            planned = [r.event_log_entry.dagster_event.asset_materialization_planned_data
-                       for r in inst.get_records_for_run(
-                           run["runId"],
-                           of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records]
-            subsets = [p for p in planned if p.partitions_subset is not None]
-            assert len(subsets) == len(run["assetSelection"]), (run["runId"], planned)
-            singles = sorted((p.asset_key.to_user_string(), p.partition)
-                             for p in planned if p.partitions_subset is None)
+            subsets, singles = planned_events(inst, run["runId"])
+            assert [a for a, _ in subsets] == sorted(
+                "/".join(a["path"]) for a in run["assetSelection"]), (run["runId"], subsets)
             expected = sorted((a, k) for a in ["raw_perp_klines_1m", *BARS]
                               for k in bad_partitions) if run["runId"] == bad_run else []
             assert singles == expected, (run["runId"], singles)

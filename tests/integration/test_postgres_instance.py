@@ -17,7 +17,6 @@ import sys
 import dagster as dg
 import duckdb
 import pytest
-from dagster._core.events import DagsterEventType
 
 from backtest_assets.defs.jobs import INGEST_ASSETS
 from backtest_assets.deploy.settings import RUN_CREATION_ENV, instance_kind
@@ -26,6 +25,7 @@ from backtest_assets.sources.synthetic import SyntheticSource
 from tests.conftest import REPO, subprocess_env
 from tests.support.archive import daily_klines_path, write_klines_day
 from tests.support.http_server import ArchiveServer
+from tests.support.postgres import planned_events
 
 DAYS = [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
@@ -86,16 +86,10 @@ def test_a_failed_range_run_marks_and_names_its_partitions_and_a_rerun_completes
         assert type(instance.event_log_storage).__module__.startswith("dagster_postgres")
         (run,) = instance.get_run_records()
         run_id = run.dagster_run.run_id
-        planned = [r.event_log_entry.dagster_event.asset_materialization_planned_data
-                   for r in instance.get_records_for_run(
-                       run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records]
         # The setting was in force: one planned event per asset holding the range ...
-        subsets = {p.asset_key.to_user_string(): sorted(p.partitions_subset.get_partition_keys())
-                   for p in planned if p.partitions_subset is not None}
-        assert subsets == dict.fromkeys(ASSETS, KEYS), subsets
+        subsets, marked = planned_events(instance, run_id)
+        assert subsets == [(a, KEYS) for a in sorted(ASSETS)], subsets
         # ... and the partitions the run did not materialize were marked, one event each.
-        marked = sorted((p.asset_key.to_user_string(), p.partition)
-                        for p in planned if p.partitions_subset is None)
         assert marked == sorted((a, k) for a in ["raw_perp_klines_1m", *BARS] for k in KEYS)
         for asset in ["raw_perp_klines_1m", *BARS]:
             assert statuses(instance, asset) == dict.fromkeys(KEYS, "FAILED"), asset

@@ -62,3 +62,21 @@ def postgres_home(postgres_cluster, tmp_path, request, monkeypatch) -> Path:
     home.mkdir()
     shutil.copy(PG_DAGSTER_YAML, home / "dagster.yaml")
     return home
+
+
+def planned_events(instance, run_id: str
+                   ) -> tuple[list[tuple[str, list[str]]], list[tuple[str, str]]]:
+    """A run's planned events, each sorted: (asset, its subset's partitions) of those holding a
+    subset (one per asset with the run-creation setting), and (asset, partition) of those
+    naming one partition (without it, or marked by ``instance.mark_unmaterialized``)."""
+    from dagster._core.events import DagsterEventType
+
+    planned = [r.event_log_entry.dagster_event.asset_materialization_planned_data
+               for r in instance.get_records_for_run(
+                   run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records]
+    subsets = sorted((p.asset_key.to_user_string(),
+                      sorted(p.partitions_subset.get_partition_keys()))
+                     for p in planned if p.partitions_subset is not None)
+    singles = sorted((p.asset_key.to_user_string(), p.partition)
+                     for p in planned if p.partitions_subset is None)
+    return subsets, singles
