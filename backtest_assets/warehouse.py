@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib.util
 import os
+import random
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,11 +58,15 @@ ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
                          "partial_fills", "mark_fallback_bars"),
 }
 _LOCK_ERROR = "Could not set lock"
+# This warehouse's own tables: a DuckLake connection also lists its catalog's tables.
+_OWN = "database_name = current_database() AND schema_name = current_schema()"
 # DuckDB names the holder: "Conflicting lock is held in /usr/bin/python3 (PID 2563)".
 _LOCK_HOLDER = re.compile(r"held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 # How long a connection waits for another process's lock (seconds; 0 fails at once).
 LOCK_TIMEOUT_ENV = "BACKTEST_LOCK_TIMEOUT_S"
 LOCK_NOTICE_EVERY_S = 10.0
+# Which backend the resources build (``duckdb``: one file; ``ducklake``: see LakeWarehouse).
+BACKEND_ENV = "BACKTEST_WAREHOUSE"
 
 
 class WarehouseError(RuntimeError):
@@ -225,14 +232,50 @@ class Warehouse:
         finally:
             conn.close()
 
+    @property
+    def location(self) -> str:
+        """Where the warehouse is, for messages and metadata."""
+        return str(self.path)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def snapshot(self) -> int | None:
+        """The snapshot a read sees now: None, a DuckDB file keeps no history."""
+        return None
+
+    def pinned(self, snapshot: int | None) -> Warehouse:
+        """This warehouse with its market tables read as they were at ``snapshot``."""
+        if snapshot is None:
+            return self
+        raise WarehouseError(
+            f"warehouse {self.location} keeps no snapshots, and the study read snapshot "
+            f"{snapshot} of a DuckLake: point the warehouse at that lake "
+            f"({BACKEND_ENV}=ducklake)")
+
+    def _source(self, table: str, columns: Collection[str]) -> str:
+        """How a read names ``table`` (a pinned lake adds its snapshot)."""
+        return ident(table)
+
+    def _transaction(self, conn: duckdb.DuckDBPyConnection, body: Callable[[], None],
+                     what: str) -> None:
+        """``body`` in one transaction: all of it or, on any error, none of it."""
+        conn.begin()
+        try:
+            body()
+            conn.commit()
+        except BaseException:
+            with contextlib.suppress(duckdb.TransactionException):  # a failed commit ended it
+                conn.rollback()
+            raise
+
     # ---- reads -------------------------------------------------------------------------
 
     def tables(self) -> set[str]:
-        if not self.path.exists():
+        if not self.exists():
             return set()
         with self.connect(read_only=True) as conn:
-            rows = conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()
-        return {r[0] for r in rows}
+            return _tables(conn)
 
     def read(
         self,
@@ -245,18 +288,20 @@ class Warehouse:
         """Rows of ``table`` inside ``boxes`` (all rows when ``boxes`` is None)."""
         order = f" ORDER BY {', '.join(ident(c) for c in order_by)}" if order_by else ""
         with self.connect(read_only=True) as conn:
-            if not conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",
-                                [table]).fetchall()[0][0]:
+            cols = _columns(conn, table)
+            if not cols:
                 raise WarehouseError(
-                    f"table {table!r} is not in the warehouse {self.path}: materialize it first")
+                    f"table {table!r} is not in the warehouse {self.location}: "
+                    "materialize it first")
+            source = self._source(table, cols)
             if boxes is None:
-                return conn.sql(f"SELECT * FROM {ident(table)}{order}").pl()  # noqa: S608
+                return conn.sql(f"SELECT * FROM {source}{order}").pl()  # noqa: S608
             if not boxes:
-                return conn.sql(f"SELECT * FROM {ident(table)} LIMIT 0").pl()  # noqa: S608
+                return conn.sql(f"SELECT * FROM {source} LIMIT 0").pl()  # noqa: S608
             conn.register("_keys", _boxes_arrow(boxes, layout))
             match = _box_match("t", "k", layout)
             sql = (
-                f"SELECT t.* FROM {ident(table)} t "  # noqa: S608
+                f"SELECT t.* FROM {source} t "  # noqa: S608
                 f"WHERE EXISTS (SELECT 1 FROM _keys k WHERE {match}){order}"
             )
             return conn.sql(sql).pl()
@@ -264,18 +309,17 @@ class Warehouse:
     def study_rows(self, table: str, *studies: str) -> pl.DataFrame | None:
         """The rows of ``studies`` in ``table`` (every row when it has no ``study`` column or
         no study is named), filtered in the database; None before the table exists."""
-        if not self.path.exists():
+        if not self.exists():
             return None
         with self.connect(read_only=True) as conn:
-            cols = {r[0] for r in conn.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE table_name = ?",
-                [table]).fetchall()}
+            cols = _columns(conn, table)
             if not cols:
                 return None
+            source = self._source(table, cols)
             if "study" not in cols or not studies:
-                return conn.sql(f"SELECT * FROM {ident(table)}").pl()  # noqa: S608
+                return conn.sql(f"SELECT * FROM {source}").pl()  # noqa: S608
             marks = ", ".join("?" for _ in studies)
-            return conn.execute(f"SELECT * FROM {ident(table)} "  # noqa: S608
+            return conn.execute(f"SELECT * FROM {source} "  # noqa: S608
                                 f"WHERE study IN ({marks})", list(studies)).pl()
 
     # ---- writes ------------------------------------------------------------------------
@@ -304,8 +348,8 @@ class Warehouse:
             if boxes is not None:
                 conn.register("_keys", _boxes_arrow(boxes, layout))
                 self._check_inside(conn, table, layout)
-            conn.begin()
-            try:
+
+            def write() -> None:
                 self._add_columns(conn, table, "_incoming", ADDED_COLUMNS.get(table, ()))
                 self._ensure_table(conn, table, "_incoming")
                 self._delete(conn, table, layout, boxes)
@@ -314,10 +358,8 @@ class Warehouse:
                     self._replace_side(conn, sw, i)
                 if lineage is not None:
                     self._record_lineage(conn, table, lineage)
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+
+            self._transaction(conn, write, table)
         return incoming.num_rows
 
     def replace_side(self, side: SideWrite) -> int:
@@ -327,13 +369,7 @@ class Warehouse:
         manifest row before the step fails). Returns the number of rows inserted.
         """
         with self.connect() as conn:
-            conn.begin()
-            try:
-                self._replace_side(conn, side, 0)
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+            self._transaction(conn, lambda: self._replace_side(conn, side, 0), side.table)
         return side.frame.height
 
     def lineage_status(self, spec: LineageSpec, keys: Sequence[tuple[dt.date, str]]
@@ -343,7 +379,7 @@ class Warehouse:
         would be built from now (``current_inputs``). See ``core.lineage.classify``."""
         frame = pl.DataFrame({"date": [d for d, _ in keys], "symbol": [s for _, s in keys]},
                              schema={"date": pl.Date, "symbol": pl.String})
-        if not self.path.exists():
+        if not self.exists():
             with duckdb.connect() as conn:
                 return self._status(conn, spec, frame, have_lineage=False)
         with self.connect(read_only=True) as conn:
@@ -424,26 +460,22 @@ class Warehouse:
         with self.connect() as conn:
             have = _tables(conn)
             for table in (t for t in tables if t in have):
-                cols = {r[0] for r in conn.execute(
-                    "SELECT column_name FROM duckdb_columns() WHERE table_name = ?",
-                    [table]).fetchall()}
+                cols = _columns(conn, table)
                 if column not in cols:
                     raise WarehouseError(
                         f"{table}: no column {column!r} (the table was written by an older "
                         f"version): its rows cannot be chosen by {column}; nothing deleted "
                         f"(drop the table, or make clean, and build it again)")
-            conn.begin()
-            try:
+
+            def delete() -> None:
                 for table in tables:
                     if table in have:
                         (n,) = conn.execute(
                             f"DELETE FROM {ident(table)} WHERE {ident(column)} = ?",  # noqa: S608
                             [value]).fetchone()
                         out[table] = int(n)
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+
+            self._transaction(conn, delete, ", ".join(t for t in tables if t in have))
         return out
 
     def _check_inside(self, conn: duckdb.DuckDBPyConnection, table: str, layout: PartitionLayout
@@ -468,7 +500,8 @@ class Warehouse:
             f"SELECT * FROM {source} LIMIT 0"
         )
         have = conn.execute(
-            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
+            f"SELECT column_name, data_type FROM duckdb_columns() WHERE {_OWN} "  # noqa: S608
+            "AND table_name = ? "
             "ORDER BY column_index", [table]
         ).fetchall()
         described = conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()  # noqa: S608
@@ -489,9 +522,7 @@ class Warehouse:
         Side tables (manifests) only ever gain columns, and a warehouse written before a
         column existed keeps its rows, with nulls there.
         """
-        have = {r[0] for r in conn.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
-        ).fetchall()}
+        have = _columns(conn, table)
         if not have:
             return
         for name, dtype, *_ in conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall():  # noqa: S608
@@ -520,6 +551,129 @@ class Warehouse:
         self._insert(conn, sw.table, rows)
 
 
+
+# A DuckLake commit that lost a race to another writer's (the same table's rows, or a table
+# both created): DuckDB says "conflict" in these errors.
+_CONFLICT = re.compile(r"conflict", re.IGNORECASE)
+LAKE_ALIAS = "lake"
+_ATTACHED: dict[tuple[int, str, str], duckdb.DuckDBPyConnection] = {}
+_ATTACHED_LOCK = threading.Lock()
+
+
+def extension_directory() -> Path:
+    """Where the ``duckdb-ext-*`` packages from PyPI put DuckDB's extensions (DuckDB would
+    download them from its own site otherwise, which machines here do not reach)."""
+    spec = importlib.util.find_spec("duckdb_ext")
+    if spec is None or not spec.submodule_search_locations:
+        raise WarehouseError("the DuckLake warehouse needs the packages duckdb-ext-ducklake "
+                             "and duckdb-ext-postgres (project dependencies: make setup)")
+    return Path(next(iter(spec.submodule_search_locations))) / "extensions"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class LakeWarehouse(Warehouse):
+    """A DuckLake: the catalog in Postgres (``postgres:dbname=lake host=... port=...``; a
+    ``.ducklake`` file works for one process), the rows as Parquet files under ``data_path``.
+
+    Several processes read and write it at once, each write one transaction (one snapshot).
+    A write whose commit loses a race with another's on the same table is rolled back whole
+    and run again, up to ``retries`` times, so neither is lost nor half-written; writes of
+    different tables do not conflict. :meth:`pinned` reads the market tables (those without
+    a ``study`` column) as a snapshot left them: a study re-run after newer data landed reads
+    what it read the first time.
+    """
+
+    def __init__(self, catalog: str, data_path: Path | str, *, retries: int = 20,
+                 notify: Callable[[str], None] | None = None,
+                 pinned_at: int | None = None) -> None:
+        if not catalog:
+            raise WarehouseError("a DuckLake warehouse needs a catalog (BACKTEST_LAKE_CATALOG)")
+        self.catalog = catalog
+        self.data_path = Path(data_path)
+        self.path = self.data_path  # messages, and the CLI's summary
+        self.retries = retries
+        self.notify = notify or _to_stderr
+        self.lock_timeout_s = 0.0
+        self.pinned_at = pinned_at
+
+    @property
+    def location(self) -> str:
+        pin = f" at snapshot {self.pinned_at}" if self.pinned_at is not None else ""
+        return f"ducklake:{self.catalog} (data {self.data_path}){pin}"
+
+    def exists(self) -> bool:
+        return True  # attaching creates an empty lake
+
+    def _attached(self) -> duckdb.DuckDBPyConnection:
+        """This process's in-memory DuckDB with the lake attached, made once (loading the
+        extensions and attaching take about half a second; a cursor takes microseconds)."""
+        key = (os.getpid(), self.catalog, str(self.data_path.resolve()))
+        with _ATTACHED_LOCK:
+            base = _ATTACHED.get(key)
+            if base is None:
+                self.data_path.mkdir(parents=True, exist_ok=True)
+                base = duckdb.connect(config={
+                    "extension_directory": str(extension_directory()),
+                    "autoinstall_known_extensions": False})
+                base.execute("LOAD ducklake")
+                if self.catalog.startswith("postgres:"):
+                    base.execute("LOAD postgres")
+                data = str(self.data_path.resolve()) + "/"
+                base.execute(f"ATTACH {_literal('ducklake:' + self.catalog)} AS {LAKE_ALIAS} "
+                             f"(DATA_PATH {_literal(data)})")
+                _ATTACHED[key] = base
+        return base
+
+    @contextlib.contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection of its own (a cursor: its own transactions and registered frames) to
+        the attached lake, with the lake as its default database."""
+        conn = self._attached().cursor()
+        try:
+            conn.execute(f"USE {LAKE_ALIAS}")
+            conn.execute("SET python_enable_replacements = false")
+            yield conn
+        finally:
+            conn.close()
+
+    def snapshot(self) -> int:
+        """The lake's latest snapshot id (every commit makes one)."""
+        with self.connect(read_only=True) as conn:
+            (sid, *_) = conn.execute(
+                f"SELECT * FROM {LAKE_ALIAS}.current_snapshot()").fetchone()  # noqa: S608
+        return int(sid)
+
+    def pinned(self, snapshot: int | None) -> LakeWarehouse:
+        if snapshot is None:
+            return self
+        return LakeWarehouse(self.catalog, self.data_path, retries=self.retries,
+                             notify=self.notify, pinned_at=int(snapshot))
+
+    def _source(self, table: str, columns: Collection[str]) -> str:
+        if self.pinned_at is None or "study" in columns:
+            return ident(table)
+        return f"{ident(table)} AT (VERSION => {int(self.pinned_at)})"
+
+    def _transaction(self, conn: duckdb.DuckDBPyConnection, body: Callable[[], None],
+                     what: str) -> None:
+        for attempt in range(self.retries + 1):
+            try:
+                super()._transaction(conn, body, what)
+                return
+            except duckdb.Error as exc:
+                if not _CONFLICT.search(str(exc)):
+                    raise
+                if attempt == self.retries:
+                    raise WarehouseError(
+                        f"{what}: {attempt + 1} commits to {self.location} conflicted with "
+                        f"other writers; nothing was written ({str(exc).splitlines()[0]})"
+                    ) from None
+                time.sleep(min(0.05 * 2 ** attempt, 2.0) * (0.5 + random.random()))
+
+
 def _create_lineage_sql() -> str:
     types = {pl.String: "VARCHAR", pl.Date: "DATE", pl.Int64: "BIGINT", pl.Boolean: "BOOLEAN",
              pl.Datetime("us"): "TIMESTAMP"}
@@ -527,8 +681,16 @@ def _create_lineage_sql() -> str:
     return f"CREATE TABLE IF NOT EXISTS {ident(LINEAGE_TABLE)} ({cols})"
 
 
+def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    """The column names of ``table`` in this warehouse (empty when it has no such table)."""
+    return {r[0] for r in conn.execute(
+        f"SELECT column_name FROM duckdb_columns() WHERE {_OWN} AND table_name = ?",  # noqa: S608
+        [table]).fetchall()}
+
+
 def _tables(conn: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    return {r[0] for r in conn.execute(
+        f"SELECT table_name FROM duckdb_tables() WHERE {_OWN}").fetchall()}  # noqa: S608
 
 
 def _boxes_arrow(boxes: Sequence[Box], layout: PartitionLayout) -> pa.Table:

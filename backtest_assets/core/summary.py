@@ -39,7 +39,7 @@ def warehouse_summary(warehouse: Warehouse, start: dt.date, end: dt.date,
     have = warehouse.tables()
     manifest = (warehouse.read("ingest_files", PartitionLayout()).filter(
         pl.col("date").is_between(start, end)) if "ingest_files" in have else None)
-    lines = [f"warehouse: {warehouse.path}", f"window: {start}..{end} (UTC, inclusive)",
+    lines = [f"warehouse: {warehouse.location}", f"window: {start}..{end} (UTC, inclusive)",
              f"{'table':<{_W}} {'rows':>10} {'symbols':>8} {'missing':>9} {'partial':>8}"]
     for table, (tcol, slot) in _TABLES.items():
         if table not in have:

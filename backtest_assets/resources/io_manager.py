@@ -18,7 +18,7 @@ import dagster as dg
 import polars as pl
 
 from backtest_assets.core.lineage import LineageWrite
-from backtest_assets.resources.warehouse import WAREHOUSE_FILE, resolve_data_root
+from backtest_assets.resources.warehouse import make_warehouse
 from backtest_assets.warehouse import Box, PartitionLayout, SideWrite, Warehouse
 
 _SINGLE = "_key"
@@ -56,12 +56,16 @@ def _keys(partitions_def: dg.PartitionsDefinition, keys: Sequence[str]) -> list[
 
 
 class WarehouseIOManager(dg.ConfigurableIOManager):
-    """Polars frames in and out of ``<data_root>/warehouse.duckdb``, one table per asset."""
+    """Polars frames in and out of the warehouse (``resources.warehouse``: the DuckDB file or
+    the lake), one table per asset."""
 
     data_root: str | None = None
+    backend: str | None = None
+    lake_catalog: str | None = None
+    lake_data: str | None = None
 
     def _warehouse(self) -> Warehouse:
-        return Warehouse(resolve_data_root(self.data_root) / WAREHOUSE_FILE)
+        return make_warehouse(self.data_root, self.backend, self.lake_catalog, self.lake_data)
 
     def _boxes(self, context: dg.InputContext | dg.OutputContext, layout: PartitionLayout
                ) -> list[Box] | None:
@@ -80,7 +84,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                                  side=write.side, lineage=write.lineage)
         context.add_output_metadata({
             "table": table,
-            "warehouse": str(warehouse.path),
+            "warehouse": warehouse.location,
             "rows_written": rows,
         })
 
