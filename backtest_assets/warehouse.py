@@ -49,6 +49,8 @@ _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # them on its next write instead of refusing it (its other rows read null there until rebuilt).
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("bars_1m", "bars_5m", "bars_15m"), _BAR_COLUMNS_ADDED),
+    # issue 20: the lake snapshot a study reads
+    "study_record": ("lake_snapshot",),
     # issue 18's venue rules (engine.core.REJECT_REASONS and ORDER_EVENTS; a test keeps this
     # list and the metrics' columns in step)
     "backtest_metrics": ("rejected_leverage_bracket", "rejected_daily_loss",
@@ -655,7 +657,7 @@ class LakeWarehouse(Warehouse):
     def _source(self, table: str, columns: Collection[str]) -> str:
         if self.pinned_at is None or "study" in columns:
             return ident(table)
-        return f"{ident(table)} AT (VERSION => {int(self.pinned_at)})"
+        return f"(SELECT * FROM {ident(table)} AT (VERSION => {int(self.pinned_at)}))"  # noqa: S608
 
     def _transaction(self, conn: duckdb.DuckDBPyConnection, body: Callable[[], None],
                      what: str) -> None:

@@ -24,7 +24,9 @@ RECORD_SCHEMA = {"study": pl.String, "start": pl.Date, "end": pl.Date,
                  "symbols": pl.List(pl.String), "event_types": pl.List(pl.String),
                  "capital": pl.Float64, "source": pl.String, "spec_hashes": pl.String,
                  "study_hash": pl.String, "code_commit": pl.String,
-                 "recorded_at": pl.Datetime("us")}
+                 "recorded_at": pl.Datetime("us"),
+                 # the lake snapshot the study reads (a DuckDB file keeps none: null)
+                 "lake_snapshot": pl.Int64}
 
 
 class StudyDriftError(RuntimeError):
@@ -63,13 +65,15 @@ class StudyRecord:
     def study_hash(self) -> str:
         return spec_hash(dict(self.spec_hashes))[:16]
 
-    def frame(self, code_commit: str, now: dt.datetime) -> pl.DataFrame:
+    def frame(self, code_commit: str, now: dt.datetime, lake_snapshot: int | None = None
+              ) -> pl.DataFrame:
         return pl.DataFrame([{
             "study": self.study, "start": self.start, "end": self.end,
             "symbols": list(self.symbols), "event_types": list(self.event_types),
             "capital": float(self.capital), "source": self.source,
             "spec_hashes": json.dumps(dict(self.spec_hashes), sort_keys=True),
-            "study_hash": self.study_hash, "code_commit": code_commit, "recorded_at": now}],
+            "study_hash": self.study_hash, "code_commit": code_commit, "recorded_at": now,
+            "lake_snapshot": lake_snapshot}],
             schema=RECORD_SCHEMA)
 
 

@@ -26,7 +26,7 @@ from backtest_assets.defs.shared import (
     study_keys,
     with_study,
 )
-from backtest_assets.defs.studies.assets import recorded_study
+from backtest_assets.defs.studies.assets import recorded_study, study_warehouse
 from backtest_assets.discovery.phase2 import frame_hash
 from backtest_assets.partitions import (
     BASE_BARS,
@@ -70,6 +70,7 @@ def strategy_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
     reg = specs.registry()
     wh = warehouse.warehouse()
     study = recorded_study(reg, wh, context.partition_key)
+    wh = study_warehouse(wh, study.name)
     try:
         survivors = wh.read("phase2_fdr", PartitionLayout()).filter(
             pl.col("survivor") & (pl.col("study") == study.name))
@@ -120,10 +121,11 @@ def backtest_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistryRe
     """Each blueprint of the run backtested over its study: trades, equity, metrics."""
     reg = specs.registry()
     study_name, names = study_keys(context, BLUEPRINT_PARTITIONS)
-    study = recorded_study(reg, warehouse.warehouse(), study_name)
+    wh = warehouse.warehouse()
+    study = recorded_study(reg, wh, study_name)
     blueprints, rows = selected_blueprints(reg, strategy_blueprints, names)
 
-    data = StudyData.read(warehouse.warehouse(), study, blueprints)
+    data = StudyData.read(study_warehouse(wh, study.name), study, blueprints)
     runs = []
     for bp in blueprints:
         venue = reg.fees.venues[bp.venue or reg.fees.default_venue]

@@ -31,7 +31,7 @@ from backtest_assets.defs.shared import (
     warehouse_asset,
     with_study,
 )
-from backtest_assets.defs.studies.assets import study_step
+from backtest_assets.defs.studies.assets import study_step, study_warehouse
 from backtest_assets.discovery import phase2
 from backtest_assets.partitions import (
     REGISTRY,
@@ -78,7 +78,7 @@ def phase2_candidates_raw(context: dg.AssetExecutionContext, specs: SpecRegistry
         raise dg.Failure(description=f"{event_type} did not pass Gate E-1 ({reasons}): "
                                      "discovery does not read it")
     reg = specs.registry()
-    wh = warehouse.warehouse()
+    wh = study_warehouse(warehouse.warehouse(), study.name)
     boxes = study_boxes(list(study.symbols), study.start, study.end)
     regime = p2.gate.stability.regime_feature
     inputs = phase2.Phase2Inputs(

@@ -28,7 +28,7 @@ from backtest_assets.defs.shared import (
     study_boxes,
     symbol_layout,
 )
-from backtest_assets.defs.studies.assets import recorded_study
+from backtest_assets.defs.studies.assets import recorded_study, study_warehouse
 from backtest_assets.discovery.phase2 import TESTED, frame_hash
 from backtest_assets.lifecycle.demo import decision_of_day
 from backtest_assets.partitions import (
@@ -92,6 +92,7 @@ def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryRe
     reg = specs.registry()
     wh = warehouse.warehouse()
     study = recorded_study(reg, wh, context.partition_key)
+    wh = study_warehouse(wh, study.name)
     catalog = wh.study_rows("strategy_blueprints", study.name)
     if catalog is None:
         raise dg.Failure(description=f"materialize strategy_blueprints for study "
@@ -157,6 +158,7 @@ def research_report(context: dg.AssetExecutionContext, specs: SpecRegistryResour
     reg = specs.registry()
     wh = warehouse.warehouse()
     study = recorded_study(reg, wh, context.partition_key)
+    wh = study_warehouse(wh, study.name)
     inputs = _report_inputs(reg, study, wh)
     html = render_report(inputs)
     folder = report_folder(warehouse, study.name, context)

@@ -1,9 +1,12 @@
 """The study record: what a study reads, kept when it first runs and checked by every layer.
 
 ``study_record`` (partitioned by study) writes the study's window, symbols, event types,
-capital, source and the hash of every spec file it reads (``core.studies``). Materialized
-again with the same specs it changes nothing; with other specs it is refused, naming the
-files, and so is every research asset of the study (:func:`recorded_study`).
+capital, source and the hash of every spec file it reads (``core.studies``), and, on a
+DuckLake warehouse, the lake snapshot it reads. Materialized again with the same specs it
+changes nothing; with other specs it is refused, naming the files, and so is every research
+asset of the study (:func:`recorded_study`). The research assets read the market tables at
+the recorded snapshot (:func:`study_warehouse`): re-run after newer data landed, a study
+reproduces its results.
 """
 
 
@@ -41,6 +44,15 @@ def stored_record(wh: Warehouse, name: str) -> pl.DataFrame | None:
         return None
 
 
+def study_warehouse(wh: Warehouse, name: str) -> Warehouse:
+    """``wh`` reading the market tables at the snapshot study ``name`` recorded (as it is,
+    when the record holds none: a DuckDB-file warehouse, or a record older than snapshots)."""
+    record = stored_record(wh, name)
+    if record is None or record.is_empty() or "lake_snapshot" not in record.columns:
+        return wh
+    return wh.pinned(record["lake_snapshot"][0])
+
+
 def recorded_study(reg: SpecRegistry, wh: Warehouse, name: str):
     """Study ``name``'s spec, after checking its record holds today's specs (else a
     ``dg.Failure`` naming each changed file and both hashes)."""
@@ -59,7 +71,8 @@ def study_step(context: dg.AssetExecutionContext, dim: str, specs: SpecRegistryR
     name, value = study_and(context, dim)
     reg = specs.registry()
     wh = warehouse.warehouse()
-    return reg, wh, recorded_study(reg, wh, name), value
+    study = recorded_study(reg, wh, name)
+    return reg, study_warehouse(wh, name), study, value
 
 
 @dg.asset(
@@ -82,7 +95,8 @@ def study_record(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
         record = record_of(reg, name, source=market_source.kind)
     except KeyError as exc:
         raise dg.Failure(description=str(exc).strip('"')) from None
-    stored = stored_record(warehouse.warehouse(), name)
+    wh = warehouse.warehouse()
+    stored = stored_record(wh, name)
     if stored is not None and not stored.is_empty():
         try:
             check_unchanged(name, stored, record)
@@ -92,11 +106,14 @@ def study_record(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
             raise dg.Failure(description=str(exc)) from None
         frame = stored  # the first record stands
     else:
-        frame = record.frame(code_commit(), dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        frame = record.frame(code_commit(), dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                             lake_snapshot=wh.snapshot())
     yield dg.Output(frame, metadata={
         **table_metadata(frame), "study_hash": frame["study_hash"][0],
         "window": f"{frame['start'][0]}..{frame['end'][0]}",
         "symbols": ", ".join(frame["symbols"][0]), "source": frame["source"][0],
+        "lake_snapshot": str(frame["lake_snapshot"][0]) if "lake_snapshot" in frame.columns
+        and frame["lake_snapshot"][0] is not None else "none (DuckDB file)",
         "spec_files": dg.MetadataValue.md(markdown_table(pl.DataFrame(
             {"file": list(record.spec_hashes),
              "sha256": [h[:16] for h in record.spec_hashes.values()]})))})

@@ -22,7 +22,7 @@ from backtest_assets.defs.shared import (
     study_keys,
     with_study,
 )
-from backtest_assets.defs.studies.assets import recorded_study
+from backtest_assets.defs.studies.assets import recorded_study, study_warehouse
 from backtest_assets.defs.walkforward.checks import (
     FOLD_CHECKS,
     WALKFORWARD_CHECKS,
@@ -119,7 +119,7 @@ def walkforward_blueprints(context: dg.AssetExecutionContext, specs: SpecRegistr
     study_name, names = study_keys(context, BLUEPRINT_PARTITIONS)
     study = recorded_study(reg, wh, study_name)
     blueprints, rows = selected_blueprints(reg, strategy_blueprints, names)
-    data = StudyData.read(wh, study, blueprints)
+    data = StudyData.read(study_warehouse(wh, study_name), study, blueprints)
     trials_phase2 = phase2_trials(wh, study.name)
     outs = []
     for bp in blueprints:
