@@ -8,14 +8,23 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 # INSTANCE=postgres: the instance of real work (dagster_home/postgres/dagster.yaml). Without a
 # DAGSTER_PG_URL of your own, a local cluster in .postgres/ on 127.0.0.1:$(PG_PORT) is started.
+# INSTANCE=lake: the same, with the warehouse a DuckLake whose catalog is that cluster's database
+# "lake" (or BACKTEST_LAKE_CATALOG) and the pool "duckdb" at $(POOL_LIMIT) (dagster_home/lake).
 INSTANCE ?= sqlite
 PG_PORT ?= 5433
-ifeq ($(INSTANCE),postgres)
-export DAGSTER_HOME := $(CURDIR)/dagster_home/postgres
+POOL_LIMIT := 1
+ifneq ($(filter $(INSTANCE),postgres lake),)
+export DAGSTER_HOME := $(CURDIR)/dagster_home/$(INSTANCE)
 ifeq ($(origin DAGSTER_PG_URL),undefined)
 LOCAL_PG := 1
 export DAGSTER_PG_URL := postgresql+psycopg2://postgres@127.0.0.1:$(PG_PORT)/dagster
 endif
+endif
+ifeq ($(INSTANCE),lake)
+POOL_LIMIT := 4
+export BACKTEST_WAREHOUSE := ducklake
+export BACKTEST_LAKE_CATALOG ?= postgres:dbname=lake host=127.0.0.1 port=$(PG_PORT) user=postgres
+PG_UP_FLAGS := --lake
 endif
 # The settings the processes that create runs need on this instance (none on SQLite)
 RUN_ENV = $$($(PY) -c 'from backtest_assets.deploy.settings import run_creation_env as e; \
@@ -33,7 +42,7 @@ $(VENV)/.ready: pyproject.toml uv.lock
 env: $(VENV)/.ready
 
 pg-up: env
-	$(if $(LOCAL_PG),$(PY) -m backtest_assets postgres up --port $(PG_PORT) >/dev/null,@true)
+	$(if $(LOCAL_PG),$(PY) -m backtest_assets postgres up --port $(PG_PORT) $(PG_UP_FLAGS) >/dev/null,@true)
 
 demo: env pg-up ## synthetic data, three symbols, January 2024, into ./data/warehouse.duckdb
 	$(PY) -m backtest_assets demo
@@ -48,7 +57,7 @@ test-all: env
 
 UI_PORT ?= 3000
 ui: env pg-up ## the Dagster UI and daemon on http://127.0.0.1:3000 (UI_PORT=... for another port)
-	$(VENV)/bin/dagster instance concurrency set duckdb 1
+	$(VENV)/bin/dagster instance concurrency set duckdb $(POOL_LIMIT)
 	env $(RUN_ENV) $(VENV)/bin/dg dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 lint: env

@@ -1003,9 +1003,10 @@ def summary(start: dt.date, end: dt.date, study: str = "default") -> str:
     return warehouse_summary(WarehouseResource().warehouse(), start, end, study)
 
 
-def postgres(action: str, directory: Path, port: int) -> bool:
+def postgres(action: str, directory: Path, port: int, lake: bool = False) -> bool:
     """Start, stop or show the local cluster of the Postgres instance; ``up`` prints the
-    environment that points the CLI, the webserver and the daemon at it."""
+    environment that points the CLI, the webserver and the daemon at it (``lake``: and at a
+    DuckLake warehouse whose catalog is the cluster's database ``lake``)."""
     from backtest_assets.deploy.postgres import LocalPostgres
     from backtest_assets.deploy.settings import PG_URL_ENV, RUN_CREATION_ENV
 
@@ -1021,8 +1022,15 @@ def postgres(action: str, directory: Path, port: int) -> bool:
     cluster.start()
     print(f"postgres in {cluster.data}: running on 127.0.0.1:{port} (log {cluster.log})")
     print("point the CLI, `make ui` and the daemon at it with:")
-    for key, value in {"DAGSTER_HOME": REPO / "dagster_home" / "postgres",
-                       PG_URL_ENV: cluster.url(), **RUN_CREATION_ENV}.items():
+    env = {"DAGSTER_HOME": REPO / "dagster_home" / ("lake" if lake else "postgres"),
+           PG_URL_ENV: cluster.url(), **RUN_CREATION_ENV}
+    if lake:
+        from backtest_assets.resources.warehouse import LAKE_CATALOG_ENV
+        from backtest_assets.warehouse import BACKEND_ENV
+
+        cluster.create_database("lake")
+        env |= {BACKEND_ENV: "ducklake", LAKE_CATALOG_ENV: f"'{cluster.lake_catalog()}'"}
+    for key, value in env.items():
         print(f"  export {key}={value}")
     return True
 
@@ -1092,6 +1100,8 @@ def _parser() -> argparse.ArgumentParser:
     pg.add_argument("--dir", type=Path, default=REPO / ".postgres",
                     help="the cluster's directory (default: .postgres)")
     pg.add_argument("--port", type=int, default=5433)
+    pg.add_argument("--lake", action="store_true",
+                    help="also the catalog database of a DuckLake warehouse (dagster_home/lake)")
     for name in ("run", "summary"):
         p = sub.add_parser(name)
         if name == "summary":
@@ -1196,7 +1206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _tooling(args: argparse.Namespace) -> bool:
     """The commands about the platform itself: the local Postgres, the golden batch."""
     if args.cmd == "postgres":
-        return postgres(args.action, args.dir, args.port)
+        return postgres(args.action, args.dir, args.port, args.lake)
     from backtest_assets import certify
 
     return certify.main(args.workdir, args.golden, args.write) == 0

@@ -617,17 +617,30 @@ class LakeWarehouse(Warehouse):
             base = _ATTACHED.get(key)
             if base is None:
                 self.data_path.mkdir(parents=True, exist_ok=True)
-                base = duckdb.connect(config={
-                    "extension_directory": str(extension_directory()),
-                    "autoinstall_known_extensions": False})
+                base = _ATTACHED[key] = self._attach()
+        return base
+
+    def _attach(self) -> duckdb.DuckDBPyConnection:
+        data = str(self.data_path.resolve()) + "/"
+        for attempt in range(5):
+            base = duckdb.connect(config={"extension_directory": str(extension_directory()),
+                                          "autoinstall_known_extensions": False})
+            try:
                 base.execute("LOAD ducklake")
                 if self.catalog.startswith("postgres:"):
                     base.execute("LOAD postgres")
-                data = str(self.data_path.resolve()) + "/"
                 base.execute(f"ATTACH {_literal('ducklake:' + self.catalog)} AS {LAKE_ALIAS} "
                              f"(DATA_PATH {_literal(data)})")
-                _ATTACHED[key] = base
-        return base
+                return base
+            except duckdb.Error as exc:
+                base.close()
+                # two processes creating a new lake at once: one makes the catalog's tables,
+                # the other fails on them and, attaching again, finds them
+                if "initialize DuckLake" not in str(exc) or attempt == 4:
+                    raise WarehouseError(f"cannot attach the lake {self.location}: "
+                                         f"{str(exc).splitlines()[0]}") from None
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     @contextlib.contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -81,6 +81,10 @@ class LocalPostgres:
         return (f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/"
                 f"{database or self.database}")
 
+    def lake_catalog(self, database: str = "lake") -> str:
+        """The catalog string of a DuckLake whose metadata live in ``database`` here."""
+        return f"postgres:dbname={database} host=127.0.0.1 port={self.port} user={self.user}"
+
     # ------------------------------------------------------------------ processes
 
     def _as_owner(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
