@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
+from backtest_assets.deploy.celery import EXECUTOR_ENV, broker_from_env
 from backtest_assets.resources import (
     MarketSourceResource,
     SpecRegistryResource,
     WarehouseIOManager,
     WarehouseResource,
 )
+from backtest_assets.warehouse import BACKEND_ENV
 
 # The daily-ingested assets, and the name of their freshness checks (defs.automation).
 INGEST_ASSETS = ("raw_perp_klines_1m", "raw_spot_klines_1m", "raw_mark_price_klines_1m",
@@ -92,6 +96,31 @@ report_job = dg.define_asset_job(
     description="Promotion decisions and the HTML research report of a study.",
 )
 
+def executor_from_env() -> dg.ExecutorDefinition:
+    """The jobs' executor, from ``BACKTEST_EXECUTOR``.
+
+    ``in_process`` (the default): one process, whose steps share the DuckDB file's single
+    writer and skip ~3 s of start-up each. ``celery``: each step a task on Celery workers
+    (``deploy.celery``; broker ``BACKTEST_CELERY_BROKER``), which write at once, so only on a
+    DuckLake warehouse. The CLI runs in process whatever this says; runs launched by the
+    webserver, the daemon or ``dagster job execute`` use it.
+    """
+    kind = os.environ.get(EXECUTOR_ENV) or "in_process"
+    if kind == "in_process":
+        return dg.in_process_executor
+    if kind != "celery":
+        raise dg.DagsterInvariantViolationError(
+            f"{EXECUTOR_ENV}={kind!r}: choose in_process or celery")
+    if os.environ.get(BACKEND_ENV) != "ducklake":
+        raise dg.DagsterInvariantViolationError(
+            f"{EXECUTOR_ENV}=celery runs steps in several processes at once, and the DuckDB "
+            f"file has one writer: use the DuckLake warehouse ({BACKEND_ENV}=ducklake)")
+    from dagster_celery import celery_executor
+
+    broker, backend = broker_from_env()
+    return celery_executor.configured({"broker": broker, "backend": backend}, name="celery")
+
+
 defs = dg.Definitions(
     jobs=[market_data_job, research_job, study_job, event_quality_job, discovery_job,
           blueprints_job,
@@ -102,6 +131,5 @@ defs = dg.Definitions(
         "market_source": MarketSourceResource(),
         "specs": SpecRegistryResource(),
     },
-    # One process: steps share the single DuckDB writer and skip ~3 s of start-up each.
-    executor=dg.in_process_executor,
+    executor=executor_from_env(),
 )

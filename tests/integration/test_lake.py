@@ -13,13 +13,7 @@ import pytest
 from backtest_assets.warehouse import LakeWarehouse, PartitionLayout, WarehouseError
 from tests.conftest import REPO
 from tests.integration.test_warehouse import LAYOUT, D, frame, keys
-
-
-def lake_catalog(cluster, request) -> str:
-    """A fresh catalog database for one test: the libpq string DuckLake attaches."""
-    name = "lake_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:40].lower()
-    cluster.create_database(name)
-    return f"postgres:dbname={name} host=127.0.0.1 port={cluster.port} user={cluster.user}"
+from tests.support.postgres import lake_catalog
 
 
 @pytest.fixture

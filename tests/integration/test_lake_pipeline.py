@@ -3,14 +3,11 @@ once through the CLI give the tables one run gives on a DuckDB file, and a study
 newer data landed reproduces its results from the snapshot it recorded."""
 
 import datetime as dt
-import os
-import shutil
 import subprocess
 import sys
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from backtest_assets import cli
 from backtest_assets.certify import prepare
@@ -18,7 +15,6 @@ from backtest_assets.resources.warehouse import make_warehouse
 from backtest_assets.specs import reload_registries
 from backtest_assets.warehouse import PartitionLayout, Warehouse
 from tests.conftest import REPO, subprocess_env
-from tests.integration.test_lake import lake_catalog
 
 D1, D3 = dt.date(2024, 1, 1), dt.date(2024, 1, 3)
 # written by each run: who and when (equal tables otherwise)
@@ -33,25 +29,6 @@ def tables(wh: Warehouse, only: set[str] | None = None, study: str | None = None
         frame = frame.drop([c for c in RUN_COLUMNS if c in frame.columns])
         out[t] = frame.sort(frame.columns, nulls_last=True)
     return out
-
-
-@pytest.fixture
-def lake_env(postgres_cluster, tmp_path, request, monkeypatch):
-    """This process and its children on the lake instance: runs in Postgres
-    (dagster_home/lake), the warehouse a DuckLake with its catalog in the same cluster."""
-    home = tmp_path / "lake_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster_home" / "lake" / "dagster.yaml", home)
-    name = f"runs_{os.getpid()}_{request.node.name[:20].lower()}".replace("-", "_")
-    env = {"DAGSTER_HOME": str(home),
-           "DAGSTER_PG_URL": postgres_cluster.create_database(
-               "".join(c for c in name if c.isalnum() or c == "_")),
-           "BACKTEST_WAREHOUSE": "ducklake",
-           "BACKTEST_LAKE_CATALOG": lake_catalog(postgres_cluster, request),
-           "BACKTEST_DATA_ROOT": str(tmp_path / "data")}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    return env
 
 
 def test_two_backfills_at_once_on_the_lake_give_one_runs_tables(lake_env, tmp_path,

@@ -80,3 +80,29 @@ def planned_events(instance, run_id: str
     singles = sorted((p.asset_key.to_user_string(), p.partition)
                      for p in planned if p.partitions_subset is None)
     return subsets, singles
+
+
+def lake_catalog(cluster: LocalPostgres, request) -> str:
+    """A fresh catalog database for one test: the string DuckLake attaches."""
+    name = "lake_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:40].lower()
+    cluster.create_database(name)
+    return cluster.lake_catalog(name)
+
+
+@pytest.fixture
+def lake_env(postgres_cluster, tmp_path, request, monkeypatch):
+    """This process and its children on the lake instance: runs in Postgres
+    (dagster_home/lake), the warehouse a DuckLake with its catalog in the same cluster."""
+    home = tmp_path / "lake_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster_home" / "lake" / "dagster.yaml", home)
+    name = f"runs_{os.getpid()}_{request.node.name[:20].lower()}".replace("-", "_")
+    env = {"DAGSTER_HOME": str(home),
+           "DAGSTER_PG_URL": postgres_cluster.create_database(
+               "".join(c for c in name if c.isalnum() or c == "_")),
+           "BACKTEST_WAREHOUSE": "ducklake",
+           "BACKTEST_LAKE_CATALOG": lake_catalog(postgres_cluster, request),
+           "BACKTEST_DATA_ROOT": str(tmp_path / "data")}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
