@@ -1035,6 +1035,36 @@ def postgres(action: str, directory: Path, port: int, lake: bool = False) -> boo
     return True
 
 
+def celery(action: str, directory: Path, port: int, workers: int) -> bool:
+    """Start, stop or show a local Redis broker and ``workers`` Celery workers for the
+    executor ``celery``; ``up`` prints the environment that selects it. The workers take the
+    environment of this command: run it with the instance's and the lake's set."""
+    from backtest_assets.deploy.celery import BROKER_ENV, EXECUTOR_ENV, LocalRedis, Workers
+
+    redis = LocalRedis(directory / "redis", port=port)
+    pool = Workers(directory / "workers", redis.url(0), redis.url(1), count=workers,
+                   env={EXECUTOR_ENV: "celery", BROKER_ENV: redis.url(0)})
+    if action == "down":
+        pool.stop()
+        redis.stop()
+        print(f"celery in {directory}: workers and broker stopped")
+        return True
+    if action == "status":
+        state = "running" if redis.running() else "stopped"
+        alive = pool.alive()
+        print(f"broker {redis.url(0)}: {state}; workers running: "
+              f"{', '.join(alive) or 'none'} of {len(pool.names)} (logs in {pool.directory})")
+        return True
+    redis.start()
+    pool.start()
+    print(f"broker {redis.url(0)} and workers {', '.join(pool.names)} running "
+          f"(logs in {pool.directory})")
+    print("run the jobs' steps on them (the webserver, the daemon, dagster job execute) with:")
+    for key, value in {EXECUTOR_ENV: "celery", BROKER_ENV: redis.url(0)}.items():
+        print(f"  export {key}={value}")
+    return True
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m backtest_assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1102,6 +1132,13 @@ def _parser() -> argparse.ArgumentParser:
     pg.add_argument("--port", type=int, default=5433)
     pg.add_argument("--lake", action="store_true",
                     help="also the catalog database of a DuckLake warehouse (dagster_home/lake)")
+    cel = sub.add_parser("celery", help="a Redis broker and Celery workers on this machine "
+                                         "for the celery executor (on the lake instance)")
+    cel.add_argument("action", choices=["up", "down", "status"])
+    cel.add_argument("--dir", type=Path, default=REPO / ".celery",
+                     help="logs and pids (default: .celery)")
+    cel.add_argument("--port", type=int, default=6390)
+    cel.add_argument("--workers", type=int, default=2)
     for name in ("run", "summary"):
         p = sub.add_parser(name)
         if name == "summary":
@@ -1149,6 +1186,8 @@ def _next_step(cmd: str, ok: bool, args: argparse.Namespace) -> str:
         "portfolio": f"next: {me} report (promotion decisions and the HTML report)",
         "alpha": f"next: {me} report, or the edge candidates under data/exports/",
         "postgres": "next: the exports above, then make ui or python -m backtest_assets run"
+        if getattr(args, "action", "") == "up" else "next: make ui",
+        "celery": "next: the exports above, then make ui INSTANCE=lake"
         if getattr(args, "action", "") == "up" else "next: make ui",
         "certify": "next: git diff golden/ (the re-pinned artifacts)"
         if getattr(args, "write", False) else "next: make test",
@@ -1204,9 +1243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _tooling(args: argparse.Namespace) -> bool:
-    """The commands about the platform itself: the local Postgres, the golden batch."""
+    """The commands about the platform itself: the local Postgres, the local broker and
+    workers, the golden batch."""
     if args.cmd == "postgres":
         return postgres(args.action, args.dir, args.port, args.lake)
+    if args.cmd == "celery":
+        return celery(args.action, args.dir, args.port, args.workers)
     from backtest_assets import certify
 
     return certify.main(args.workdir, args.golden, args.write) == 0
@@ -1241,7 +1283,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
     if args.cmd == "alpha":
         names = args.models.split(",") if args.models else None
         return alpha(names, verbose=verbose, study=study)
-    if args.cmd in ("postgres", "certify"):
+    if args.cmd in ("postgres", "celery", "certify"):
         return _tooling(args)
     t0 = time.perf_counter()
     if args.cmd in ("demo", "run-all"):

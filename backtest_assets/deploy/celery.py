@@ -152,6 +152,10 @@ class Workers:
               f"the workers did not come up (logs in {self.directory})")
         return self
 
+    def alive(self) -> list[str]:
+        return [name for i, name in enumerate(self.names, start=1)
+                if _alive(self.directory / f"w{i}.pid")]
+
     def stop(self) -> None:
         for i in range(1, self.count + 1):
             _terminate(self.directory / f"w{i}.pid")
