@@ -572,13 +572,36 @@ def extension_directory() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "extensions"
 
 
+def _object_storage(conn: duckdb.DuckDBPyConnection) -> None:
+    """Let ``conn`` read and write ``s3://`` paths: DuckDB's httpfs, and an S3 secret from
+    the standard AWS variables (an endpoint of its own for a store other than AWS's)."""
+    conn.execute("LOAD httpfs")
+    env = os.environ
+    if not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
+        raise WarehouseError("a lake in object storage needs AWS_ACCESS_KEY_ID and "
+                             "AWS_SECRET_ACCESS_KEY (and AWS_REGION; AWS_ENDPOINT_URL for a "
+                             "store other than AWS's)")
+    parts = [f"KEY_ID {_literal(env['AWS_ACCESS_KEY_ID'])}",
+             f"SECRET {_literal(env['AWS_SECRET_ACCESS_KEY'])}",
+             f"REGION {_literal(env.get('AWS_REGION') or 'us-east-1')}"]
+    endpoint = env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        parts += [f"ENDPOINT {_literal(host.rstrip('/'))}", "URL_STYLE 'path'",
+                  f"USE_SSL {'true' if scheme == 'https' else 'false'}"]
+    conn.execute(f"CREATE OR REPLACE SECRET lake_s3 (TYPE s3, {', '.join(parts)})")
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
 class LakeWarehouse(Warehouse):
     """A DuckLake: the catalog in Postgres (``postgres:dbname=lake host=... port=...``; a
-    ``.ducklake`` file works for one process), the rows as Parquet files under ``data_path``.
+    ``.ducklake`` file works for one process), the rows as Parquet files under ``data_path``:
+    a directory, or object storage (``s3://bucket/prefix/``, credentials from the
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION`` and, for a store other
+    than AWS's, ``AWS_ENDPOINT_URL`` variables).
 
     Several processes read and write it at once, each write one transaction (one snapshot).
     A write whose commit loses a race with another's on the same table is rolled back whole
@@ -594,7 +617,12 @@ class LakeWarehouse(Warehouse):
         if not catalog:
             raise WarehouseError("a DuckLake warehouse needs a catalog (BACKTEST_LAKE_CATALOG)")
         self.catalog = catalog
-        self.data_path = Path(data_path)
+        text = str(data_path)
+        self.remote = "://" in text
+        # object storage keeps its URL; a directory is made absolute (one lake, any cwd)
+        self.data_url = text.rstrip("/") + "/" if self.remote \
+            else str(Path(text).resolve()) + "/"
+        self.data_path = Path(text) if not self.remote else Path(text.split("://", 1)[1])
         self.path = self.data_path  # messages, and the CLI's summary
         self.retries = retries
         self.notify = notify or _to_stderr
@@ -604,7 +632,7 @@ class LakeWarehouse(Warehouse):
     @property
     def location(self) -> str:
         pin = f" at snapshot {self.pinned_at}" if self.pinned_at is not None else ""
-        return f"ducklake:{self.catalog} (data {self.data_path}){pin}"
+        return f"ducklake:{self.catalog} (data {self.data_url}){pin}"
 
     def exists(self) -> bool:
         return True  # attaching creates an empty lake
@@ -612,16 +640,17 @@ class LakeWarehouse(Warehouse):
     def _attached(self) -> duckdb.DuckDBPyConnection:
         """This process's in-memory DuckDB with the lake attached, made once (loading the
         extensions and attaching take about half a second; a cursor takes microseconds)."""
-        key = (os.getpid(), self.catalog, str(self.data_path.resolve()))
+        key = (os.getpid(), self.catalog, self.data_url)
         with _ATTACHED_LOCK:
             base = _ATTACHED.get(key)
             if base is None:
-                self.data_path.mkdir(parents=True, exist_ok=True)
+                if not self.remote:
+                    self.data_path.mkdir(parents=True, exist_ok=True)
                 base = _ATTACHED[key] = self._attach()
         return base
 
     def _attach(self) -> duckdb.DuckDBPyConnection:
-        data = str(self.data_path.resolve()) + "/"
+        data = self.data_url
         for attempt in range(5):
             base = duckdb.connect(config={"extension_directory": str(extension_directory()),
                                           "autoinstall_known_extensions": False})
@@ -629,6 +658,8 @@ class LakeWarehouse(Warehouse):
                 base.execute("LOAD ducklake")
                 if self.catalog.startswith("postgres:"):
                     base.execute("LOAD postgres")
+                if self.remote:
+                    _object_storage(base)
                 base.execute(f"ATTACH {_literal('ducklake:' + self.catalog)} AS {LAKE_ALIAS} "
                              f"(DATA_PATH {_literal(data)})")
                 return base
@@ -664,7 +695,7 @@ class LakeWarehouse(Warehouse):
     def pinned(self, snapshot: int | None) -> LakeWarehouse:
         if snapshot is None:
             return self
-        return LakeWarehouse(self.catalog, self.data_path, retries=self.retries,
+        return LakeWarehouse(self.catalog, self.data_url, retries=self.retries,
                              notify=self.notify, pinned_at=int(snapshot))
 
     def _source(self, table: str, columns: Collection[str]) -> str:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -173,3 +174,46 @@ def test_a_bad_backend_or_missing_catalog_is_named(monkeypatch, tmp_path):
         make_warehouse(str(tmp_path), backend="ducklake")
     wh = make_warehouse(str(tmp_path), backend="ducklake", lake_catalog="postgres:dbname=x")
     assert wh.data_path == tmp_path / "lake"
+
+
+@pytest.fixture
+def object_store(tmp_path, monkeypatch):
+    """A local S3-compatible store (moto's server) on loopback with one bucket, and the AWS
+    variables that point DuckDB at it."""
+    import urllib.request
+
+    from backtest_assets.deploy.postgres import free_port, port_in_use
+
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H",
+                               "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not port_in_use(port):
+        assert server.poll() is None and time.monotonic() < deadline, "moto_server did not start"
+        time.sleep(0.1)
+    endpoint = f"http://127.0.0.1:{port}"
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/lake-bucket", method="PUT"))
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                 "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(k, v)
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_a_lake_in_object_storage_keeps_its_files_there(postgres_cluster, object_store,
+                                                         request):
+    """The deployment's layout (deploy/kubernetes): catalog in Postgres, Parquet files in an
+    S3 bucket, here a local S3-compatible server."""
+    import urllib.request
+
+    lake = LakeWarehouse(lake_catalog(postgres_cluster, request), "s3://lake-bucket/lake/")
+    lake.replace("t", frame(D[:2]), LAYOUT, LAYOUT.boxes(keys(D[:2])))
+    snap = lake.snapshot()
+    lake.replace("t", frame(D[:2], value=3.0), LAYOUT, LAYOUT.boxes(keys(D[:2])))
+    assert lake.read("t", LAYOUT)["x"].unique().to_list() == [3.0]
+    assert lake.pinned(snap).read("t", LAYOUT)["x"].unique().to_list() == [1.0]
+    listing = urllib.request.urlopen(f"{object_store}/lake-bucket?list-type=2").read().decode()
+    assert listing.count(".parquet</Key>") >= 2 and "<Key>lake/" in listing
+    assert "s3://lake-bucket/lake/" in lake.location
