@@ -27,7 +27,9 @@ from backtest_assets.deploy.settings import POOL, RUN_CREATION_ENV
 
 
 def is_postgres(instance: dg.DagsterInstance) -> bool:
-    return type(instance.event_log_storage).__module__.startswith("dagster_postgres")
+    """Events in Postgres (dagster-postgres's storage, or ``deploy.pooled``'s subclass)."""
+    return any(c.__module__.startswith("dagster_postgres")
+               for c in type(instance.event_log_storage).__mro__)
 
 
 def prepare(instance: dg.DagsterInstance) -> dict[str, str]:

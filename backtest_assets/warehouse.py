@@ -67,6 +67,7 @@ _LOCK_HOLDER = re.compile(r"held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 # How long a connection waits for another process's lock (seconds; 0 fails at once).
 LOCK_TIMEOUT_ENV = "BACKTEST_LOCK_TIMEOUT_S"
 LOCK_NOTICE_EVERY_S = 10.0
+THREADS_ENV = "BACKTEST_DUCKDB_THREADS"
 # Which backend the resources build (``duckdb``: one file; ``ducklake``: see LakeWarehouse).
 BACKEND_ENV = "BACKTEST_WAREHOUSE"
 
@@ -88,6 +89,18 @@ def _lock_holder(message: str) -> str:
     except OSError:
         cmd = found["program"]
     return f"PID {pid} ({cmd[:120]})"
+
+
+def _thread_config() -> dict[str, int]:
+    """DuckDB's thread count from ``BACKTEST_DUCKDB_THREADS`` (default: DuckDB's own, one per
+    core it sees): a worker given one core of a shared machine, or a pod with a CPU limit,
+    says so here (and to polars with ``POLARS_MAX_THREADS``)."""
+    raw = os.environ.get(THREADS_ENV)
+    if not raw:
+        return {}
+    if not raw.isdigit() or int(raw) < 1:
+        raise WarehouseError(f"{THREADS_ENV}={raw!r} is not a thread count >= 1")
+    return {"threads": int(raw)}
 
 
 def _lock_timeout_from_env() -> float:
@@ -208,7 +221,8 @@ class Warehouse:
         delay, next_notice = 0.05, 0.0
         while True:
             try:
-                conn = duckdb.connect(str(self.path), read_only=read_only)
+                conn = duckdb.connect(str(self.path), read_only=read_only,
+                                      config=_thread_config())
                 break
             except duckdb.IOException as exc:
                 if _LOCK_ERROR not in str(exc):
@@ -653,7 +667,8 @@ class LakeWarehouse(Warehouse):
         data = self.data_url
         for attempt in range(5):
             base = duckdb.connect(config={"extension_directory": str(extension_directory()),
-                                          "autoinstall_known_extensions": False})
+                                          "autoinstall_known_extensions": False,
+                                          **_thread_config()})
             try:
                 base.execute("LOAD ducklake")
                 if self.catalog.startswith("postgres:"):

@@ -38,7 +38,8 @@ def instance_kind(home: str | os.PathLike | None = None) -> str:
     home = home or os.environ.get("DAGSTER_HOME")
     config = Path(home or ".") / "dagster.yaml"
     text = config.read_text() if config.is_file() else ""
-    return "postgres" if re.search(r"^\s*(storage:\s*)?postgres:", text, re.M) else "sqlite"
+    return "postgres" if re.search(r"^\s*(storage:\s*)?postgres:|dagster_postgres", text,
+                                   re.M) else "sqlite"
 
 
 def run_creation_env(home: str | os.PathLike | None = None) -> dict[str, str]:

@@ -185,8 +185,10 @@ def assert_planned_in_subsets(servers: DagsterServers, runs: Sequence[dict], bad
     force), and the failed run's unmaterialized partitions were marked one by one."""
     import dagster as dg
 
+    from backtest_assets.deploy.pooled import PooledPostgresEventLogStorage
+
     with dg.DagsterInstance.from_config(str(servers.home)) as inst:
-        assert type(inst.event_log_storage).__module__.startswith("dagster_postgres")
+        assert isinstance(inst.event_log_storage, PooledPostgresEventLogStorage)
         for run in runs:
             subsets, singles = planned_events(inst, run["runId"])
             assert [a for a, _ in subsets] == sorted(

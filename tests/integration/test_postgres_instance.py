@@ -20,6 +20,7 @@ import pytest
 
 from backtest_assets.defs.jobs import INGEST_ASSETS
 from backtest_assets.deploy.settings import RUN_CREATION_ENV, instance_kind
+from backtest_assets.instance import is_postgres
 from backtest_assets.partitions import date_symbol_partitions_def
 from backtest_assets.sources.synthetic import SyntheticSource
 from tests.conftest import REPO, subprocess_env
@@ -83,7 +84,7 @@ def test_a_failed_range_run_marks_and_names_its_partitions_and_a_rerun_completes
     assert "raw_spot_klines_1m: 4 partition(s) not materialized" not in out, out
 
     with dg.DagsterInstance.from_config(str(postgres_home)) as instance:
-        assert type(instance.event_log_storage).__module__.startswith("dagster_postgres")
+        assert is_postgres(instance)
         (run,) = instance.get_run_records()
         run_id = run.dagster_run.run_id
         # The setting was in force: one planned event per asset holding the range ...
@@ -130,3 +131,16 @@ def test_prepare_sets_the_run_creation_settings_and_pools_once_on_postgres_only(
         assert prepare(pg) == RUN_CREATION_ENV and pg.event_log_storage._engine is engine
         assert pg.get_runs() == []  # the pooled connection works
 
+
+
+def test_every_process_opening_the_instance_pools_its_event_connection(postgres_home):
+    """A run worker, ``dagster job execute`` or a Celery worker opens the instance without
+    the CLI's prepare: the event log named in dagster.yaml pools from the start."""
+    from backtest_assets.deploy.pooled import PooledPostgresEventLogStorage
+
+    for home in (postgres_home, REPO / "dagster_home" / "lake"):
+        with dg.DagsterInstance.from_config(str(home)) as pg:
+            assert isinstance(pg.event_log_storage, PooledPostgresEventLogStorage)
+            assert type(pg.event_log_storage._engine.pool).__name__ == "QueuePool"
+            assert instance_kind(home) == "postgres"
+            assert pg.get_runs() == []

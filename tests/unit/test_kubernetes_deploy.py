@@ -70,7 +70,10 @@ def test_the_instance_passes_dagsters_schema_and_the_run_launchers(tmp_path, mon
     monkeypatch.setenv(PG_URL_ENV, "postgresql+psycopg2://u@h/d")
     config = _instance(tmp_path)
     loaded, _ = dagster_instance_config(str(tmp_path))  # raises on a schema error
-    assert loaded["storage"]["postgres"]["postgres_url"] == {"env": PG_URL_ENV}
+    for part in ("run_storage", "event_log_storage", "schedule_storage"):
+        assert loaded[part]["config"]["postgres_url"] == {"env": PG_URL_ENV}
+        storage = loaded[part]
+        assert hasattr(importlib.import_module(storage["module"]), storage["class"])
     launcher = config["run_launcher"]
     assert getattr(importlib.import_module(launcher["module"]), launcher["class"]) \
         is K8sRunLauncher
