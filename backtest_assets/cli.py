@@ -1065,6 +1065,17 @@ def celery(action: str, directory: Path, port: int, workers: int) -> bool:
     return True
 
 
+def _service(sub, name: str, about: str, directory: str, port: int
+             ) -> argparse.ArgumentParser:
+    """A local service's command: ``up|down|status``, its directory and its port."""
+    parser = sub.add_parser(name, help=about)
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--dir", type=Path, default=REPO / directory,
+                        help=f"its files (default: {directory})")
+    parser.add_argument("--port", type=int, default=port)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m backtest_assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1124,20 +1135,12 @@ def _parser() -> argparse.ArgumentParser:
                                                    "directory, removed afterwards)")
     cert.add_argument("--golden", type=Path, default=REPO / "golden")
     cert.add_argument("--write", action="store_true", help="pin the fresh artifacts")
-    pg = sub.add_parser("postgres", help="a PostgreSQL cluster on 127.0.0.1 for the Dagster "
-                                         "instance of real work (dagster_home/postgres)")
-    pg.add_argument("action", choices=["up", "down", "status"])
-    pg.add_argument("--dir", type=Path, default=REPO / ".postgres",
-                    help="the cluster's directory (default: .postgres)")
-    pg.add_argument("--port", type=int, default=5433)
+    pg = _service(sub, "postgres", "a PostgreSQL cluster on 127.0.0.1 for the Dagster "
+                  "instance of real work (dagster_home/postgres)", ".postgres", 5433)
     pg.add_argument("--lake", action="store_true",
                     help="also the catalog database of a DuckLake warehouse (dagster_home/lake)")
-    cel = sub.add_parser("celery", help="a Redis broker and Celery workers on this machine "
-                                         "for the celery executor (on the lake instance)")
-    cel.add_argument("action", choices=["up", "down", "status"])
-    cel.add_argument("--dir", type=Path, default=REPO / ".celery",
-                     help="logs and pids (default: .celery)")
-    cel.add_argument("--port", type=int, default=6390)
+    cel = _service(sub, "celery", "a Redis broker and Celery workers on this machine for the "
+                   "celery executor (on the lake instance)", ".celery", 6390)
     cel.add_argument("--workers", type=int, default=2)
     for name in ("run", "summary"):
         p = sub.add_parser(name)
