@@ -332,15 +332,24 @@ def family_counts(table: pl.DataFrame) -> pl.DataFrame:
     ).sort("family")
 
 
+HASH_SIG_FIGS = 12
+
+
 def frame_hash(frames: dict[str, pl.DataFrame]) -> str:
     """sha256 over frames' content, independent of row order and memory layout.
 
     Each frame is sorted by all its columns; each column contributes its name, dtype, null
     mask and values (strings as UTF-8 with lengths), so equal content gives equal hashes.
+    Floats count to ``HASH_SIG_FIGS`` significant digits: the same data computed on another
+    CPU (numpy and polars pick SIMD kernels by CPU) differs in its last bits, and is the same
+    dataset.
     """
     digest = hashlib.sha256()
     for name in sorted(frames):
         frame = frames[name]
+        floats = [c for c, t in frame.schema.items() if t.is_float()]
+        if floats:
+            frame = frame.with_columns(pl.col(floats).round_sig_figs(HASH_SIG_FIGS))
         frame = frame.sort(frame.columns) if frame.height else frame
         digest.update(f"{name}:{frame.height}".encode())
         for col in frame.columns:

@@ -303,6 +303,9 @@ def _cr2(c: _Clusters) -> MeanTest:
     return _result(n, c.mean, se, c.x, c.lag, df=df, clusters=g, method="cr2")
 
 
+SEED_SIG_FIGS = 12
+
+
 def cluster_signflip_test(values: np.ndarray, times: np.ndarray, *, lag: int,
                           draws: int = DRAWS, stop_after: int = STOP_AFTER) -> MeanTest:
     """Randomization test of a zero mean that flips the signs of whole clusters.
@@ -350,8 +353,12 @@ def _signflip(c: _Clusters, draws: int, stop_after: int) -> MeanTest:
     resid = c.sums - c.sizes * c.mean
     se = np.sqrt(g / (g - 1) * float((resid * resid).sum())) / n
     # Seeded by |sum| (not its sign): a sample and its mirror (the two templates of one
-    # hypothesis) draw the same patterns and get the same p-value.
-    seed = np.array([abs(c.sums.sum()), float(n), float(g)]).view(np.uint64)
+    # hypothesis) draw the same patterns and get the same p-value. The sum is taken to
+    # SEED_SIG_FIGS significant digits: its last bits depend on how the CPU's SIMD kernels
+    # add (numpy dispatches by CPU), and the same sample must draw the same patterns on every
+    # machine.
+    seed = np.array([float(f"{abs(c.sums.sum()):.{SEED_SIG_FIGS}g}"), float(n), float(g)]
+                    ).view(np.uint64)
     p = _signflip_p(c.sums, int(draws), int(stop_after),
                     np.uint64(seed[0] ^ (seed[1] << np.uint64(1)) ^ seed[2]))
     return _result(n, c.mean, se, c.x, c.lag, df=g - 1, clusters=g, method="signflip", p=p)

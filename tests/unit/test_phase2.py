@@ -263,3 +263,18 @@ def test_the_frames_satisfy_their_pandera_models():
         PHASE2_FDR.validate(fdr.with_columns(pl.lit("maybe").alias("status")))
     with pytest.raises(pa.errors.SchemaError, match="direction"):
         PHASE2_CANDIDATES.validate(sample.with_columns(pl.lit(0, pl.Int8).alias("direction")))
+
+
+def test_the_dataset_hash_ignores_last_bit_differences_of_floats_only():
+    """Data computed on another CPU differs in its floats' last bits: the same dataset. A
+    difference in the 12th significant digit, or in any other column, is another one."""
+    base = pl.DataFrame({"symbol": ["A", "B", "A"], "x": [1.0, 2.5, -3.25e-7],
+                         "n": [1, 2, 3]})
+    ulp = base.with_columns(pl.col("x").map_elements(lambda v: float(np.nextafter(v, 9.0)),
+                                                     return_dtype=pl.Float64))
+    assert not ulp["x"].equals(base["x"])
+    assert phase2.frame_hash({"f": base}) == phase2.frame_hash({"f": ulp})
+    assert phase2.frame_hash({"f": base}) != phase2.frame_hash(
+        {"f": base.with_columns(pl.col("x") * (1 + 1e-10))})
+    assert phase2.frame_hash({"f": base}) != phase2.frame_hash(
+        {"f": base.with_columns(pl.col("n") + 1)})
