@@ -50,7 +50,7 @@ demo: env pg-up ## synthetic data, three symbols, January 2024, into ./data/ware
 # Two worker processes (pytest-xdist), a test file each at a time: module fixtures build once.
 TEST_WORKERS ?= 2
 test: env ## the CI suite (slow tests excluded)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test-all: env
 	$(PY) -m pytest -m ""
