@@ -567,7 +567,6 @@ class Warehouse:
         self._insert(conn, sw.table, rows)
 
 
-
 # A DuckLake commit that lost a race to another writer's (the same table's rows, or a table
 # both created): DuckDB says "conflict" in these errors.
 _CONFLICT = re.compile(r"conflict", re.IGNORECASE)
@@ -582,7 +581,7 @@ def extension_directory() -> Path:
     spec = importlib.util.find_spec("duckdb_ext")
     if spec is None or not spec.submodule_search_locations:
         raise WarehouseError("the DuckLake warehouse needs the packages duckdb-ext-ducklake "
-                             "and duckdb-ext-postgres (project dependencies: make setup)")
+                             "and duckdb-ext-postgres (project dependencies: make env)")
     return Path(next(iter(spec.submodule_search_locations))) / "extensions"
 
 

@@ -96,6 +96,7 @@ report_job = dg.define_asset_job(
     description="Promotion decisions and the HTML research report of a study.",
 )
 
+
 def executor_from_env() -> dg.ExecutorDefinition:
     """The jobs' executor, from ``BACKTEST_EXECUTOR``.
 
