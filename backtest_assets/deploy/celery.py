@@ -96,14 +96,6 @@ class LocalRedis:
     def stop(self) -> None:
         _terminate(self.pidfile)
 
-    def flush(self) -> None:
-        """Drop every queued task (a run interrupted before its steps ran leaves them, and a
-        worker started later would run them)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(b"*1\r\n$8\r\nFLUSHALL\r\n")
-            if not s.recv(64).startswith(b"+OK"):
-                raise CeleryError(f"redis on port {self.port} refused FLUSHALL")
-
 
 @dataclass
 class Workers:
@@ -141,6 +133,8 @@ class Workers:
             pidfile = self.directory / f"w{i}.pid"
             if _alive(pidfile):
                 continue
+            # a new log: the wait below reads it for this start's "ready", not an old one's
+            (self.directory / f"w{i}.log").unlink(missing_ok=True)
             subprocess.run([str(celery), "-A", "dagster_celery.app", "worker", "-n", name,
                             "-Q", QUEUE, "--concurrency", "1", "--prefetch-multiplier", "1",
                             "--loglevel", "INFO", "--detach", f"--pidfile={pidfile}",
