@@ -114,6 +114,10 @@ class Workers:
     def names(self) -> list[str]:
         return [f"w{i}@{socket.gethostname()}" for i in range(1, self.count + 1)]
 
+    def _files(self, i: int) -> tuple[Path, Path]:
+        """Worker ``i``'s pid file and log."""
+        return self.directory / f"w{i}.pid", self.directory / f"w{i}.log"
+
     def _config_module(self) -> Path:
         """dagster-celery's app reads its settings from a module ``dagster_celery_config``."""
         conf = self.directory / "config"
@@ -130,17 +134,17 @@ class Workers:
                "PYTHONPATH": os.pathsep.join(filter(None, [str(conf),
                                                            os.environ.get("PYTHONPATH")]))}
         for i, name in enumerate(self.names, start=1):
-            pidfile = self.directory / f"w{i}.pid"
+            pidfile, log = self._files(i)
             if _alive(pidfile):
                 continue
             # a new log: the wait below reads it for this start's "ready", not an old one's
-            (self.directory / f"w{i}.log").unlink(missing_ok=True)
+            log.unlink(missing_ok=True)
             subprocess.run([str(celery), "-A", "dagster_celery.app", "worker", "-n", name,
                             "-Q", QUEUE, "--concurrency", "1", "--prefetch-multiplier", "1",
                             "--loglevel", "INFO", "--detach", f"--pidfile={pidfile}",
-                            f"--logfile={self.directory / f'w{i}.log'}"],
+                            f"--logfile={log}"],
                            env=env, check=True, capture_output=True, stdin=subprocess.DEVNULL)
-        ready = [self.directory / f"w{i}.log" for i in range(1, self.count + 1)]
+        ready = [self._files(i)[1] for i in range(1, self.count + 1)]
         _wait(lambda: all(p.is_file() and " ready." in p.read_text(errors="replace")
                           for p in ready), timeout_s,
               f"the workers did not come up (logs in {self.directory})")
@@ -148,11 +152,11 @@ class Workers:
 
     def alive(self) -> list[str]:
         return [name for i, name in enumerate(self.names, start=1)
-                if _alive(self.directory / f"w{i}.pid")]
+                if _alive(self._files(i)[0])]
 
     def stop(self) -> None:
         for i in range(1, self.count + 1):
-            _terminate(self.directory / f"w{i}.pid")
+            _terminate(self._files(i)[0])
 
 
 def _alive(pidfile: Path) -> bool:
