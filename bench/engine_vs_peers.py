@@ -5,7 +5,13 @@ agreement checks) with the engine's rows added to its registry, so every figure 
 comes from the same process run on the same 1,051,200 bars:
 
 - ``a/engine``: case a (SMA 20/100 crossover, long/short, fee 4 bps + slippage 1 bp per
-  side, fills at the next open) with vectorbt's sizing (``long_sizing="cash"``);
+  side, fills at the next open) with vectorbt's sizing (``long_sizing="cash"``), written
+  with the project's own tools as vectorbt's rows use vectorbt's: the compiled moving
+  averages and crossover target (:mod:`backtest_assets.engine.indicators`, bit-identical to
+  the peers' numpy ones) and the compiled headline metrics (``metrics.headline``);
+- ``a/engine_numpy``: the same backtest with the peers' numpy moving averages, target and
+  metrics around it, what a user writes without those helpers (the difference is their
+  temporaries: at a million bars each fresh array costs about 2 ms of page faults here);
 - ``a/engine_funding``: the same orders on a perp: 8-hourly funding, isolated margin at a
   leverage setting of 2 with a 0.4 % maintenance rate (initial margin checked on every
   order, liquidation on every bar), default sizing;
@@ -62,6 +68,8 @@ import numba  # noqa: E402
 import bench as peers  # noqa: E402  (the peers' bench.py)
 from backtest_assets.engine import Instrument, LimitOrders, backtest  # noqa: E402
 from backtest_assets.sim import Strategy, Target, run_strategy  # noqa: E402
+from backtest_assets.engine.indicators import crossover_target, sma  # noqa: E402
+from backtest_assets.engine.metrics import headline  # noqa: E402
 from backtest_assets.engine.sweep import sweep  # noqa: E402
 from backtest_assets.engine.venue import RiskLimits  # noqa: E402
 from backtest_assets.specs import load_registry  # noqa: E402
@@ -113,14 +121,33 @@ def _marks(data: dict) -> dict:
 
 
 def _case_a(ctx: dict, **kw) -> dict:
+    """Case a with the project's own tools around the engine, as vectorbt's rows use its
+    own: compiled moving averages and crossover target (bit-identical to the peers' numpy
+    spelling), the backtest, and the compiled headline metrics."""
     o, h, lo, c = ctx["bars"]
-    held = peers.target_position(peers.sma(c, peers.FAST), peers.sma(c, peers.SLOW))
-    res = backtest(o, h, lo, c, _shifted(held), init_cash=peers.INIT_CASH, **kw)
-    return {"equity": res.equity, "n_trades": res.trades.height, **peers.metrics(res.equity)}
+    target = crossover_target(sma(c, peers.FAST), sma(c, peers.SLOW))
+    res = backtest(o, h, lo, c, target, init_cash=peers.INIT_CASH, **kw)
+    return {"equity": res.equity, "n_trades": res.trades.height,
+            **_headline3(res.equity)}
+
+
+def _headline3(equity: np.ndarray) -> dict:
+    m = headline(equity, peers.INIT_CASH, peers.ANN_FACTOR)
+    return {k: m[k] for k in ("total_return", "sharpe", "max_drawdown")}
 
 
 def run_engine(ctx: dict) -> dict:
     return _case_a(ctx, instruments=ctx["spot"], long_sizing="cash")
+
+
+def run_engine_numpy(ctx: dict) -> dict:
+    """The same backtest with the peers' numpy moving averages, target and metrics around
+    it (what a user writes without the project's helpers)."""
+    o, h, lo, c = ctx["bars"]
+    held = peers.target_position(peers.sma(c, peers.FAST), peers.sma(c, peers.SLOW))
+    res = backtest(o, h, lo, c, _shifted(held), ctx["spot"], init_cash=peers.INIT_CASH,
+                   long_sizing="cash")
+    return {"equity": res.equity, "n_trades": res.trades.height, **peers.metrics(res.equity)}
 
 
 def run_engine_funding(ctx: dict) -> dict:
@@ -208,18 +235,19 @@ def same_trades_as_backtesting(data: dict, n: int) -> str:
 
 
 class _PairTargets:
-    """The 100 pairs' targets, each built when the sweep asks for it."""
+    """The 100 pairs' targets, each built when the sweep asks for it (the project's compiled
+    moving averages and crossover, as in ``a/engine``)."""
 
     def __init__(self, close: np.ndarray) -> None:
         windows = sorted({w for pair in peers.SWEEP_PAIRS for w in pair})
-        self.ma = {w: peers.sma(close, w) for w in windows}
+        self.ma = {w: sma(close, w) for w in windows}
 
     def __len__(self) -> int:
         return len(peers.SWEEP_PAIRS)
 
     def __getitem__(self, k: int) -> np.ndarray:
         fast, slow = peers.SWEEP_PAIRS[k]
-        return _shifted(peers.target_position(self.ma[fast], self.ma[slow]))
+        return crossover_target(self.ma[fast], self.ma[slow])
 
 
 def run_engine_sweep(ctx: dict, threads: int | None = None) -> dict:
@@ -238,6 +266,8 @@ def engine_impls(args) -> list:
     pairs = len(peers.SWEEP_PAIRS)
     return [
         peers.Impl("a", "engine", "backtest_assets engine (vbt sizing)", prep_engine, run_engine),
+        peers.Impl("a", "engine_numpy", "engine, peers' numpy MAs and metrics", prep_engine,
+                   run_engine_numpy),
         peers.Impl("a", "engine_funding", "engine + funding + isolated margin", prep_engine,
                    run_engine_funding),
         peers.Impl("a", "engine_venue", "engine + brackets + risk manager", prep_engine,
@@ -270,8 +300,10 @@ def engine_agreement(res: dict, data: dict, args) -> list[str]:
             lines.append(
                 f"{ref_key.split('/')[1]} vs engine (vbt sizing): total return rel diff "
                 f"{peers.rel(eng['total_return'], ref['total_return']):.2e}, max equity-curve rel "
-                f"diff {peers.rel(eng['equity'], ref['equity']):.2e}, trades {ref['n_trades']} "
-                f"(orders) vs {eng['n_trades']}")
+                f"diff {peers.rel(eng['equity'], ref['equity']):.2e}, |dSharpe| "
+                f"{abs(eng['sharpe'] - ref['sharpe']):.2e}, |dMDD| "
+                f"{abs(eng['max_drawdown'] - ref['max_drawdown']):.2e}, trades "
+                f"{ref['n_trades']} (orders) vs {eng['n_trades']}")
     for key in ("b/engine_sweep", "b/engine_sweep_1t"):
         ref, eng = out("b/numpy_exact") or out("b/vbt_loop_rust"), out(key)
         if ref is not None and eng is not None:

@@ -1,4 +1,4 @@
-"""Performance metrics of a backtest (pure numpy/polars; no Dagster).
+"""Performance metrics of a backtest (pure numpy/polars/numba; no Dagster).
 
 Input contract: a :class:`~backtest_assets.engine.core.Result` (per-bar ``equity``,
 ``exposure``, ``position`` (T, S), ``fees``/``slippage``/``funding``/``liquidation_fees``/
@@ -43,10 +43,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 import polars as pl
 
 from backtest_assets.engine.core import Result, forward_fill, liquidation_price
+from backtest_assets.engine.memory import aligned
 from backtest_assets.engine.venue import Instrument
 
 BARS_PER_YEAR_1M = 525_600
@@ -54,6 +56,55 @@ BARS_PER_YEAR_1M = 525_600
 
 def _ratio(num: float, den: float) -> float:
     return num / den if den else float("nan")
+
+
+def headline(equity: np.ndarray, init_cash: float,
+             bars_per_year: float = BARS_PER_YEAR_1M) -> dict[str, float]:
+    """Total return, volatility, Sharpe, Sortino and max drawdown of an equity curve (the
+    definitions of :func:`metrics`) in two compiled passes with no temporaries: what a
+    parameter search or a benchmark needs from a run, without the trade and margin figures.
+    Sums are taken in bar order (numpy's are pairwise), so the ratios agree with
+    :func:`metrics` to float rounding (about 1e-12 relative at a million bars)."""
+    eq = np.ascontiguousarray(equity, dtype=np.float64)
+    if not eq.size:
+        raise ValueError("no bars: the result has an empty equity curve")
+    mean, sd, downside, mdd = curve_stats(eq, float(init_cash), aligned(eq.size))
+    ann = math.sqrt(bars_per_year)
+    return {"total_return": float(eq[-1] / init_cash - 1.0), "volatility": sd * ann,
+            "sharpe": _ratio(mean, sd) * ann, "sortino": _ratio(mean, downside) * ann,
+            "max_drawdown": mdd}
+
+
+@numba.njit(cache=True)
+def curve_stats(equity, init, ret):  # pragma: no cover (compiled)
+    """(mean, sd (ddof 1), downside deviation, max drawdown) of the bar returns of
+    ``equity`` (``bar_returns``' definition, sums in bar order); each bar's return is also
+    written into ``ret`` when it has T elements (it may alias an input read no further)."""
+    t_n = equity.size
+    keep = ret.size == t_n
+    prev, peak = init, init
+    mean, mdd = 0.0, 0.0
+    for t in range(t_n):
+        r = equity[t] / prev - 1.0 if prev > 0 else 0.0
+        if keep:
+            ret[t] = r
+        mean += r
+        prev = equity[t]
+        peak = max(peak, equity[t])
+        mdd = min(mdd, equity[t] / peak - 1.0)
+    mean /= t_n
+    ss, down = 0.0, 0.0
+    prev = init
+    for t in range(t_n):  # second pass: variance about the mean (as numpy's std)
+        if keep:  # the same value, without a second division
+            r = ret[t]
+        else:
+            r = equity[t] / prev - 1.0 if prev > 0 else 0.0
+            prev = equity[t]
+        ss += (r - mean) ** 2
+        down += min(r, 0.0) ** 2
+    sd = math.sqrt(ss / (t_n - 1)) if t_n > 1 else np.nan
+    return mean, sd, math.sqrt(down / t_n), mdd
 
 
 def bar_returns(equity: np.ndarray, init_cash: float) -> np.ndarray:

@@ -39,7 +39,7 @@ from backtest_assets.engine.core import (
     loop_state,
     plain_loop,
 )
-from backtest_assets.engine.metrics import BARS_PER_YEAR_1M
+from backtest_assets.engine.metrics import BARS_PER_YEAR_1M, curve_stats
 from backtest_assets.engine.venue import ExitRules, Instrument, LimitOrders, RiskLimits
 
 # Columns of the per-combination metrics the kernel writes, in this order.
@@ -202,24 +202,10 @@ def _summarize(equity, exposure, fees, slippage, funding, trades, rejected, blow
     """The metrics of metrics.py (Sharpe and Sortino before annualization). ``exposure`` is
     overwritten with the bar returns (scratch)."""
     t_n = equity.size
-    ret = exposure  # exposure[t] is read before ret[t] is written
-    prev, peak = init, init
-    mean, mdd, exp_sum = 0.0, 0.0, 0.0
+    exp_sum = 0.0
     for t in range(t_n):
         exp_sum += exposure[t]
-        r = equity[t] / prev - 1.0 if prev > 0 else 0.0
-        ret[t] = r
-        mean += r
-        prev = equity[t]
-        peak = max(peak, equity[t])
-        mdd = min(mdd, equity[t] / peak - 1.0)
-    mean /= t_n
-    ss, down = 0.0, 0.0
-    for t in range(t_n):  # second pass: variance about the mean (as numpy's std)
-        ss += (ret[t] - mean) ** 2
-        down += min(ret[t], 0.0) ** 2
-    sd = math.sqrt(ss / (t_n - 1)) if t_n > 1 else np.nan
-    downside = math.sqrt(down / t_n)
+    mean, sd, downside, mdd = curve_stats(equity, init, exposure)  # exposure: the returns
     closed, wins = 0, 0
     for i in range(trades.shape[0]):
         if trades[i, 9] != R_OPEN:
