@@ -465,7 +465,9 @@ class Warehouse:
             f"LEFT JOIN (SELECT CAST(t.{tc} AS DATE) AS date, t.{sc} AS symbol, "
             "count(*) AS n, left(md5(CAST(sum(hash(t)) AS VARCHAR) || ':' || count(*)), 16) "
             f"AS data_hash FROM {ident(table)} t JOIN _lkeys k2 "
-            f"ON t.{sc} = k2.symbol AND t.{tc} >= k2.date AND t.{tc} < k2.date + 1 "
+            # an equi-join on the day (a hash join): the same rows as ts in [day, day + 1),
+            # which DuckDB plans as a range join, 5-8x slower on a symbol-year's keys
+            f"ON t.{sc} = k2.symbol AND CAST(t.{tc} AS DATE) = k2.date "
             "GROUP BY ALL) h USING (date, symbol)",
             {"asset": spec.asset, "version": spec.version, "run_id": lineage.run_id})
 

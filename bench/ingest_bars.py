@@ -98,12 +98,15 @@ def _step_seconds(instance) -> dict[str, float]:
 
 
 def variant_plain(days: int) -> dict:
-    """The job's work without Dagster: same functions, same warehouse writes and reads."""
+    """The job's work without Dagster: same functions, same warehouse writes (the rows, the
+    side tables and each key's lineage record) and reads (bars_1m joins the mark price)."""
     import polars as pl
 
     from backtest_assets.core import bars as core_bars
     from backtest_assets.core.frames import FUNDING_SCHEMA, KLINE_SCHEMA, OPEN_INTEREST_SCHEMA
     from backtest_assets.core.ingest import collect
+    from backtest_assets.core.lineage import LineageWrite
+    from backtest_assets.definitions import defs
     from backtest_assets.defs.bars.checks import bars_contract, source_bars_reconcile
     from backtest_assets.defs.ingest.checks import (
         FUNDING_CONTRACT,
@@ -111,13 +114,18 @@ def variant_plain(days: int) -> dict:
         OPEN_INTEREST_CONTRACT,
         PREMIUM_KLINES_CONTRACT,
     )
+    from backtest_assets.defs.shared import lineage_spec
     from backtest_assets.partitions import BARS_PARTITION_EXPR, TS_PARTITION_EXPR
-    from backtest_assets.resources import WarehouseResource
+    from backtest_assets.resources import MarketSourceResource, WarehouseResource
     from backtest_assets.resources.io_manager import layout_for
     from backtest_assets.schemas.checks import evaluate
     from backtest_assets.sources.synthetic import SyntheticSource
+    from backtest_assets.specs import load_registry
     from backtest_assets.warehouse import SideWrite
 
+    registry, identity = load_registry(), MarketSourceResource().identity
+    specs = {name: lineage_spec(defs.resolve_assets_def(name), registry, identity)
+             for name in TABLES}  # what each key's lineage records (not timed: definitions)
     t0 = time.perf_counter()
     wh = WarehouseResource().warehouse()
     src = SyntheticSource(seed=7)
@@ -125,11 +133,13 @@ def variant_plain(days: int) -> dict:
     key_dicts = [{"date": d.isoformat(), "symbol": s} for d, s in keys]
     timings = {}
 
-    def write(name, frame, contract, expr, side=(), extra=()):
-        outcomes = [*evaluate(frame, contract), *extra]
+    def write(name, frame, contract, expr, side=(), extra=(), incomplete=()):
+        outcomes = [*evaluate(frame, contract, keys=keys), *extra]
         assert not any(o.blocking_failure for o in outcomes), name
         layout = layout_for({"partition_expr": expr})
-        wh.replace(name, frame, layout, layout.boxes(key_dicts), side=side)
+        wh.replace(name, frame, layout, layout.boxes(key_dicts), side=side,
+                   lineage=LineageWrite(specs[name], tuple(keys), "plain",
+                                        frozenset(incomplete)))
 
     def read(name, expr):
         layout = layout_for({"partition_expr": expr})
@@ -155,10 +165,11 @@ def variant_plain(days: int) -> dict:
         got = collect(name, keys, fetch, schema)
         write(name, got.frame, contract, expr, side=[
             SideWrite("ingest_quarantine", got.quarantine, got.keys),
-            SideWrite("ingest_files", got.files, got.keys)])
+            SideWrite("ingest_files", got.files, got.keys)], incomplete=got.missing_keys)
         timings[name] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    one = pl.concat([core_bars.bars_1m(read("raw_perp_klines_1m", BARS_PARTITION_EXPR), "perp"),
+    one = pl.concat([core_bars.bars_1m(read("raw_perp_klines_1m", BARS_PARTITION_EXPR), "perp",
+                                       read("raw_mark_price_klines_1m", BARS_PARTITION_EXPR)),
                      core_bars.bars_1m(read("raw_spot_klines_1m", BARS_PARTITION_EXPR), "spot")]
                     ).sort(core_bars.SORT_KEYS)
     write("bars_1m", one, bars_contract(1), BARS_PARTITION_EXPR)
