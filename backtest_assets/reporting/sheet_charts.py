@@ -68,7 +68,8 @@ def lines(name: str, title: str, x: np.ndarray, series: dict[str, np.ndarray], *
             if series else np.empty(0)
         pos = pos[np.isfinite(pos) & (pos > 0)]
         yrange = [float(pos.min()) * 0.97, float(pos.max()) * 1.03] if pos.size else [0.1, 10.0]
-    return {"yrange": yrange, "kind": "lines", "name": name, "title": title, "time": True, "link": link,
+    return {"yrange": yrange, "kind": "lines", "name": name, "title": title, "time": True,
+            "link": link,
             "x": nd(x), "series": [{"label": k, "y": nd(v)} for k, v in series.items()],
             "yfmt": yfmt, "tipfmt": tipfmt, "log": log, "hidden": hidden,
             "hline": None if hline is None or not math.isfinite(hline) else hline,
