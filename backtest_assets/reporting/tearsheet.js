@@ -17,20 +17,32 @@
                open: ["circle_dot", "#bcbd22"]};
   var DTYPES = {f8: Float64Array, f4: Float32Array, i4: Int32Array};
 
-  // {"nd": dtype, "b64": data} -> typed array; anything else unchanged (recursively in
-  // plain objects and arrays)
-  function decode(v) {
+  // The page's arrays: one deflated block of byte-shuffled arrays (sheet_charts.pack).
+  async function inflate(b64) {
+    var bin = atob(b64), bytes = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) { bytes[i] = bin.charCodeAt(i); }
+    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+
+  // {"nd": dtype, "off": byte offset, "n": items} -> typed array (unshuffled); anything
+  // else unchanged, recursively in plain objects and arrays
+  function decode(v, block) {
     if (v && typeof v === "object" && !Array.isArray(v)) {
       if (v.nd) {
-        var bin = atob(v.b64), bytes = new Uint8Array(bin.length);
-        for (var i = 0; i < bin.length; i++) { bytes[i] = bin.charCodeAt(i); }
-        return new DTYPES[v.nd](bytes.buffer);
+        var T = DTYPES[v.nd], k = T.BYTES_PER_ELEMENT, n = v.n;
+        var out = new Uint8Array(k * n);
+        for (var j = 0; j < k; j++) {
+          var src = v.off + j * n;
+          for (var i = 0; i < n; i++) { out[i * k + j] = block[src + i]; }
+        }
+        return new T(out.buffer);
       }
-      var out = {};
-      Object.keys(v).forEach(function (k) { out[k] = decode(v[k]); });
-      return out;
+      var obj = {};
+      Object.keys(v).forEach(function (key) { obj[key] = decode(v[key], block); });
+      return obj;
     }
-    if (Array.isArray(v)) { return v.map(decode); }
+    if (Array.isArray(v)) { return v.map(function (x) { return decode(x, block); }); }
     return v;
   }
 
@@ -355,7 +367,8 @@
   }
 
   async function main() {
-    var spec = decode(JSON.parse(document.getElementById("sheet-data").textContent));
+    var block = await inflate(document.getElementById("sheet-arrays").textContent.trim());
+    var spec = decode(JSON.parse(document.getElementById("sheet-data").textContent), block);
     // add_document_standalone places the i-th root of the document in targets[i]
     var doc = new Bokeh.Document(), ranges = {}, targets = [];
     spec.charts.forEach(function (c) {

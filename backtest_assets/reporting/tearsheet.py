@@ -156,9 +156,9 @@ class _Page:
         self.sections.append(H.section(key, title, *parts))
 
     def render(self, title: str, subtitle: str, head: str) -> str:
+        packed, block = C.pack({"charts": list(self.charts.values())})
         # "</" cannot end the JSON's script element early
-        data = json.dumps({"charts": list(self.charts.values())},
-                          separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+        data = json.dumps(packed, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
         nav = " &middot; ".join(f'<a href="#{k}">{H.esc(t)}</a>' for k, t in self.nav)
         js = f"<script>{bokeh_js()}</script>" if self.charts else ""
         return "\n".join([
@@ -170,6 +170,7 @@ class _Page:
             f"<header><h1>{H.esc(title)}</h1>", f'<p class="note">{subtitle}</p>', head,
             f"<nav>{nav}</nav></header>", "<main>", *self.sections, "</main>",
             f'<script type="application/json" id="sheet-data">{data}</script>',
+            f'<script type="application/octet-stream" id="sheet-arrays">{block}</script>',
             f"<script>{C.SCRIPT.read_text()}</script>" if self.charts else
             '<script>document.body.dataset.chartsRendered = "0";</script>',
             f"<script>{H.SORT_SCRIPT}</script>", "</body>", "</html>", ""])
@@ -307,14 +308,19 @@ def _returns_section(page: _Page, curve: _Curve) -> list[str]:
     window = max(2, round(days * 1440 / curve.interval_minutes))
     r = P.returns(curve.equity, curve.init_cash)
     sharpe, vol = P.rolling_sharpe_vol(r, window, per_year)
-    keep = P.downsample(curve.ts, np.nan_to_num(sharpe), OVERVIEW_POINTS)
-    parts.append(page.chart(C.lines(
-        "rolling-sharpe", f"Rolling Sharpe ({days} days, annualized)", curve.x[keep],
-        {"Sharpe": sharpe[keep]}, hline=0.0),
-        f"window {window:,} bars; empty until the first window is full"))
-    parts.append(page.chart(C.lines(
-        "rolling-vol", f"Rolling volatility ({days} days, annualized)", curve.x[keep],
-        {"volatility": vol[keep]}, yfmt="0%", tipfmt="0.00%")))
+    if np.isfinite(vol).any():
+        keep = P.downsample(curve.ts, np.nan_to_num(sharpe), OVERVIEW_POINTS)
+        parts.append(page.chart(C.lines(
+            "rolling-sharpe", f"Rolling Sharpe ({days} days, annualized)", curve.x[keep],
+            {"Sharpe": sharpe[keep]}, hline=0.0),
+            f"window {window:,} bars; empty until the first window is full, and where the "
+            "window is flat"))
+        parts.append(page.chart(C.lines(
+            "rolling-vol", f"Rolling volatility ({days} days, annualized)", curve.x[keep],
+            {"volatility": vol[keep]}, yfmt="0%", tipfmt="0.00%")))
+    else:
+        parts.append(H.nothing(f"No rolling Sharpe or volatility: the run is shorter than "
+                               f"one {days}-day window ({window:,} bars)."))
     daily = P.period_returns(curve.ts, curve.equity, curve.init_cash, "1d")["ret"].to_numpy()
     edges, counts = P.histogram(daily, bins=30)
     risk = {level: P.var_cvar(daily, level) for level in VAR_LEVELS}
@@ -827,6 +833,20 @@ def _portfolio_exposure(page: _Page, inputs: PortfolioInputs, book: pl.DataFrame
                               ("binding", False, H.text("binding"))],
                              w.sort("rebalance_ts", "edge").to_dicts()))
     return parts
+
+
+def page_charts(html: str) -> dict[str, dict]:
+    """The charts of a rendered sheet by name, arrays decoded (what its script draws)."""
+    import re
+
+    data = re.search(r'<script type="application/json" id="sheet-data">(.*?)</script>',
+                     html, re.S)
+    block = re.search(r'<script type="application/octet-stream" id="sheet-arrays">(.*?)'
+                      "</script>", html, re.S)
+    if data is None or block is None:
+        return {}
+    spec = C.unpack(json.loads(data.group(1).replace("<\\/", "</")), block.group(1))
+    return {c["name"]: c for c in spec["charts"]}
 
 
 def headline_json(sheet: TearSheet) -> str:
