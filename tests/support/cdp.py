@@ -10,6 +10,7 @@ events on fd 4 (a shell ``exec`` puts the pipes there).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
@@ -151,10 +152,8 @@ class Browser:
         return path
 
     def close(self) -> None:
-        try:
-            os.close(self._to_chrome)  # chromium exits when its command pipe closes
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # chromium exits when its command pipe closes
+            os.close(self._to_chrome)
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
