@@ -1,5 +1,5 @@
 // The tear sheet's charts, built in the browser with BokehJS's plotting API from the page's
-// JSON (<script type="application/json" id="sheet-data">, written by reporting/sheet_charts.py).
+// JSON (the script element #sheet-data, its arrays in #sheet-arrays: reporting/sheet_charts.py).
 // Every chart is a root of one Bokeh document (so ranges link across charts), placed in its
 // <div data-root="NAME">. Once the document is idle, <body data-charts-rendered> holds the
 // number of roots drawn.
@@ -359,7 +359,7 @@
         b.parentNode.querySelectorAll("button[data-show]").forEach(function (o) {
           var on = o === b;
           var wrap = document.querySelector('figure[data-chart="' + o.dataset.show + '"]');
-          wrap.style.display = on ? "" : "none";
+          wrap.hidden = !on;
           doc.get_model_by_name(o.dataset.show).visible = on;
         });
       });

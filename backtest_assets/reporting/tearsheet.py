@@ -140,14 +140,17 @@ class _Page:
         self.nav: list[tuple[str, str]] = []
 
     def chart(self, spec: dict, caption: str = "") -> str:
-        """The ``<figure>`` of chart ``spec`` (:mod:`.sheet_charts`), with its provenance."""
+        """The ``<figure>`` of chart ``spec`` (:mod:`.sheet_charts`), with its provenance;
+        hidden (a toggle shows it) when the spec says so."""
         name = spec["name"]
         if name in self.charts:
             raise ValueError(f"two charts named {name!r}")
         self.charts[name] = spec
         trace = self.trace.line()
         text = f"{H.esc(caption)} \u00b7 " if caption else ""
-        return (f'<figure class="chart" data-chart="{H.esc(name)}" data-trace="{H.esc(trace)}">'
+        hidden = " hidden" if spec.get("hidden") else ""
+        return (f'<figure class="chart" data-chart="{H.esc(name)}" data-trace="{H.esc(trace)}"'
+                f"{hidden}>"
                 f'<div data-root="{H.esc(name)}"></div><figcaption>{text}'
                 f"<span class=trace>{H.esc(trace)}</span></figcaption></figure>")
 
@@ -278,9 +281,7 @@ def _equity_section(page: _Page, curve: _Curve, others: dict[str, np.ndarray]) -
     lin_fig = page.chart(lin, "equity at each bar's close (overview: min/max per bucket, "
                               "every peak and trough kept)")
     log_fig = page.chart(log, "the same curves on a log axis")
-    parts = [toggle, lin_fig, log_fig.replace('<figure class="chart"', '<figure class="chart" '
-                                                      'style="display:none"', 1),
-             page.chart(dd), page.chart(water)]
+    parts = [toggle, lin_fig, log_fig, page.chart(dd), page.chart(water)]
     episodes = P.drawdown_episodes(curve.ts, curve.equity, curve.init_cash)
     if episodes.height:
         step = dt.timedelta(minutes=curve.interval_minutes)
@@ -310,11 +311,14 @@ def _returns_section(page: _Page, curve: _Curve) -> list[str]:
     sharpe, vol = P.rolling_sharpe_vol(r, window, per_year)
     if np.isfinite(vol).any():
         keep = P.downsample(curve.ts, np.nan_to_num(sharpe), OVERVIEW_POINTS)
-        parts.append(page.chart(C.lines(
-            "rolling-sharpe", f"Rolling Sharpe ({days} days, annualized)", curve.x[keep],
-            {"Sharpe": sharpe[keep]}, hline=0.0),
-            f"window {window:,} bars; empty until the first window is full, and where the "
-            "window is flat"))
+        if np.isfinite(sharpe).any():
+            parts.append(page.chart(C.lines(
+                "rolling-sharpe", f"Rolling Sharpe ({days} days, annualized)", curve.x[keep],
+                {"Sharpe": sharpe[keep]}, hline=0.0),
+                f"window {window:,} bars; empty until the first window is full, and where "
+                "the window is flat"))
+        else:
+            parts.append(H.nothing("No rolling Sharpe: every window is flat."))
         parts.append(page.chart(C.lines(
             "rolling-vol", f"Rolling volatility ({days} days, annualized)", curve.x[keep],
             {"volatility": vol[keep]}, yfmt="0%", tipfmt="0.00%")))
