@@ -296,6 +296,13 @@ def _equity_section(page: _Page, curve: _Curve, others: dict[str, np.ndarray]) -
     return parts
 
 
+def _keep_all(ts: np.ndarray, series) -> np.ndarray:
+    """The union of each series' min/max downsampling (a chart of several series keeps the
+    peaks and troughs of every one)."""
+    keep = [P.downsample(ts, np.asarray(v, dtype=np.float64), OVERVIEW_POINTS) for v in series]
+    return np.unique(np.concatenate(keep)) if keep else np.arange(len(ts))
+
+
 def _duration(value: dt.timedelta) -> str:
     hours = value.total_seconds() / 3600
     return f"{hours / 24:,.1f} days" if hours >= 48 else f"{hours:,.1f} h"
@@ -310,7 +317,7 @@ def _returns_section(page: _Page, curve: _Curve) -> list[str]:
     r = P.returns(curve.equity, curve.init_cash)
     sharpe, vol = P.rolling_sharpe_vol(r, window, per_year)
     if np.isfinite(vol).any():
-        keep = P.downsample(curve.ts, np.nan_to_num(sharpe), OVERVIEW_POINTS)
+        keep = _keep_all(curve.ts, (np.nan_to_num(sharpe), np.nan_to_num(vol)))
         if np.isfinite(sharpe).any():
             parts.append(page.chart(C.lines(
                 "rolling-sharpe", f"Rolling Sharpe ({days} days, annualized)", curve.x[keep],
@@ -570,14 +577,19 @@ def _exposure_parts(page: _Page, inputs: BlueprintInputs, curve: _Curve) -> list
     closes = _close_matrix(inputs.bars.filter(pl.col("symbol").is_in(symbols)) if symbols
                            else inputs.bars, eq["ts"], inputs.interval_minutes)
     order = sorted(symbols) if symbols else sorted(inputs.bars["symbol"].unique())
-    series = {"gross (engine)": eq["exposure"].to_numpy()[keep]}
+    full = {"gross (engine)": eq["exposure"].to_numpy()}
     if closes.size and inputs.trades.height:
-        _, net = P.net_exposure(inputs.trades, closes, order, curve.equity)
-        series["net (from the trades)"] = net[keep]
-    parts = [page.chart(C.lines("exposure", "Exposure (notional / equity)", curve.x[keep],
-                                series, yfmt="0.00", hline=inputs.leverage),
+        full["net (from the trades)"] = P.net_exposure(inputs.trades, closes, order,
+                                                       curve.equity)[1]
+    # each series' own peaks and troughs (the equity's would miss short positions)
+    own = _keep_all(curve.ts, full.values())
+    series = {k: v[own] for k, v in full.items()}
+    if inputs.leverage is not None:
+        series["leverage cap"] = np.full(own.size, inputs.leverage)
+    parts = [page.chart(C.lines("exposure", "Exposure (notional / equity)", curve.x[own],
+                                series, yfmt="0.00", hline=0.0),
                         "gross: the engine's; net: long minus short notional rebuilt from "
-                        "the trades; dashed: the blueprint's leverage cap")]
+                        "the trades; the blueprint's leverage cap")]
     costs = P.cost_attribution(eq, inputs.metrics, inputs.init_cash)
     shown = costs.filter(~pl.col("cost").str.starts_with("of which"))
     parts.append('<div class="grid2">' + page.chart(C.bars(
@@ -815,7 +827,7 @@ def render_portfolio(inputs: PortfolioInputs) -> TearSheet:
 
 def _portfolio_exposure(page: _Page, inputs: PortfolioInputs, book: pl.DataFrame,
                         curve: _Curve) -> list[str]:
-    keep = curve.keep()
+    keep = _keep_all(curve.ts, (book["gross"].to_numpy(), book["net"].to_numpy()))
     parts = [page.chart(C.lines("exposure", "Gross and net exposure (notional / equity)",
                                 curve.x[keep], {"gross": book["gross"].to_numpy()[keep],
                                                 "net": book["net"].to_numpy()[keep]},

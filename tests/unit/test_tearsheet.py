@@ -208,3 +208,19 @@ def test_portfolio_sheet():
 
 def test_window_dates(inputs):
     assert inputs.window == (dt.date(2024, 1, 1), dt.date(2024, 1, 14))
+
+
+def test_exposure_overview_keeps_every_series_extremes(inputs, sheet):
+    from backtest_assets.reporting import performance as P
+    from backtest_assets.reporting.tearsheet import _close_matrix
+
+    chart = page_charts(sheet.html)["exposure"]
+    assert chart["x"].size < inputs.equity.height  # downsampled...
+    series = {s["label"]: s["y"] for s in chart["series"]}
+    closes = _close_matrix(inputs.bars, inputs.equity["ts"], 5)
+    _, net = P.net_exposure(inputs.trades, closes, ["BTCUSDT", "ETHUSDT"],
+                            inputs.equity["equity"].to_numpy())
+    # ...but the net exposure's deepest short and largest long are both there
+    assert np.nanmin(series["net (from the trades)"]) == np.nanmin(net) < 0
+    assert np.nanmax(series["net (from the trades)"]) == np.nanmax(net) > 0
+    assert set(series["leverage cap"]) == {1.0}
