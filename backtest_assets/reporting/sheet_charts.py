@@ -148,8 +148,8 @@ def price(symbol: str, bars: pl.DataFrame, trades: pl.DataFrame, events: pl.Data
     ``bars``: ``ts_open``, ``open``, ``high``, ``low``, ``close``, in time order.
     ``trades``: its ``backtest_trades`` rows (entries at the fill: the open of the entry bar;
     exits at the exit bar's open, where the engine stamps them). ``events``: ``ts`` (the
-    event bar's open), ``event_type``, ``direction``, ``close`` (the event bar's close: the
-    marker's height) and ``triggered``; drawn at the bar's close, when the event is known.
+    event bar's open), ``event_type``, ``direction``, ``high`` (the event bar's high: the
+    marker's height) and ``triggered``; drawn on top of the event's bar.
     """
     ts = ms(bars["ts_open"]) if bars.height else np.empty(0)
     t0 = float(ts[0]) if ts.size else 0.0
@@ -170,7 +170,8 @@ def price(symbol: str, bars: pl.DataFrame, trades: pl.DataFrame, events: pl.Data
                        "side": tr["side"].to_list() if tr.height else [],
                        "reason": tr["exit_reason"].to_list() if tr.height else []}}
     if events.height:
-        spec["events"] = {"ts": nd(ms(events["ts"]) + step_ms), "y": nd(events["close"]),
+        spec["events"] = {"ts": nd(ms(events["ts"]) + step_ms / 2), "y": nd(events["high"]),
+                          "known": nd(ms(events["ts"]) + step_ms),
                           "type": events["event_type"].to_list(),
                           "direction": events["direction"].cast(pl.Int64).to_list(),
                           "triggered": events["triggered"].to_list()}

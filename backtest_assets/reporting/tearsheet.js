@@ -78,7 +78,7 @@
   function hover(p, renderers, tips, mode) {
     p.add_tools(new M.HoverTool({renderers: renderers, tooltips: tips, mode: mode || "mouse",
       formatters: {"@x": "datetime", "@entry": "datetime", "@exit": "datetime",
-                   "@ts": "datetime"}}));
+                   "@ts": "datetime", "@known": "datetime"}}));
   }
 
   function hline(p, y, color, dash) {
@@ -129,7 +129,7 @@
 
   // Candles of k bars each over the visible window: the smallest k that keeps it under
   // maxc candles, buckets [j*k, (j+1)*k) of the bar index (stable while panning).
-  function rebucket(c, full, view, xr) {
+  function rebucket(c, full, view, xr, yr) {
     var T = full.t, O = full.o, H = full.h, L = full.l, C = full.c, n = T.length;
     if (!n) { return; }
     function lb(v) {
@@ -154,6 +154,12 @@
       d.color.push(cl >= op ? UP : DOWN);
     }
     view.data = d;
+    // the price axis spans the bars in view (markers sit at bar prices: inside it)
+    var lo = Math.min.apply(null, d.low), hi = Math.max.apply(null, d.high);
+    if (yr && isFinite(lo) && isFinite(hi)) {
+      var pad = Math.max((hi - lo) * 0.06, Math.abs(hi) * 1e-4);
+      yr.setv({start: lo - pad, end: hi + pad});
+    }
   }
 
   function pick(data, idx) {
@@ -216,8 +222,8 @@
       var r = p.scatter({x: field("ts"), y: field("y"), source: src, marker: "diamond",
                          size: 11, line_color: PURPLE,
                          fill_color: kind[0] ? PURPLE : null, legend_label: kind[1]});
-      hover(p, [r], [["time", "@ts{%F %H:%M}"], ["event", "@type"],
-                     ["direction", "@direction"], ["close", "@y{0,0.00[00]}"]]);
+      hover(p, [r], [["known at", "@known{%F %H:%M}"], ["event", "@type"],
+                     ["direction", "@direction"], ["bar high", "@y{0,0.00[00]}"]]);
     });
   }
 
@@ -227,7 +233,8 @@
     if (!ranges[c.link]) {
       ranges[c.link] = new M.Range1d({start: start, end: end, bounds: [start, end]});
     }
-    var p = base(c, ranges, {height: c.height || 380});
+    var yr = new M.Range1d({start: 0, end: 1});
+    var p = base(c, ranges, {height: c.height || 380, y_range: yr});
     var view = source({x: [], w: [], open: [], high: [], low: [], close: [], top: [],
                        bottom: [], k: [], color: []});
     view.name = "candles-" + c.symbol;
@@ -240,7 +247,7 @@
                       ["open", "@open{0,0.00[00]}"], ["high", "@high{0,0.00[00]}"],
                       ["low", "@low{0,0.00[00]}"], ["close", "@close{0,0.00[00]}"]]);
     var xr = p.x_range;
-    var update = function () { rebucket(c, c.full, view, xr); };
+    var update = function () { rebucket(c, c.full, view, xr, yr); };
     xr.properties.start.change.connect(update);
     xr.properties.end.change.connect(update);
     update();

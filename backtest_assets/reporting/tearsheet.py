@@ -535,17 +535,19 @@ def _trades_section(page: _Page, inputs: BlueprintInputs) -> None:
         parts.append(H.nothing("No closed trade."))
     page.add("trades", "Trades", H.note(
         "Entries at the fill (the open of the bar after the signal); exits by the engine's "
-        "reason; events at the close of their bar, filled when an entry followed at the next "
-        "open. Drag to pan, scroll to zoom, click a legend entry to hide it."), *parts)
+        "reason; events on top of their bar (known at its close), filled when an entry "
+        "followed at the next open. Drag to pan, scroll to zoom (the price axis follows the "
+        "bars in view), click a legend entry to hide it."), *parts)
 
 
 def _events_with_triggers(inputs: BlueprintInputs, step: dt.timedelta) -> pl.DataFrame:
-    """The entry's events with ``close`` (their bar's close) and ``triggered`` (an entry
-    of the blueprint at the open of the next bar, on the same symbol)."""
+    """The entry's events with ``high`` (their bar's high: the marker sits on top of the
+    bar) and ``triggered`` (an entry of the blueprint at the open of the next bar, on the
+    same symbol)."""
     ev = inputs.events
     if ev.is_empty() or inputs.bars.is_empty():
         return pl.DataFrame()
-    closes = inputs.bars.select("symbol", pl.col("ts_open").alias("ts"), "close")
+    closes = inputs.bars.select("symbol", pl.col("ts_open").alias("ts"), "high")
     entries = (inputs.trades.select("symbol", (pl.col("entry_ts") - step).alias("ts"))
                .unique().with_columns(triggered=pl.lit(True))
                if inputs.trades.height else pl.DataFrame(

@@ -113,6 +113,8 @@ def test_zoom_on_the_price_chart_shows_single_bars_and_each_trade(browser, sheet
     assert max(overview) > 1  # 4,032 bars in view: candles of several bars
     # the first trade's entry, from the page's own trade source
     entry = browser.eval(f"{doc}.get_model_by_name('trades-BTCUSDT').data.entry[0]")
+    y_range = f"{doc}.get_model_by_name('price-BTCUSDT').y_range"
+    before = browser.eval(f"[{y_range}.start, {y_range}.end]")
     trade = page_charts(sheet.html)["price-BTCUSDT"]["trades"]
     step = 5 * 60_000
     browser.eval(f"""(() => {{ const r = {doc}.get_model_by_name('price-BTCUSDT').x_range;
@@ -129,6 +131,10 @@ def test_zoom_on_the_price_chart_shows_single_bars_and_each_trade(browser, sheet
             '-BTCUSDT')).filter(Boolean);
         return m.flatMap(s => Array.from(s.data.entry)); }})()""")
     assert entry in markers
+    # the price axis follows the bars in view: narrower, and the entry inside it
+    after = browser.eval(f"[{y_range}.start, {y_range}.end]")
+    assert after[1] - after[0] < (before[1] - before[0]) / 2
+    assert after[0] < trade["entry_price"][0] < after[1]
     width = browser.eval("document.querySelector('figure[data-chart=\"price-BTCUSDT\"] "
                          "[data-root]').getBoundingClientRect().width")
     assert width / 61 > 10  # pixels per bar above the marker's size (10 px)

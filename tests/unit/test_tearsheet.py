@@ -94,8 +94,13 @@ def test_price_chart_holds_every_bar_trade_and_event(inputs, sheet):
         assert sorted(c["trades"]["reason"]) == sorted(trades["exit_reason"].to_list())
         ev = inputs.events.filter(pl.col("symbol") == sym)
         assert len(c["events"]["type"]) == ev.height
-        # an event before each entry: triggered
+        # an event before each entry: triggered; drawn on top of its bar, in its middle
         assert sum(c["events"]["triggered"]) == trades.height
+        at = ev.join(bars.rename({"ts_open": "ts"}), on=["symbol", "ts"]).sort("ts")
+        ms = at["ts"].dt.epoch("ms").to_numpy().astype(float)
+        order = np.argsort(c["events"]["ts"], kind="stable")
+        np.testing.assert_array_equal(c["events"]["ts"][order], ms + 150_000)
+        np.testing.assert_array_equal(c["events"]["y"][order], at["high"].to_numpy())
     assert charts["equity"]["hidden"] is False and charts["equity-log"]["hidden"] is True
 
 
