@@ -239,6 +239,7 @@ def research_report(context: dg.AssetExecutionContext, specs: SpecRegistryResour
         "dataset_hash": inputs.dataset_hash, "code_commit": inputs.code_commit}])
     yield dg.Output(row, metadata={
         "path": dg.MetadataValue.path(str(path)), "sha256": digest,
+        "tear_sheets_linked": len(inputs.sheets),
         "chart": dg.MetadataValue.md(markdown_image(summary_png(inputs),
                                                     "out-of-sample Sharpe per blueprint")),
         "promotions": dg.MetadataValue.md(markdown_table(inputs.promotions.select(
