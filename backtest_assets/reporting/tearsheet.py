@@ -48,7 +48,7 @@ import datetime as dt
 import functools
 import importlib.util
 import json
-import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -415,7 +415,7 @@ def render_blueprint(inputs: BlueprintInputs) -> TearSheet:
     headline = {k: _finite(m.get(k)) for k in HEADLINE_KEYS} | risk
     _headline_section(page, inputs, headline)
     if eq.height:
-        closes = _close_matrix(inputs.bars, eq["ts"], inputs.interval_minutes)
+        closes, _ = _close_matrix(inputs.bars, eq["ts"], inputs.interval_minutes)
         bh = P.buy_and_hold(closes, inputs.init_cash) if closes.size else None
         parts = _equity_section(page, curve, {"buy and hold": bh} if bh is not None else {})
         page.add("equity", "Equity and drawdown", H.note(
@@ -483,23 +483,25 @@ def _headline_section(page: _Page, inputs: BlueprintInputs, h: dict) -> None:
         "its equity."), cards, H.keyvalue(rows))
 
 
-def _close_matrix(bars: pl.DataFrame, ts: pl.Series, interval_minutes: int) -> np.ndarray:
-    """(T, S) closes of each symbol at the equity's bar closes (``ts`` = open + interval)."""
+def _close_matrix(bars: pl.DataFrame, ts: pl.Series, interval_minutes: int
+                  ) -> tuple[np.ndarray, list[str]]:
+    """(T, S) closes of each symbol at the equity's bar closes (``ts`` = open + interval),
+    and the symbols of its columns (sorted)."""
     if bars.is_empty() or ts.is_empty():
-        return np.empty((0, 0))
+        return np.empty((0, 0)), []
     step = pl.duration(minutes=interval_minutes)
     wide = (bars.select("symbol", (pl.col("ts_open") + step).alias("ts"), "close")
             .pivot(on="symbol", index="ts", values="close"))
     symbols = sorted(c for c in wide.columns if c != "ts")
     frame = pl.DataFrame({"ts": ts}).join(wide, on="ts", how="left")
-    return frame.select(symbols).to_numpy().astype(np.float64)
+    return frame.select(symbols).to_numpy().astype(np.float64), symbols
 
 
 def _trades_section(page: _Page, inputs: BlueprintInputs) -> None:
     trades = inputs.trades
     parts: list[str] = []
-    symbols = [s for s in str(inputs.catalog.get("symbols") or "").split(",") if s] or \
-        sorted(inputs.bars["symbol"].unique()) if inputs.bars.height else []
+    symbols = [s for s in str(inputs.catalog.get("symbols") or "").split(",") if s] or (
+        sorted(inputs.bars["symbol"].unique()) if inputs.bars.height else [])
     step = dt.timedelta(minutes=inputs.interval_minutes)
     step_ms = inputs.interval_minutes * 60_000.0
     events = _events_with_triggers(inputs, step)
@@ -575,14 +577,13 @@ def _by_reason(closed: pl.DataFrame) -> str:
 def _exposure_parts(page: _Page, inputs: BlueprintInputs, curve: _Curve) -> list[str]:
     eq = inputs.equity.sort("ts")
     keep = curve.keep()
-    symbols = [s for s in str(inputs.catalog.get("symbols") or "").split(",") if s]
-    closes = _close_matrix(inputs.bars.filter(pl.col("symbol").is_in(symbols)) if symbols
-                           else inputs.bars, eq["ts"], inputs.interval_minutes)
-    order = sorted(symbols) if symbols else sorted(inputs.bars["symbol"].unique())
+    closes, order = _close_matrix(inputs.bars, eq["ts"], inputs.interval_minutes)
     full = {"gross (engine)": eq["exposure"].to_numpy()}
-    if closes.size and inputs.trades.height:
-        full["net (from the trades)"] = P.net_exposure(inputs.trades, closes, order,
-                                                       curve.equity)[1]
+    traded = inputs.trades.filter(pl.col("symbol").is_in(order)) if inputs.trades.height \
+        else inputs.trades
+    if closes.size and traded.height and traded.height == inputs.trades.height:
+        # (a symbol without bars: no net exposure, the gross is still the engine's)
+        full["net (from the trades)"] = P.net_exposure(traded, closes, order, curve.equity)[1]
     # each series' own peaks and troughs (the equity's would miss short positions)
     own = _keep_all(curve.ts, full.values())
     series = {k: v[own] for k, v in full.items()}
@@ -810,7 +811,7 @@ def render_portfolio(inputs: PortfolioInputs) -> TearSheet:
         if ew.height:
             others["equal-weight book"] = pl.DataFrame({"ts": book["ts"]}).join(
                 ew.select("ts", "equity"), on="ts", how="left")["equity"].to_numpy()
-        closes = _close_matrix(inputs.closes, book["ts"], inputs.interval_minutes)
+        closes, _ = _close_matrix(inputs.closes, book["ts"], inputs.interval_minutes)
         if closes.size:
             others["buy and hold"] = P.buy_and_hold(closes, inputs.init_cash)
         page.add("equity", "Equity and drawdown", *_equity_section(page, curve, others))
@@ -855,8 +856,6 @@ def _portfolio_exposure(page: _Page, inputs: PortfolioInputs, book: pl.DataFrame
 
 def page_charts(html: str) -> dict[str, dict]:
     """The charts of a rendered sheet by name, arrays decoded (what its script draws)."""
-    import re
-
     data = re.search(r'<script type="application/json" id="sheet-data">(.*?)</script>',
                      html, re.S)
     block = re.search(r'<script type="application/octet-stream" id="sheet-arrays">(.*?)'
@@ -865,11 +864,3 @@ def page_charts(html: str) -> dict[str, dict]:
         return {}
     spec = C.unpack(json.loads(data.group(1).replace("<\\/", "</")), block.group(1))
     return {c["name"]: c for c in spec["charts"]}
-
-
-def headline_json(sheet: TearSheet) -> str:
-    """The headline numbers as JSON (for metadata and tests)."""
-    return json.dumps({k: (None if v is None or not math.isfinite(v) else v)
-                       for k, v in sheet.headline.items()}, sort_keys=True)
-
-

@@ -222,10 +222,19 @@ def test_exposure_overview_keeps_every_series_extremes(inputs, sheet):
     chart = page_charts(sheet.html)["exposure"]
     assert chart["x"].size < inputs.equity.height  # downsampled...
     series = {s["label"]: s["y"] for s in chart["series"]}
-    closes = _close_matrix(inputs.bars, inputs.equity["ts"], 5)
-    _, net = P.net_exposure(inputs.trades, closes, ["BTCUSDT", "ETHUSDT"],
+    closes, symbols = _close_matrix(inputs.bars, inputs.equity["ts"], 5)
+    _, net = P.net_exposure(inputs.trades, closes, symbols,
                             inputs.equity["equity"].to_numpy())
     # ...but the net exposure's deepest short and largest long are both there
     assert np.nanmin(series["net (from the trades)"]) == np.nanmin(net) < 0
     assert np.nanmax(series["net (from the trades)"]) == np.nanmax(net) > 0
     assert set(series["leverage cap"]) == {1.0}
+
+
+def test_a_symbol_without_bars_is_named(inputs):
+    only_btc = dataclasses.replace(inputs, bars=inputs.bars.filter(pl.col("symbol") == "BTCUSDT"))
+    sheet = render_blueprint(only_btc)
+    assert "No bars of ETHUSDT." in section(sheet.html, "trades")
+    assert "price-BTCUSDT" in sheet.charts and "price-ETHUSDT" not in sheet.charts
+    none = render_blueprint(dataclasses.replace(inputs, bars=inputs.bars.clear()))
+    assert "No bars of BTCUSDT." in section(none.html, "trades")
