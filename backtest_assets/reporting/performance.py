@@ -207,6 +207,19 @@ def downsample(x: np.ndarray, y: np.ndarray, buckets: int) -> np.ndarray:
     return np.unique(keep[keep < n])
 
 
+def coarsen_bars(bars: pl.DataFrame, k: int) -> pl.DataFrame:
+    """Candles of ``k`` consecutive rows of one symbol's bars (``ts_open``, ``open``,
+    ``high``, ``low``, ``close``, in time order): buckets ``[j*k, (j+1)*k)`` of the row index,
+    each stamped with its first bar's ``ts_open`` (a gap inside a bucket stays inside it).
+    ``k <= 1`` returns ``bars`` unchanged."""
+    if k <= 1 or bars.is_empty():
+        return bars
+    return (bars.with_row_index("_i").group_by(pl.col("_i") // k, maintain_order=True)
+            .agg(pl.col("ts_open").first(), pl.col("open").first(), pl.col("high").max(),
+                 pl.col("low").min(), pl.col("close").last())
+            .drop("_i"))
+
+
 def buy_and_hold(close: np.ndarray, init_cash: float) -> np.ndarray:
     """Equity of ``init_cash`` split equally over the columns of ``close`` (T, S) at each
     symbol's first price and held: ``sum_s (init_cash / S) * close[t, s] / close[first, s]``,

@@ -62,6 +62,10 @@ from backtest_assets.reporting import sheet_charts as C
 
 OVERVIEW_POINTS = 1500  # buckets of a downsampled line (two points each at most)
 MAX_CANDLES = 1200  # candles drawn at once on a price chart
+# Bars a sheet keeps at full resolution over all its symbols (about 12 bytes a bar packed):
+# a symbol-year of 5m bars fits; beyond, every price chart keeps candles of k bars, the
+# smallest k that fits, and says so.
+FULL_BARS_BUDGET = 120_000
 VAR_LEVELS = (0.95, 0.99)
 
 
@@ -503,8 +507,14 @@ def _trades_section(page: _Page, inputs: BlueprintInputs) -> None:
     symbols = [s for s in str(inputs.catalog.get("symbols") or "").split(",") if s] or (
         sorted(inputs.bars["symbol"].unique()) if inputs.bars.height else [])
     step = dt.timedelta(minutes=inputs.interval_minutes)
-    step_ms = inputs.interval_minutes * 60_000.0
     events = _events_with_triggers(inputs, step)
+    total = inputs.bars.filter(pl.col("symbol").is_in(symbols)).height \
+        if inputs.bars.height else 0
+    k = max(1, -(-total // FULL_BARS_BUDGET))
+    step_ms = k * inputs.interval_minutes * 60_000.0
+    finest = ("single bars" if k == 1 else
+              f"candles of {k} bars ({k * inputs.interval_minutes} minutes): {total:,} bars "
+              f"are over the page's budget of {FULL_BARS_BUDGET:,} at full resolution")
     for sym in symbols:
         own = inputs.bars.filter(pl.col("symbol") == sym).sort("ts_open") \
             if inputs.bars.height else pl.DataFrame()
@@ -514,10 +524,11 @@ def _trades_section(page: _Page, inputs: BlueprintInputs) -> None:
         tr = trades.filter(pl.col("symbol") == sym) if trades.height else trades
         ev = events.filter(pl.col("symbol") == sym) if events.height else events
         # the symbols' charts share one x range: they zoom together
-        spec = C.price(sym, own, tr, ev, step_ms=step_ms, maxc=MAX_CANDLES)
+        spec = C.price(sym, P.coarsen_bars(own, k), tr, ev, step_ms=step_ms,
+                       maxc=MAX_CANDLES)
         parts.append(page.chart(spec, f"{own.height:,} bars, {tr.height:,} trades; a candle "
-                                      "spans the bars its width covers, single bars from "
-                                      f"{MAX_CANDLES:,} bars in view"))
+                                      "spans the bars its width covers; zoomed in to "
+                                      f"{MAX_CANDLES:,} candles or fewer it shows {finest}"))
     closed = P.trade_summary(trades, inputs.interval_minutes)
     if closed.height:
         parts.append(_by_reason(closed))

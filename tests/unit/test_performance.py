@@ -206,3 +206,14 @@ def test_returns_and_sharpe_are_the_engines():
     r = P.returns(eq, 100.0)
     assert P.sharpe(r, 4.0) == pytest.approx(r.mean() / r.std(ddof=1) * 2)
     assert math.isnan(P.sharpe(np.zeros(5), 4.0)) and math.isnan(P.sharpe(r[:1], 4.0))
+
+
+def test_coarsen_bars_by_row_buckets():
+    bars = pl.DataFrame({"ts_open": grid(5), "open": [1.0, 2, 3, 4, 5],
+                         "high": [2.0, 9, 4, 5, 6], "low": [0.5, 1, 0.1, 3, 4],
+                         "close": [2.0, 3, 4, 5, 6]})
+    out = P.coarsen_bars(bars, 2)
+    assert out.to_dict(as_series=False) == {
+        "ts_open": [grid(5)[i].item() for i in (0, 2, 4)], "open": [1.0, 3, 5],
+        "high": [9.0, 5, 6], "low": [0.5, 0.1, 4], "close": [3.0, 5, 6]}
+    assert P.coarsen_bars(bars, 1) is bars and P.coarsen_bars(bars.clear(), 3).is_empty()

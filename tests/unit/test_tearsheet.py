@@ -238,3 +238,19 @@ def test_a_symbol_without_bars_is_named(inputs):
     assert "price-BTCUSDT" in sheet.charts and "price-ETHUSDT" not in sheet.charts
     none = render_blueprint(dataclasses.replace(inputs, bars=inputs.bars.clear()))
     assert "No bars of BTCUSDT." in section(none.html, "trades")
+
+
+def test_bars_over_the_budget_are_kept_as_coarser_candles(inputs, monkeypatch):
+    from backtest_assets.reporting import tearsheet
+
+    monkeypatch.setattr(tearsheet, "FULL_BARS_BUDGET", 1_000)
+    total = inputs.bars.height  # two symbols, 3,992 bars each (a 40-bar gap)
+    k = -(-total // 1_000)
+    sheet = render_blueprint(inputs)
+    c = page_charts(sheet.html)["price-BTCUSDT"]
+    bars = inputs.bars.filter(pl.col("symbol") == "BTCUSDT")
+    assert c["full"]["t"].size == -(-bars.height // k) and c["step"] == k * 300_000
+    assert c["full"]["h"].max() == pytest.approx(bars["high"].max(), rel=1e-6)
+    assert f"candles of {k} bars ({5 * k} minutes)" in section(sheet.html, "trades")
+    assert c["trades"]["entry"].size == inputs.trades.filter(
+        pl.col("symbol") == "BTCUSDT").height  # every trade still at its own time

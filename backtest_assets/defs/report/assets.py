@@ -21,6 +21,7 @@ import polars as pl
 from backtest_assets.core.studies import study_files
 from backtest_assets.core.traceability import code_commit
 from backtest_assets.defs.report.checks import (
+    MAX_SHEET_BYTES,
     REPORT_CHECKS,
     check_decisions,
     report_problems,
@@ -176,6 +177,12 @@ def tear_sheets(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
     if found:
         yield check
         raise dg.Failure(description=f"tear_sheets: {'; '.join(found[:5])}")
+    large = rows.filter(pl.col("bytes") > MAX_SHEET_BYTES)
+    size = dg.AssetCheckResult(
+        check_name="sheets_under_5mb", passed=large.is_empty(),
+        severity=dg.AssetCheckSeverity.WARN,
+        description=None if large.is_empty() else "; ".join(
+            f"{r['name']}: {r['bytes'] / 1e6:.2f} MB" for r in large.iter_rows(named=True)))
     preview = rows.select(
         "kind", "name", pl.col("bytes").truediv(1e6).alias("MB"), "total_return", "sharpe",
         "max_drawdown", "trades")
@@ -192,6 +199,7 @@ def tear_sheets(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
             f"- [{r['name']}](file://{r['path']}) ({r['bytes'] / 1e6:.2f} MB): `{r['path']}`"
             for r in rows.iter_rows(named=True)) or "none")})
     yield check
+    yield size
 
 
 @dg.asset(

@@ -25,9 +25,13 @@ REPORT_CHECKS = [
     }),
     *_specs("tear_sheets", {
         "sheets_complete": "a sheet per blueprint and portfolio, each file as written "
-                           "(sha256), every chart placed, at most 5 MB, its headline numbers "
-                           "those of the warehouse",
+                           "(sha256), every chart placed, its headline numbers those of the "
+                           "warehouse",
     }),
+    # not blocking: a large sheet is still a correct one; the report goes on and links it
+    dg.AssetCheckSpec("sheets_under_5mb", asset="tear_sheets", blocking=False,
+                      partitions_def=study_partitions_def,
+                      description="every tear sheet is at most 5 MB (issue 21's target)"),
     *_specs("research_report", {
         "report_complete": "the HTML file exists, matches its sha256 and has every section "
                            "and chart",
@@ -76,8 +80,6 @@ def sheet_problems(rows: pl.DataFrame, frames) -> list[str]:
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != r["sha256"]:
             out.append(f"{path}: sha256 differs")
-        if len(data) > MAX_SHEET_BYTES:
-            out.append(f"{path}: {len(data):,} bytes, above {MAX_SHEET_BYTES:,}")
         main = data[data.find(b"<main>"):data.find(b"</main>")]
         if main.count(b"<div data-root=") != r["charts"]:
             out.append(f"{path}: {r['charts']} charts but not every one placed")
