@@ -10,7 +10,7 @@ cold browser, offline. The load average before and after is printed: compare run
 a quiet machine.
 
     .venv/bin/python bench/tearsheet.py [--bars 105120] [--trades 2000] [--repeat 5]
-        [--browser] [--keep PATH]
+        [--symbols 1] [--browser] [--keep PATH]
 """
 
 from __future__ import annotations
@@ -55,13 +55,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bars", type=int, default=105_120)
     ap.add_argument("--trades", type=int, default=2_000)
+    ap.add_argument("--symbols", type=int, default=1, help="symbols, each --bars long")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--browser", action="store_true")
     ap.add_argument("--keep", type=Path, help="write the sheet here too")
     args = ap.parse_args()
     print(f"load average before: {_load()} ({os.cpu_count()} cores)")
     t0 = time.perf_counter()
-    inputs = synthetic_blueprint(args.bars, args.trades, ("BTCUSDT",), gap=None,
+    symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")[:args.symbols]
+    inputs = synthetic_blueprint(args.bars, args.trades, symbols, gap=None,
                                  name="bench_blueprint")
     print(f"inputs: {inputs.bars.height:,} bars, {inputs.trades.height:,} trades, "
           f"{inputs.events.height:,} events (built in {time.perf_counter() - t0:.2f} s, "
