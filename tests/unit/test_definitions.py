@@ -183,7 +183,9 @@ def test_walk_forward_and_report_partitions_and_blocking_checks():
     for name in REPORT_ASSETS:
         a = defs.resolve_assets_def(name)
         assert a.partitions_def.name == "study"  # dynamic: a study is registered when run
-        assert all(c.blocking for c in a.check_specs)
+        # a tear sheet over 5 MB warns: it is still right, and the report links it
+        assert {c.name for c in a.check_specs if not c.blocking} == (
+            {"sheets_under_5mb"} if name == "tear_sheets" else set())
 
 
 def test_the_code_location_imports_neither_matplotlib_nor_scipy_stats_or_optimize():
