@@ -748,7 +748,7 @@ class StudyLayers:
             return [str(study_event_type_key(self.study, e))
                     for e in reg.study_event_types(reg.studies[self.study])]
         if asset in ("study_record", "strategy_blueprints", "research_report",
-                     "promotion_decisions"):
+                     "promotion_decisions", "tear_sheets"):
             return [self.study]
         if asset == "portfolio_metrics":
             from backtest_assets.partitions import study_portfolio_key
@@ -826,7 +826,7 @@ STUDY_TABLES = ("study_record", "event_quality_report", "phase2_candidates_raw",
                 "edge_contracts", "portfolio_weights", "portfolio_equity", "portfolio_metrics",
                 "universe_snapshot", "alpha_signals", "regime_series", "alpha_model",
                 "alpha_scores", "expectancy_report", "expectancy_robustness",
-                "edge_candidates", "promotion_decisions", "research_report")
+                "edge_candidates", "promotion_decisions", "tear_sheets", "research_report")
 
 
 def forget_study(study: str, *, instance: DagsterInstance | None = None,

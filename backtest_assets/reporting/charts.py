@@ -7,6 +7,8 @@ import io
 
 import polars as pl
 
+from backtest_assets.reporting.performance import downsample
+
 
 class _Pyplot:
     """``matplotlib.pyplot`` on the Agg backend, imported at its first use (0.3 s that the
@@ -217,6 +219,55 @@ def message_png(text: str, *, dpi: int = 100) -> bytes:
     """A small image carrying only ``text``: what to show where a chart has no data."""
     fig = plt.figure(figsize=(6, 1.5))
     fig.text(0.5, 0.5, _label(text), ha="center", va="center", fontsize=11)
+    try:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def small_equity_png(curves: list[tuple[str, pl.DataFrame]], *, title: str, color: str,
+                     dpi: int = 72) -> bytes:
+    """A small chart of one blueprint: each ``(label, frame)`` curve (``ts``, ``equity``) as
+    its return from its first point in %, the first solid, the others dashed; the frame's
+    border in ``color`` (its promotion decision). Empty curves are skipped.
+
+    At 3.4 x 1.8 inches: one per blueprint in a grid, instead of one chart crowded with all
+    of them.
+    """
+    fig, ax = plt.subplots(figsize=(3.4, 1.8))
+    drawn = 0
+    for i, (label, frame) in enumerate(curves):
+        if frame.is_empty():
+            continue
+        part = frame.sort("ts")
+        eq, ts = part["equity"].to_numpy(), part["ts"].to_numpy()
+        keep = downsample(ts, eq, 200)  # a 3-inch line needs no more; extremes kept
+        base = eq[0] if eq[0] else 1.0
+        ax.plot(ts[keep], 100 * (eq[keep] / base - 1), linewidth=1.0,
+                color=color if i == 0 else "#333333", linestyle="-" if i == 0 else "--",
+                label=_label(label))
+        drawn += 1
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_title(_label(title), fontsize=8)
+    ax.tick_params(labelsize=6)
+    ax.grid(alpha=0.3)
+    for side in ax.spines.values():
+        side.set_edgecolor(color)
+        side.set_linewidth(1.5)
+    # no legend: the report's note says solid is in sample, dashed out of sample (a legend
+    # costs a third of the chart's time, and hides the curve at this size)
+    if drawn:
+        import matplotlib.dates as mdates
+
+        locator = mdates.AutoDateLocator(minticks=2, maxticks=4)
+        ax.xaxis.set_major_locator(locator)
+        concise = mdates.ConciseDateFormatter(locator)
+        concise.offset_formats = [""] * 6  # no year/month line under a 3-inch chart
+        ax.xaxis.set_major_formatter(concise)
+    # fixed margins: tight_layout costs more than drawing the chart
+    fig.subplots_adjust(left=0.13, right=0.97, top=0.86, bottom=0.14)
     try:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi)

@@ -27,6 +27,13 @@ fractions (``-0.1`` is -10%), drawdowns ``<= 0``.
   portfolios (``portfolio_*`` tables): per portfolio and book (``book``, ``equal_weight``)
   the out-of-sample figures and the equity per bar, and the book's weights per rebalance and
   edge: the ``portfolio`` section.
+- ``metrics`` (optional): one row per blueprint: ``blueprint``, ``source``, the backtest's
+  ``total_return``, ``sharpe``, ``max_drawdown``, ``trades``, ``win_rate``, ``fee_drag``,
+  the walk-forward's ``oos_sharpe``, ``deflated_sharpe``, ``pbo``, ``stress_sharpe`` and the
+  ``decision`` (any may be missing): the sortable ``blueprints`` table.
+- ``survivors`` (optional): the ``phase2_fdr`` rows with ``survivor`` true.
+- ``sheets`` (optional): blueprint (or ``portfolio:NAME``) -> the path of its tear sheet
+  relative to the report: every blueprint's name links to it.
 - ``funding`` (optional): ``blueprint``, ``run`` (``backtest`` / ``walk-forward``),
   ``funding_missing`` (prints missing, run as no payment because allowed),
   ``funding_constant_runs`` (runs of one rate longer than the study's limit): shown in the
@@ -36,8 +43,11 @@ Output
 ------
 :func:`render_report` returns HTML with no external reference at all (no CDN, font or
 script URL; a Content-Security-Policy forbids fetching anything but ``data:`` images), so the
-file can be archived and opened offline. Charts are matplotlib PNGs inlined as base64
-``<img class="chart" data-chart="NAME">``. On ``load`` an inline script sets
+file can be archived and opened offline (the tear sheets it links to are files beside it).
+Charts are matplotlib PNGs inlined as base64 ``<img class="chart" data-chart="NAME">``: the
+summary, one small chart per blueprint (``bp-NAME``: in-sample and stitched out-of-sample
+equity, framed in its decision's colour), event curves and funnel. A small inline script
+sorts the ``blueprints`` table on a header click. On ``load`` an inline script sets
 ``data-charts-loaded`` (charts decoded with a non-zero width) and ``data-charts-total`` on
 ``<body>``, so a headless browser's DOM dump tells whether every chart rendered. The output is
 a function of the inputs only (no generation time), so a report can be diffed and rebuilt.
@@ -47,26 +57,43 @@ from __future__ import annotations
 
 import base64
 import datetime
-import html
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
 
+from backtest_assets.reporting import html as H
 from backtest_assets.reporting.charts import (
     equity_drawdown_png,
     event_curves_png,
     funnel_png,
     message_png,
     sharpe_bars_png,
+    small_equity_png,
 )
 from backtest_assets.reporting.compare import BOTH, ONLY_A, ONLY_B, Comparison
+from backtest_assets.reporting.html import NA, Column
+from backtest_assets.reporting.html import esc as _esc
+from backtest_assets.reporting.html import fixed as _fixed
+from backtest_assets.reporting.html import integer as _int
+from backtest_assets.reporting.html import missing as _missing
+from backtest_assets.reporting.html import note as _note
+from backtest_assets.reporting.html import nothing as _nothing
+from backtest_assets.reporting.html import params as _params
+from backtest_assets.reporting.html import pct as _pct
+from backtest_assets.reporting.html import reasons as _reasons
+from backtest_assets.reporting.html import section as _section
+from backtest_assets.reporting.html import short_hash as _hash
+from backtest_assets.reporting.html import table as _table
+from backtest_assets.reporting.html import text as _text
+from backtest_assets.reporting.html import when as _when
 
-MAX_CURVES = 12  # equity charts: more lines than this are unreadable
 MAX_SHARPE_BARS = 40  # summary chart
-NA = "\u2014"  # em dash: a missing value
+# promotion decision -> colour (charts, badges) and what it means (the legend)
+DECISION_COLOURS = {"promote": ("#55a868", "promoted: passed every gate, moved on a stage"),
+                    "hold": ("#4c72b0", "held: no decision yet, or a gate not yet passable"),
+                    "archive": ("#9a9a9a", "archived: a gate failed")}
 
 
 @dataclass(frozen=True)
@@ -92,68 +119,9 @@ class ReportInputs:
     portfolio_weights: pl.DataFrame = field(default_factory=pl.DataFrame)
     alpha_model: pl.DataFrame = field(default_factory=pl.DataFrame)  # one row per refit
     alpha_expectancy: pl.DataFrame = field(default_factory=pl.DataFrame)  # signal x bucket
-
-
-# ---- formatting: every function returns HTML-safe text -----------------------------------
-
-def _esc(value: object) -> str:
-    return NA if value is None else html.escape(str(value), quote=True)
-
-
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and not math.isfinite(value))
-
-
-def _fixed(value: object, digits: int = 2) -> str:
-    return NA if _missing(value) else f"{float(value):,.{digits}f}"
-
-
-def _pct(value: object) -> str:
-    return NA if _missing(value) else f"{100 * float(value):.2f}%"
-
-
-def _int(value: object) -> str:
-    return NA if _missing(value) else f"{int(value):,}"
-
-
-def _hash(value: object) -> str:
-    """A hash shortened to 12 characters, the full value in the tooltip."""
-    if not value:
-        return NA
-    full = _esc(value)
-    return f'<code title="{full}">{_esc(str(value)[:12])}</code>'
-
-
-def _when(value: object) -> str:
-    if isinstance(value, datetime.datetime):
-        fmt = "%Y-%m-%d" if value.time() == datetime.time() else "%Y-%m-%d %H:%M"
-        return _esc(value.strftime(fmt))
-    if isinstance(value, datetime.date):
-        return _esc(value.isoformat())
-    return _esc(value)
-
-
-def _params(value: object) -> str:
-    """A JSON object of parameters as ``k=v, ...``; anything else verbatim."""
-    if value is None:
-        return NA
-    try:
-        params = json.loads(str(value))
-    except ValueError:
-        return f"<code>{_esc(value)}</code>"
-    if isinstance(params, dict):
-        text = ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
-                         for k, v in params.items())
-        return f"<code>{_esc(text)}</code>"
-    return f"<code>{_esc(json.dumps(params))}</code>"
-
-
-def _reasons(value: object) -> str:
-    if isinstance(value, pl.Series):
-        value = value.to_list()
-    if isinstance(value, list | tuple):
-        value = "; ".join(str(v) for v in value if v is not None)
-    return _esc(value) if value else NA
+    metrics: pl.DataFrame = field(default_factory=pl.DataFrame)  # one row per blueprint
+    survivors: pl.DataFrame = field(default_factory=pl.DataFrame)  # phase2_fdr survivors
+    sheets: dict[str, str] = field(default_factory=dict)  # name -> tear sheet (relative)
 
 
 # ---- building blocks ---------------------------------------------------------------------
@@ -164,65 +132,7 @@ def _img(png: bytes, name: str, alt: str) -> str:
             f'src="data:image/png;base64,{data}">')
 
 
-def _nothing(sentence: str) -> str:
-    return f'<p class="nothing">{_esc(sentence)}</p>'
-
-
-def _note(sentence: str) -> str:
-    return f'<p class="note">{_esc(sentence)}</p>'
-
-
-def _section(key: str, title: str, *parts: str) -> str:
-    body = "\n".join(parts)
-    return f'<section id="{key}">\n<h2>{_esc(title)}</h2>\n{body}\n</section>'
-
-
-# A column: header, right-aligned?, cell formatter of the row dict (returns HTML).
-Column = tuple[str, bool, Callable[[dict], str]]
-
-
-def _table(columns: Sequence[Column], rows: Sequence[dict], *, css: str = "") -> str:
-    head = "".join(f'<th{" class=num" if num else ""}>{_esc(h)}</th>' for h, num, _ in columns)
-    body = "\n".join(
-        "<tr>" + "".join(f'<td{" class=num" if num else ""}>{cell(row)}</td>'
-                         for _, num, cell in columns) + "</tr>"
-        for row in rows)
-    cls = f' class="{css}"' if css else ""
-    return (f'<div class="scroll"><table{cls}>\n<thead><tr>{head}</tr></thead>\n'
-            f'<tbody>\n{body}\n</tbody>\n</table></div>')
-
-
-def _text(name: str) -> Callable[[dict], str]:
-    return lambda row: _esc(row.get(name))
-
-
 # ---- data helpers ------------------------------------------------------------------------
-
-def _curve_sharpe(curves: pl.DataFrame) -> pl.DataFrame:
-    """``blueprint``, ``sharpe``: mean / std of each curve's bar returns, not annualised.
-
-    Only used to rank curves drawn at one bar interval, where annualising changes no order.
-    """
-    r = pl.col("equity").pct_change()
-    return (curves.sort("blueprint", "ts")
-            .group_by("blueprint", maintain_order=True)
-            .agg(sharpe=(r.mean() / r.std()).fill_nan(None))
-            # a flat curve (std 0) gives +-inf: rank it as unknown, after every real value
-            .with_columns(pl.when(pl.col("sharpe").is_finite()).then(pl.col("sharpe"))))
-
-
-def _top_curves(curves: pl.DataFrame, limit: int = MAX_CURVES) -> tuple[pl.DataFrame, str]:
-    """The curves of the ``limit`` best-Sharpe blueprints and a sentence saying what is drawn."""
-    total = curves["blueprint"].n_unique()
-    if total <= limit:
-        return curves, f"All {total} blueprint(s) drawn."
-    best = (_curve_sharpe(curves).sort("sharpe", "blueprint", descending=[True, False],
-                                       nulls_last=True)
-            .head(limit)["blueprint"])
-    return (curves.filter(pl.col("blueprint").is_in(best.implode())),
-            f"The {limit} of {total} blueprints with the highest Sharpe ratio of their "
-            "bar returns on this curve are drawn; every blueprint is in the tables.")
-
 
 def _count_decisions(promotions: pl.DataFrame) -> dict[str, int]:
     if promotions.is_empty():
@@ -292,13 +202,13 @@ def render_report(inputs: ReportInputs) -> str:
     Returns
     -------
     str
-        An HTML5 document with sections ``summary``, ``equity``, ``walkforward``,
-        ``events``, ``funnel``, ``promotion``, ``portfolio``, ``alpha``, ``compare`` and
-        ``traceability``.
+        An HTML5 document with sections ``summary``, ``blueprints``, ``equity``,
+        ``walkforward``, ``events``, ``funnel``, ``survivors``, ``promotion``,
+        ``portfolio``, ``alpha``, ``compare`` and ``traceability``.
     """
-    sections = [_summary(inputs), _equity(inputs), _walkforward(inputs), _events(inputs),
-                _funnel(inputs), _promotion(inputs), _portfolio(inputs), _alpha(inputs),
-                _compare(inputs),
+    sections = [_summary(inputs), _blueprints_table(inputs), _equity(inputs),
+                _walkforward(inputs), _events(inputs), _funnel(inputs), _survivors(inputs),
+                _promotion(inputs), _portfolio(inputs), _alpha(inputs), _compare(inputs),
                 _traceability(inputs)]
     title = f"Research report: {inputs.study}"
     first, last = inputs.window
@@ -311,7 +221,7 @@ def render_report(inputs: ReportInputs) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_esc(title)}</title>",
-        f"<style>{_CSS}</style>",
+        f"<style>{H.CSS}{_CSS}</style>",
         "</head>",
         "<body>",
         f"<header><h1>{_esc(title)}</h1>",
@@ -320,7 +230,7 @@ def render_report(inputs: ReportInputs) -> str:
         "<main>",
         *sections,
         "</main>",
-        f"<script>{_SCRIPT}</script>",
+        f"<script>{_SCRIPT}{H.SORT_SCRIPT}</script>",
         "</body>",
         "</html>",
         "",
@@ -353,7 +263,66 @@ def _summary(inputs: ReportInputs) -> str:
                    [dict(enumerate(r)) for r in rows], css="keyvalue")
     chart = (_img(summary_png(inputs), "oos-sharpe", "out-of-sample Sharpe per blueprint")
              if _oos_sharpe(inputs) is not None else _nothing("No out-of-sample results."))
-    return _section("summary", "Summary", table, *_funding(funding), chart)
+    return _section("summary", "Summary", table, *_funding(funding), _legend(), chart)
+
+
+def _decision_key(decision: object) -> str:
+    """``promote``, ``archive`` or ``hold`` (anything else) of a decision's text."""
+    d = str(decision or "").lower()
+    return "promote" if d.startswith("promot") else "archive" if d.startswith("archiv") \
+        else "hold"
+
+
+def _legend() -> str:
+    """What the promotion colours of the charts and badges mean."""
+    items = "".join(f'<span><span class="swatch" style="background:{colour}"></span>'
+                    f"{_esc(text)}</span>" for colour, text in DECISION_COLOURS.values())
+    return f'<p class="legend">promotion colours: {items}</p>'
+
+
+def _link(inputs: ReportInputs, name: str, key: str | None = None) -> str:
+    """``name``, linked to its tear sheet when there is one."""
+    href = inputs.sheets.get(key or name)
+    return (f'<a class="sheet" href="{_esc(href)}">{_esc(name)}</a>' if href
+            else _esc(name))
+
+
+def _blueprints_table(inputs: ReportInputs) -> str:
+    m = inputs.metrics
+    title = "Blueprints"
+    if m.is_empty():
+        return _section("blueprints", title, _nothing("No blueprint."))
+
+    def col(header: str, name: str, fmt) -> tuple[Column, object]:
+        return (header, True, lambda r: fmt(r.get(name))), lambda r: r.get(name)
+
+    cols = [(("blueprint", False, lambda r: _link(inputs, r["blueprint"])),
+             lambda r: r["blueprint"]),
+            (("source", False, _text("source")), lambda r: r.get("source")),
+            (("decision", False, lambda r: _badge(r.get("decision"))),
+             lambda r: r.get("decision"))]
+    cols += [col(h, n, f) for h, n, f in (
+        ("return", "total_return", _pct), ("Sharpe", "sharpe", _fixed),
+        ("max DD", "max_drawdown", _pct), ("trades", "trades", _int),
+        ("win rate", "win_rate", _pct), ("fees", "fee_drag", _pct),
+        ("OOS Sharpe", "oos_sharpe", _fixed),
+        ("deflated Sharpe", "deflated_sharpe", lambda v: _fixed(v, 3)),
+        ("PBO", "pbo", lambda v: _fixed(v, 3)),
+        ("stressed OOS Sharpe", "stress_sharpe", _fixed)) if n in m.columns]
+    rows = m.sort("blueprint").to_dicts()
+    table = _table([c for c, _ in cols], rows, sort_keys=[k for _, k in cols])
+    return _section("blueprints", title, _note(
+        "Every blueprint: the in-sample backtest (return, Sharpe, max drawdown, closed "
+        "trades, win rate, fees as a share of capital), the walk-forward (out-of-sample "
+        "Sharpe, deflated Sharpe, PBO, out-of-sample Sharpe at stressed costs) and the "
+        "promotion decision. Click a header to sort; a name opens the blueprint's tear "
+        "sheet."), table)
+
+
+def _badge(decision: object) -> str:
+    if decision is None:
+        return NA
+    return f'<span class="badge {_decision_key(decision)}">{_esc(decision)}</span>'
 
 
 def _funding(funding: pl.DataFrame) -> list[str]:
@@ -377,20 +346,37 @@ def _funding(funding: pl.DataFrame) -> list[str]:
 
 
 def _equity(inputs: ReportInputs) -> str:
-    if inputs.equity.is_empty():
-        return _section("equity", "In-sample backtests", _nothing("No in-sample backtests."))
-    curves, note = _top_curves(inputs.equity)
-    png = equity_drawdown_png(curves.select("blueprint", "ts", "equity", "drawdown"),
-                              title=f"{inputs.study}: in-sample equity and drawdown")
-    return _section("equity", "In-sample backtests", _note(note),
-                    _img(png, "equity", "in-sample equity and drawdown"))
+    title = "Equity per blueprint"
+    names = sorted({*(inputs.equity["blueprint"] if inputs.equity.height else []),
+                    *(inputs.oos_equity["blueprint"] if inputs.oos_equity.height else [])})
+    if not names:
+        return _section("equity", title, _nothing("No in-sample backtests."))
+    decisions = ({} if inputs.promotions.is_empty() else dict(
+        inputs.promotions.group_by("blueprint", maintain_order=True).last()
+        .select("blueprint", "decision").iter_rows()))
+    cells = []
+    for name in names:
+        colour = DECISION_COLOURS[_decision_key(decisions.get(name))][0]
+        curves = [(label, frame.filter(pl.col("blueprint") == name)
+                   if frame.height else frame)
+                  for label, frame in (("in sample", inputs.equity),
+                                       ("out of sample", inputs.oos_equity))]
+        png = small_equity_png(curves, title=name, color=colour)
+        img = _img(png, f"bp-{name}", f"{name}: equity in and out of sample")
+        href = inputs.sheets.get(name)
+        link = f'<a class="sheet" href="{_esc(href)}">{img}</a>' if href else img
+        cells.append(f'<div class="cell">{link}</div>')
+    return _section("equity", title, _note(
+        "One chart per blueprint: the in-sample backtest (solid, framed in the colour of its "
+        "promotion decision) and the stitched out-of-sample walk-forward (dashed), each as "
+        "its return from its own start. A chart opens the blueprint's tear sheet."),
+        '<div class="multiples">' + "".join(cells) + "</div>")
 
 
 _FOLD_COLUMNS: list[Column] = [
-    ("blueprint", False, _text("blueprint")),
     ("fold", True, _text("fold")),
     ("kind", False, _text("kind")),
-    ("window", False, lambda r: f"{_when(r.get('start'))} to {_when(r.get('end'))}"),
+    ("test window", False, lambda r: H.span(r.get("start"), r.get("end"))),
     ("params", False, lambda r: _params(r.get("params"))),
     ("IS Sharpe", True, lambda r: _fixed(r.get("is_sharpe"))),
     ("OOS Sharpe", True, lambda r: _fixed(r.get("sharpe"))),
@@ -404,19 +390,50 @@ def _walkforward(inputs: ReportInputs) -> str:
     title = "Walk-forward (out of sample)"
     if inputs.oos_equity.is_empty() and inputs.folds.is_empty():
         return _section("walkforward", title, _nothing("No out-of-sample folds."))
-    parts = []
+    parts = [_note("Each blueprint's test folds (the stitched out-of-sample equity is in its "
+                   "chart above and in its tear sheet): the parameters chosen in sample, "
+                   "their in-sample Sharpe and the fold's out-of-sample figures.")]
     if inputs.oos_equity.is_empty():
         parts.append(_nothing("No stitched out-of-sample equity."))
-    else:
-        curves, note = _top_curves(inputs.oos_equity)
-        png = equity_drawdown_png(curves.select("blueprint", "ts", "equity", "drawdown"),
-                                  title=f"{inputs.study}: stitched out-of-sample equity")
-        parts += [_note(note), _img(png, "oos-equity", "stitched out-of-sample equity")]
     if inputs.folds.is_empty():
         parts.append(_nothing("No out-of-sample folds."))
     else:
-        parts.append(_table(_FOLD_COLUMNS, inputs.folds.to_dicts()))
+        for (name,), folds in inputs.folds.sort("blueprint", "fold").group_by(
+                ["blueprint"], maintain_order=True):
+            sharpe = folds["sharpe"].cast(pl.Float64).fill_nan(None).mean()
+            parts.append(
+                f'<details class="folds" data-blueprint="{_esc(name)}"><summary>'
+                f"{_link(inputs, str(name))}: {folds.height} folds, mean OOS Sharpe "
+                f"{_fixed(sharpe)}, {_int(folds['trades'].sum())} trades</summary>"
+                f"{_table(_FOLD_COLUMNS, folds.to_dicts())}</details>")
     return _section("walkforward", title, *parts)
+
+
+def _survivors(inputs: ReportInputs) -> str:
+    title = "Phase-2 survivors"
+    s = inputs.survivors
+    if s.is_empty():
+        return _section("survivors", title, _nothing(
+            "No Phase-2 survivor: no hypothesis passed the FDR, costs and stability."))
+    table = _table([
+        ("hypothesis", False, lambda r: f"<code>{_esc(r['hypothesis_id'])}</code>"),
+        ("event type", False, _text("event_type")), ("rule", False, _text("rule_template")),
+        ("horizon", False, _text("horizon")), ("symbol", False, _text("symbol")),
+        ("n", True, lambda r: _int(r.get("n"))),
+        ("mean (bps)", True, lambda r: H.bps(r.get("mean"))),
+        ("t", True, lambda r: _fixed(r.get("t"))),
+        ("q", True, lambda r: H.num("q", r.get("q"), lambda v: f"{float(v):.4g}")),
+        ("net 1x / 2x costs (bps)", True,
+         lambda r: f"{H.bps(r.get('net_1x'))} / {H.bps(r.get('net_2x'))}")],
+        s.to_dicts(), sort_keys=[
+            lambda r: r["hypothesis_id"], lambda r: r.get("event_type"),
+            lambda r: r.get("rule_template"), lambda r: r.get("horizon"),
+            lambda r: r.get("symbol"), lambda r: r.get("n"), lambda r: r.get("mean"),
+            lambda r: r.get("t"), lambda r: r.get("q"), lambda r: r.get("net_1x")])
+    return _section("survivors", title, _note(
+        "The hypotheses that survived the family's FDR (q), the costs (net of 1x and 2x the "
+        "round-trip cost) and the stability checks; each is a blueprint of the catalog."),
+        table)
 
 
 def _events(inputs: ReportInputs) -> str:
@@ -494,7 +511,7 @@ def _portfolio(inputs: ReportInputs) -> str:
                    "rebalance (every curve starts there at the study's capital).")]
     for name in sorted(metrics["portfolio"].unique()):
         rows = metrics.filter(pl.col("portfolio") == name).sort("book").to_dicts()
-        parts.append(f"<h3>{_esc(name)}</h3>")
+        parts.append(f"<h3>{_link(inputs, name, f'portfolio:{name}')}</h3>")
         parts.append(_note(
             "Edges enter on contracts reviewed on the walk-forward evidence of the bars "
             "before each review only (selection as of each review)."
@@ -677,8 +694,9 @@ def _traceability(inputs: ReportInputs) -> str:
     return _section("traceability", "Traceability", ids, specs)
 
 
-_NAV = (("summary", "Summary"), ("equity", "In-sample"), ("walkforward", "Walk-forward"),
-        ("events", "Events"), ("funnel", "Funnel"), ("promotion", "Promotion"),
+_NAV = (("summary", "Summary"), ("blueprints", "Blueprints"), ("equity", "Equity"),
+        ("walkforward", "Walk-forward"), ("events", "Events"), ("funnel", "Funnel"),
+        ("survivors", "Survivors"), ("promotion", "Promotion"),
         ("portfolio", "Portfolios"), ("alpha", "Alpha"), ("compare", "Compare"),
         ("traceability", "Traceability"))
 
@@ -687,27 +705,15 @@ _CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
         "script-src 'unsafe-inline'")
 
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", Arial, sans-serif;
-       color: #222; background: #fff; margin: 0 auto; max-width: 1200px; padding: 0 24px 48px;
-       line-height: 1.4; font-size: 15px; }
-h1 { font-size: 1.6em; margin: 24px 0 4px; }
-h3 { font-size: 1.1em; margin: 20px 0 4px; }
-h4 { font-size: 0.95em; margin: 12px 0 2px; }
-h2 { font-size: 1.25em; margin: 32px 0 8px; padding-bottom: 4px; border-bottom: 1px solid #ccc; }
-nav a { color: #2a5db0; text-decoration: none; }
-.note { color: #555; font-size: 0.9em; margin: 4px 0 8px; }
-.nothing { color: #777; font-style: italic; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; margin: 8px 0 16px; font-size: 0.88em; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f4f4f4; font-weight: 600; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.keyvalue thead { display: none; }
-code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.92em; }
-img.chart { display: block; max-width: 100%; height: auto; margin: 8px 0 16px; }
-dl { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; }
-dt { font-weight: 600; }
-dd { margin: 0; word-break: break-all; }
+.multiples { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr));
+             gap: 8px; }
+.multiples img.chart { margin: 0; width: 100%; }
+.swatch { display: inline-block; width: 12px; height: 12px; margin: 0 4px -1px 0;
+          border-radius: 2px; }
+.badge.promote { background: #55a868; } .badge.hold { background: #4c72b0; }
+.badge.archive { background: #9a9a9a; }
+details.folds { margin: 4px 0; }
+details.folds summary { cursor: pointer; }
 """
 
 # Counts the charts the browser decoded: a headless DOM dump reads the two attributes.

@@ -5,6 +5,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -409,6 +410,59 @@ def test_promotions_and_the_research_report(evaluated):
     assert "constant funding runs" in summary
     event = instance.get_latest_materialization_event(dg.AssetKey("research_report"))
     assert "base64," in event.asset_materialization.metadata["chart"].value
+
+
+def _page_values(html: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in re.findall(r'data-key="([^"]+)" data-value="([^"]*)"', html):
+        out.setdefault(k, v)
+    return out
+
+
+def test_tear_sheets_show_the_warehouse_numbers(evaluated):
+    """A tear sheet per blueprint beside the report, linked from it; each page's total return,
+    Sharpe, max drawdown, trades (and its hypothesis's q) are the warehouse's, to the last
+    bit, and its charts name the hashes stamped on the backtest."""
+    root, instance = evaluated
+    wh = WarehouseResource(data_root=str(root)).warehouse()
+    sheets = wh.read("tear_sheets", PartitionLayout())
+    metrics = wh.read("backtest_metrics", PartitionLayout())
+    catalog = wh.read("strategy_blueprints", PartitionLayout())
+    fdr = wh.read("phase2_fdr", PartitionLayout())
+    decisions = wh.read("promotion_decisions", PartitionLayout())
+    assert sorted(sheets.filter(pl.col("kind") == "blueprint")["name"]) == sorted(
+        catalog["blueprint"])
+    report = Path(wh.read("research_report", PartitionLayout())["path"][0])
+    links = dict(re.findall(r'<a class="sheet" href="([^"]+)">([^<]+)</a>',
+                            report.read_text()))
+    for row in sheets.iter_rows(named=True):
+        path = Path(row["path"])
+        assert path.parent == report.parent / "tear_sheets"
+        page = path.read_text()
+        assert hashlib.sha256(page.encode()).hexdigest() == row["sha256"]
+        assert row["bytes"] < 5_000_000
+        name = row["name"]
+        assert (report.parent / {v: k for k, v in links.items()}[name]).resolve() == path
+        m = metrics.filter(pl.col("blueprint") == name).row(0, named=True)
+        got = _page_values(page)
+        for key in ("total_return", "sharpe", "max_drawdown", "trades"):
+            assert float(got[key]) == m[key] == row[key], (name, key)
+        decision = decisions.filter(pl.col("blueprint") == name)["decision"][0]
+        assert f'data-key="decision">{decision}<' in page
+        assert f"spec {m['spec_hash'][:12]} \u00b7 data {m['dataset_hash'][:12]}" in page
+        hyp = catalog.filter(pl.col("blueprint") == name)["hypothesis_id"][0]
+        if hyp is not None:
+            assert float(got["q"]) == fdr.filter(pl.col("hypothesis_id") == hyp)["q"][0]
+    survivors = fdr.filter(pl.col("survivor"))
+    shown = dict(re.findall(r"<code>(h_[0-9a-f]+)</code>.*?data-key=\"q\" data-value=\"([^\"]+)\"",
+                            report.read_text()))
+    assert {h: float(q) for h, q in shown.items()} == dict(zip(
+        survivors["hypothesis_id"], survivors["q"], strict=True))
+    event = instance.get_latest_materialization_event(dg.AssetKey("tear_sheets"))
+    meta = event.asset_materialization.metadata
+    assert meta["sheets"].value == sheets.height
+    assert meta["folder"].value == str(report.parent / "tear_sheets")
+    assert "momentum_v1" in meta["headline"].value
 
 
 def test_every_backtest_and_walk_forward_is_an_epoch_with_its_files(evaluated):

@@ -15,9 +15,9 @@ from PIL import Image
 from backtest_assets.reporting.event_study import EVENT_STUDY_SCHEMA, event_study
 from backtest_assets.reporting.report import ReportInputs, render_report, summary_png
 
-SECTIONS = ("summary", "equity", "walkforward", "events", "funnel", "promotion", "portfolio",
-            "alpha", "compare", "traceability")
-CHARTS = {"oos-sharpe", "equity", "oos-equity", "events", "funnel"}
+SECTIONS = ("summary", "blueprints", "equity", "walkforward", "events", "funnel", "survivors",
+            "promotion", "portfolio", "alpha", "compare", "traceability")
+CHARTS = {"oos-sharpe", "events", "funnel", *(f"bp-bp_{i}" for i in range(5))}
 REASON = "oos_sharpe 0.41 < 0.5 & pbo 0.62 > 0.5"
 DATASET_HASH = "d" * 64
 T0 = dt.datetime(2024, 1, 1)
@@ -125,7 +125,8 @@ def test_every_chart_is_a_png_that_is_not_blank(page):
     images = charts(page)
     assert set(images) == CHARTS
     for name, pixels in images.items():
-        assert pixels.shape[0] > 100 and pixels.shape[1] > 300, name
+        small = name.startswith("bp-")  # one small chart per blueprint
+        assert pixels.shape[0] > 100 and pixels.shape[1] > (200 if small else 300), name
         assert pixels.std() > 10, name  # a blank (single colour) image has std 0
         assert (pixels.min(axis=2) < 200).mean() > 0.01, name  # some ink, not only white
 
@@ -140,9 +141,10 @@ def test_summary_counts(page):
 
 def test_tables_format_numbers_and_shorten_hashes(page):
     folds = section(page, "walkforward")
-    assert folds.count("<tr>") == 1 + 5 * 3  # header + one row per blueprint and fold
+    assert folds.count("<tr>") == 5 * (1 + 3)  # per blueprint: header + a row per fold
+    assert folds.count('<details class="folds"') == 5  # grouped by blueprint
     assert "<code>hold_bars=6, threshold=1.5</code>" in folds
-    assert "2024-01-01 to 2024-01-21" in folds
+    assert "2024 01-01 to 01-21" in folds  # compact: the year once, midnight as a date
     assert "<td class=num>-0.60</td>" in folds  # OOS Sharpe, 2 decimals
     assert "<td class=num>-2.00%</td>" in folds  # OOS return as %
     trace = section(page, "traceability")
@@ -168,6 +170,7 @@ def test_nothing_external(page):
     assert not re.search(r'(src|href)="(?!data:image/png;base64,|#)', page)
     assert "<link" not in page
     assert page.count("<script") == 1 and "<script>" in page  # inline only, no src
+    assert "<a " not in page.split("<main>")[1]  # no tear sheet to link to: no link
 
 
 def test_load_script_reports_chart_counts(page):
@@ -198,7 +201,7 @@ def test_partial_inputs():
     assert "No stitched out-of-sample equity." in section(page, "walkforward")
     page = render_report(dataclasses.replace(full, folds=full.folds.clear()))
     assert "No out-of-sample folds." in section(page, "walkforward")
-    assert "oos-equity" in charts(page)
+    assert "bp-bp_0" in charts(page)  # the stitched curve is in each blueprint's chart
     # an event type with no values at all (n = 0 everywhere) still draws
     curves = full.event_curves.with_columns(
         pl.when(pl.col("event_type") == "vol_spike").then(None).otherwise(pl.col(c)).alias(c)
@@ -206,10 +209,51 @@ def test_partial_inputs():
     assert "events" in charts(render_report(dataclasses.replace(full, event_curves=curves)))
 
 
-def test_equity_chart_caps_the_number_of_curves(page):
-    assert "All 5 blueprint(s) drawn." in section(page, "equity")
+def test_one_small_chart_per_blueprint_framed_in_its_decisions_colour(page):
+    images = charts(page)
+    green = np.array([0x55, 0xA8, 0x68], dtype=float)  # promoted (frame and in-sample line)
+    for i in range(5):
+        pixels = images[f"bp-bp_{i}"]
+        near = (np.abs(pixels - green).max(axis=2) < 25).sum()
+        # bp_1 and bp_3 are promoted, the others archived (grey)
+        assert (near > 200) == (i % 2 == 1), (i, near)
     text = section(render_report(synthetic_inputs(n_blueprints=15)), "equity")
-    assert "The 12 of 15 blueprints with the highest Sharpe ratio" in text
+    assert text.count('<img class="chart" data-chart="bp-') == 15
+    assert "#55a868" in render_report(synthetic_inputs())  # the legend's promoted colour
+
+
+def test_blueprints_table_sorts_and_links_to_the_tear_sheets():
+    inputs = dataclasses.replace(
+        synthetic_inputs(),
+        metrics=pl.DataFrame({"blueprint": ["bp_0", "bp_1"], "source": ["spec", "phase2"],
+                              "total_return": [0.1778, -0.05], "sharpe": [9.94, None],
+                              "max_drawdown": [-0.1059, -0.2], "trades": [130.0, 4.0],
+                              "decision": ["promote", "archive"]}),
+        sheets={"bp_0": "tear_sheets/bp_0.html", "portfolio:book_v1": "x/p.html"})
+    page = render_report(inputs)
+    table = section(page, "blueprints")
+    assert 'class="sortable"' in table
+    assert '<a class="sheet" href="tear_sheets/bp_0.html">bp_0</a>' in table
+    assert '<td class=num data-sort="0.1778">17.78%</td>' in table
+    assert '<td class=num data-sort="">\u2014</td>' in table  # a missing Sharpe sorts last
+    assert 'badge promote' in table and 'badge archive' in table
+    # the small chart and the folds link to it as well
+    assert '<a class="sheet" href="tear_sheets/bp_0.html"><img' in section(page, "equity")
+    assert 'href="tear_sheets/bp_0.html">bp_0</a>: 3 folds' in section(page, "walkforward")
+    assert "table.sortable" in page[page.index("<script>"):]
+
+
+def test_survivors_table():
+    survivors = pl.DataFrame({"hypothesis_id": ["h_1"], "event_type": ["oi_flush"],
+                              "rule_template": ["continuation"], "horizon": ["15m"],
+                              "symbol": ["BTCUSDT"], "n": [31], "mean": [0.0034853],
+                              "t": [7.65], "q": [0.0001418088062694873], "net_1x": [0.0023],
+                              "net_2x": [0.0011]})
+    text = section(render_report(dataclasses.replace(synthetic_inputs(),
+                                                     survivors=survivors)), "survivors")
+    assert 'data-key="q" data-value="0.0001418088062694873">0.0001418</span>' in text
+    assert re.search(r"<td class=num data-sort=\"0.0034853\">34.9</td>", text)  # bps
+    assert "No Phase-2 survivor" in section(render_report(synthetic_inputs()), "survivors")
 
 
 def test_summary_png():
@@ -252,7 +296,8 @@ def _edge_cases() -> dict[str, ReportInputs]:
 def test_edge_cases_render_every_chart(case):
     # filterwarnings=error: a matplotlib warning (singular limits, empty legend) fails here
     page = render_report(_edge_cases()[case])
-    assert set(charts(page)) == CHARTS
+    assert set(charts(page)) == {"oos-sharpe", "events", "funnel",
+                                 *(f"bp-bp_{i}" for i in range(3))}
     if case == "nan and null metrics":
         folds = section(page, "walkforward")
         folds = folds[folds.index("<table"):]  # not the base64 chart

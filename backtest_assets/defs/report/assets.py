@@ -13,13 +13,21 @@ chart in the UI.
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from backtest_assets.core.studies import study_files
 from backtest_assets.core.traceability import code_commit
-from backtest_assets.defs.report.checks import REPORT_CHECKS, check_decisions, report_problems
+from backtest_assets.defs.report.checks import (
+    MAX_SHEET_BYTES,
+    REPORT_CHECKS,
+    check_decisions,
+    report_problems,
+    sheet_problems,
+)
+from backtest_assets.defs.report.sheets import study_frames, write_sheets
 from backtest_assets.defs.shared import (
     BY_STUDY_DIM,
     markdown_table,
@@ -50,6 +58,7 @@ _ALL = dg.AllPartitionMapping()
 _STUDY = dict(partitions_def=study_partitions_def, group_name="report", pool="duckdb",
               kinds={"duckdb", "polars"}, metadata={"partition_expr": "study"})
 REPORT_FILE = "research_report.html"
+SHEETS_DIR = "tear_sheets"  # <report folder>/tear_sheets/<blueprint>.html, portfolio_<name>.html
 # A study without blueprints (none of its symbols' baselines, no survivor) decides nothing.
 DECISION_SCHEMA = {"study": pl.String, "blueprint": pl.String, "spec_hash": pl.String,
                    "from_stage": pl.String, "to_stage": pl.String, "decision": pl.String,
@@ -140,6 +149,61 @@ def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryRe
 
 @dg.asset(
     **_STUDY,
+    deps=[dg.AssetDep("strategy_blueprints"),
+          *[dg.AssetDep(a, partition_mapping=BY_STUDY_DIM)
+            for a in ("backtest_equity", "backtest_metrics", "backtest_trades",
+                      "walkforward_results", "walkforward_equity", "walkforward_summary",
+                      "phase2_fdr")],
+          *[dg.AssetDep(a, partition_mapping=_ALL) for a in ("event_table", BASE_BARS)],
+          *[dg.AssetDep(a, partition_mapping=BY_STUDY_DIM)
+            for a in (("portfolio_metrics", "portfolio_equity", "portfolio_weights")
+                      if PORTFOLIO_NAMES else ())],
+          dg.AssetDep("promotion_decisions")],
+    check_specs=[c for c in REPORT_CHECKS if c.asset_key.path[-1] == "tear_sheets"],
+)
+def tear_sheets(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+                warehouse: WarehouseResource):
+    """One interactive, self-contained HTML tear sheet per blueprint and per portfolio."""
+    reg = specs.registry()
+    wh = warehouse.warehouse()
+    study = recorded_study(reg, wh, context.partition_key)
+    wh = study_warehouse(wh, study.name)
+    frames = study_frames(study, wh)
+    folder = report_folder(warehouse, study.name, context) / SHEETS_DIR
+    rows = write_sheets(reg, study, frames, folder)
+    found = sheet_problems(rows, frames)
+    check = dg.AssetCheckResult(check_name="sheets_complete", passed=not found,
+                                description="; ".join(found[:5]) or None)
+    if found:
+        yield check
+        raise dg.Failure(description=f"tear_sheets: {'; '.join(found[:5])}")
+    large = rows.filter(pl.col("bytes") > MAX_SHEET_BYTES)
+    size = dg.AssetCheckResult(
+        check_name="sheets_under_5mb", passed=large.is_empty(),
+        severity=dg.AssetCheckSeverity.WARN,
+        description=None if large.is_empty() else "; ".join(
+            f"{r['name']}: {r['bytes'] / 1e6:.2f} MB" for r in large.iter_rows(named=True)))
+    preview = rows.select(
+        "kind", "name", pl.col("bytes").truediv(1e6).alias("MB"), "total_return", "sharpe",
+        "max_drawdown", "trades")
+    # the table is a function of the inputs; the time it took goes to the metadata only
+    yield dg.Output(rows.drop("seconds"), metadata={
+        "folder": dg.MetadataValue.path(str(folder)), "sheets": rows.height,
+        "total_MB": round(float(rows["bytes"].sum()) / 1e6, 2) if rows.height else 0.0,
+        "largest_MB": round(float(rows["bytes"].max()) / 1e6, 2) if rows.height else 0.0,
+        "seconds": round(float(rows["seconds"].sum()), 2) if rows.height else 0.0,
+        "headline": dg.MetadataValue.md(markdown_table(preview, {
+            "MB": ".2f", "total_return": ".2%", "sharpe": ".2f", "max_drawdown": ".2%",
+            "trades": ",.0f"}) if rows.height else "no blueprint or portfolio"),
+        "files": dg.MetadataValue.md("\n".join(
+            f"- [{r['name']}](file://{r['path']}) ({r['bytes'] / 1e6:.2f} MB): `{r['path']}`"
+            for r in rows.iter_rows(named=True)) or "none")})
+    yield check
+    yield size
+
+
+@dg.asset(
+    **_STUDY,
     deps=[*[dg.AssetDep(a, partition_mapping=BY_STUDY_DIM)
             for a in ("backtest_equity", "backtest_metrics", "walkforward_results",
                       "walkforward_equity", "walkforward_summary", "phase2_fdr")],
@@ -149,7 +213,7 @@ def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryRe
                       if PORTFOLIO_NAMES else ())],
           *[dg.AssetDep(a, partition_mapping=BY_STUDY_DIM)
             for a in (("alpha_model", "expectancy_report") if ALPHA_NAMES else ())],
-          dg.AssetDep("promotion_decisions")],
+          dg.AssetDep("promotion_decisions"), dg.AssetDep("tear_sheets")],
     check_specs=[c for c in REPORT_CHECKS if c.asset_key.path[-1] == "research_report"],
 )
 def research_report(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
@@ -159,9 +223,9 @@ def research_report(context: dg.AssetExecutionContext, specs: SpecRegistryResour
     wh = warehouse.warehouse()
     study = recorded_study(reg, wh, context.partition_key)
     wh = study_warehouse(wh, study.name)
-    inputs = _report_inputs(reg, study, wh)
-    html = render_report(inputs)
     folder = report_folder(warehouse, study.name, context)
+    inputs = _report_inputs(reg, study, wh, folder)
+    html = render_report(inputs)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / REPORT_FILE
     tmp = path.with_suffix(".tmp")
@@ -183,6 +247,7 @@ def research_report(context: dg.AssetExecutionContext, specs: SpecRegistryResour
         "dataset_hash": inputs.dataset_hash, "code_commit": inputs.code_commit}])
     yield dg.Output(row, metadata={
         "path": dg.MetadataValue.path(str(path)), "sha256": digest,
+        "tear_sheets_linked": len(inputs.sheets),
         "chart": dg.MetadataValue.md(markdown_image(summary_png(inputs),
                                                     "out-of-sample Sharpe per blueprint")),
         "promotions": dg.MetadataValue.md(markdown_table(inputs.promotions.select(
@@ -191,7 +256,20 @@ def research_report(context: dg.AssetExecutionContext, specs: SpecRegistryResour
     yield check
 
 
-def _report_inputs(reg, study, wh) -> ReportInputs:
+def _sheet_links(wh, study: str, folder: Path) -> dict[str, str]:
+    """Blueprint (or ``portfolio:NAME``) -> its tear sheet's path relative to ``folder``
+    (the report's), from the latest ``tear_sheets`` rows; none before the first."""
+    rows = wh.study_rows("tear_sheets", study)
+    if rows is None or rows.is_empty():
+        return {}
+    out = {}
+    for r in rows.iter_rows(named=True):
+        key = r["name"] if r["kind"] == "blueprint" else f"portfolio:{r['name']}"
+        out[key] = Path(os.path.relpath(r["path"], folder)).as_posix()
+    return out
+
+
+def _report_inputs(reg, study, wh, folder: Path) -> ReportInputs:
     """The frames of the report, read from the warehouse (empty where not materialized)."""
     def table(name: str) -> pl.DataFrame:
         frame = wh.study_rows(name, study.name)
@@ -236,7 +314,28 @@ def _report_inputs(reg, study, wh) -> ReportInputs:
         compare_with=study.compare_with, comparisons=_comparisons(wh, study),
         portfolio_metrics=table("portfolio_metrics"), portfolio_equity=table("portfolio_equity"),
         portfolio_weights=table("portfolio_weights"), alpha_model=table("alpha_model"),
-        alpha_expectancy=table("expectancy_report"))
+        alpha_expectancy=table("expectancy_report"),
+        metrics=_metrics(table("strategy_blueprints"), table("backtest_metrics"),
+                         table("walkforward_summary"), decisions),
+        survivors=fdr.filter(pl.col("survivor")).sort("event_type", "q") if fdr.height
+        else pl.DataFrame(), sheets=_sheet_links(wh, study.name, folder))
+
+
+def _metrics(catalog: pl.DataFrame, backtests: pl.DataFrame, summary: pl.DataFrame,
+             decisions: pl.DataFrame) -> pl.DataFrame:
+    """One row per blueprint: its source, backtest and walk-forward figures and decision
+    (``ReportInputs.metrics``), as stored."""
+    if catalog.is_empty():
+        return pl.DataFrame()
+    out = catalog.select("blueprint", "source")
+    for frame, cols in ((backtests, ("total_return", "sharpe", "max_drawdown", "trades",
+                                     "win_rate", "fee_drag")),
+                        (summary, ("oos_sharpe", "deflated_sharpe", "pbo", "stress_sharpe")),
+                        (decisions, ("decision", "to_stage"))):
+        have = [c for c in cols if c in frame.columns]
+        if frame.height and have:
+            out = out.join(frame.select("blueprint", *have), on="blueprint", how="left")
+    return out
 
 
 def _funding(metrics: pl.DataFrame, summary: pl.DataFrame) -> pl.DataFrame:
@@ -253,4 +352,4 @@ def _curves(equity: pl.DataFrame) -> pl.DataFrame:
     return equity.select("blueprint", "ts", "equity", "drawdown") if equity.height else equity
 
 
-defs = dg.Definitions(assets=[promotion_decisions, research_report])
+defs = dg.Definitions(assets=[promotion_decisions, tear_sheets, research_report])
