@@ -78,7 +78,7 @@ PEERS := ../shared/bench/peers
 
 bench-peers: .venv-peers/.ready ## the engine beside vectorbt, backtesting.py and NumPy (about 10 min)
 	.venv-peers/bin/python bench/engine_vs_peers.py --peak-mem --json bench/results/engine_vs_peers.json \
-		--only a/vbt_numba,a/vbt_rust,a/backtesting,a/numpy_exact,a/engine,a/engine_funding,a/engine_venue,b/vbt_loop_numba,b/vbt_loop_rust,b/numpy_exact,b/engine_sweep,b/engine_sweep_1t \
+		--only a/vbt_numba,a/vbt_rust,a/backtesting,a/numpy_exact,a/engine,a/engine_numpy,a/engine_funding,a/engine_venue,b/vbt_loop_numba,b/vbt_loop_rust,b/numpy_exact,b/engine_sweep,b/engine_sweep_1t \
 		| tee bench/results/engine_vs_peers.txt
 
 CLAIM_TESTS = $$($(PY) -c 'from pathlib import Path; from backtest_assets.core.claims import load_map; \

@@ -39,7 +39,7 @@ hashes it was drawn from. On load, once Bokeh has rendered every chart, an inlin
 value in ``data-value`` (:func:`backtest_assets.reporting.html.num`). Long series are
 downsampled for the overview (min/max per bucket: every peak and trough is kept); the price
 chart keeps every bar and re-buckets its candles on zoom down to single bars
-(:mod:`backtest_assets.reporting.bokeh_charts`).
+(:mod:`backtest_assets.reporting.sheet_charts` and ``tearsheet.js``).
 """
 
 from __future__ import annotations
