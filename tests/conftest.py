@@ -54,6 +54,20 @@ CLAIM_MAP = REPO / "golden" / "claim_test_map.csv"
 _OUTCOMES: dict[str, str] = {}
 
 
+# The longest files first: `make test` hands out whole files (xdist --dist loadfile) in
+# collection order, and a long file started last leaves the other worker idle at the end.
+LONGEST_FIRST = ("tests/e2e/test_ui_backfill.py", "tests/integration/test_studies.py",
+                 "tests/integration/test_research_pipeline.py",
+                 "tests/integration/test_lake_pipeline.py", "tests/e2e/test_ui_browser.py",
+                 "tests/golden/test_contract.py", "tests/integration/test_celery.py",
+                 "tests/e2e/test_crash_recovery.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable
+
+
 def pytest_addoption(parser):
     parser.addoption("--claims-log", default=os.environ.get(
         "BACKTEST_CLAIMS_LOG", str(REPO / "data" / "claim_verification_log.parquet")),

@@ -75,6 +75,19 @@
     }
   }
 
+  // The legend beside the plot, not over it (a price chart's markers fill its whole area)
+  function legendOutside(p) {
+    legend(p);
+    var boxes = p.center.filter(function (r) { return r instanceof M.Legend; });
+    if (!boxes.length) { return; }
+    p.center = p.center.filter(function (r) { return boxes.indexOf(r) < 0; });
+    boxes.forEach(function (box) {
+      box.location = "top_left";
+      box.background_fill_alpha = 1;
+      p.add_layout(box, "right");
+    });
+  }
+
   function hover(p, renderers, tips, mode) {
     p.add_tools(new M.HoverTool({renderers: renderers, tooltips: tips, mode: mode || "mouse",
       formatters: {"@x": "datetime", "@entry": "datetime", "@exit": "datetime",
@@ -254,7 +267,7 @@
     tradeMarkers(p, c);
     eventMarkers(p, c);
     p.yaxis.formatter = numeral("0,0.[00]");
-    legend(p);
+    legendOutside(p);
     return p;
   };
 

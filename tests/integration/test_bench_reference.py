@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_COLUMNS = {"lineage": ("run_id", "built_at")}
@@ -41,6 +42,7 @@ def _tables(path: Path) -> dict[str, pl.DataFrame]:
         return out
 
 
+@pytest.mark.slow  # guards a benchmark, not the product: out of CI's budget
 def test_the_plain_reference_writes_the_jobs_tables(tmp_path):
     plain = _tables(_run("plain", tmp_path / "plain"))
     job = _tables(_run("dagster_memory", tmp_path / "job"))
