@@ -82,10 +82,12 @@ def _label(text: object) -> str:
     return str(text).replace("$", r"\$").lstrip("_") or "?"
 
 
-def _png(fig, dpi: int) -> bytes:
-    """Render and close ``fig`` (closing always: pyplot keeps every open figure alive)."""
+def _png(fig, dpi: int, *, tight: bool = True) -> bytes:
+    """Render and close ``fig`` (closing always: pyplot keeps every open figure alive);
+    ``tight``: lay it out first (else its margins are the caller's)."""
     try:
-        fig.tight_layout()
+        if tight:
+            fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi)
         return buf.getvalue()
@@ -268,9 +270,4 @@ def small_equity_png(curves: list[tuple[str, pl.DataFrame]], *, title: str, colo
         ax.xaxis.set_major_formatter(concise)
     # fixed margins: tight_layout costs more than drawing the chart
     fig.subplots_adjust(left=0.13, right=0.97, top=0.86, bottom=0.14)
-    try:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi)
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+    return _png(fig, dpi, tight=False)

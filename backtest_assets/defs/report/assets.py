@@ -88,6 +88,16 @@ def _comparisons(wh, study) -> dict[str, Comparison]:
             for other in study.compare_with if other in recorded}
 
 
+def _study_of(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
+              warehouse: WarehouseResource):
+    """The registry, the study of the partition (as recorded) and the warehouse pinned to
+    the study's snapshot."""
+    reg = specs.registry()
+    wh = warehouse.warehouse()
+    study = recorded_study(reg, wh, context.partition_key)
+    return reg, study, study_warehouse(wh, study.name)
+
+
 @dg.asset(
     **_STUDY,
     deps=[dg.AssetDep("strategy_blueprints"),
@@ -98,10 +108,7 @@ def _comparisons(wh, study) -> dict[str, Comparison]:
 def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                         warehouse: WarehouseResource):
     """Each blueprint's promotion gates and lifecycle stage, with the reasons."""
-    reg = specs.registry()
-    wh = warehouse.warehouse()
-    study = recorded_study(reg, wh, context.partition_key)
-    wh = study_warehouse(wh, study.name)
+    reg, study, wh = _study_of(context, specs, warehouse)
     catalog = wh.study_rows("strategy_blueprints", study.name)
     if catalog is None:
         raise dg.Failure(description=f"materialize strategy_blueprints for study "
@@ -164,10 +171,7 @@ def promotion_decisions(context: dg.AssetExecutionContext, specs: SpecRegistryRe
 def tear_sheets(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                 warehouse: WarehouseResource):
     """One interactive, self-contained HTML tear sheet per blueprint and per portfolio."""
-    reg = specs.registry()
-    wh = warehouse.warehouse()
-    study = recorded_study(reg, wh, context.partition_key)
-    wh = study_warehouse(wh, study.name)
+    reg, study, wh = _study_of(context, specs, warehouse)
     frames = study_frames(study, wh)
     folder = report_folder(warehouse, study.name, context) / SHEETS_DIR
     rows = write_sheets(reg, study, frames, folder)
@@ -219,10 +223,7 @@ def tear_sheets(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
 def research_report(context: dg.AssetExecutionContext, specs: SpecRegistryResource,
                     warehouse: WarehouseResource):
     """The study's self-contained HTML research report (path and sha256 in the row)."""
-    reg = specs.registry()
-    wh = warehouse.warehouse()
-    study = recorded_study(reg, wh, context.partition_key)
-    wh = study_warehouse(wh, study.name)
+    reg, study, wh = _study_of(context, specs, warehouse)
     folder = report_folder(warehouse, study.name, context)
     inputs = _report_inputs(reg, study, wh, folder)
     html = render_report(inputs)
