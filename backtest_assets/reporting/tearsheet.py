@@ -875,3 +875,12 @@ def page_charts(html: str) -> dict[str, dict]:
         return {}
     spec = C.unpack(json.loads(data.group(1).replace("<\\/", "</")), block.group(1))
     return {c["name"]: c for c in spec["charts"]}
+
+
+def page_values(html: str) -> dict[str, str]:
+    """``data-key`` -> ``data-value`` of every number on a rendered page (the first of each
+    key): the exact values it shows (:func:`backtest_assets.reporting.html.num`)."""
+    out: dict[str, str] = {}
+    for k, v in re.findall(r'data-key="([^"]+)" data-value="([^"]*)"', html):
+        out.setdefault(k, v)
+    return out

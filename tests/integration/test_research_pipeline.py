@@ -23,6 +23,7 @@ from backtest_assets.defs.report.checks import REPORT_CHECKS, SECTIONS
 from backtest_assets.defs.walkforward.checks import FOLD_CHECKS, WALKFORWARD_CHECKS
 from backtest_assets.lifecycle.epochs import read_epoch
 from backtest_assets.partitions import REGISTRY
+from backtest_assets.reporting.tearsheet import page_values
 from backtest_assets.resources import WarehouseResource
 from backtest_assets.warehouse import PartitionLayout
 
@@ -412,13 +413,6 @@ def test_promotions_and_the_research_report(evaluated):
     assert "base64," in event.asset_materialization.metadata["chart"].value
 
 
-def _page_values(html: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in re.findall(r'data-key="([^"]+)" data-value="([^"]*)"', html):
-        out.setdefault(k, v)
-    return out
-
-
 def test_tear_sheets_show_the_warehouse_numbers(evaluated):
     """A tear sheet per blueprint beside the report, linked from it; each page's total return,
     Sharpe, max drawdown, trades (and its hypothesis's q) are the warehouse's, to the last
@@ -444,7 +438,7 @@ def test_tear_sheets_show_the_warehouse_numbers(evaluated):
         name = row["name"]
         assert (report.parent / {v: k for k, v in links.items()}[name]).resolve() == path
         m = metrics.filter(pl.col("blueprint") == name).row(0, named=True)
-        got = _page_values(page)
+        got = page_values(page)
         for key in ("total_return", "sharpe", "max_drawdown", "trades"):
             assert float(got[key]) == m[key] == row[key], (name, key)
         decision = decisions.filter(pl.col("blueprint") == name)["decision"][0]

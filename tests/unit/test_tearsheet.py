@@ -13,6 +13,7 @@ import pytest
 from backtest_assets.reporting.tearsheet import (
     heatmap_cells,
     page_charts,
+    page_values,
     render_blueprint,
     render_portfolio,
 )
@@ -42,14 +43,6 @@ def section(page: str, key: str) -> str:
     return match.group(1)
 
 
-def values(page: str) -> dict[str, str]:
-    """data-key -> data-value of every number on the page (the first of each key)."""
-    out: dict[str, str] = {}
-    for k, v in re.findall(r'data-key="([^"]+)" data-value="([^"]*)"', page):
-        out.setdefault(k, v)
-    return out
-
-
 def test_sections_and_charts_in_page_order(sheet):
     page = sheet.html
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
@@ -64,7 +57,7 @@ def test_sections_and_charts_in_page_order(sheet):
 
 
 def test_headline_numbers_are_the_inputs_exactly(inputs, sheet):
-    got = values(sheet.html)
+    got = page_values(sheet.html)
     m = inputs.metrics
     for key in ("total_return", "sharpe", "max_drawdown", "trades", "win_rate",
                 "max_drawdown_bars", "fee_drag"):
@@ -201,7 +194,7 @@ def test_portfolio_sheet():
     inputs = synthetic_portfolio()
     sheet = render_portfolio(inputs)
     book = inputs.metrics.filter(pl.col("book") == "book").row(0, named=True)
-    got = values(sheet.html)
+    got = page_values(sheet.html)
     for key in ("total_return", "sharpe", "max_drawdown", "trades"):
         assert float(got[key]) == book[key], key
     assert "weights" in sheet.charts and "equity" in sheet.charts
